@@ -1,0 +1,19 @@
+"""learnlock: conditional data learnability (ungeneralizable examples), attacks and certification.
+
+Data flow: dataset -> protection -> published dataset -> scenario -> report.
+"""
+
+from .data import ImageDataset, list_datasets, load_dataset
+from .errors import LearnlockError
+from .evaluation import evaluate_nets, results_table
+from .models import NetSpec, create_model, list_models
+from .provenance import version as _version
+from .training import RECIPES, Callback, DistillationLoss, Recipe, Trajectory, evaluate, fit
+
+__version__ = _version()
+
+__all__ = [
+    "ImageDataset", "load_dataset", "list_datasets", "LearnlockError", "evaluate_nets",
+    "results_table", "NetSpec", "create_model", "list_models", "RECIPES", "Callback",
+    "DistillationLoss", "Recipe", "Trajectory", "evaluate", "fit", "__version__",
+]

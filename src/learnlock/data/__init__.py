@@ -1,0 +1,42 @@
+"""Datasets by spec string: `load_dataset("folder:PATH", split="train", per_class=100)`.
+
+Specs: `fashion-mnist[:DIR]`, `cifar10[:DIR]`, `cifar100[:DIR]`, `folder:PATH`, `npz:PATH`.
+Every loader returns an `ImageDataset` (uint8 N x C x H x W, int64 labels, class names, ids).
+"""
+
+from __future__ import annotations
+
+from ..errors import LearnlockError
+from ..registry import Registry
+from .base import ImageDataset
+
+DATASETS = Registry("dataset")
+register_dataset = DATASETS.register
+
+SPLITS = ("train", "test")
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    name, sep, arg = spec.partition(":")
+    return name.strip(), (arg if sep else None)
+
+
+def load_dataset(
+    spec: str, split: str = "train", per_class: int | None = None, seed: int = 0
+) -> ImageDataset:
+    """Load `spec` (see module docstring); `per_class` keeps a seeded subset of N items per class."""
+    if split not in SPLITS:
+        raise LearnlockError(f"split must be one of {SPLITS}, got {split!r}")
+    name, arg = parse_spec(spec)
+    loader = DATASETS.get(name)
+    return loader(arg, split, per_class=per_class, seed=seed)
+
+
+def list_datasets() -> list[str]:
+    return DATASETS.names()
+
+
+# Loaders register themselves on import.
+from . import cifar, fashion_mnist, folder, npz  # noqa: E402,F401
+
+__all__ = ["ImageDataset", "load_dataset", "list_datasets", "register_dataset", "DATASETS"]

@@ -1,0 +1,113 @@
+"""Evaluation harness: train each (network, init seed) on a training set, test on a test set.
+
+    rows = evaluate_nets(train, test, nets=["cnn", "resnet18"], seeds=[0, 1], recipe="cpu",
+                         out_dir="runs/clean")
+    print(results_table(rows))
+
+Seed s sets both the network's initial weights and the data order / augmentation draws, so the
+spread over seeds covers both sources of run-to-run noise. With `out_dir`, every finished cell
+is saved at once to results.json and a rerun skips it (a killed run resumes).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+from .data import ImageDataset
+from .errors import LearnlockError
+from .models import NetSpec, create_model
+from .provenance import atomic_write_json, provenance
+from .report import markdown_table, mean_std
+from .training import Callback, Loss, Recipe, cross_entropy, evaluate, fit, get_recipe
+
+
+def describe(data: ImageDataset) -> dict:
+    return {"source": data.source, "size": len(data), "classes": list(data.classes),
+            "shape": list(data.images.shape[1:])}
+
+
+def train_one(train: ImageDataset, test: ImageDataset, net: str | NetSpec, seed: int,
+              recipe: Recipe, loss: Loss = cross_entropy, callbacks: Sequence[Callback] = (),
+              progress: bool = True) -> tuple[dict, object]:
+    """Train one network and test it; returns (result row, trained model).
+
+    `net` is an architecture name (initialised from `seed`) or a NetSpec (its own fixed
+    initial weights; `seed` then sets only the data order)."""
+    if isinstance(net, NetSpec):
+        if net.num_classes != train.num_classes or net.in_channels != train.in_channels:
+            raise LearnlockError(
+                f"network {net.arch} ({net.fingerprint[:12]}) takes {net.in_channels}-channel images "
+                f"and {net.num_classes} classes, but {train.source} has {train.in_channels} and "
+                f"{train.num_classes}"
+            )
+        model, name = net.build(), f"{net.arch}@{net.fingerprint[:8]}"
+    else:
+        model = create_model(net, train.num_classes, train.in_channels, seed=seed)
+        name = net
+    run_recipe = replace(recipe, seed=seed)
+    start = time.perf_counter()
+    fit(model, train, run_recipe, callbacks=callbacks, loss=loss, progress=progress,
+        desc=f"{name} seed {seed}")
+    wall = time.perf_counter() - start
+    acc = evaluate(model, test)
+    return {"net": name, "seed": seed, "accuracy": acc, "wall_time_s": round(wall, 2)}, model
+
+
+def evaluate_nets(train: ImageDataset, test: ImageDataset, nets: Sequence[str | NetSpec],
+                  seeds: Sequence[int], recipe: Recipe | str = "cpu",
+                  out_dir: str | Path | None = None, progress: bool = True) -> list[dict]:
+    """Train and test every (net, seed); returns one row per cell (see `train_one`)."""
+    recipe = get_recipe(recipe)
+    if train.classes != test.classes:
+        raise LearnlockError(
+            f"train classes {list(train.classes)} differ from test classes {list(test.classes)}; "
+            "both sets must name the same classes in the same order"
+        )
+    if not nets or not seeds:
+        raise LearnlockError("give at least one network and one seed")
+    header = {"recipe": recipe.to_dict(), "train": describe(train), "test": describe(test)}
+    rows: list[dict] = []
+    path = Path(out_dir) / "results.json" if out_dir else None
+    if path and path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise LearnlockError(f"{path} is not valid JSON; move it away to start afresh") from None
+        if {k: old.get(k) for k in header} != header:
+            raise LearnlockError(
+                f"{path} holds results of a different run (recipe or data differ); "
+                "choose another --out folder"
+            )
+        rows = old.get("rows", [])
+    done = {(r["net"], r["seed"]) for r in rows}
+    for net in nets:
+        for seed in seeds:
+            name = f"{net.arch}@{net.fingerprint[:8]}" if isinstance(net, NetSpec) else net
+            if (name, seed) in done:
+                continue
+            row, _ = train_one(train, test, net, seed, recipe, progress=progress)
+            rows.append(row)
+            if path:
+                atomic_write_json(path, {**header, **provenance(), "rows": rows})
+    return rows
+
+
+def results_table(rows: Sequence[dict]) -> str:
+    """Markdown: one line per net, test accuracy (%) mean +- std over seeds."""
+    by_net: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_net[r["net"]].append(r)
+    body = []
+    for net, rs in by_net.items():
+        accs = [r["accuracy"] for r in rs]
+        body.append([
+            net, mean_std(accs), len(rs),
+            ", ".join(f"{100 * a:.1f}" for a in accs),
+            f"{sum(r['wall_time_s'] for r in rs) / len(rs):.0f}",
+        ])
+    return markdown_table(["net", "test acc % (mean ± std)", "seeds", "per seed", "train s / run"], body)

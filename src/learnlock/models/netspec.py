@@ -1,0 +1,231 @@
+"""NetSpec: an architecture plus its exact weights, saved as one fingerprinted safetensors file.
+
+A protection is often tuned for (or a result claimed on) one specific network: the
+architecture, its arguments and its initial weights. NetSpec pins all of that down and names it
+by a sha256 fingerprint, so a later run can check it trains the network it was meant to.
+
+    spec = NetSpec.create("resnet18", num_classes=10, seed=0)
+    spec.save("init.safetensors")
+    same = NetSpec.load("init.safetensors", expected_fingerprint=spec.fingerprint)
+    model = same.build()                      # nn.Module holding exactly those weights
+
+File format: a safetensors file (tensors named as in the state_dict) whose string metadata
+holds "format" = "learnlock.netspec/1", "arch", "num_classes", "in_channels", "kwargs" (JSON)
+and "fingerprint". The file bytes depend only on the spec: saving it twice, or saving what was
+loaded, gives identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from safetensors import SafetensorError
+from torch import Tensor, nn
+
+from ..errors import LearnlockError
+from ..provenance import atomic_write_bytes
+from . import MODELS, check_args, create_model
+
+FORMAT = "learnlock.netspec/1"
+_META_KEYS = ("arch", "num_classes", "in_channels", "kwargs", "fingerprint")
+
+
+@dataclass(eq=False)  # tensors make == ambiguous; compare fingerprints instead
+class NetSpec:
+    """Architecture name + constructor arguments + state_dict (CPU tensors).
+
+    Validated on construction: the arguments must be accepted by the architecture and `state`
+    must have exactly its keys, shapes and dtypes. `kwargs` must be JSON-serialisable (it is
+    stored as JSON, and normalised through JSON here so a loaded spec equals the saved one).
+    """
+
+    arch: str
+    num_classes: int
+    in_channels: int
+    kwargs: dict = field(default_factory=dict)
+    state: dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        try:
+            self.kwargs = json.loads(json.dumps(self.kwargs, sort_keys=True))
+        except (TypeError, ValueError) as e:
+            raise LearnlockError(
+                f"NetSpec kwargs must be JSON-serialisable (numbers, strings, lists): {e}"
+            ) from None
+        check_args(self.arch, self.num_classes, self.in_channels, self.kwargs)
+        self._check_state()
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, arch: str, num_classes: int, in_channels: int = 3, seed: int = 0,
+               **kwargs) -> NetSpec:
+        """The spec of create_model(arch, num_classes, in_channels, seed=seed, **kwargs)."""
+        model = create_model(arch, num_classes, in_channels, seed=seed, **kwargs)
+        return cls.from_model(arch, model, num_classes, in_channels, kwargs)
+
+    @classmethod
+    def from_model(cls, arch: str, model: nn.Module, num_classes: int, in_channels: int,
+                   kwargs: dict | None = None) -> NetSpec:
+        """Snapshot `model` (built as create_model(arch, num_classes, in_channels, **kwargs))."""
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+        return cls(arch, num_classes, in_channels, dict(kwargs or {}), state)
+
+    def build(self) -> nn.Module:
+        """A fresh model (train mode, CPU) holding exactly these weights."""
+        # seed=0 only keeps the global RNG untouched: every weight is overwritten below.
+        model = create_model(self.arch, self.num_classes, self.in_channels, seed=0, **self.kwargs)
+        model.load_state_dict(self.state, strict=True)
+        return model
+
+    # -- identity --------------------------------------------------------------------------
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 hex of arch, arguments and each tensor's name, dtype, shape and bytes."""
+        return _fingerprint(self.arch, self.num_classes, self.in_channels, self.kwargs, self.state)
+
+    # -- files -----------------------------------------------------------------------------
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write one safetensors file (atomically); refuses to replace a file unless overwrite."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise LearnlockError(f"{path} already exists; pass overwrite=True to replace it")
+        tensors = {k: self.state[k].detach().cpu().contiguous().clone() for k in sorted(self.state)}
+        metadata = {
+            "format": FORMAT,
+            "arch": self.arch,
+            "num_classes": str(self.num_classes),
+            "in_channels": str(self.in_channels),
+            "kwargs": json.dumps(self.kwargs, sort_keys=True),
+            "fingerprint": self.fingerprint,
+        }
+        atomic_write_bytes(path, _canonical(safetensors.torch.save(tensors, metadata=metadata)))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, expected_fingerprint: str | None = None) -> NetSpec:
+        """Read a file written by save(); check its fingerprint (and the expected one, if given)."""
+        path = Path(path)
+        if not path.is_file():
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise LearnlockError(f"NetSpec file {path} {what}")
+        data = path.read_bytes()
+        try:
+            state = safetensors.torch.load(data)
+        except (SafetensorError, AssertionError, KeyError, ValueError, TypeError,
+                RuntimeError) as e:  # what safetensors raises on damaged headers or data
+            raise LearnlockError(
+                f"{path} is not a readable safetensors file ({e}); "
+                "expected a NetSpec written by NetSpec.save"
+            ) from None
+        meta = _header(data).get("__metadata__") or {}
+        if meta.get("format") != FORMAT:
+            found = meta.get("format")
+            hint = (f"it has format {found!r}, which this learnlock cannot read; upgrade learnlock"
+                    if str(found).startswith("learnlock.netspec/")
+                    else f"its metadata lacks format={FORMAT!r}")
+            raise LearnlockError(f"{path} is not a learnlock NetSpec file: {hint}")
+        missing = [k for k in _META_KEYS if k not in meta]
+        if missing:
+            raise LearnlockError(f"{path}: NetSpec metadata lacks {', '.join(missing)}; "
+                                 "the file is damaged, re-save it with NetSpec.save")
+        try:
+            num_classes, in_channels = int(meta["num_classes"]), int(meta["in_channels"])
+            kwargs = json.loads(meta["kwargs"])
+            if not isinstance(kwargs, dict):
+                raise ValueError("kwargs is not a JSON object")
+        except ValueError as e:
+            raise LearnlockError(f"{path}: corrupt NetSpec metadata ({e}); re-save the file") \
+                from None
+        arch = meta["arch"]
+        if arch not in MODELS:
+            raise LearnlockError(
+                f"{path}: unknown model {arch!r}; this learnlock has: {', '.join(MODELS.names())}"
+            )
+        actual = _fingerprint(arch, num_classes, in_channels, kwargs, state)
+        if actual != meta["fingerprint"]:
+            raise LearnlockError(
+                f"{path}: fingerprint mismatch (recorded {meta['fingerprint']}, contents hash to "
+                f"{actual}): the file was modified or corrupted after it was saved"
+            )
+        if expected_fingerprint is not None and actual != str(expected_fingerprint).lower():
+            raise LearnlockError(
+                f"{path}: fingerprint {actual} differs from the expected {expected_fingerprint}: "
+                "this is not the authorized network you expected"
+            )
+        try:
+            return cls(arch, num_classes, in_channels, kwargs, state)
+        except LearnlockError as e:
+            raise LearnlockError(f"{path}: {e}") from None
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _check_state(self) -> None:
+        """Raise unless `state` has exactly the architecture's keys, shapes and dtypes."""
+        # Building on the meta device allocates nothing and draws no random numbers.
+        with torch.device("meta"):
+            want = MODELS.get(self.arch)(self.num_classes, self.in_channels, **self.kwargs)
+        want = want.state_dict()
+        for key in sorted(set(want) | set(self.state)):
+            got, need = self.state.get(key), want.get(key)
+            what = f"{self.arch}(num_classes={self.num_classes}, in_channels={self.in_channels})"
+            if need is None:
+                raise LearnlockError(f"state has {key!r}, which {what} does not have")
+            if got is None:
+                raise LearnlockError(f"state lacks {key!r}, which {what} needs")
+            if not isinstance(got, Tensor):
+                raise LearnlockError(f"state {key!r} is a {type(got).__name__}, not a tensor")
+            if got.shape != need.shape or got.dtype != need.dtype:
+                raise LearnlockError(
+                    f"state {key!r} is {got.dtype} {tuple(got.shape)} but {what} needs "
+                    f"{need.dtype} {tuple(need.shape)}"
+                )
+
+
+def _fingerprint(arch: str, num_classes: int, in_channels: int, kwargs: dict,
+                 state: dict[str, Tensor]) -> str:
+    h = hashlib.sha256()
+
+    def put(b: bytes) -> None:
+        h.update(struct.pack("<Q", len(b)) + b)  # length prefix: fields cannot run together
+
+    head = {"arch": arch, "num_classes": num_classes, "in_channels": in_channels,
+            "kwargs": kwargs}
+    put(json.dumps(head, sort_keys=True, separators=(",", ":")).encode())
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        put(name.encode())
+        put(str(t.dtype).encode())
+        put(json.dumps(list(t.shape)).encode())
+        # Raw bytes via a uint8 view: works for bool/int/bfloat16 and 0-d tensors alike.
+        put(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _header(data: bytes) -> dict:
+    n = struct.unpack("<Q", data[:8])[0]
+    return json.loads(data[8:8 + n])
+
+
+def _canonical(data: bytes) -> bytes:
+    """Re-serialise a safetensors header with sorted metadata keys.
+
+    safetensors writes its metadata from a hash map, so key order (hence file bytes) changes
+    between processes; the tensor data is already laid out deterministically and is kept as is.
+    """
+    n = struct.unpack("<Q", data[:8])[0]
+    header = _header(data)
+    meta = header.pop("__metadata__", None) or {}
+    tensors = sorted(header.items(), key=lambda kv: kv[1]["data_offsets"])
+    text = json.dumps({"__metadata__": dict(sorted(meta.items())), **dict(tensors)},
+                      separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # safetensors keeps the data 8-byte aligned
+    return struct.pack("<Q", len(text)) + text + data[8 + n:]

@@ -1,0 +1,311 @@
+"""The one training loop of learnlock: every scenario (authorized user, hacker, attack) calls `fit`.
+
+    recipe = RECIPES["cpu"]
+    model = fit(create_model("cnn", 10, 3, seed=0), train_set, recipe)
+    print(evaluate(model, test_set))
+
+Data are `ImageDataset`s (uint8); pixels enter models as float in [0, 1]. Variation between
+scenarios goes through a pluggable `loss` (e.g. distillation) and `callbacks` (checkpoint
+trajectories, batch transforms), never through a copy of this loop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import ImageDataset
+from .errors import LearnlockError
+
+AUGMENTS = ("none", "flip", "crop", "crop+flip")
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "constant", "step")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a network is trained. Units: lr per step, weight decay as L2 coefficient, epochs full passes."""
+
+    name: str = "custom"
+    epochs: int = 15
+    batch_size: int = 128
+    optimizer: str = "sgd"        # sgd | adam
+    lr: float = 0.05
+    momentum: float = 0.9         # sgd only
+    nesterov: bool = True         # sgd only
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"      # cosine (per step, to 0) | constant | step (x0.1 at 50% and 75%)
+    augment: str = "crop+flip"    # none | flip | crop | crop+flip
+    crop_padding: int = 4         # pixels of zero padding for random crops
+    seed: int = 0                 # data order and augmentation draws
+    device: str = "auto"          # auto (cuda if available) | cpu | cuda | cuda:N
+
+    def __post_init__(self):
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 2, f"batch_size must be >= 2 (BatchNorm), got {self.batch_size}"),
+            (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
+            (self.augment in AUGMENTS, f"augment must be one of {AUGMENTS}, got {self.augment!r}"),
+            (self.crop_padding >= 0, f"crop_padding must be >= 0, got {self.crop_padding}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise LearnlockError(f"recipe {self.name!r}: {msg}")
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+RECIPES: dict[str, Recipe] = {
+    # The unlearnable-examples literature (Huang et al. 2021 and successors) on GPUs.
+    "ue-gpu": Recipe(name="ue-gpu", epochs=60, batch_size=128, lr=0.1, momentum=0.9,
+                     nesterov=False, weight_decay=5e-4, schedule="cosine", augment="crop+flip"),
+    # Sized for a 2-core CPU on a few thousand images: fewer epochs, a smaller lr that the
+    # light nets of the zoo tolerate without BatchNorm-free heads diverging.
+    "cpu": Recipe(name="cpu", epochs=15, batch_size=128, lr=0.05, momentum=0.9,
+                  nesterov=True, weight_decay=5e-4, schedule="cosine", augment="crop+flip"),
+}
+
+
+def get_recipe(name_or_recipe: str | Recipe, **overrides) -> Recipe:
+    if isinstance(name_or_recipe, Recipe):
+        recipe = name_or_recipe
+    elif name_or_recipe in RECIPES:
+        recipe = RECIPES[name_or_recipe]
+    else:
+        raise LearnlockError(f"unknown recipe {name_or_recipe!r}; choose one of: {', '.join(RECIPES)}")
+    return replace(recipe, **overrides) if overrides else recipe
+
+
+class Callback:
+    """Hooks into `fit`. Override what you need; every hook is optional."""
+
+    def on_fit_start(self, model: nn.Module, recipe: Recipe) -> None: ...
+
+    def on_batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int):
+        """Return the (x, y) to train on: a training-time data transform (e.g. PGD examples)."""
+        return x, y
+
+    def on_epoch_end(self, model: nn.Module, epoch: int) -> None: ...
+
+
+def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+class Trajectory(Callback):
+    """Keeps checkpoints theta_0 (init) .. theta_T (after each `every` epochs), e.g. for UGE's
+    gradient matching. With `directory`, each is also written as epoch_XXX.safetensors."""
+
+    def __init__(self, every: int = 1, directory: str | Path | None = None):
+        self.every = every
+        self.directory = Path(directory) if directory else None
+        self.states: list[dict[str, torch.Tensor]] = []
+        self.epochs: list[int] = []
+
+    def _keep(self, model, epoch):
+        state = state_copy(model)
+        self.states.append(state)
+        self.epochs.append(epoch)
+        if self.directory is not None:
+            from safetensors.torch import save
+
+            from .provenance import atomic_write_bytes
+
+            atomic_write_bytes(self.directory / f"epoch_{epoch:03d}.safetensors",
+                               save({k: v.contiguous() for k, v in state.items()}))
+
+    def on_fit_start(self, model, recipe):
+        self._keep(model, 0)
+
+    def on_epoch_end(self, model, epoch):
+        if epoch % self.every == 0:
+            self._keep(model, epoch)
+
+
+Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y)
+
+
+class DistillationLoss:
+    """KL(teacher || student) at temperature T, times T^2 (Hinton et al. 2015), on the same
+    augmented batch the student sees; `alpha` mixes in CE on the labels (0 = pure distillation,
+    as in UGE's Eq. 10 "Distill" hacker)."""
+
+    def __init__(self, teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.0):
+        self.teacher = teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.temperature = temperature
+        self.alpha = alpha
+
+    def __call__(self, logits, x, y):
+        t = self.temperature
+        with torch.no_grad():
+            target = F.softmax(self.teacher(x) / t, dim=1)
+        kl = F.kl_div(F.log_softmax(logits / t, dim=1), target, reduction="batchmean") * t * t
+        if self.alpha:
+            return (1 - self.alpha) * kl + self.alpha * F.cross_entropy(logits, y)
+        return kl
+
+
+def augment_batch(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding and horizontal flip, vectorised, drawn from `gen` (CPU)."""
+    b, _, h, w = x.shape
+    if "crop" in recipe.augment and recipe.crop_padding > 0:
+        p = recipe.crop_padding
+        padded = F.pad(x, (p, p, p, p))
+        oy = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(x.device)
+        ox = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(x.device)
+        rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+        bi = torch.arange(b, device=x.device)[:, None, None, None]
+        ci = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        x = padded[bi, ci, rows, cols]
+    if "flip" in recipe.augment:
+        flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe, steps: int):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if recipe.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                              nesterov=recipe.nesterov and recipe.momentum > 0,
+                              weight_decay=recipe.weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.schedule == "cosine":
+        factor = lambda s: 0.5 * (1 + math.cos(math.pi * s / steps))  # noqa: E731
+    elif recipe.schedule == "step":
+        factor = lambda s: 0.1 ** ((s >= steps // 2) + (s >= 3 * steps // 4))  # noqa: E731
+    else:
+        factor = lambda s: 1.0  # noqa: E731
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def check_compatible(model: nn.Module, data: ImageDataset, device: torch.device) -> None:
+    """Fail early, in plain words, when the model cannot take these images or labels."""
+    x = data.images[:2].to(device).float().div(255)
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except RuntimeError as e:
+        raise LearnlockError(
+            f"model cannot take images of shape {tuple(data.images.shape[1:])} from {data.source} "
+            f"(check in_channels={data.in_channels}): {str(e).splitlines()[0]}"
+        ) from None
+    if out.dim() != 2 or out.shape[1] != data.num_classes:
+        raise LearnlockError(
+            f"model gives {tuple(out.shape[1:])} outputs but {data.source} has {data.num_classes} classes; "
+            f"create it with num_classes={data.num_classes}"
+        )
+
+
+def fit(
+    model: nn.Module,
+    data: ImageDataset,
+    recipe: Recipe | str = "cpu",
+    callbacks: Sequence[Callback] = (),
+    loss: Loss = cross_entropy,
+    progress: bool = True,
+    desc: str = "train",
+) -> nn.Module:
+    """Train `model` on `data` with `recipe`; returns the same model, in eval mode.
+
+    Deterministic on CPU for fixed model init and `recipe.seed`: data order and augmentation
+    come from a private generator, the global RNG is not used.
+    """
+    recipe = get_recipe(recipe)
+    if len(data) < 2:
+        raise LearnlockError(f"{data.source}: need at least 2 training images, got {len(data)}")
+    device = recipe.resolved_device()
+    model.to(device)
+    check_compatible(model, data, device)
+    images = data.images.to(device)
+    labels = data.labels.to(device)
+    n = len(data)
+    batches = math.ceil(n / recipe.batch_size)
+    steps = recipe.epochs * batches
+    opt, sched = make_optimizer(model, recipe, steps)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    for cb in callbacks:
+        cb.on_fit_start(model, recipe)
+    step = 0
+    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    try:
+        for epoch in range(1, recipe.epochs + 1):
+            model.train()
+            order = torch.randperm(n, generator=gen).to(device)
+            total, count = 0.0, 0
+            for i in range(batches):
+                idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
+                if len(idx) < 2:  # BatchNorm cannot train on one item
+                    continue
+                x = augment_batch(images[idx].float().div_(255), recipe, gen)
+                y = labels[idx]
+                for cb in callbacks:
+                    x, y = cb.on_batch(model, x, y, step)
+                model.train()
+                value = loss(model(x), x, y)
+                if not torch.isfinite(value):
+                    raise LearnlockError(
+                        f"training diverged: loss is {value.item()} at epoch {epoch}, step {step}; "
+                        f"lower the learning rate (recipe {recipe.name!r} has lr={recipe.lr}) "
+                        "or check the data for NaN"
+                    )
+                opt.zero_grad(set_to_none=True)
+                value.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                total += value.item() * len(idx)
+                count += len(idx)
+                bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{total / max(count, 1):.3f}")
+            model.eval()
+            for cb in callbacks:
+                cb.on_epoch_end(model, epoch)
+    finally:
+        bar.close()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: ImageDataset, batch_size: int = 512,
+            device: torch.device | str | None = None) -> torch.Tensor:
+    """Logits for every item, in order (float32, on CPU)."""
+    device = torch.device(device) if device else next(model.parameters()).device
+    model.to(device).eval()
+    check_compatible(model, data, device)
+    out = []
+    for i in range(0, len(data), batch_size):
+        out.append(model(data.images[i:i + batch_size].to(device).float().div_(255)).float().cpu())
+    return torch.cat(out)
+
+
+def evaluate(model: nn.Module, data: ImageDataset, batch_size: int = 512,
+             device: torch.device | str | None = None) -> float:
+    """Top-1 accuracy in [0, 1] of `model` on `data`."""
+    logits = predict(model, data, batch_size, device)
+    return (logits.argmax(1) == data.labels).float().mean().item()

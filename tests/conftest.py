@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from learnlock.data import ImageDataset
+
+torch.set_num_threads(2)
+
+
+def write_folder(root, per_class=4, classes=("ant", "bee", "cat"), size=(8, 6), mode="RGB", seed=0):
+    """Random PNGs in root/<class>/NNN.png; returns {relative path: (array HxWxC, label)}."""
+    rng = np.random.default_rng(seed)
+    truth = {}
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            ch = 3 if mode == "RGB" else 1
+            arr = rng.integers(0, 256, (size[1], size[0], ch), dtype=np.uint8)
+            Image.fromarray(arr if ch == 3 else arr[:, :, 0], mode).save(root / name / f"{i:03d}.png")
+            truth[f"{name}/{i:03d}.png"] = (arr, c)
+    return truth
+
+
+def learnable_dataset(n_per_class=40, classes=4, size=16, channels=3, seed=0) -> ImageDataset:
+    """Noise images whose class is the colour of a square at a random place: easy to learn,
+    and invariant to crops and flips."""
+    palette = torch.tensor([[230, 30, 30], [30, 230, 30], [30, 30, 230], [230, 230, 30],
+                            [30, 230, 230], [230, 30, 230]], dtype=torch.uint8)[:classes, :channels]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 90, (n_per_class * classes, channels, size, size), generator=g, dtype=torch.uint8)
+    y = torch.arange(classes).repeat_interleave(n_per_class)
+    s = size // 2
+    for i, c in enumerate(y.tolist()):
+        r, q = torch.randint(0, size - s + 1, (2,), generator=g).tolist()
+        x[i, :, r:r + s, q:q + s] = palette[c][:, None, None]
+    perm = torch.randperm(len(y), generator=g)
+    return ImageDataset(x[perm].contiguous(), y[perm].contiguous(), tuple(f"c{i}" for i in range(classes)),
+                        tuple(str(i) for i in range(len(y))), source="learnable")
+
+
+@pytest.fixture
+def learnable():
+    return learnable_dataset
