@@ -2,7 +2,7 @@
 
 Every model takes float images in [0, 1], B x C x H x W with C in (1, 3) and H = W = 28 or 32
 (other sizes work too: each net ends in adaptive average pooling), and returns B x num_classes
-logits. There is no normalisation layer; the first BatchNorm absorbs the input scale.
+logits. There is no input normalisation layer.
 
     model = create_model("resnet18", num_classes=10, in_channels=3, seed=0)
     logits = model(torch.rand(8, 3, 32, 32))   # 8 x 10

@@ -48,10 +48,12 @@ class NetSpec:
     arch: str
     num_classes: int
     in_channels: int
-    kwargs: dict = field(default_factory=dict)
-    state: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    kwargs: dict
+    state: dict[str, Tensor] = field(repr=False)  # state_dict; millions of numbers
 
     def __post_init__(self):
+        if not isinstance(self.kwargs, dict):
+            raise LearnlockError(f"NetSpec kwargs must be a dict, got {type(self.kwargs).__name__}")
         try:
             self.kwargs = json.loads(json.dumps(self.kwargs, sort_keys=True))
         except (TypeError, ValueError) as e:
@@ -143,8 +145,9 @@ class NetSpec:
             if not isinstance(kwargs, dict):
                 raise ValueError("kwargs is not a JSON object")
         except ValueError as e:
-            raise LearnlockError(f"{path}: corrupt NetSpec metadata ({e}); re-save the file") \
-                from None
+            raise LearnlockError(
+                f"{path}: corrupt NetSpec metadata ({e}); re-save it with NetSpec.save"
+            ) from None
         arch = meta["arch"]
         if arch not in MODELS:
             raise LearnlockError(
@@ -174,9 +177,9 @@ class NetSpec:
         with torch.device("meta"):
             want = MODELS.get(self.arch)(self.num_classes, self.in_channels, **self.kwargs)
         want = want.state_dict()
+        what = f"{self.arch}(num_classes={self.num_classes}, in_channels={self.in_channels})"
         for key in sorted(set(want) | set(self.state)):
             got, need = self.state.get(key), want.get(key)
-            what = f"{self.arch}(num_classes={self.num_classes}, in_channels={self.in_channels})"
             if need is None:
                 raise LearnlockError(f"state has {key!r}, which {what} does not have")
             if got is None:
