@@ -53,10 +53,34 @@ def test_trajectory_keeps_init_and_each_epoch(tmp_path):
     init = {k: v.clone() for k, v in model.state_dict().items()}
     traj = Trajectory(directory=tmp_path)
     fit(model, data, replace(TINY, epochs=3), callbacks=[traj], progress=False)
-    assert traj.epochs == [0, 1, 2, 3]
+    assert traj.epochs == [0, 1, 2, 3] and traj.steps == [0, 1, 2, 3]  # 32 items, batch 32
     assert all(torch.equal(traj.states[0][k], init[k]) for k in init)
     assert all(torch.equal(traj.states[-1][k], v) for k, v in model.state_dict().items())
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"epoch_00{i}.safetensors" for i in range(4)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"step_00000{i}.safetensors" for i in range(4)]
+
+
+def test_batch_schedule_replays_fit_exactly():
+    """UGE replays the authorized run; the replay must match what fit trains on, batch by batch."""
+    from learnlock.training import apply_augment, batch_schedule
+
+    data = learnable_dataset(n_per_class=10)
+    recipe = replace(TINY, epochs=2, batch_size=16, augment="crop+flip")
+    seen = []
+
+    class Spy(Trajectory):
+        def on_batch(self, model, x, y, step):
+            seen.append((step, x.clone(), y.clone()))
+            return super().on_batch(model, x, y, step)
+
+    spy = Spy(every_steps=2)
+    fit(create_model("lenet", 4, 3, seed=0), data, recipe, callbacks=[spy], progress=False)
+    plan = list(batch_schedule(len(data), recipe))
+    assert len(plan) == len(seen) == 2 * 3  # 40 items: batches of 16, 16, 8
+    for s, (step, x, y) in zip(plan, seen):
+        assert s.step == step
+        assert torch.equal(apply_augment(data.images[s.index].float() / 255, s.augment), x)
+        assert torch.equal(data.labels[s.index], y)
+    assert spy.steps == [0, 2, 3, 4, 6]  # every 2 steps, plus epoch ends (after step 2 and 5)
 
 
 def test_distillation_loss_pulls_student_to_teacher():

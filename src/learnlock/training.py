@@ -109,31 +109,49 @@ def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 class Trajectory(Callback):
-    """Keeps checkpoints theta_0 (init) .. theta_T (after each `every` epochs), e.g. for UGE's
-    gradient matching. With `directory`, each is also written as epoch_XXX.safetensors."""
+    """Keeps checkpoints theta_0 (init) .. theta_T, e.g. for UGE's gradient matching: after every
+    `every` epochs, or with `every_steps`, before every k-th optimiser step (finer). `steps[i]`
+    is the number of optimiser steps taken before checkpoint i. With `directory`, each is also
+    written as step_XXXXXX.safetensors."""
 
-    def __init__(self, every: int = 1, directory: str | Path | None = None):
+    def __init__(self, every: int = 1, every_steps: int | None = None,
+                 directory: str | Path | None = None):
         self.every = every
+        self.every_steps = every_steps
         self.directory = Path(directory) if directory else None
         self.states: list[dict[str, torch.Tensor]] = []
+        self.steps: list[int] = []
         self.epochs: list[int] = []
+        self._step = 0
 
     def _keep(self, model, epoch):
+        if self.steps and self.steps[-1] == self._step:
+            return
         state = state_copy(model)
         self.states.append(state)
+        self.steps.append(self._step)
         self.epochs.append(epoch)
         if self.directory is not None:
             from safetensors.torch import save
 
             from .provenance import atomic_write_bytes
 
-            atomic_write_bytes(self.directory / f"epoch_{epoch:03d}.safetensors",
+            atomic_write_bytes(self.directory / f"step_{self._step:06d}.safetensors",
                                save({k: v.contiguous() for k, v in state.items()}))
 
     def on_fit_start(self, model, recipe):
+        self._step, self._epoch = 0, 0
         self._keep(model, 0)
 
+    def on_batch(self, model, x, y, step):
+        self._step = step
+        if self.every_steps and step % self.every_steps == 0:
+            self._keep(model, self._epoch)
+        return x, y
+
     def on_epoch_end(self, model, epoch):
+        self._step += 1  # on_batch saw the last step before it was taken
+        self._epoch = epoch
         if epoch % self.every == 0:
             self._keep(model, epoch)
 
@@ -167,23 +185,72 @@ class DistillationLoss:
         return kl
 
 
-def augment_batch(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tensor:
-    """Random crop with zero padding and horizontal flip, vectorised, drawn from `gen` (CPU)."""
-    b, _, h, w = x.shape
+@dataclass(frozen=True)
+class AugmentDraw:
+    """One batch's augmentation: crop offsets (pixels into the padded image) and flip flags."""
+
+    oy: torch.Tensor | None
+    ox: torch.Tensor | None
+    flip: torch.Tensor | None
+    padding: int
+
+
+def draw_augment(b: int, recipe: Recipe, gen: torch.Generator) -> AugmentDraw:
+    oy = ox = flip = None
     if "crop" in recipe.augment and recipe.crop_padding > 0:
         p = recipe.crop_padding
-        padded = F.pad(x, (p, p, p, p))
-        oy = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(x.device)
-        ox = torch.randint(0, 2 * p + 1, (b,), generator=gen).to(x.device)
-        rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-        cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-        bi = torch.arange(b, device=x.device)[:, None, None, None]
-        ci = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-        x = padded[bi, ci, rows, cols]
+        oy = torch.randint(0, 2 * p + 1, (b,), generator=gen)
+        ox = torch.randint(0, 2 * p + 1, (b,), generator=gen)
     if "flip" in recipe.augment:
-        flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        flip = torch.rand(b, generator=gen) < 0.5
+    return AugmentDraw(oy, ox, flip, recipe.crop_padding)
+
+
+def apply_augment(x: torch.Tensor, draw: AugmentDraw) -> torch.Tensor:
+    """Differentiable in x, so a perturbation can be optimised through the exact augmentation."""
+    b, c, h, w = x.shape
+    if draw.oy is not None:
+        p = draw.padding
+        padded = F.pad(x, (p, p, p, p))
+        rows = (draw.oy.to(x.device)[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (draw.ox.to(x.device)[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+        bi = torch.arange(b, device=x.device)[:, None, None, None]
+        ci = torch.arange(c, device=x.device)[None, :, None, None]
+        x = padded[bi, ci, rows, cols]
+    if draw.flip is not None:
+        x = torch.where(draw.flip.to(x.device)[:, None, None, None], x.flip(3), x)
     return x
+
+
+def augment_batch(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding and horizontal flip, vectorised, drawn from `gen` (CPU)."""
+    return apply_augment(x, draw_augment(len(x), recipe, gen))
+
+
+@dataclass(frozen=True)
+class Step:
+    epoch: int                # 1-based
+    step: int                 # 0-based optimiser step
+    index: torch.Tensor       # item indices of the batch
+    augment: AugmentDraw
+
+
+def batch_schedule(n: int, recipe: Recipe):
+    """Yield the exact batches and augmentations `fit(recipe)` uses on n items, in order.
+
+    UGE matches gradients on the authorized network's actual training run; this is how it
+    replays that run without training."""
+    gen = torch.Generator().manual_seed(recipe.seed)
+    batches = math.ceil(n / recipe.batch_size)
+    step = 0
+    for epoch in range(1, recipe.epochs + 1):
+        order = torch.randperm(n, generator=gen)
+        for i in range(batches):
+            idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
+            if len(idx) < 2:  # BatchNorm cannot train on one item
+                continue
+            yield Step(epoch, step, idx, draw_augment(len(idx), recipe, gen))
+            step += 1
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe, steps: int):
@@ -222,6 +289,13 @@ def check_compatible(model: nn.Module, data: ImageDataset, device: torch.device)
         )
 
 
+def end_epoch(model, epoch, callbacks, bar, mean_loss):
+    bar.set_postfix(epoch=epoch, loss=f"{mean_loss:.3f}")
+    model.eval()
+    for cb in callbacks:
+        cb.on_epoch_end(model, epoch)
+
+
 def fit(
     model: nn.Module,
     data: ImageDataset,
@@ -245,47 +319,40 @@ def fit(
     images = data.images.to(device)
     labels = data.labels.to(device)
     n = len(data)
-    batches = math.ceil(n / recipe.batch_size)
-    steps = recipe.epochs * batches
+    steps = recipe.epochs * (n // recipe.batch_size + (n % recipe.batch_size >= 2))
     opt, sched = make_optimizer(model, recipe, steps)
-    gen = torch.Generator().manual_seed(recipe.seed)
     for cb in callbacks:
         cb.on_fit_start(model, recipe)
-    step = 0
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    total, count, epoch = 0.0, 0, 1
     try:
-        for epoch in range(1, recipe.epochs + 1):
-            model.train()
-            order = torch.randperm(n, generator=gen).to(device)
-            total, count = 0.0, 0
-            for i in range(batches):
-                idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
-                if len(idx) < 2:  # BatchNorm cannot train on one item
-                    continue
-                x = augment_batch(images[idx].float().div_(255), recipe, gen)
-                y = labels[idx]
-                for cb in callbacks:
-                    x, y = cb.on_batch(model, x, y, step)
+        model.train()
+        for s in batch_schedule(n, recipe):
+            if s.epoch != epoch:
+                end_epoch(model, epoch, callbacks, bar, total / max(count, 1))
+                total, count, epoch = 0.0, 0, s.epoch
                 model.train()
-                value = loss(model(x), x, y)
-                if not torch.isfinite(value):
-                    raise LearnlockError(
-                        f"training diverged: loss is {value.item()} at epoch {epoch}, step {step}; "
-                        f"lower the learning rate (recipe {recipe.name!r} has lr={recipe.lr}) "
-                        "or check the data for NaN"
-                    )
-                opt.zero_grad(set_to_none=True)
-                value.backward()
-                opt.step()
-                sched.step()
-                step += 1
-                total += value.item() * len(idx)
-                count += len(idx)
-                bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{total / max(count, 1):.3f}")
-            model.eval()
+            idx = s.index.to(device)
+            x = apply_augment(images[idx].float().div_(255), s.augment)
+            y = labels[idx]
             for cb in callbacks:
-                cb.on_epoch_end(model, epoch)
+                x, y = cb.on_batch(model, x, y, s.step)
+            model.train()
+            value = loss(model(x), x, y)
+            if not torch.isfinite(value):
+                raise LearnlockError(
+                    f"training diverged: loss is {value.item()} at epoch {s.epoch}, step {s.step}; "
+                    f"lower the learning rate (recipe {recipe.name!r} has lr={recipe.lr}) "
+                    "or check the data for NaN"
+                )
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+            sched.step()
+            total += value.item() * len(idx)
+            count += len(idx)
+            bar.update(1)
+        end_epoch(model, epoch, callbacks, bar, total / max(count, 1))
     finally:
         bar.close()
     return model.eval()

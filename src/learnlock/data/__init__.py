@@ -38,5 +38,6 @@ def list_datasets() -> list[str]:
 
 # Loaders register themselves on import.
 from . import cifar, fashion_mnist, folder, npz  # noqa: E402,F401
+from . import published  # noqa
 
 __all__ = ["ImageDataset", "load_dataset", "list_datasets", "register_dataset", "DATASETS"]

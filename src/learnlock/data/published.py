@@ -1,0 +1,424 @@
+"""The published-dataset format every protection in learnlock writes, and its loader.
+
+Layout (one folder, written atomically):
+
+    DIR/manifest.json                  what was done, to what, with which settings (see below)
+    DIR/images/<class>/<stem>.png      8-bit lossless PNG, mode L (1 channel) or RGB (3 channels)
+    DIR/<name>                         optional extra files (e.g. authorized.safetensors)
+
+`<stem>` is the source item's file stem ("airplane/0038.jpg" -> "0038"; index id "17" -> "17"),
+so every published image can be matched back to its source item. The manifest lists the items
+in the source order with their source id, label, the sha256 of the PNG bytes and whether the
+item was protected; it holds no timestamps, so the same input gives byte-identical output.
+
+    out = write_published("pub", clean, x_q, method="random", rho=8/255, settings={}, seed=0)
+    ds = load_dataset("published:pub")     # verified pixels, source ids, training split only
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import LearnlockError
+from ..provenance import provenance
+from . import parse_spec, register_dataset
+from .base import ImageDataset, per_class_index
+
+FORMAT = "learnlock.published"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+IMAGES = "images"
+PNG_COMPRESS_LEVEL = 6  # fixed so the bytes do not depend on Pillow's default
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Deterministic PNG bytes of one H x W x C uint8 image (C = 1 -> mode L, C = 3 -> RGB).
+
+    Same pixels -> same bytes: no optimize pass, a fixed compression level, no metadata.
+    """
+    arr = np.ascontiguousarray(image[:, :, 0] if image.shape[2] == 1 else image)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", optimize=False, compress_level=PNG_COMPRESS_LEVEL)
+    return buf.getvalue()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def item_stem(item_id: str) -> str:
+    """File stem of a source id: "airplane/0038.jpg" -> "0038", "17" -> "17"."""
+    return PurePosixPath(str(item_id)).stem
+
+
+def _check_component(name: str, what: str) -> None:
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise LearnlockError(
+            f"{what} {name!r} cannot be used as a file or folder name; rename it "
+            "(no '/', '\\', empty, '.' or '..')"
+        )
+
+
+def source_path(spec: str) -> Path | None:
+    """The file or folder a dataset spec reads from (folder:, npz:, published:), else None."""
+    name, arg = parse_spec(spec or "")
+    if not arg:
+        return None
+    if name == "folder":
+        for split in (":train", ":test"):  # the folder loader appends ":<split>"
+            if arg.endswith(split):
+                arg = arg[: -len(split)]
+                break
+        return Path(arg)
+    if name in ("npz", "published"):
+        return Path(arg)
+    return None
+
+
+def _is_published_dir(path: Path) -> bool:
+    try:
+        with open(path / MANIFEST, "rb") as f:
+            return json.load(f).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_out_dir(out_dir, overwrite: bool = False, source: ImageDataset | str | None = None) -> Path:
+    """The early check a long protection runs before working; returns Path(out_dir).
+
+    Refuses: an existing `out_dir` (unless `overwrite`; even then only an empty folder or a
+    published dataset is replaced, never some other folder or a file), a parent that cannot be
+    written, and (when `source` is given) a folder that is, contains or is inside the source
+    dataset's file or folder.
+    """
+    out = Path(out_dir)
+    resolved = out.resolve()
+    if resolved == resolved.parent:
+        raise LearnlockError(f"cannot publish into the file-system root {out}; choose another --out")
+    if source is not None:
+        spec = source.source if isinstance(source, ImageDataset) else str(source)
+        src = source_path(spec)
+        if src is not None:
+            src_r = src.resolve()
+            if resolved == src_r or resolved.is_relative_to(src_r) or src_r.is_relative_to(resolved):
+                raise LearnlockError(
+                    f"{out} is, contains or is inside the source dataset {src}; "
+                    "never writing over the input; choose another --out"
+                )
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise LearnlockError(f"{out} exists; choose another --out or pass --overwrite")
+        if out.is_symlink() or not out.is_dir():
+            raise LearnlockError(f"{out} exists and is not a folder; refusing to replace it; choose another --out")
+        if any(out.iterdir()) and not _is_published_dir(out):
+            raise LearnlockError(
+                f"{out} exists and is not a published dataset (no learnlock {MANIFEST}); "
+                "refusing to replace it even with --overwrite; choose another --out"
+            )
+    parent = _nearest_existing(resolved.parent)
+    if not parent.is_dir():
+        raise LearnlockError(f"cannot write to {out} ({parent} is not a folder); choose another --out")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".learnlock-write-test-", dir=parent)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise LearnlockError(f"cannot write to {out} ({e.strerror or e}); choose another --out") from None
+    return out
+
+
+def _json_bytes(obj: Any, what: str) -> bytes:
+    try:
+        return (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode()
+    except (TypeError, ValueError) as e:
+        raise LearnlockError(f"{what} cannot be stored as JSON ({e}); use plain numbers, strings, lists and dicts") from None
+
+
+def _make_temp_dir(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
+        try:
+            os.mkdir(tmp)  # default permissions (umask), unlike mkdtemp's 0700
+            return tmp
+        except FileExistsError:
+            continue
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_published(
+    out_dir,
+    source: ImageDataset,
+    images: torch.Tensor,
+    *,
+    method: str,
+    rho: float | None,
+    settings: dict,
+    seed: int | None,
+    authorized: dict | None = None,
+    protected: list[int] | None = None,
+    extra: dict | None = None,
+    files: dict[str, bytes] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write `images` (uint8, same shape and order as `source.images`) as a published dataset.
+
+    `protected` lists the indices of the items that were changed (None: all of them).
+    `authorized` (arch, kwargs, fingerprint, recipe) is filled by the caller; `files` maps
+    extra file names to bytes written beside the manifest. Everything is written into a
+    temporary sibling folder and renamed to `out_dir` only when complete.
+    """
+    out = check_out_dir(out_dir, overwrite, source=source)
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+        raise LearnlockError(
+            f"published images must be a uint8 tensor, got {getattr(images, 'dtype', type(images).__name__)}; "
+            "quantize with project_quantize first"
+        )
+    if tuple(images.shape) != tuple(source.images.shape):
+        raise LearnlockError(
+            f"published images have shape {tuple(images.shape)}, expected the source's {tuple(source.images.shape)}"
+        )
+    n = len(source)
+    if n == 0:
+        raise LearnlockError(f"{source.source or 'dataset'} has no items; nothing to publish")
+    if protected is None:
+        flags = [True] * n
+    else:
+        flags = [False] * n
+        for i in protected:
+            i = int(i)
+            if not 0 <= i < n:
+                raise LearnlockError(f"protected index {i} is outside [0, {n - 1}]")
+            flags[i] = True
+    for c in source.classes:
+        _check_component(str(c), "class name")
+
+    rels, seen = [], {}
+    labels = source.labels.tolist()
+    for i, (item_id, label) in enumerate(zip(source.ids, labels)):
+        stem = item_stem(item_id)
+        _check_component(stem, f"item {item_id!r}: file stem")
+        rel = f"{IMAGES}/{source.classes[label]}/{stem}.png"
+        if rel in seen:
+            raise LearnlockError(
+                f"items {seen[rel]!r} and {item_id!r} would both be published as {rel}; "
+                "rename one of them (same class, same file stem)"
+            )
+        seen[rel] = item_id
+        rels.append(rel)
+
+    files = dict(files or {})
+    for name, data in files.items():
+        _check_component(name, "extra file name")
+        if name in (MANIFEST, IMAGES):
+            raise LearnlockError(f"extra file name {name!r} is reserved; choose another name")
+        if not isinstance(data, (bytes, bytearray)):
+            raise LearnlockError(f"extra file {name!r} must be bytes, got {type(data).__name__}")
+    # fail on unserializable metadata before encoding any image
+    _json_bytes({"settings": settings, "authorized": authorized, "extra": extra or {}}, "manifest settings/authorized/extra")
+
+    arr = images.detach().cpu().permute(0, 2, 3, 1).contiguous().numpy()
+    tmp = _make_temp_dir(out)
+    try:
+        for c in source.classes:
+            (tmp / IMAGES / str(c)).mkdir(parents=True, exist_ok=True)
+        items = []
+        for i, rel in enumerate(rels):
+            data = png_bytes(arr[i])
+            with open(tmp / rel, "wb") as f:
+                f.write(data)
+            items.append({
+                "file": rel,
+                "source_id": source.ids[i],
+                "label": labels[i],
+                "sha256": sha256(data),
+                "protected": flags[i],
+            })
+        listed = []
+        for name in sorted(files):
+            data = bytes(files[name])
+            with open(tmp / name, "wb") as f:
+                f.write(data)
+            listed.append({"file": name, "sha256": sha256(data)})
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "method": method,
+            "rho": None if rho is None else float(rho),
+            "settings": settings,
+            "seed": seed,
+            "source": {"spec": source.source, "size": n, "shape": list(source.images.shape[1:])},
+            "classes": list(source.classes),
+            "items": items,
+            "protected_fraction": sum(flags) / n,
+            "authorized": authorized,
+            "extra": extra or {},
+            "files": listed,
+            **provenance(),
+        }
+        with open(tmp / MANIFEST, "wb") as f:
+            f.write(_json_bytes(manifest, "manifest"))
+            f.flush()
+            os.fsync(f.fileno())
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    if not (out.exists() or out.is_symlink()):
+        os.rename(tmp, out)
+        return
+    old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
+    os.rename(out, old)  # the old folder is only removed once the new one is in place
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_manifest(path) -> dict:
+    """The parsed manifest of published dataset folder `path`, with clear errors."""
+    path = Path(path)
+    if not path.exists():
+        raise LearnlockError(f"published dataset {path} does not exist")
+    if not path.is_dir():
+        raise LearnlockError(f"published dataset {path} is not a folder")
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise LearnlockError(f"{mpath} is missing; {path} is not a learnlock published dataset")
+    try:
+        manifest = json.loads(mpath.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise LearnlockError(f"{mpath} is not valid JSON ({e}); the published dataset is damaged, publish it again") from None
+    fmt = manifest.get("format") if isinstance(manifest, dict) else None
+    if fmt != FORMAT:
+        raise LearnlockError(f"{mpath} has format {fmt!r}, expected {FORMAT!r}; not a learnlock published dataset")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise LearnlockError(f"{mpath}: format_version {version!r} is not a positive integer; the manifest is damaged")
+    if version > FORMAT_VERSION:
+        raise LearnlockError(
+            f"{mpath} has format_version {version}, newer than this learnlock reads ({FORMAT_VERSION}); upgrade learnlock"
+        )
+    for key, kind in (("classes", list), ("items", list), ("source", dict)):
+        if not isinstance(manifest.get(key), kind):
+            raise LearnlockError(f"{mpath}: field {key!r} is missing or not a {kind.__name__}; the manifest is damaged")
+    return manifest
+
+
+def _read_verified(path: Path, rel: str, digest: str) -> bytes:
+    p = PurePosixPath(rel)
+    if p.is_absolute() or ".." in p.parts or not p.parts:
+        raise LearnlockError(f"{path / MANIFEST}: item file {rel!r} points outside the dataset; the manifest is damaged")
+    try:
+        data = (path / rel).read_bytes()
+    except FileNotFoundError:
+        raise LearnlockError(f"{path / rel} is missing; the published dataset is not intact") from None
+    except OSError as e:
+        raise LearnlockError(f"{path / rel}: cannot read ({e.strerror or e}); the published dataset is not intact") from None
+    if sha256(data) != digest:
+        raise LearnlockError(f"{path / rel}: sha256 mismatch, the file was modified; the published dataset is not intact")
+    return data
+
+
+def load_published(path, per_class: int | None = None, seed: int = 0) -> tuple[ImageDataset, dict]:
+    """(dataset, manifest) of a published folder; every file's sha256 is verified.
+
+    The dataset's ids are the SOURCE ids, its source string is "published:PATH".
+    `per_class` keeps a seeded subset of N items per class (same choice as `ds.per_class`).
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    classes = tuple(str(c) for c in manifest["classes"])
+    shape = manifest["source"].get("shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and shape[0] in (1, 3)):
+        raise LearnlockError(f"{path / MANIFEST}: source shape {shape!r} is not [C, H, W]; the manifest is damaged")
+    items = manifest["items"]
+    if not items:
+        raise LearnlockError(f"{path / MANIFEST} lists no items; the published dataset is empty")
+    labels = []
+    for it in items:
+        label = it.get("label") if isinstance(it, dict) else None
+        if not (isinstance(it, dict) and isinstance(label, int) and 0 <= label < len(classes)
+                and all(isinstance(it.get(k), str) for k in ("file", "source_id", "sha256"))):
+            raise LearnlockError(f"{path / MANIFEST}: malformed item {it!r}; the manifest is damaged")
+        labels.append(label)
+    for extra in manifest.get("files") or []:
+        _read_verified(path, extra["file"], extra["sha256"])
+
+    keep = range(len(items))
+    if per_class:
+        keep = per_class_index(labels, classes, per_class, seed, str(path)).tolist()
+    c, h, w = shape
+    out = np.empty((len(keep), h, w, c), dtype=np.uint8)
+    for j, i in enumerate(keep):
+        rel = items[i]["file"]
+        data = _read_verified(path, rel, items[i]["sha256"])
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                mode = im.mode
+                arr = np.asarray(im, dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise LearnlockError(f"{path / rel}: not a readable PNG ({e}); the published dataset is not intact") from None
+        if mode != ("L" if c == 1 else "RGB") or arr.shape[:2] != (h, w):
+            raise LearnlockError(
+                f"{path / rel} is {mode} {arr.shape[1]}x{arr.shape[0]}, the manifest says "
+                f"{c} channel(s) {w}x{h}; the published dataset is not intact"
+            )
+        out[j] = arr.reshape(h, w, c)
+    ds = ImageDataset(
+        images=torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(),
+        labels=torch.tensor([labels[i] for i in keep], dtype=torch.int64),
+        classes=classes,
+        ids=tuple(items[i]["source_id"] for i in keep),
+        source=f"published:{path}",
+    )
+    return ds, manifest
+
+
+@register_dataset("published")
+def load_published_dataset(arg, split, per_class=None, seed=0) -> ImageDataset:
+    if not arg:
+        raise LearnlockError("published dataset needs a path: published:DIR")
+    if split != "train":
+        raise LearnlockError("a published dataset is a training set; evaluate on the clean test split of its source")
+    return load_published(arg, per_class=per_class, seed=seed)[0]
+
+
+__all__ = [
+    "FORMAT", "FORMAT_VERSION", "check_out_dir", "write_published", "read_manifest",
+    "load_published", "png_bytes", "item_stem", "source_path",
+]

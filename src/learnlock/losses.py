@@ -1,0 +1,108 @@
+"""Loss terms shared by protections (UGE, PUE, ...), each with a plain formula in its docstring.
+
+Shapes: x, x_u are B x C x H x W floats in [0, 1]; y is B int64; features are B x D, L2-normalised.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+
+def per_layer_cosine_distance(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
+    """mean over tensors l of 1 - cos(a_l, b_l) (each tensor flattened); 0 when all align."""
+    flat_a = torch.cat([t.reshape(-1) for t in a])
+    flat_b = torch.cat([t.reshape(-1) for t in b])
+    sizes = torch.tensor([t.numel() for t in a], device=flat_a.device)
+    seg = torch.repeat_interleave(torch.arange(len(a), device=flat_a.device), sizes)
+    dots = torch.zeros(len(a), device=flat_a.device, dtype=flat_a.dtype).index_add_(0, seg, flat_a * flat_b)
+    na = torch.zeros_like(dots).index_add_(0, seg, flat_a * flat_a)
+    nb = torch.zeros_like(dots).index_add_(0, seg, flat_b * flat_b)
+    cos = dots / (na.sqrt() * nb.sqrt()).clamp_min(1e-12)
+    return (1 - cos).mean()
+
+
+def select_params(model: nn.Module, layers: str = "all") -> list[str]:
+    """Parameter names gradient matching looks at: 'all', 'weights' (no biases / norm affine),
+    'first' (the first weight tensor), 'last' (the last weight tensor = classifier)."""
+    names = [n for n, p in model.named_parameters()]
+    weights = [n for n, p in model.named_parameters() if p.dim() > 1]
+    if layers == "all":
+        return names
+    if layers == "weights":
+        return weights
+    if layers == "first":
+        return weights[:1]
+    if layers == "last":
+        return weights[-1:]
+    raise ValueError(f"layers must be all, weights, first or last, got {layers!r}")
+
+
+def param_grads(model: nn.Module, state: dict[str, torch.Tensor], names: list[str], x: torch.Tensor,
+                y: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, ...]:
+    """Gradients of CE(f_state(x), y) w.r.t. the parameters `names`, BatchNorm in train mode
+    (batch statistics, as during training) without touching the stored running statistics."""
+    params = {n: state[n].detach().requires_grad_(True) for n in names}
+    rest = {k: (v.clone() if k.endswith(("running_mean", "running_var", "num_batches_tracked")) else v)
+            for k, v in state.items() if k not in params}
+    model.train()
+    loss = F.cross_entropy(functional_call(model, {**rest, **params}, (x,)), y)
+    return torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
+
+
+def gradient_matching_loss(model: nn.Module, state: dict[str, torch.Tensor], x: torch.Tensor,
+                           x_u: torch.Tensor, y: torch.Tensor, layers: str = "all") -> torch.Tensor:
+    """UGE's L_gm at checkpoint `state`: per-layer cosine distance between the parameter gradients
+    of CE(f(x), y) and CE(f(x_u), y). Differentiable in x_u (double backward)."""
+    names = select_params(model, layers)
+    g_clean = param_grads(model, state, names, x, y, create_graph=False)
+    g_u = param_grads(model, state, names, x_u, y, create_graph=True)
+    return per_layer_cosine_distance(g_u, [g.detach() for g in g_clean])
+
+
+def unrolled_update_matching_loss(model: nn.Module, state: dict[str, torch.Tensor],
+                                  batches: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                                  lr: float, layers: str = "all") -> torch.Tensor:
+    """Multi-step variant of L_gm: run len(batches) plain SGD steps from `state` on the clean
+    batches and on the protected ones (x, x_u, y each), and compare the total parameter
+    changes layer by layer (1 - cos). Differentiable in every x_u through the unrolled steps."""
+    names = select_params(model, layers)
+    start = {n: state[n].detach() for n in names}
+
+    def run(use_protected: bool):
+        params = dict(start)
+        for x, x_u, y in batches:
+            cur = {**state, **params}
+            grads = param_grads(model, cur, names, x_u if use_protected else x, y,
+                                create_graph=use_protected)
+            params = {n: params[n] - lr * g for n, g in zip(names, grads)}
+        return [params[n] - start[n] for n in names]
+
+    clean = [d.detach() for d in run(False)]
+    return per_layer_cosine_distance(run(True), clean)
+
+
+def feature_distance_loss(f_clean: torch.Tensor, f_u: torch.Tensor, anchors: torch.Tensor,
+                          y: torch.Tensor, margin: float, weight_triplet: float = 1.0) -> torch.Tensor:
+    """UGE's L_fd on normalised features: l_feat + weight_triplet * l_triplet, with
+    l_feat = -mean ||F(x) - F(x_u)||^2 and, with a_far the anchor least similar to F(x),
+    l_triplet = mean max(0, ||F(x_u) - a_far||^2 - ||F(x_u) - a_y||^2 + margin)."""
+    l_feat = -(f_clean - f_u).pow(2).sum(1).mean()
+    sim = f_clean @ anchors.T
+    far = anchors[sim.argmin(1)]
+    true = anchors[y]
+    l_tri = F.relu((f_u - far).pow(2).sum(1) - (f_u - true).pow(2).sum(1) + margin).mean()
+    return l_feat + weight_triplet * l_tri
+
+
+def undistill_loss(logits_auth: torch.Tensor, logits_hacker: torch.Tensor, y: torch.Tensor,
+                   omega: float) -> torch.Tensor:
+    """UGE's L_ud: CE(f(x_u), y) - omega * KL(f(x_u) || h(x_u)), KL(p||q) = sum p (log p - log q)."""
+    log_p = F.log_softmax(logits_auth, 1)
+    log_q = F.log_softmax(logits_hacker, 1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(1).mean()
+    return F.cross_entropy(logits_auth, y) - omega * kl

@@ -1,0 +1,26 @@
+"""Protections by name: `create_protection("random", rho=8/255, seed=0).protect(data, "out")`.
+
+Every method is one file here with a `Protection` subclass registered by
+`@register_protection(name)`; the base class owns projection, quantisation and publishing.
+"""
+
+from __future__ import annotations
+
+from .base import (
+    PROTECTIONS,
+    Protection,
+    ProtectionSettings,
+    create_protection,
+    get_protection,
+    list_protections,
+    project_quantize,
+    register_protection,
+)
+
+# Methods register themselves on import.
+from . import random_noise  # noqa: E402,F401
+
+__all__ = [
+    "PROTECTIONS", "Protection", "ProtectionSettings", "create_protection", "get_protection",
+    "list_protections", "project_quantize", "register_protection",
+]

@@ -1,0 +1,222 @@
+"""The one base class every protection (uge, em, tap, random, ...) implements.
+
+A protection only computes the images it wants, `perturb(data) -> x_u` (float, [0, 1] pixel
+units, N x C x H x W, not yet projected). The base class owns the rest: choosing the protected
+fraction, the L-inf projection onto the rho-ball, [0, 255] clamping, 8-bit quantisation, checks
+and writing the published dataset.
+
+    prot = get_protection("random")(rho=8 / 255, seed=0)
+    out = prot.protect(load_dataset("cifar10", per_class=100), "pub/random")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data.base import ImageDataset
+from ..data.published import check_out_dir, write_published
+from ..errors import LearnlockError
+from ..registry import Registry
+
+PROTECTIONS = Registry("protection")
+
+_SIMPLE_TYPES = {"float": (float, int), "int": (int,), "bool": (bool,), "str": (str,)}
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class ProtectionSettings:
+    """Settings shared by every protection; a method subclasses this (frozen) with its own fields.
+
+    Fields annotated float / int / bool / str are type-checked on construction.
+    """
+
+    rho: float = 8 / 255  # L-inf radius in [0, 1] pixel units (8/255 = 8 grey levels)
+    seed: int = 0  # seeds the method's randomness and the choice of protected items
+    fraction: float = 1.0  # share of items protected, in (0, 1]; the rest keep their clean pixels
+
+    def __post_init__(self):
+        rho = self.rho
+        if not _is_number(rho) or not math.isfinite(rho):
+            raise LearnlockError(f"rho must be a finite number in (0, 1] ([0,1] pixel units), got {rho!r}")
+        if rho > 1:
+            raise LearnlockError(
+                f"rho is an L-inf radius in [0,1] pixel units; did you mean {rho}/255 = {rho / 255:.4f}?"
+            )
+        if rho <= 0:
+            raise LearnlockError(f"rho must be in (0, 1] ([0,1] pixel units, e.g. 8/255 = 0.0314), got {rho}")
+        if not _is_number(self.fraction) or not 0 < self.fraction <= 1:
+            raise LearnlockError(f"fraction is the share of items to protect, in (0, 1]; got {self.fraction!r}")
+        for f in dataclasses.fields(self):
+            kinds = _SIMPLE_TYPES.get(f.type if isinstance(f.type, str) else getattr(f.type, "__name__", ""))
+            value = getattr(self, f.name)
+            if kinds is None:
+                continue
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise LearnlockError(
+                    f"setting {f.name} must be {f.type if isinstance(f.type, str) else f.type.__name__}, "
+                    f"got {value!r} ({type(value).__name__})"
+                )
+
+
+def project_quantize(x: torch.Tensor, x_u: torch.Tensor, rho: float) -> torch.Tensor:
+    """Project float images `x_u` ([0, 1] units) onto the L-inf ball of radius `rho` around the
+    uint8 images `x`, in 8-bit: returns uint8 x_q with |x_q/255 - x/255| <= rho exactly.
+
+    x_u * 255 is rounded to integers first; then the integer change is clamped to [-k, k]
+    with k = floor(255 * rho + 1e-9), and the result to [0, 255]. Why floor: after
+    quantisation a change is a whole number m of grey levels, and m/255 <= rho holds exactly
+    when m <= floor(255 * rho). Rounding 255 * rho instead would allow one level too many
+    whenever its fraction is >= .5 (rho = 0.0431 -> 10.99 levels -> 11 > 10.99). The 1e-9
+    keeps rho = k/255 (which can land just below k/255 in floating point) at k levels.
+    Clamping after rounding, not before, keeps the result inside the ball whatever the rounding.
+    """
+    if x.dtype != torch.uint8:
+        raise LearnlockError(f"project_quantize needs uint8 clean images, got {x.dtype}")
+    if tuple(x_u.shape) != tuple(x.shape):
+        raise LearnlockError(f"perturbed images have shape {tuple(x_u.shape)}, expected {tuple(x.shape)}")
+    if not _is_number(rho) or not 0 < rho <= 1:
+        raise LearnlockError(f"rho must be in (0, 1] ([0,1] pixel units), got {rho!r}")
+    x_u = x_u.detach().to(device=x.device, dtype=torch.float32)
+    if torch.isnan(x_u).any():
+        raise LearnlockError("perturbed images contain NaN; cannot quantize")
+    k = math.floor(255 * rho + 1e-9)
+    q = torch.round(x_u.mul(255).clamp_(-512, 767)).to(torch.int16)  # clamp first: inf / huge values
+    delta = (q - x.to(torch.int16)).clamp_(-k, k)
+    return (x.to(torch.int16) + delta).clamp_(0, 255).to(torch.uint8)
+
+
+class Protection(ABC):
+    """Base class: subclass, set `Settings`, implement `perturb`, decorate with `@register_protection`.
+
+    `apply(data)` -> uint8 protected images (same shape, order, labels); `protect(data, out)`
+    writes them as a published dataset. After `apply`, `self.protected_index` holds the sorted
+    indices of the protected items (all of them when settings.fraction == 1).
+    """
+
+    name: str = ""
+    Settings: type[ProtectionSettings] = ProtectionSettings
+    norm: str = "linf"
+
+    def __init__(self, settings: ProtectionSettings | None = None, **overrides):
+        if settings is None:
+            settings = self.Settings() if not overrides else None
+        elif not isinstance(settings, self.Settings):
+            raise LearnlockError(
+                f"{self.name or type(self).__name__}: settings must be {self.Settings.__name__}, "
+                f"got {type(settings).__name__}"
+            )
+        valid = [f.name for f in dataclasses.fields(self.Settings)]
+        unknown = sorted(set(overrides) - set(valid))
+        if unknown:
+            raise LearnlockError(
+                f"{self.name or type(self).__name__}: unknown setting(s) {', '.join(unknown)}; "
+                f"valid settings: {', '.join(valid)}"
+            )
+        if settings is None:  # build straight from the overrides: defaults are never half-validated
+            settings = self.Settings(**overrides)
+        elif overrides:
+            settings = dataclasses.replace(settings, **overrides)
+        self.settings = settings
+        self.protected_index: torch.Tensor | None = None
+
+    @abstractmethod
+    def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
+        """Float N x C x H x W images in [0, 1] units the method wants (projected afterwards)."""
+
+    def choose_protected(self, n: int) -> torch.Tensor:
+        """Sorted indices of the items to protect: all, or a seeded `fraction` of them."""
+        if self.settings.fraction >= 1:
+            return torch.arange(n)
+        k = math.floor(self.settings.fraction * n + 0.5)
+        g = torch.Generator().manual_seed(self.settings.seed)
+        return torch.randperm(n, generator=g)[:k].sort().values
+
+    def apply(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
+        """uint8 protected images: perturb the chosen items, project onto the rho-ball, quantize."""
+        index = self.choose_protected(len(data))
+        out = data.images.clone()
+        if len(index):
+            sub = data if len(index) == len(data) else data.subset(index)
+            x_u = self.perturb(sub, workdir)
+            if not isinstance(x_u, torch.Tensor) or not x_u.is_floating_point():
+                raise LearnlockError(
+                    f"protection {self.name!r}: perturb must return a float tensor, got "
+                    f"{getattr(x_u, 'dtype', type(x_u).__name__)}"
+                )
+            if tuple(x_u.shape) != tuple(sub.images.shape):
+                raise LearnlockError(
+                    f"protection {self.name!r}: perturb returned shape {tuple(x_u.shape)}, "
+                    f"expected {tuple(sub.images.shape)}"
+                )
+            x_u = x_u.detach().cpu()
+            if not torch.isfinite(x_u).all():
+                raise LearnlockError(
+                    f"protection {self.name!r} produced NaN or infinite pixels; its optimisation diverged "
+                    "(try a smaller step size or another seed)"
+                )
+            out[index] = project_quantize(sub.images, x_u, self.settings.rho)
+        self.protected_index = index
+        return out
+
+    def manifest_settings(self) -> dict:
+        """The resolved settings, as stored in the manifest."""
+        return dataclasses.asdict(self.settings)
+
+    def protect(
+        self,
+        data: ImageDataset,
+        out_dir,
+        *,
+        overwrite: bool = False,
+        authorized: dict | None = None,
+        extra: dict | None = None,
+        files: dict[str, bytes] | None = None,
+        workdir: Path | None = None,
+    ) -> Path:
+        """Check `out_dir` first, then apply and write the published dataset; returns its path."""
+        check_out_dir(out_dir, overwrite, source=data)
+        images = self.apply(data, workdir)
+        return write_published(
+            out_dir, data, images,
+            method=self.name, rho=self.settings.rho, settings=self.manifest_settings(),
+            seed=self.settings.seed, authorized=authorized,
+            protected=self.protected_index.tolist(), extra=extra, files=files, overwrite=overwrite,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.settings})"
+
+
+def register_protection(name: str):
+    """Class decorator: register a Protection subclass under `name` (and set its `name`)."""
+
+    def deco(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Protection)):
+            raise TypeError(f"register_protection({name!r}) needs a Protection subclass, got {cls!r}")
+        cls.name = name
+        return PROTECTIONS.register(name)(cls)
+
+    return deco
+
+
+def list_protections() -> list[str]:
+    return PROTECTIONS.names()
+
+
+def get_protection(name: str) -> type[Protection]:
+    return PROTECTIONS.get(name)
+
+
+def create_protection(name: str, settings: ProtectionSettings | None = None, **overrides) -> Protection:
+    """`create_protection("random", rho=8/255, seed=1)`: the class by name, built with settings."""
+    return get_protection(name)(settings, **overrides)

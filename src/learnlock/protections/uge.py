@@ -1,0 +1,486 @@
+"""Ungeneralizable Examples (Ye & Wang, CVPR 2024): data only one authorized network learns from.
+
+x_u = clip(x + delta, x - rho, x + rho) in [0, 1], delta minimising
+    L = lambda_gm * L_gm + lambda_fd * L_fd + lambda_ud * L_ud (+ lambda_adv * L_adv)
+  - L_gm: per-layer cosine distance between the parameter gradients of CE(f(x), y) and
+    CE(f(x_u), y) on checkpoints of the authorized net's clean training run (learnable for it);
+  - L_fd: -||F(x) - F(x_u)||^2 plus a triplet term in a pretrained encoder's normalised feature
+    space, toward the anchor of the least similar class (unlearnable for others);
+  - L_ud: CE(f(x_u), y) - omega * KL(f(x_u) || h(x_u)), f the trained authorized net, h a random
+    hacker (undistillable);
+  - L_adv (learnlock's addition, off in the paper preset): class-targeted adversarial features
+    against an ensemble of surrogates trained on the clean data, CE(s(x_u), y + 1 mod K), a far
+    stronger "unlearnable" term than L_fd (Fowl et al. 2021).
+With several authorized networks, L_gm and L_ud are averaged over them.
+
+delta comes from a generator G (the paper's amortised engine) or is optimised per sample
+(engine="direct"). L_gm can replay the authorized run exactly (same batches, augmentation and
+checkpoints as the recipe the authorized user will train with) or, as in the paper, use a
+random checkpoint per batch.
+
+    key = NetSpec.create("cnn", 10, 3, seed=1234)
+    UGE(authorized=[key], recipe="cpu", preset="paper").protect(train, "published/")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data import ImageDataset
+from ..errors import LearnlockError
+from ..losses import (feature_distance_loss, gradient_matching_loss, undistill_loss,
+                      unrolled_update_matching_loss)
+from ..models import NetSpec, create_model
+from ..provenance import atomic_write_bytes, atomic_write_json
+from ..training import Recipe, Trajectory, apply_augment, batch_schedule, fit, get_recipe, state_copy
+from .base import Protection, ProtectionSettings, register_protection
+
+ENGINES = ("direct", "generator")
+GM_SCHEDULES = ("replay", "random")
+
+
+@dataclass(frozen=True)
+class UGESettings(ProtectionSettings):
+    rho: float = 0.04                     # L-inf radius, [0,1] pixel units (paper default)
+    engine: str = "direct"                # direct (per-sample delta) | generator (paper)
+    epochs: int = 8                       # passes over the data
+    lr: float = 0.1                       # Adam lr: on atanh(delta/rho) (direct) or G's weights (x0.01)
+    batch_size: int = 128                 # for the random schedule; replay uses the recipe's batches
+    lambda_gm: float = 1.0
+    lambda_fd: float = 1.0
+    lambda_ud: float = 1.0
+    lambda_adv: float = 0.0
+    omega: float = 1.0                    # weight of KL(f || h) inside L_ud
+    margin: float = 0.5                   # triplet margin alpha (squared distance of unit vectors)
+    weight_triplet: float = 1.0
+    encoder: str = "efficientnet-lite0"
+    encoder_resolution: int = 64          # pixels; dominates the CPU cost of L_fd
+    gm_schedule: str = "replay"           # replay (the authorized run's batches) | random (paper)
+    gm_every_steps: int = 0               # 0: one checkpoint per epoch; k: every k optimiser steps
+    gm_layers: str = "all"                # all | weights | first | last
+    gm_unroll: int = 1                    # >1: match the parameter change over k SGD steps
+    surrogates: tuple[str, ...] = ("cnn", "resnet8")   # archs for L_adv, trained on clean data
+    surrogate_epochs: int = 10
+    ud_hacker: str = ""                   # arch of h in L_ud; "" = the authorized arch, other init
+    diagnostics: bool = True              # log the selectivity and shortcut diagnostics
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks = [
+            (self.engine in ENGINES, f"engine must be one of {ENGINES}, got {self.engine!r}"),
+            (self.gm_schedule in GM_SCHEDULES, f"gm_schedule must be one of {GM_SCHEDULES}"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.gm_unroll >= 1, "gm_unroll must be >= 1"),
+            (self.encoder_resolution >= 16, "encoder_resolution must be >= 16 pixels"),
+            (all(v >= 0 for v in (self.lambda_gm, self.lambda_fd, self.lambda_ud, self.lambda_adv)),
+             "loss weights must be >= 0"),
+            (self.gm_layers in ("all", "weights", "first", "last"), "gm_layers: all|weights|first|last"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise LearnlockError(f"uge: {msg}")
+
+
+PRESETS: dict[str, dict] = {
+    # The paper's recipe as written: generator, the three losses, random trajectory checkpoints.
+    "paper": dict(engine="generator", lambda_gm=1.0, lambda_fd=1.0, lambda_ud=1.0, lambda_adv=0.0,
+                  gm_schedule="random", epochs=8),
+    # Table 1 rows of the paper (ablations of the paper recipe).
+    "unlearn": dict(engine="generator", lambda_gm=0.0, lambda_fd=1.0, lambda_ud=0.0, lambda_adv=0.0,
+                    gm_schedule="random"),
+    "undistill": dict(engine="generator", lambda_gm=0.0, lambda_fd=0.0, lambda_ud=1.0, lambda_adv=0.0,
+                      gm_schedule="random"),
+    "paper-no-ud": dict(engine="generator", lambda_gm=1.0, lambda_fd=1.0, lambda_ud=0.0, lambda_adv=0.0,
+                        gm_schedule="random"),
+    # learnlock's default: per-sample delta, replayed trajectory, surrogate-ensemble adversarial term.
+    "learnlock": dict(engine="direct", lambda_gm=1.0, lambda_fd=1.0, lambda_ud=1.0, lambda_adv=1.0,
+                      gm_schedule="replay"),
+}
+
+
+def settings_for(preset: str | None = None, **overrides) -> UGESettings:
+    if preset is not None and preset not in PRESETS:
+        raise LearnlockError(f"unknown uge preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    valid = {f.name for f in fields(UGESettings)}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise LearnlockError(f"uge has no setting {', '.join(unknown)}; settings: {', '.join(sorted(valid))}")
+    return UGESettings(**{**(PRESETS[preset] if preset else {}), **overrides})
+
+
+class Generator(nn.Module):
+    """ResNet-style conv encoder / decoder: x -> rho * tanh(G(x)) (same H x W as x)."""
+
+    def __init__(self, channels: int, width: int = 32, blocks: int = 2):
+        super().__init__()
+        self.down = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU())
+        self.blocks = nn.ModuleList(nn.Sequential(
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width)) for _ in range(blocks))
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, channels, 3, padding=1))
+
+    def forward(self, x):
+        h = self.down(x)
+        for block in self.blocks:
+            h = F.relu(h + block(h))
+        out = self.up(h)
+        return out[..., :x.shape[2], :x.shape[3]]
+
+
+@dataclass
+class AuthorizedRun:
+    """One authorized network: its key, clean-run checkpoints and the trained model."""
+
+    spec: NetSpec
+    model: nn.Module
+    steps: list[int]
+    states: list[dict[str, torch.Tensor]]
+    trained: nn.Module
+    hacker: nn.Module  # random-init h for L_ud
+
+    def checkpoint_before(self, step: int) -> dict[str, torch.Tensor]:
+        i = max(j for j, s in enumerate(self.steps) if s <= step)
+        return self.states[i]
+
+
+def _save_states(path: Path, states: list[dict[str, torch.Tensor]], meta: dict) -> None:
+    flat = {f"{i}/{k}": v.contiguous() for i, st in enumerate(states) for k, v in st.items()}
+    atomic_write_bytes(path, save(flat, metadata={"meta": json.dumps(meta)}))
+
+
+def _load_states(path: Path) -> tuple[list[dict[str, torch.Tensor]], dict]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["meta"])
+    flat = load_file(str(path))
+    states: list[dict] = [dict() for _ in range(meta["count"])]
+    for key, v in flat.items():
+        i, name = key.split("/", 1)
+        states[int(i)][name] = v
+    return states, meta
+
+
+def train_cached(workdir: Path | None, name: str, spec: NetSpec, data: ImageDataset, recipe: Recipe,
+                 every_steps: int = 0, progress: bool = True):
+    """Train `spec` on clean `data` keeping its trajectory; reuse workdir/name.safetensors if there."""
+    path = workdir / f"{name}.safetensors" if workdir else None
+    ident = {"fingerprint": spec.fingerprint, "recipe": recipe.to_dict(), "every_steps": every_steps,
+             "data": [data.source, len(data)]}
+    if path and path.exists():
+        states, meta = _load_states(path)
+        if meta.get("ident") == ident:
+            return meta["steps"], states
+    traj = Trajectory(every_steps=every_steps or None)
+    fit(spec.build(), data, recipe, callbacks=[traj], progress=progress, desc=f"{name} (clean run)")
+    if path:
+        _save_states(path, traj.states, {"count": len(traj.states), "steps": traj.steps, "ident": ident})
+    return traj.steps, traj.states
+
+
+def _model_from(spec: NetSpec, state: dict) -> nn.Module:
+    m = spec.build()
+    m.load_state_dict(state)
+    return m.eval()
+
+
+@register_protection("uge")
+class UGE(Protection):
+    """Ungeneralizable Examples (Ye & Wang, CVPR 2024); see the module docstring.
+
+    authorized: one or more NetSpecs (architecture + initial weights: the key);
+    recipe: how the authorized user will train (its data order is replayed by L_gm)."""
+
+    name = "uge"
+    Settings = UGESettings
+
+    def __init__(self, authorized: NetSpec | Sequence[NetSpec], recipe: Recipe | str = "cpu",
+                 settings: UGESettings | None = None, preset: str | None = None,
+                 progress: bool = True, **overrides):
+        if settings is None:
+            settings = settings_for(preset, **overrides)
+        elif overrides or preset:
+            settings = replace(settings, **overrides)
+        super().__init__(settings)
+        self.authorized = [authorized] if isinstance(authorized, NetSpec) else list(authorized)
+        if not self.authorized:
+            raise LearnlockError("uge needs at least one authorized network (a NetSpec key)")
+        self.recipe = get_recipe(recipe)
+        self.progress = progress
+        self.preset = preset
+        self.log: list[dict] = []
+
+    # ---- inputs --------------------------------------------------------------------------
+    def check_data(self, data: ImageDataset) -> None:
+        for spec in self.authorized:
+            if spec.num_classes != data.num_classes or spec.in_channels != data.in_channels:
+                raise LearnlockError(
+                    f"authorized network {spec.arch} ({spec.fingerprint[:12]}) takes {spec.in_channels}-channel "
+                    f"images and {spec.num_classes} classes, but {data.source} has {data.in_channels} "
+                    f"channels and {data.num_classes} classes; create the key for this dataset"
+                )
+
+    def prepare(self, data: ImageDataset, workdir: Path | None):
+        s = self.settings
+        runs = []
+        for i, spec in enumerate(self.authorized):
+            steps, states = train_cached(workdir, f"authorized_{i}", spec, data, self.recipe,
+                                         s.gm_every_steps, self.progress)
+            hacker_arch = s.ud_hacker or spec.arch
+            hacker = create_model(hacker_arch, data.num_classes, data.in_channels,
+                                  seed=s.seed + 7919 + i, **(spec.kwargs if hacker_arch == spec.arch else {})).eval()
+            runs.append(AuthorizedRun(spec, spec.build(), steps, states, _model_from(spec, states[-1]), hacker))
+        surrogates = []
+        if s.lambda_adv > 0:
+            for j, arch in enumerate(s.surrogates):
+                sspec = NetSpec.create(arch, data.num_classes, data.in_channels, seed=s.seed + 101 + j)
+                srecipe = replace(get_recipe("cpu"), epochs=s.surrogate_epochs, seed=s.seed + 101 + j)
+                _, sstates = train_cached(workdir, f"surrogate_{j}_{arch}", sspec, data, srecipe,
+                                          0, self.progress)
+                surrogates.append(_model_from(sspec, sstates[-1]))
+        encoder = anchors = None
+        if s.lambda_fd > 0:
+            from ..encoders import create_encoder
+
+            encoder = create_encoder(s.encoder, resolution=s.encoder_resolution)
+            with torch.no_grad():
+                feats = torch.cat([encoder(data.images[i:i + 256].float() / 255)
+                                   for i in range(0, len(data), 256)])
+            anchors = encoder.anchors(list(data.classes), feats=feats, labels=data.labels,
+                                      num_classes=data.num_classes)
+        else:
+            feats = None
+        for m in [r.trained for r in runs] + [r.hacker for r in runs] + surrogates:
+            for p in m.parameters():
+                p.requires_grad_(False)
+        return runs, surrogates, encoder, feats, anchors
+
+    # ---- the objective -----------------------------------------------------------------
+    def batch_loss(self, x, x_u, y, idx, step, runs, surrogates, encoder, feats, anchors, augment,
+                   unroll_batches=None):
+        s = self.settings
+        terms = {}
+        total = x_u.new_zeros(())
+        if s.lambda_gm > 0:
+            xa = apply_augment(x, augment) if augment is not None else x
+            xua = apply_augment(x_u, augment) if augment is not None else x_u
+            gm = []
+            for r in runs:
+                state = r.checkpoint_before(step)
+                if s.gm_unroll > 1 and unroll_batches is not None:
+                    gm.append(unrolled_update_matching_loss(r.model, state, unroll_batches(r), self.recipe.lr,
+                                                            s.gm_layers))
+                else:
+                    gm.append(gradient_matching_loss(r.model, state, xa, xua, y, s.gm_layers))
+            terms["gm"] = torch.stack(gm).mean()
+            total = total + s.lambda_gm * terms["gm"]
+        if s.lambda_fd > 0:
+            terms["fd"] = feature_distance_loss(feats[idx], encoder(x_u), anchors, y, s.margin, s.weight_triplet)
+            total = total + s.lambda_fd * terms["fd"]
+        if s.lambda_ud > 0:
+            terms["ud"] = torch.stack([undistill_loss(r.trained(x_u), r.hacker(x_u), y, s.omega)
+                                       for r in runs]).mean()
+            total = total + s.lambda_ud * terms["ud"]
+        if s.lambda_adv > 0:
+            target = (y + 1) % len(anchors if anchors is not None else range(int(y.max()) + 2))
+            terms["adv"] = torch.stack([F.cross_entropy(m(x_u), target) for m in surrogates]).mean()
+            total = total + s.lambda_adv * terms["adv"]
+        return total, {k: float(v) for k, v in terms.items()}
+
+    def plan(self, n: int, epoch: int, gen: torch.Generator):
+        """Batches for optimisation pass `epoch` (0-based): (index, step, augment draw)."""
+        s = self.settings
+        if s.gm_schedule == "replay" and s.lambda_gm > 0:
+            # Spread the passes evenly over the authorized run's epochs, replaying their batches.
+            run_epoch = 1 + (epoch * self.recipe.epochs) // s.epochs
+            return [(st.index, st.step, st.augment) for st in batch_schedule(n, self.recipe)
+                    if st.epoch == run_epoch]
+        order = torch.randperm(n, generator=gen)
+        total_steps = max(1, self.recipe.epochs * math.ceil(n / self.recipe.batch_size))
+        out = []
+        for i in range(0, n, s.batch_size):
+            idx = order[i:i + s.batch_size]
+            if len(idx) >= 2:
+                out.append((idx, int(torch.randint(0, total_steps, (1,), generator=gen)), None))
+        return out
+
+    # ---- engines -------------------------------------------------------------------------
+    def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
+        self.check_data(data)
+        s = self.settings
+        workdir = Path(workdir) if workdir else None
+        if workdir:
+            workdir.mkdir(parents=True, exist_ok=True)
+        runs, surrogates, encoder, feats, anchors = self.prepare(data, workdir)
+        x_all = data.float_images()
+        n = len(data)
+        torch.manual_seed(s.seed)  # module init below (generator) draws from the global RNG
+        if s.engine == "direct":
+            w = torch.zeros_like(x_all, requires_grad=True)
+            params = [w]
+            lr = s.lr
+        else:
+            gen_net = Generator(data.in_channels)
+            params = list(gen_net.parameters())
+            lr = s.lr * 0.01
+        opt = torch.optim.Adam(params, lr=lr)
+        start = 0
+        ckpt = workdir / "engine.safetensors" if workdir else None
+        ident = json.dumps({"settings": asdict(s), "recipe": self.recipe.to_dict(),
+                            "keys": [a.fingerprint for a in self.authorized], "n": n, "source": data.source},
+                           sort_keys=True)
+        if ckpt and ckpt.exists():
+            start = self._resume(ckpt, ident, params, opt)
+
+        def delta_of(idx, x):
+            if s.engine == "direct":
+                return s.rho * torch.tanh(w[idx])
+            gen_net.train()
+            return s.rho * torch.tanh(gen_net(x))
+
+        bar = tqdm(total=s.epochs, initial=start, desc="uge", disable=not self.progress, leave=False,
+                   dynamic_ncols=True)
+        for epoch in range(start, s.epochs):
+            gen = torch.Generator().manual_seed(s.seed * 100003 + epoch)
+            sums: dict[str, float] = {}
+            batches = self.plan(n, epoch, gen)
+            for idx, step, augment in batches:
+                x = x_all[idx]
+                y = data.labels[idx]
+                x_u = (x + delta_of(idx, x)).clamp(0, 1)
+                unroll = None
+                if s.gm_unroll > 1:
+                    unroll = self._unroll_batches(x_all, data.labels, step, delta_of)
+                loss, terms = self.batch_loss(x, x_u, y, idx, step, runs, surrogates, encoder, feats,
+                                              anchors, augment, unroll)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v / len(batches)
+            entry = {"epoch": epoch + 1, **{k: round(v, 5) for k, v in sums.items()}}
+            self.log.append(entry)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in sums.items()})
+            bar.update(1)
+            if ckpt:
+                self._checkpoint(ckpt, ident, epoch + 1, params, opt)
+        bar.close()
+        with torch.no_grad():
+            if s.engine == "direct":
+                delta = s.rho * torch.tanh(w)
+            else:
+                gen_net.eval()
+                delta = torch.cat([s.rho * torch.tanh(gen_net(x_all[i:i + 256])) for i in range(0, n, 256)])
+        x_u = (x_all + delta).clamp(0, 1).detach()
+        if s.diagnostics:
+            self.diagnostics = diagnose(data, x_u, runs, self.recipe, seed=s.seed)
+        return x_u
+
+    def _unroll_batches(self, x_all, labels, step, delta_of):
+        """The next gm_unroll scheduled batches from `step` of the authorized run."""
+        plan = [st for st in batch_schedule(len(labels), self.recipe)
+                if step <= st.step < step + self.settings.gm_unroll]
+
+        def for_run(run):
+            out = []
+            for st in plan:
+                x = x_all[st.index]
+                x_u = (x + delta_of(st.index, x)).clamp(0, 1)
+                out.append((apply_augment(x, st.augment), apply_augment(x_u, st.augment), labels[st.index]))
+            return out
+        return for_run
+
+    def _checkpoint(self, path: Path, ident: str, done: int, params, opt) -> None:
+        tensors = {f"param/{i}": p.detach().contiguous() for i, p in enumerate(params)}
+        state = opt.state_dict()
+        for pid, st in state["state"].items():
+            for k, v in st.items():
+                tensors[f"opt/{pid}/{k}"] = torch.as_tensor(v).contiguous()
+        atomic_write_bytes(path, save(tensors, metadata={"ident": ident, "done": str(done),
+                                                         "groups": json.dumps(state["param_groups"])}))
+
+    def _resume(self, path: Path, ident: str, params, opt) -> int:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+        if meta.get("ident") != ident:
+            raise LearnlockError(
+                f"{path.parent} holds an interrupted run with different settings or data; "
+                "delete it or use another --out to start afresh"
+            )
+        tensors = load_file(str(path))
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                p.copy_(tensors[f"param/{i}"])
+        state = {"state": {}, "param_groups": json.loads(meta["groups"])}
+        for key, v in tensors.items():
+            if key.startswith("opt/"):
+                _, pid, k = key.split("/", 2)
+                state["state"].setdefault(int(pid), {})[k] = v
+        opt.load_state_dict(state)
+        return int(meta["done"])
+
+    def manifest_settings(self) -> dict:
+        out = asdict(self.settings)
+        out["preset"] = self.preset
+        out["authorized_recipe"] = self.recipe.to_dict()
+        return out
+
+
+def diagnose(data: ImageDataset, x_u: torch.Tensor, runs: list[AuthorizedRun], recipe: Recipe,
+             seed: int = 0, probe: int = 256) -> dict:
+    """The two numbers that say whether UGE can work (see shared notes):
+    selectivity: gradient cosine clean-vs-protected at the authorized checkpoints minus the same
+    at other initialisations of the same architecture (hacker proxies), on a probe batch;
+    shortcut strength: test accuracy of a linear probe trained on delta alone (half / half)."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data), generator=g)[:probe]
+    x, xu, y = data.float_images()[idx], x_u[idx], data.labels[idx]
+    auth, other = [], []
+    for r in runs:
+        for st in r.states:
+            auth.append(1 - gradient_matching_loss(r.model, st, x, xu, y).item())
+        for k in range(3):
+            m = create_model(r.spec.arch, data.num_classes, data.in_channels, seed=seed + 31 + k, **r.spec.kwargs)
+            other.append(1 - gradient_matching_loss(m, state_copy(m), x, xu, y).item())
+    delta = (x_u - data.float_images()).flatten(1)
+    half = len(delta) // 2
+    perm = torch.randperm(len(delta), generator=g)
+    tr, te = perm[:half], perm[half:]
+    probe_acc = linear_probe(delta[tr], data.labels[tr], delta[te], data.labels[te], data.num_classes)
+    return {"grad_cos_authorized": sum(auth) / len(auth), "grad_cos_other_inits": sum(other) / len(other),
+            "selectivity_gap": sum(auth) / len(auth) - sum(other) / len(other),
+            "delta_linear_probe_acc": probe_acc, "mean_abs_delta_255": float(delta.abs().mean() * 255)}
+
+
+def linear_probe(xtr, ytr, xte, yte, k, steps=200) -> float:
+    """Multinomial logistic regression (LBFGS) on standardised inputs; test accuracy."""
+    mu, sd = xtr.mean(0), xtr.std(0).clamp_min(1e-6)
+    xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
+    lin = nn.Linear(xtr.shape[1], k)
+    opt = torch.optim.LBFGS(lin.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(lin(xtr), ytr) + 1e-3 * lin.weight.pow(2).sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    with torch.no_grad():
+        return (lin(xte).argmax(1) == yte).float().mean().item()

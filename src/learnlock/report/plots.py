@@ -1,0 +1,87 @@
+"""PNG plots (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from ..provenance import atomic_write_bytes  # noqa: E402
+
+
+def _save(fig, path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def image_grid(clean: torch.Tensor, protected: torch.Tensor, labels, classes, path, n: int = 8,
+               title: str = "") -> Path:
+    """Clean / noise (scaled to the full range) / protected rows, as the UGE paper's Fig. 4.
+    clean, protected: uint8 N x C x H x W."""
+    n = min(n, len(clean))
+    fig, axes = plt.subplots(3, n, figsize=(1.3 * n, 4.2), squeeze=False)
+    noise = protected[:n].float() - clean[:n].float()
+    scale = noise.abs().amax().clamp_min(1)
+    for i in range(n):
+        imgs = [clean[i].float() / 255, (noise[i] / scale + 1) / 2, protected[i].float() / 255]
+        for r, img in enumerate(imgs):
+            ax = axes[r][i]
+            arr = img.permute(1, 2, 0).numpy()
+            ax.imshow(arr[..., 0] if arr.shape[2] == 1 else arr, cmap="gray" if arr.shape[2] == 1 else None,
+                      vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0][i].set_title(classes[int(labels[i])], fontsize=8)
+    for r, name in enumerate(["clean", f"noise (x{255 / float(scale):.0f})", "protected"]):
+        axes[r][0].set_ylabel(name, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def grouped_bars(groups: list[str], series: dict[str, list[float]], path, ylabel: str = "test accuracy (%)",
+                 title: str = "", hline: float | None = None, hline_label: str = "chance") -> Path:
+    """One group of bars per entry of `groups`, one bar per series (e.g. authorized vs hackers)."""
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4))
+    width = 0.8 / max(len(series), 1)
+    for j, (name, vals) in enumerate(series.items()):
+        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(groups))]
+        ax.bar(xs, vals, width, label=name)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups, rotation=15, fontsize=8)
+    ax.set_ylabel(ylabel)
+    if hline is not None:
+        ax.axhline(hline, color="gray", ls="--", lw=1, label=hline_label)
+    ax.legend(fontsize=7, ncol=2)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def scatter_front(points: dict[str, tuple[float, float]], path, title: str = "",
+                  target: tuple[float, float] | None = (0.9, 0.5)) -> Path:
+    """Authorized ratio (y) vs worst hacker ratio (x) per configuration; the target region shaded."""
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    for name, (worst, auth) in points.items():
+        ax.scatter(worst, auth)
+        ax.annotate(name, (worst, auth), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if target:
+        ax.axhspan(target[0], 1.2, xmin=0, xmax=1, alpha=0.0)
+        ax.fill_between([-0.2, target[1]], target[0], 1.2, color="green", alpha=0.1, label="target")
+    ax.plot([-0.2, 1.2], [-0.2, 1.2], color="gray", lw=0.8, ls=":", label="no selectivity")
+    ax.set_xlim(-0.2, 1.2)
+    ax.set_ylim(-0.2, 1.2)
+    ax.set_xlabel("worst hacker learnability ratio")
+    ax.set_ylabel("authorized learnability ratio")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
