@@ -58,6 +58,113 @@ def cmd_evaluate(args) -> None:
         print(f"\nresults written to {args.out}/results.json", file=sys.stderr)
 
 
+def parse_settings(pairs: list[str]) -> dict:
+    """--set name=value pairs; values parsed as JSON when possible (numbers, true/false, lists)."""
+    import json
+
+    out = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise LearnlockError(f"--set expects name=value, got {pair!r}")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out[name.strip().replace("-", "_")] = tuple(parsed) if isinstance(parsed, list) else parsed
+    return out
+
+
+def key_bytes(key) -> bytes:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return key.save(Path(tmp) / "key.safetensors").read_bytes()
+
+
+def cmd_protect(args) -> None:
+    import shutil
+    from pathlib import Path
+
+    from .data import load_dataset
+    from .data.published import check_out_dir
+    from .keys import resolve_key
+    from .models import NetSpec
+    from .protections import get_protection
+
+    cls = get_protection(args.method)
+    data = load_dataset(args.data, "train", per_class=args.per_class, seed=args.subset_seed)
+    out = check_out_dir(args.out, args.overwrite, source=data)
+    settings = parse_settings(args.set)
+    if args.rho is not None:
+        settings["rho"] = args.rho
+    if args.seed is not None:
+        settings["seed"] = args.seed
+    kwargs = {}
+    files = {}
+    if args.method == "uge":
+        if not args.authorized:
+            raise LearnlockError("uge needs --authorized KEYFILE or ARCH (with --key-seed or --key-secret)")
+        keys = [resolve_key(a, data.num_classes, data.in_channels, args.key_seed, args.key_secret)
+                for a in args.authorized]
+        kwargs = dict(authorized=keys, recipe=recipe_from_args(args), preset=args.preset,
+                      progress=not args.no_progress)
+    prot = cls(**kwargs, **settings)  # validates the settings before any work
+    key_files = {}
+    for i, spec in enumerate(args.authorized or []):
+        if not Path(spec).exists():  # derived from a seed or secret: hand the key file over
+            key_path = Path(args.key_out or f"{out}.key.safetensors")
+            if len(args.authorized) > 1:
+                key_path = key_path.with_name(key_path.name.replace(".safetensors", f"{i}.safetensors"))
+            if key_path.exists() and NetSpec.load(key_path).fingerprint != kwargs["authorized"][i].fingerprint:
+                raise LearnlockError(f"{key_path} exists and holds another key; choose another --key-out")
+            key_files[key_path] = kwargs["authorized"][i]
+        if args.include_weights:
+            files[f"authorized_{i}.safetensors"] = kwargs["authorized"][i]
+    workdir = out.parent / f".{out.name}.work"
+    print(f"protecting {len(data)} images of {data.source} with {args.method} (rho {prot.settings.rho:.4f}); "
+          f"resumable state in {workdir}", file=sys.stderr)
+    files = {name: key_bytes(key) for name, key in files.items()}
+    path = prot.protect(data, out, overwrite=args.overwrite, files=files or None, workdir=workdir)
+    shutil.rmtree(workdir, ignore_errors=True)
+    print(f"published {len(data)} images to {path}")
+    for key_path, key in key_files.items():
+        if not key_path.exists():
+            key.save(key_path)
+        print(f"authorized key: {key_path} (fingerprint {key.fingerprint[:16]}...); give it only to the "
+              "authorized user", file=sys.stderr)
+    diag = getattr(prot, "diagnostics", None)
+    if diag:
+        print("diagnostics: " + ", ".join(f"{k} {v:.3f}" for k, v in diag.items()))
+
+
+def cmd_train(args) -> None:
+    from .data import load_dataset
+    from .data.published import load_published
+    from .keys import check_key_matches
+    from .models import NetSpec
+    from .training import Recipe, evaluate, fit
+
+    data, manifest = load_published(args.data)
+    key = NetSpec.load(args.authorized)
+    check_key_matches(key, manifest)
+    recipe = Recipe(**manifest["authorized"]["recipe"])
+    if args.device:
+        from dataclasses import replace
+
+        recipe = replace(recipe, device=args.device)
+    print(f"training {key.arch} ({key.fingerprint[:12]}) on {len(data)} published images with the "
+          f"manifest's recipe ({recipe.epochs} epochs, seed {recipe.seed})", file=sys.stderr)
+    model = fit(key.build(), data, recipe, progress=not args.no_progress, desc="authorized")
+    if args.out:
+        NetSpec.from_model(key.arch, model, key.num_classes, key.in_channels, key.kwargs).save(args.out)
+        print(f"trained weights written to {args.out}", file=sys.stderr)
+    if args.test:
+        test = load_dataset(args.test, "test", per_class=args.test_per_class)
+        print(f"test accuracy: {100 * evaluate(model, test):.2f}% on {len(test)} images of {test.source}")
+
+
 def cmd_list(args) -> None:
     from .data import list_datasets
     from .models import list_models
@@ -65,6 +172,10 @@ def cmd_list(args) -> None:
 
     print("datasets:", ", ".join(list_datasets()))
     print("models:  ", ", ".join(list_models()))
+    from .protections import list_protections
+    from .protections.uge import PRESETS
+
+    print("protections:", ", ".join(list_protections()), f"(uge presets: {', '.join(PRESETS)})")
     print("recipes: ")
     for name, r in RECIPES.items():
         print(f"  {name}: {r.epochs} epochs, {r.optimizer} lr {r.lr}, batch {r.batch_size}, "
@@ -87,6 +198,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_recipe_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("protect", help="publish a protected copy of a dataset")
+    p.add_argument("--method", default="uge", help="protection method (see `learnlock list`)")
+    p.add_argument("--data", required=True, help="dataset spec to protect (its train split)")
+    p.add_argument("--out", required=True, help="folder for the published dataset (must not exist)")
+    p.add_argument("--authorized", nargs="+", help="key file(s) (.safetensors NetSpec) or architecture name(s)")
+    p.add_argument("--key-seed", type=int, help="init seed of an authorized architecture given by name")
+    p.add_argument("--key-secret", help="pass phrase hashed into the init seed (instead of --key-seed)")
+    p.add_argument("--key-out", help="where to write a derived key (default OUT.key.safetensors)")
+    p.add_argument("--include-weights", action="store_true", help="also put the key's weights in OUT")
+    p.add_argument("--preset", help="uge preset: paper, learnlock, unlearn, undistill, paper-no-ud")
+    p.add_argument("--rho", type=float, help="L-inf radius in [0,1] pixel units (e.g. 0.04 or 8/255=0.0314)")
+    p.add_argument("--seed", type=int, help="protection seed")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="any method setting, repeatable")
+    p.add_argument("--per-class", type=int, help="protect a seeded subset of N images per class")
+    p.add_argument("--subset-seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing published dataset at OUT")
+    p.add_argument("--no-progress", action="store_true")
+    add_recipe_args(p)
+    p.set_defaults(func=cmd_protect)
+
+    p = sub.add_parser("train", help="train the authorized network on a published dataset")
+    p.add_argument("--authorized", required=True, help="the key file (.safetensors) the protector gave you")
+    p.add_argument("--data", required=True, help="published dataset folder")
+    p.add_argument("--test", help="clean test set spec to report accuracy on")
+    p.add_argument("--test-per-class", type=int)
+    p.add_argument("--out", help="write the trained weights here (.safetensors)")
+    p.add_argument("--device")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("list", help="list datasets, models and recipes")
     p.set_defaults(func=cmd_list)

@@ -33,7 +33,7 @@ from ..errors import LearnlockError
 # Smallest accepted resolution (pixels): every backbone here downsamples by 32.
 MIN_RESOLUTION = 16
 # Prompt for text anchors, as in the UGE paper ("a photo of a <class>").
-PROMPT = "a photo of a {}."
+PROMPT = "a photo of a {}"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -18,7 +18,7 @@ from .base import (
 )
 
 # Methods register themselves on import.
-from . import random_noise  # noqa: E402,F401
+from . import random_noise, uge  # noqa: E402,F401
 
 __all__ = [
     "PROTECTIONS", "Protection", "ProtectionSettings", "create_protection", "get_protection",

@@ -189,9 +189,18 @@ class Protection(ABC):
         return write_published(
             out_dir, data, images,
             method=self.name, rho=self.settings.rho, settings=self.manifest_settings(),
-            seed=self.settings.seed, authorized=authorized,
-            protected=self.protected_index.tolist(), extra=extra, files=files, overwrite=overwrite,
+            seed=self.settings.seed, authorized=authorized or self.authorized_info(),
+            protected=self.protected_index.tolist(), extra={**self.manifest_extra(), **(extra or {})},
+            files=files, overwrite=overwrite,
         )
+
+    def authorized_info(self) -> dict | None:
+        """What the manifest says about the authorized network(s); None for plain protections."""
+        return None
+
+    def manifest_extra(self) -> dict:
+        """Method-specific results for the manifest (diagnostics, optimisation log), after apply."""
+        return {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings})"

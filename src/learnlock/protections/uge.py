@@ -54,7 +54,8 @@ class UGESettings(ProtectionSettings):
     rho: float = 0.04                     # L-inf radius, [0,1] pixel units (paper default)
     engine: str = "direct"                # direct (per-sample delta) | generator (paper)
     epochs: int = 8                       # passes over the data
-    lr: float = 0.1                       # Adam lr: on atanh(delta/rho) (direct) or G's weights (x0.01)
+    lr: float = 0.3                       # direct engine: Adam lr on w, delta = rho * tanh(w)
+    generator_lr: float = 1e-3            # generator engine: Adam lr on G's weights
     batch_size: int = 128                 # for the random schedule; replay uses the recipe's batches
     lambda_gm: float = 1.0
     lambda_fd: float = 1.0
@@ -80,7 +81,7 @@ class UGESettings(ProtectionSettings):
             (self.engine in ENGINES, f"engine must be one of {ENGINES}, got {self.engine!r}"),
             (self.gm_schedule in GM_SCHEDULES, f"gm_schedule must be one of {GM_SCHEDULES}"),
             (self.epochs >= 1, "epochs must be >= 1"),
-            (self.lr > 0, "lr must be > 0"),
+            (self.lr > 0 and self.generator_lr > 0, "lr and generator_lr must be > 0"),
             (self.gm_unroll >= 1, "gm_unroll must be >= 1"),
             (self.encoder_resolution >= 16, "encoder_resolution must be >= 16 pixels"),
             (all(v >= 0 for v in (self.lambda_gm, self.lambda_fd, self.lambda_ud, self.lambda_adv)),
@@ -261,8 +262,11 @@ class UGE(Protection):
             with torch.no_grad():
                 feats = torch.cat([encoder(data.images[i:i + 256].float() / 255)
                                    for i in range(0, len(data), 256)])
-            anchors = encoder.anchors(list(data.classes), feats=feats, labels=data.labels,
-                                      num_classes=data.num_classes)
+            if encoder.has_text:
+                anchors = encoder.text_anchors(list(data.classes))
+            else:  # documented substitute: normalised class means of the clean features
+                anchors = torch.stack([feats[data.labels == k].mean(0) for k in range(data.num_classes)])
+                anchors = F.normalize(anchors, dim=1)
         else:
             feats = None
         for m in [r.trained for r in runs] + [r.hacker for r in runs] + surrogates:
@@ -300,7 +304,7 @@ class UGE(Protection):
             target = (y + 1) % len(anchors if anchors is not None else range(int(y.max()) + 2))
             terms["adv"] = torch.stack([F.cross_entropy(m(x_u), target) for m in surrogates]).mean()
             total = total + s.lambda_adv * terms["adv"]
-        return total, {k: float(v) for k, v in terms.items()}
+        return total, {k: float(v.detach()) for k, v in terms.items()}
 
     def plan(self, n: int, epoch: int, gen: torch.Generator):
         """Batches for optimisation pass `epoch` (0-based): (index, step, augment draw)."""
@@ -337,7 +341,7 @@ class UGE(Protection):
         else:
             gen_net = Generator(data.in_channels)
             params = list(gen_net.parameters())
-            lr = s.lr * 0.01
+            lr = s.generator_lr
         opt = torch.optim.Adam(params, lr=lr)
         start = 0
         ckpt = workdir / "engine.safetensors" if workdir else None
@@ -436,6 +440,15 @@ class UGE(Protection):
         opt.load_state_dict(state)
         return int(meta["done"])
 
+    def authorized_info(self) -> dict:
+        return {"networks": [{"arch": k.arch, "kwargs": k.kwargs, "num_classes": k.num_classes,
+                              "in_channels": k.in_channels, "fingerprint": k.fingerprint}
+                             for k in self.authorized],
+                "recipe": self.recipe.to_dict()}
+
+    def manifest_extra(self) -> dict:
+        return {"diagnostics": getattr(self, "diagnostics", None), "log": self.log}
+
     def manifest_settings(self) -> dict:
         out = asdict(self.settings)
         out["preset"] = self.preset
@@ -454,7 +467,8 @@ def diagnose(data: ImageDataset, x_u: torch.Tensor, runs: list[AuthorizedRun], r
     x, xu, y = data.float_images()[idx], x_u[idx], data.labels[idx]
     auth, other = [], []
     for r in runs:
-        for st in r.states:
+        pick = sorted({round(i * (len(r.states) - 1) / 3) for i in range(4)})  # 4 spread checkpoints
+        for st in [r.states[i] for i in pick]:
             auth.append(1 - gradient_matching_loss(r.model, st, x, xu, y).item())
         for k in range(3):
             m = create_model(r.spec.arch, data.num_classes, data.in_channels, seed=seed + 31 + k, **r.spec.kwargs)

@@ -1,0 +1,57 @@
+"""The authorized network is a key: architecture + initial weights, from a NetSpec file, a seed
+or a secret pass phrase (hashed into a seed)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from .errors import LearnlockError
+from .models import NetSpec, list_models
+
+
+def seed_from_secret(secret: str) -> int:
+    """A 63-bit init seed from a pass phrase (sha256), so the key never has to be stored."""
+    if not secret:
+        raise LearnlockError("the key secret is empty; give a pass phrase")
+    return int.from_bytes(hashlib.sha256(secret.encode()).digest()[:8], "big") >> 1
+
+
+def resolve_key(spec: str, num_classes: int, in_channels: int, seed: int | None = None,
+                secret: str | None = None) -> NetSpec:
+    """`spec` is a NetSpec .safetensors file, or an architecture name with `seed` or `secret`."""
+    path = Path(spec)
+    if spec.endswith(".safetensors") or path.exists():
+        key = NetSpec.load(path)
+    else:
+        if spec not in list_models():
+            raise LearnlockError(
+                f"--authorized {spec!r} is neither a NetSpec .safetensors file nor a model name "
+                f"({', '.join(list_models())})"
+            )
+        if (seed is None) == (secret is None):
+            raise LearnlockError(
+                f"--authorized {spec}: give exactly one of --key-seed N or --key-secret TEXT to derive "
+                "its initial weights"
+            )
+        key = NetSpec.create(spec, num_classes, in_channels, seed=seed if seed is not None else seed_from_secret(secret))
+    if key.num_classes != num_classes or key.in_channels != in_channels:
+        raise LearnlockError(
+            f"authorized network {key.arch} ({key.fingerprint[:12]}) takes {key.in_channels}-channel images "
+            f"and {key.num_classes} classes, but the data have {in_channels} channels and {num_classes} classes"
+        )
+    return key
+
+
+def check_key_matches(key: NetSpec, manifest: dict) -> int:
+    """Index of `key` among the manifest's authorized networks; a clear error if it is not one."""
+    auth = manifest.get("authorized") or {}
+    prints = [n["fingerprint"] for n in auth.get("networks", [])]
+    if not prints:
+        raise LearnlockError(f"this published dataset ({manifest.get('method')}) names no authorized network")
+    if key.fingerprint not in prints:
+        raise LearnlockError(
+            f"wrong key: {key.arch} {key.fingerprint[:12]}... is not an authorized network of this dataset "
+            f"(authorized: {', '.join(p[:12] for p in prints)})"
+        )
+    return prints.index(key.fingerprint)
