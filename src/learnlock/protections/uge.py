@@ -53,7 +53,7 @@ GM_SCHEDULES = ("replay", "random")
 class UGESettings(ProtectionSettings):
     rho: float = 0.04                     # L-inf radius, [0,1] pixel units (paper default)
     engine: str = "direct"                # direct (per-sample delta) | generator (paper)
-    epochs: int = 8                       # passes over the data
+    epochs: int = 20                      # passes over the data
     lr: float = 0.3                       # direct engine: Adam lr on w, delta = rho * tanh(w)
     generator_lr: float = 1e-3            # generator engine: Adam lr on G's weights
     batch_size: int = 128                 # for the random schedule; replay uses the recipe's batches
@@ -96,7 +96,7 @@ class UGESettings(ProtectionSettings):
 PRESETS: dict[str, dict] = {
     # The paper's recipe as written: generator, the three losses, random trajectory checkpoints.
     "paper": dict(engine="generator", lambda_gm=1.0, lambda_fd=1.0, lambda_ud=1.0, lambda_adv=0.0,
-                  gm_schedule="random", epochs=8),
+                  gm_schedule="random"),
     # Table 1 rows of the paper (ablations of the paper recipe).
     "unlearn": dict(engine="generator", lambda_gm=0.0, lambda_fd=1.0, lambda_ud=0.0, lambda_adv=0.0,
                     gm_schedule="random"),
@@ -222,6 +222,12 @@ class UGE(Protection):
         if not self.authorized:
             raise LearnlockError("uge needs at least one authorized network (a NetSpec key)")
         self.recipe = get_recipe(recipe)
+        if self.settings.lambda_fd > 0:
+            from ..encoders import list_encoders
+
+            if self.settings.encoder not in list_encoders():
+                raise LearnlockError(f"unknown encoder {self.settings.encoder!r}; choose one of: "
+                                     f"{', '.join(list_encoders())}")
         self.progress = progress
         self.preset = preset
         self.log: list[dict] = []
@@ -333,14 +339,15 @@ class UGE(Protection):
         runs, surrogates, encoder, feats, anchors = self.prepare(data, workdir)
         x_all = data.float_images()
         n = len(data)
-        torch.manual_seed(s.seed)  # module init below (generator) draws from the global RNG
         if s.engine == "direct":
             w = torch.zeros_like(x_all, requires_grad=True)
-            params = [w]
+            params, state = [w], {"w": w}
             lr = s.lr
         else:
-            gen_net = Generator(data.in_channels)
-            params = list(gen_net.parameters())
+            with torch.random.fork_rng(devices=[]):  # seeded init, global RNG untouched
+                torch.random.default_generator.manual_seed(s.seed)
+                gen_net = Generator(data.in_channels)
+            params, state = list(gen_net.parameters()), gen_net.state_dict(keep_vars=True)
             lr = s.generator_lr
         opt = torch.optim.Adam(params, lr=lr)
         start = 0
@@ -349,7 +356,7 @@ class UGE(Protection):
                             "keys": [a.fingerprint for a in self.authorized], "n": n, "source": data.source},
                            sort_keys=True)
         if ckpt and ckpt.exists():
-            start = self._resume(ckpt, ident, params, opt)
+            start = self._resume(ckpt, ident, state, opt)
 
         def delta_of(idx, x):
             if s.engine == "direct":
@@ -382,13 +389,14 @@ class UGE(Protection):
             bar.set_postfix({k: f"{v:.3f}" for k, v in sums.items()})
             bar.update(1)
             if ckpt:
-                self._checkpoint(ckpt, ident, epoch + 1, params, opt)
+                self._checkpoint(ckpt, ident, epoch + 1, state, opt)
         bar.close()
         with torch.no_grad():
             if s.engine == "direct":
                 delta = s.rho * torch.tanh(w)
             else:
                 gen_net.eval()
+                self.generator = gen_net
                 delta = torch.cat([s.rho * torch.tanh(gen_net(x_all[i:i + 256])) for i in range(0, n, 256)])
         x_u = (x_all + delta).clamp(0, 1).detach()
         if s.diagnostics:
@@ -409,8 +417,10 @@ class UGE(Protection):
             return out
         return for_run
 
-    def _checkpoint(self, path: Path, ident: str, done: int, params, opt) -> None:
-        tensors = {f"param/{i}": p.detach().contiguous() for i, p in enumerate(params)}
+    def _checkpoint(self, path: Path, ident: str, done: int, state: dict, opt) -> None:
+        """Everything needed to continue bit-for-bit: the delta / generator state (BatchNorm
+        buffers included) and Adam's moments."""
+        tensors = {f"state/{k}": v.detach().clone().contiguous() for k, v in state.items()}
         state = opt.state_dict()
         for pid, st in state["state"].items():
             for k, v in st.items():
@@ -418,7 +428,7 @@ class UGE(Protection):
         atomic_write_bytes(path, save(tensors, metadata={"ident": ident, "done": str(done),
                                                          "groups": json.dumps(state["param_groups"])}))
 
-    def _resume(self, path: Path, ident: str, params, opt) -> int:
+    def _resume(self, path: Path, ident: str, module_state: dict, opt) -> int:
         from safetensors import safe_open
 
         with safe_open(str(path), "pt") as f:
@@ -430,8 +440,8 @@ class UGE(Protection):
             )
         tensors = load_file(str(path))
         with torch.no_grad():
-            for i, p in enumerate(params):
-                p.copy_(tensors[f"param/{i}"])
+            for k, v in module_state.items():
+                v.copy_(tensors[f"state/{k}"])
         state = {"state": {}, "param_groups": json.loads(meta["groups"])}
         for key, v in tensors.items():
             if key.startswith("opt/"):

@@ -1,0 +1,106 @@
+"""UGE end to end on tiny data: bounds, determinism, publishing, resume, bad inputs."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from conftest import learnable_dataset
+from learnlock import NetSpec, load_dataset
+from learnlock.errors import LearnlockError
+from learnlock.protections import get_protection
+from learnlock.protections.uge import PRESETS, UGE
+from learnlock.training import Recipe
+
+RECIPE = Recipe(name="tiny", epochs=2, batch_size=16, lr=0.05, device="cpu")
+FAST = dict(epochs=2, encoder_resolution=32, surrogates=("lenet",), surrogate_epochs=1,
+            diagnostics=False, progress=False)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return learnable_dataset(n_per_class=8, classes=4, size=16)
+
+
+@pytest.fixture(scope="module")
+def key():
+    return NetSpec.create("cnn", 4, 3, seed=11, width=8)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_stays_in_the_ball(data, key, preset):
+    prot = UGE(key, RECIPE, preset=preset, rho=6 / 255, **FAST)
+    out = prot.apply(data)
+    assert out.dtype == torch.uint8 and out.shape == data.images.shape
+    delta = out.int() - data.images.int()
+    assert delta.abs().max() <= 6 and delta.abs().max() >= 1  # in the ball, and not a no-op
+    assert len(prot.log) == 2 and all(torch.isfinite(torch.tensor(list(e.values()))).all() for e in prot.log)
+
+
+def test_same_seed_same_bytes_and_seed_matters(data, key):
+    a = UGE(key, RECIPE, preset="learnlock", seed=3, **FAST).apply(data)
+    b = UGE(key, RECIPE, preset="learnlock", seed=3, **FAST).apply(data)
+    c = UGE(key, RECIPE, preset="learnlock", seed=4, **FAST).apply(data)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_published_roundtrip_and_manifest(data, key, tmp_path):
+    prot = UGE(key, RECIPE, preset="paper", rho=0.04, **FAST)
+    out = prot.protect(data, tmp_path / "pub")
+    pub = load_dataset(f"published:{out}")
+    assert pub.ids == data.ids and torch.equal(pub.labels, data.labels)
+    assert ((pub.images.float() - data.images.float()).abs() / 255).max() <= 0.04
+    import json
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["method"] == "uge" and m["settings"]["preset"] == "paper"
+    assert m["authorized"]["networks"][0]["fingerprint"] == key.fingerprint
+    assert m["authorized"]["recipe"]["epochs"] == 2 and "weights" not in json.dumps(m["authorized"])
+    assert len(m["extra"]["log"]) == 2
+    png = next((out / "images").rglob("*.png"))
+    png.write_bytes(png.read_bytes()[:-1] + bytes([png.read_bytes()[-1] ^ 1]))
+    with pytest.raises(LearnlockError, match="sha256"):
+        load_dataset(f"published:{out}")
+
+
+@pytest.mark.parametrize("engine", ["generator", "direct"])
+def test_resume_equals_uninterrupted(data, key, tmp_path, monkeypatch, engine):
+    settings = dict(FAST, epochs=3, engine=engine)
+    full = UGE(key, RECIPE, preset="paper", **settings).perturb(data, tmp_path / "a")
+
+    calls = {"n": 0}
+    real = UGE._checkpoint
+
+    def crash_after_two(self, *a, **k):
+        real(self, *a, **k)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(UGE, "_checkpoint", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        UGE(key, RECIPE, preset="paper", **settings).perturb(data, tmp_path / "b")
+    monkeypatch.setattr(UGE, "_checkpoint", real)
+    resumed_prot = UGE(key, RECIPE, preset="paper", **settings)
+    resumed = resumed_prot.perturb(data, tmp_path / "b")
+    assert [e["epoch"] for e in resumed_prot.log] == [3]  # only the missing pass ran
+    assert torch.equal(full, resumed)
+    # A changed setting must not silently reuse the interrupted state.
+    with pytest.raises(LearnlockError, match="different settings"):
+        UGE(key, RECIPE, preset="paper", **dict(settings, lambda_gm=2.0)).perturb(data, tmp_path / "b")
+
+
+def test_bad_inputs(data, key, tmp_path):
+    with pytest.raises(LearnlockError, match="did you mean 10/255"):
+        UGE(key, RECIPE, rho=10)
+    with pytest.raises(LearnlockError, match="unknown encoder 'clip-xl'"):
+        UGE(key, RECIPE, encoder="clip-xl")
+    with pytest.raises(LearnlockError, match="unknown uge preset"):
+        UGE(key, RECIPE, preset="strong")
+    grey_key = NetSpec.create("cnn", 4, 1, seed=0, width=8)
+    with pytest.raises(LearnlockError, match="takes 1-channel images"):
+        UGE(grey_key, RECIPE, **FAST).apply(data)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(LearnlockError, match="cannot write|not a folder|exists"):
+        UGE(key, RECIPE, **FAST).protect(data, blocker / "out")
+    assert get_protection("uge") is UGE
