@@ -126,7 +126,11 @@ def cmd_protect(args) -> None:
     print(f"protecting {len(data)} images of {data.source} with {args.method} (rho {prot.settings.rho:.4f}); "
           f"resumable state in {workdir}", file=sys.stderr)
     files = {name: key_bytes(key) for name, key in files.items()}
-    path = prot.protect(data, out, overwrite=args.overwrite, files=files or None, workdir=workdir)
+    # How to reload the clean source (for the "Original" row of `learnlock table1`).
+    source_load = {"spec": args.data, "split": "train", "per_class": args.per_class,
+                   "seed": args.subset_seed}
+    path = prot.protect(data, out, overwrite=args.overwrite, files=files or None, workdir=workdir,
+                        extra={"source_load": source_load})
     shutil.rmtree(workdir, ignore_errors=True)
     print(f"published {len(data)} images to {path}")
     for key_path, key in key_files.items():
@@ -163,6 +167,84 @@ def cmd_train(args) -> None:
     if args.test:
         test = load_dataset(args.test, "test", per_class=args.test_per_class)
         print(f"test accuracy: {100 * evaluate(model, test):.2f}% on {len(test)} images of {test.source}")
+
+
+def hacker_list(text: str, attack: str):
+    from .scenarios import Hacker
+
+    out = []
+    for item in name_list(text or ""):
+        arch, _, seed = item.partition(":")
+        out.append(Hacker(attack, arch, int(seed or 1)))
+    return out
+
+
+def cmd_table1(args) -> None:
+    from pathlib import Path
+
+    from .data import load_dataset
+    from .data.published import load_published
+    from .keys import check_key_matches
+    from .models import NetSpec
+    from .provenance import atomic_write_json, provenance
+    from .report.plots import grouped_bars, image_grid
+    from .scenarios import authorized_vs_hackers, ratios, table1_markdown
+    from .training import Recipe
+
+    key = NetSpec.load(args.authorized)
+    published = []
+    for d in args.published:
+        ds, manifest = load_published(d)
+        check_key_matches(key, manifest)
+        name = manifest["settings"].get("preset") or manifest["method"]
+        published.append((f"{name} ({Path(d).name})", ds, manifest))
+    first = published[0][2]
+    src = (first.get("extra") or {}).get("source_load")
+    if not src:
+        raise LearnlockError(f"{args.published[0]}: manifest does not say how to reload its clean source; "
+                             "it was not written by `learnlock protect`")
+    clean = load_dataset(src["spec"], src["split"], per_class=src["per_class"], seed=src["seed"])
+    for name, ds, _ in published:
+        if ds.ids != clean.ids:
+            raise LearnlockError(f"{name}: its items are not those of {src['spec']} (ids differ); "
+                                 "compare datasets protected from the same source")
+    test = load_dataset(args.test or src["spec"], "test", per_class=args.test_per_class, seed=0)
+    recipe = Recipe(**first["authorized"]["recipe"])
+    hacker_recipe = recipe_from_args(args)
+    hackers = hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill")
+    rows: dict[str, list[dict]] = {}
+    for seed in args.seeds:
+        hs = [type(h)(h.attack, h.arch, h.seed + 10 * seed) for h in hackers]
+        for name, ds in [("Original", clean)] + [(n, d) for n, d, _ in published]:
+            res = authorized_vs_hackers(ds, test, [key], recipe, hs, hacker_recipe, not args.no_progress)
+            res["hackers"] = {k.replace(f" s{h.seed}", ""): v for (k, v), h in zip(res["hackers"].items(), hs)}
+            rows.setdefault(name, []).append(res)
+            print(f"{name} seed {seed}: authorized {100 * res['authorized']:.1f}%", file=sys.stderr)
+    table = table1_markdown(rows, clean.num_classes)
+    print("\nTest accuracy % (mean ± std over seeds) and learnability ratio (acc - chance) / (clean acc - chance):")
+    print(f"train {len(clean)} images of {src['spec']}, test {len(test)} clean images, authorized "
+          f"{key.arch} {key.fingerprint[:12]}, hackers trained with recipe {hacker_recipe.name}\n")
+    print(table)
+    r = ratios(rows, clean.num_classes)
+    for name, v in r.items():
+        if name != "Original":
+            verdict = ("separates" if v["authorized_ratio"] >= 0.9 and v["worst_hacker_ratio"] <= 0.5
+                       else "does NOT separate (target: authorized >= 0.9, every hacker <= 0.5)")
+            print(f"\n{name}: authorized ratio {v['authorized_ratio']:.2f}, worst hacker ratio "
+                  f"{v['worst_hacker_ratio']:.2f} -> {verdict}")
+    if args.out:
+        out = Path(args.out)
+        atomic_write_json(out / "table1.json", {"rows": rows, "ratios": r, "test_size": len(test),
+                                               "train_size": len(clean), **provenance()})
+        (out / "table1.md").write_text(table + "\n")
+        cols = ["authorized"] + list(rows["Original"][0]["hackers"])
+        series = {c: [100 * sum(x["authorized"] if c == "authorized" else x["hackers"][c] for x in v) / len(v)
+                      for v in rows.values()] for c in cols}
+        grouped_bars(list(rows), series, out / "authorized_vs_hackers.png", hline=100 / clean.num_classes,
+                     title="authorized vs hackers: clean test accuracy")
+        name, ds, _ = published[0]
+        image_grid(clean.images, ds.images, clean.labels, clean.classes, out / "grid.png", title=name)
+        print(f"\nwritten: {out}/table1.json, table1.md, authorized_vs_hackers.png, grid.png", file=sys.stderr)
 
 
 def cmd_list(args) -> None:
@@ -228,6 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("table1", help="authorized vs hacker accuracy on published datasets (UGE Table 1)")
+    p.add_argument("--published", nargs="+", required=True, help="published dataset folder(s) of one source")
+    p.add_argument("--authorized", required=True, help="the authorized key file (.safetensors)")
+    p.add_argument("--test", help="clean test set spec (default: the test split of the source)")
+    p.add_argument("--test-per-class", type=int)
+    p.add_argument("--hackers", default="cnn:1,lenet:1,resnet8:1", help="ARCH:SEED,... trained from scratch")
+    p.add_argument("--distill", default="cnn:1", help="ARCH:SEED,... distilled from the authorized net")
+    p.add_argument("--seeds", type=int_list, default=[0], help="evaluation seeds (shift hacker seeds)")
+    p.add_argument("--out", help="folder for table1.json, table1.md and PNG plots")
+    p.add_argument("--no-progress", action="store_true")
+    add_recipe_args(p)
+    p.set_defaults(func=cmd_table1)
 
     p = sub.add_parser("list", help="list datasets, models and recipes")
     p.set_defaults(func=cmd_list)

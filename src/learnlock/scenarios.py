@@ -85,7 +85,7 @@ def table1_markdown(rows: dict[str, list[dict]], num_classes: int, clean_row: st
             m = statistics.fmean(vals)
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
             ratio = learnability_ratio(m, clean[c], num_classes)
-            cells.append(f"{100 * m:.1f} ± {100 * sd:.1f} ({ratio:.2f})")
+            cells.append(f"{100 * m:.1f} ± {100 * sd:.1f} ({'n/a' if ratio != ratio else f'{ratio:.2f}'})")
         body.append(cells)
     return markdown_table(["data", "seeds", "Authorized"] + columns[1:], body)
 
@@ -100,5 +100,7 @@ def ratios(rows: dict[str, list[dict]], num_classes: int, clean_row: str = "Orig
         a = learnability_ratio(statistics.fmean(r["authorized"] for r in results), clean_auth, num_classes)
         h = {c: learnability_ratio(statistics.fmean(r["hackers"][c] for r in results), clean_h[c], num_classes)
              for c in cols}
-        out[name] = {"authorized_ratio": a, "worst_hacker_ratio": max(h.values()), "hacker_ratios": h}
+        known = [v for v in h.values() if v == v]  # NaN: that hacker never learned clean data either
+        out[name] = {"authorized_ratio": a, "worst_hacker_ratio": max(known) if known else float("nan"),
+                     "hacker_ratios": h}
     return out

@@ -13,9 +13,12 @@ def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 1) -> 
 
 
 def learnability_ratio(acc: float, clean_acc: float, num_classes: int) -> float:
-    """(acc - chance) / (clean_acc - chance): 1 = as learnable as clean data, 0 = chance."""
+    """(acc - chance) / (clean_acc - chance): 1 = as learnable as clean data, 0 = chance;
+    NaN when the clean accuracy is within a point of chance."""
     chance = 1.0 / num_classes
-    return (acc - chance) / max(clean_acc - chance, 1e-12)
+    if clean_acc - chance < 0.01:  # clean training itself failed: a ratio would be noise
+        return float("nan")
+    return (acc - chance) / (clean_acc - chance)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
