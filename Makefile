@@ -32,9 +32,16 @@ fashion-mnist:
 test: install
 	$(PY) -m pytest
 
+# The main job end to end on Fashion-MNIST (1,000 training images): protect with UGE for an
+# authorized cnn key, then train the authorized net and hackers and print the Table-1 result.
+DEMO := runs/demo
+LL := $(VENV)/bin/learnlock
 demo: install fashion-mnist
-	$(VENV)/bin/learnlock evaluate --train fashion-mnist --per-class 200 --test-per-class 100 \
-	  --nets cnn,lenet --seeds 0,1 --recipe cpu --epochs 8 --out runs/demo-clean
+	$(LL) protect --method uge --preset learnlock --data fashion-mnist --per-class 100 \
+	  --authorized cnn --key-seed 1234 --key-out $(DEMO)/key.safetensors \
+	  --set encoder_resolution=32 --set epochs=10 --out $(DEMO)/published --overwrite
+	$(LL) table1 --published $(DEMO)/published --authorized $(DEMO)/key.safetensors \
+	  --test-per-class 100 --hackers cnn:1,lenet:1 --distill cnn:1 --out $(DEMO)/table1
 
 bench: install fashion-mnist
 	$(PY) bench/clean_baselines.py
