@@ -74,6 +74,10 @@ ABLATION = {
     "paper-gm10": ("paper", {"lambda_gm": 10.0}),
     "paper-res64": ("paper", {"encoder_resolution": 64}),
     "learnlock-rho16": ("learnlock", {"rho": 16 / 255}),
+    # contrastive gradient matching (authorized run matched, proxy hackers' gradients pushed away)
+    "contrast": ("contrast", {}),
+    "contrast-proxy3": ("contrast", {"lambda_proxy": 3.0}),
+    "contrast+adv": ("contrast", {"lambda_adv": 1.0}),
 }
 FROM_TABLE = {"paper (table)": "UGE (paper)", "learnlock (table)": "UGE (learnlock)"}
 

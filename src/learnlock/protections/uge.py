@@ -73,6 +73,9 @@ class UGESettings(ProtectionSettings):
     surrogates: tuple[str, ...] = ("cnn", "resnet8")   # archs for L_adv, trained on clean data
     surrogate_epochs: int = 10
     ud_hacker: str = ""                   # arch of h in L_ud; "" = the authorized arch, other init
+    lambda_proxy: float = 0.0             # learnlock's contrastive term: push the gradients of proxy
+    proxies: tuple[str, ...] = ("cnn", "resnet8")      # hackers (other inits, own clean runs) away
+                                          # from their clean gradients: -L_gm(proxy)
     diagnostics: bool = True              # log the selectivity and shortcut diagnostics
 
     def __post_init__(self):
@@ -84,7 +87,8 @@ class UGESettings(ProtectionSettings):
             (self.lr > 0 and self.generator_lr > 0, "lr and generator_lr must be > 0"),
             (self.gm_unroll >= 1, "gm_unroll must be >= 1"),
             (self.encoder_resolution >= 16, "encoder_resolution must be >= 16 pixels"),
-            (all(v >= 0 for v in (self.lambda_gm, self.lambda_fd, self.lambda_ud, self.lambda_adv)),
+            (all(v >= 0 for v in (self.lambda_gm, self.lambda_fd, self.lambda_ud, self.lambda_adv,
+                                   self.lambda_proxy)),
              "loss weights must be >= 0"),
             (self.gm_layers in ("all", "weights", "first", "last"), "gm_layers: all|weights|first|last"),
         ]
@@ -104,6 +108,10 @@ PRESETS: dict[str, dict] = {
                       gm_schedule="random"),
     "paper-no-ud": dict(engine="generator", lambda_gm=1.0, lambda_fd=1.0, lambda_ud=0.0, lambda_adv=0.0,
                         gm_schedule="random"),
+    # Contrastive gradient matching: match the authorized run's gradients, push proxy hackers'
+    # gradients away from theirs (directly optimises the selectivity diagnostic).
+    "contrast": dict(engine="direct", lambda_gm=1.0, lambda_fd=0.0, lambda_ud=0.0, lambda_adv=0.0,
+                     lambda_proxy=1.0, gm_schedule="replay"),
     # learnlock's default: per-sample delta, replayed trajectory, surrogate-ensemble adversarial term.
     "learnlock": dict(engine="direct", lambda_gm=1.0, lambda_fd=1.0, lambda_ud=1.0, lambda_adv=1.0,
                       gm_schedule="replay"),
@@ -260,6 +268,15 @@ class UGE(Protection):
                 _, sstates = train_cached(workdir, f"surrogate_{j}_{arch}", sspec, data, srecipe,
                                           0, self.progress)
                 surrogates.append(_model_from(sspec, sstates[-1]))
+        proxies = []
+        if s.lambda_proxy > 0:  # hacker stand-ins: other inits, their own clean runs
+            for j, arch in enumerate(s.proxies):
+                pspec = NetSpec.create(arch, data.num_classes, data.in_channels, seed=s.seed + 503 + j)
+                precipe = replace(self.recipe, seed=s.seed + 503 + j)
+                psteps, pstates = train_cached(workdir, f"proxy_{j}_{arch}", pspec, data, precipe,
+                                               0, self.progress)
+                proxies.append(AuthorizedRun(pspec, pspec.build(), psteps, pstates, None, None))
+        self.proxies = proxies
         encoder = anchors = None
         if s.lambda_fd > 0:
             from ..encoders import create_encoder
@@ -275,7 +292,7 @@ class UGE(Protection):
                 anchors = F.normalize(anchors, dim=1)
         else:
             feats = None
-        for m in [r.trained for r in runs] + [r.hacker for r in runs] + surrogates:
+        for m in [r.trained for r in runs] + [r.hacker for r in runs] + surrogates + [p.model for p in proxies]:
             for p in m.parameters():
                 p.requires_grad_(False)
         return runs, surrogates, encoder, feats, anchors
@@ -299,6 +316,12 @@ class UGE(Protection):
                     gm.append(gradient_matching_loss(r.model, state, xa, xua, y, s.gm_layers))
             terms["gm"] = torch.stack(gm).mean()
             total = total + s.lambda_gm * terms["gm"]
+        if s.lambda_proxy > 0:
+            xa = apply_augment(x, augment) if augment is not None else x
+            xua = apply_augment(x_u, augment) if augment is not None else x_u
+            terms["proxy_gm"] = torch.stack([gradient_matching_loss(p.model, p.checkpoint_before(step), xa, xua, y,
+                                                                    s.gm_layers) for p in self.proxies]).mean()
+            total = total - s.lambda_proxy * terms["proxy_gm"]
         if s.lambda_fd > 0:
             terms["fd"] = feature_distance_loss(feats[idx], encoder(x_u), anchors, y, s.margin, s.weight_triplet)
             total = total + s.lambda_fd * terms["fd"]
