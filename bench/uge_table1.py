@@ -62,7 +62,8 @@ ABLATION = {
     "direct-replay": ("paper", {"engine": "direct", "gm_schedule": "replay"}),
     "direct-replay-steps2": ("paper", {"engine": "direct", "gm_schedule": "replay", "gm_every_steps": 2}),
     "direct-replay-first-layer": ("paper", {"engine": "direct", "gm_schedule": "replay", "gm_layers": "first"}),
-    "direct-replay-unroll3": ("paper", {"engine": "direct", "gm_schedule": "replay", "gm_unroll": 3}),
+    "direct-replay-unroll3": ("paper", {"engine": "direct", "gm_schedule": "replay", "gm_unroll": 3,
+                                       "epochs": 10}),
     # a stronger unlearnable term: targeted adversarial features on a surrogate ensemble
     "adv-only": ("paper", {"engine": "direct", "lambda_gm": 0.0, "lambda_fd": 0.0, "lambda_ud": 0.0,
                            "lambda_adv": 1.0}),

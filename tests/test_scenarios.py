@@ -1,0 +1,97 @@
+"""Hackers (attacks registry), the Table-1 scenario and its report, and the protect/train/table1 CLI."""
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import learnable_dataset
+from learnlock import NetSpec, cli
+from learnlock.attacks import AttackContext, get_attack, list_attacks
+from learnlock.errors import LearnlockError
+from learnlock.models import create_model
+from learnlock.report import learnability_ratio
+from learnlock.scenarios import Hacker, authorized_vs_hackers, ratios, table1_markdown
+from learnlock.training import Recipe, evaluate, fit
+
+TINY = Recipe(name="tiny", epochs=4, batch_size=32, lr=0.05, augment="flip", device="cpu")
+
+
+@pytest.mark.parametrize("name", list_attacks())
+def test_every_attack_trains_a_working_model(name):
+    train, test = learnable_dataset(n_per_class=40), learnable_dataset(n_per_class=10, seed=1)
+    recipe = replace(TINY, epochs=10)
+    teacher = fit(create_model("cnn", 4, 3, seed=0), train, recipe, progress=False)
+    model = get_attack(name)().train(train, "cnn", 3, recipe, AttackContext(teacher=teacher), progress=False)
+    assert evaluate(model, test) >= 0.8  # clean, learnable data: every hacker must learn it
+
+
+def test_distill_needs_a_teacher():
+    with pytest.raises(LearnlockError, match="needs teacher"):
+        get_attack("distill")().train(learnable_dataset(n_per_class=4), "cnn", 0, TINY, progress=False)
+
+
+def test_authorized_vs_hackers_and_table():
+    train, test = learnable_dataset(n_per_class=20), learnable_dataset(n_per_class=10, seed=1)
+    key = NetSpec.create("cnn", 4, 3, seed=5)
+    hackers = [Hacker("retrain", "lenet", 1), Hacker("distill", "cnn", 1)]
+    res = authorized_vs_hackers(train, test, [key], TINY, hackers, TINY, progress=False)
+    assert res["authorized"] >= 0.8 and set(res["hackers"]) == {"lenet s1 Normal", "cnn s1 Distill"}
+    # A "protected" row where the hackers did worse: ratios follow the formula.
+    worse = {**res, "hackers": {k: 0.25 + 0.5 * (v - 0.25) for k, v in res["hackers"].items()}}
+    rows = {"Original": [res], "Protected": [worse, worse]}
+    md = table1_markdown(rows, num_classes=4)
+    assert md.splitlines()[0].startswith("| data") and "(1.00)" in md and "(0.50)" in md
+    r = ratios(rows, 4)
+    assert r["Original"]["authorized_ratio"] == pytest.approx(1.0)
+    assert r["Protected"]["worst_hacker_ratio"] == pytest.approx(0.5)
+    with pytest.raises(LearnlockError, match="clean row"):
+        table1_markdown({"Protected": [worse]}, 4)
+
+
+def test_learnability_ratio():
+    assert learnability_ratio(0.55, 1.0, 10) == pytest.approx(0.5)
+    assert learnability_ratio(0.1, 0.9, 10) == pytest.approx(0.0)
+    assert math.isnan(learnability_ratio(0.3, 0.105, 10))  # clean training failed: no ratio
+
+
+def write_npz(path, n_per_class=12):
+    ds = learnable_dataset(n_per_class=n_per_class, classes=4, size=16)
+    np.savez(path, x=ds.images.permute(0, 2, 3, 1).numpy(), y=ds.labels.numpy(),
+             classes=np.array(list(ds.classes)))
+
+
+def test_cli_protect_train_table1_end_to_end(tmp_path, capsys):
+    write_npz(tmp_path / "d.npz")
+    common = ["--epochs", "2", "--batch-size", "16", "--no-progress"]
+    rc = cli.main(["protect", "--method", "uge", "--preset", "paper", "--data", f"npz:{tmp_path / 'd.npz'}",
+                   "--authorized", "cnn", "--key-secret", "open sesame", "--rho", "0.04",
+                   "--set", "epochs=1", "--set", "encoder_resolution=32", "--set", "diagnostics=false",
+                   "--out", str(tmp_path / "pub"), *common])
+    assert rc == 0, capsys.readouterr().err
+    key = tmp_path / "pub.key.safetensors"
+    manifest = json.loads((tmp_path / "pub" / "manifest.json").read_text())
+    assert manifest["authorized"]["networks"][0]["fingerprint"] == NetSpec.load(key).fingerprint
+    assert "pub.key" not in json.dumps(manifest) and not (tmp_path / ".pub.work").exists()
+    # The same command again is refused (never overwrite), and a wrong key is refused by train.
+    assert cli.main(["protect", "--method", "uge", "--data", f"npz:{tmp_path / 'd.npz'}", "--authorized", "cnn",
+                     "--key-seed", "1", "--out", str(tmp_path / "pub")]) == 2
+    assert "exists" in capsys.readouterr().err
+    NetSpec.create("cnn", 4, 3, seed=99).save(tmp_path / "other.safetensors")
+    assert cli.main(["train", "--authorized", str(tmp_path / "other.safetensors"),
+                     "--data", str(tmp_path / "pub")]) == 2
+    assert "wrong key" in capsys.readouterr().err
+    capsys.readouterr()
+    assert cli.main(["train", "--authorized", str(key), "--data", str(tmp_path / "pub"),
+                     "--out", str(tmp_path / "trained.safetensors"), "--no-progress"]) == 0
+    assert (tmp_path / "trained.safetensors").exists()
+    rc = cli.main(["table1", "--published", str(tmp_path / "pub"), "--authorized", str(key),
+                   "--test", f"npz:{tmp_path / 'd.npz'}", "--hackers", "lenet:1", "--distill", "cnn:1",
+                   "--out", str(tmp_path / "report"), *common])
+    out = capsys.readouterr().out
+    assert rc == 0 and "| Original" in out and "| paper (pub)" in out and "lenet Normal" in out
+    for f in ("table1.json", "table1.md", "authorized_vs_hackers.png", "grid.png"):
+        assert (tmp_path / "report" / f).stat().st_size > 0
