@@ -330,8 +330,11 @@ class UGE(Protection):
                                        for r in runs]).mean()
             total = total + s.lambda_ud * terms["ud"]
         if s.lambda_adv > 0:
-            target = (y + 1) % len(anchors if anchors is not None else range(int(y.max()) + 2))
-            terms["adv"] = torch.stack([F.cross_entropy(m(x_u), target) for m in surrogates]).mean()
+            adv = []
+            for m in surrogates:
+                logits = m(x_u)
+                adv.append(F.cross_entropy(logits, (y + 1) % logits.shape[1]))  # targeted: class y+1
+            terms["adv"] = torch.stack(adv).mean()
             total = total + s.lambda_adv * terms["adv"]
         return total, {k: float(v.detach()) for k, v in terms.items()}
 
