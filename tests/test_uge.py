@@ -104,3 +104,12 @@ def test_bad_inputs(data, key, tmp_path):
     with pytest.raises(LearnlockError, match="cannot write|not a folder|exists"):
         UGE(key, RECIPE, **FAST).protect(data, blocker / "out")
     assert get_protection("uge") is UGE
+
+
+def test_adversarial_term_alone(data, key):
+    """L_adv without the encoder (no anchors): targets come from the surrogates' class count."""
+    prot = UGE(key, RECIPE, preset="paper", engine="direct", lambda_gm=0.0, lambda_fd=0.0, lambda_ud=0.0,
+               lambda_adv=1.0, **FAST)
+    out = prot.apply(data)
+    assert (out.int() - data.images.int()).abs().max() <= 10 and "adv" in prot.log[-1]
+    assert prot.log[-1]["adv"] < prot.log[0]["adv"] + 1e-6  # the targeted loss goes down
