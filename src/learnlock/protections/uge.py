@@ -162,6 +162,13 @@ class AuthorizedRun:
     trained: nn.Module
     hacker: nn.Module  # random-init h for L_ud
 
+    def to(self, device: torch.device) -> "AuthorizedRun":
+        for m in (self.model, self.trained, self.hacker):
+            if m is not None:
+                m.to(device)
+        self.states = [{k: v.to(device) for k, v in st.items()} for st in self.states]
+        return self
+
     def checkpoint_before(self, step: int) -> dict[str, torch.Tensor]:
         i = max(j for j, s in enumerate(self.steps) if s <= step)
         return self.states[i]
@@ -363,7 +370,15 @@ class UGE(Protection):
         if workdir:
             workdir.mkdir(parents=True, exist_ok=True)
         runs, surrogates, encoder, feats, anchors = self.prepare(data, workdir)
-        x_all = data.float_images()
+        # Everything lives on the authorized recipe's device (cuda when available).
+        dev = self.recipe.resolved_device()
+        for r in runs + self.proxies:
+            r.to(dev)
+        surrogates = [m.to(dev) for m in surrogates]
+        if encoder is not None:
+            encoder, feats, anchors = encoder.to(dev), feats.to(dev), anchors.to(dev)
+        x_all = data.float_images().to(dev)
+        labels = data.labels.to(dev)
         n = len(data)
         if s.engine == "direct":
             w = torch.zeros_like(x_all, requires_grad=True)
@@ -372,7 +387,7 @@ class UGE(Protection):
         else:
             with torch.random.fork_rng(devices=[]):  # seeded init, global RNG untouched
                 torch.random.default_generator.manual_seed(s.seed)
-                gen_net = Generator(data.in_channels)
+                gen_net = Generator(data.in_channels).to(dev)
             params, state = list(gen_net.parameters()), gen_net.state_dict(keep_vars=True)
             lr = s.generator_lr
         opt = torch.optim.Adam(params, lr=lr)
@@ -397,12 +412,13 @@ class UGE(Protection):
             sums: dict[str, float] = {}
             batches = self.plan(n, epoch, gen)
             for idx, step, augment in batches:
+                idx = idx.to(dev)
                 x = x_all[idx]
-                y = data.labels[idx]
+                y = labels[idx]
                 x_u = (x + delta_of(idx, x)).clamp(0, 1)
                 unroll = None
                 if s.gm_unroll > 1:
-                    unroll = self._unroll_batches(x_all, data.labels, step, delta_of)
+                    unroll = self._unroll_batches(x_all, labels, step, delta_of)
                 loss, terms = self.batch_loss(x, x_u, y, idx, step, runs, surrogates, encoder, feats,
                                               anchors, augment, unroll)
                 opt.zero_grad(set_to_none=True)
@@ -427,7 +443,7 @@ class UGE(Protection):
         x_u = (x_all + delta).clamp(0, 1).detach()
         if s.diagnostics:
             self.diagnostics = diagnose(data, x_u, runs, self.recipe, seed=s.seed)
-        return x_u
+        return x_u.cpu()
 
     def _unroll_batches(self, x_all, labels, step, delta_of):
         """The next gm_unroll scheduled batches from `step` of the authorized run."""
@@ -437,20 +453,21 @@ class UGE(Protection):
         def for_run(run):
             out = []
             for st in plan:
-                x = x_all[st.index]
-                x_u = (x + delta_of(st.index, x)).clamp(0, 1)
-                out.append((apply_augment(x, st.augment), apply_augment(x_u, st.augment), labels[st.index]))
+                index = st.index.to(x_all.device)
+                x = x_all[index]
+                x_u = (x + delta_of(index, x)).clamp(0, 1)
+                out.append((apply_augment(x, st.augment), apply_augment(x_u, st.augment), labels[index]))
             return out
         return for_run
 
     def _checkpoint(self, path: Path, ident: str, done: int, state: dict, opt) -> None:
         """Everything needed to continue bit-for-bit: the delta / generator state (BatchNorm
         buffers included) and Adam's moments."""
-        tensors = {f"state/{k}": v.detach().clone().contiguous() for k, v in state.items()}
+        tensors = {f"state/{k}": v.detach().cpu().contiguous() for k, v in state.items()}
         state = opt.state_dict()
         for pid, st in state["state"].items():
             for k, v in st.items():
-                tensors[f"opt/{pid}/{k}"] = torch.as_tensor(v).contiguous()
+                tensors[f"opt/{pid}/{k}"] = torch.as_tensor(v).cpu().contiguous()
         atomic_write_bytes(path, save(tensors, metadata={"ident": ident, "done": str(done),
                                                          "groups": json.dumps(state["param_groups"])}))
 
@@ -500,16 +517,18 @@ def diagnose(data: ImageDataset, x_u: torch.Tensor, runs: list[AuthorizedRun], r
     shortcut strength: test accuracy of a linear probe trained on delta alone (half / half)."""
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(data), generator=g)[:probe]
-    x, xu, y = data.float_images()[idx], x_u[idx], data.labels[idx]
+    dev = x_u.device
+    x, xu, y = data.float_images()[idx].to(dev), x_u[idx.to(dev)], data.labels[idx].to(dev)
     auth, other = [], []
     for r in runs:
         pick = sorted({round(i * (len(r.states) - 1) / 3) for i in range(4)})  # 4 spread checkpoints
         for st in [r.states[i] for i in pick]:
             auth.append(1 - gradient_matching_loss(r.model, st, x, xu, y).item())
         for k in range(3):
-            m = create_model(r.spec.arch, data.num_classes, data.in_channels, seed=seed + 31 + k, **r.spec.kwargs)
+            m = create_model(r.spec.arch, data.num_classes, data.in_channels, seed=seed + 31 + k,
+                             **r.spec.kwargs).to(dev)
             other.append(1 - gradient_matching_loss(m, state_copy(m), x, xu, y).item())
-    delta = (x_u - data.float_images()).flatten(1)
+    delta = (x_u.cpu() - data.float_images()).flatten(1)
     half = len(delta) // 2
     perm = torch.randperm(len(delta), generator=g)
     tr, te = perm[:half], perm[half:]
