@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -93,7 +94,11 @@ def run_cell(kind: str, name: str, config, seed: int, train, test, key, recipe) 
     cell_dir = OUT / kind / name.replace(" ", "_").replace("/", "-") / f"seed{seed}"
     done = cell_dir / "result.json"
     if done.exists():
-        return json.loads(done.read_text())
+        cached = json.loads(done.read_text())
+        if config is None or same_settings(cached.get("settings", {}), config, seed, key, recipe):
+            return cached
+        print(f"{name} seed {seed}: configuration changed since it was cached; recomputing", flush=True)
+        shutil.rmtree(cell_dir)
     cell_dir.mkdir(parents=True, exist_ok=True)
     info: dict = {"name": name, "seed": seed}
     images = train.images
@@ -124,6 +129,15 @@ def run_cell(kind: str, name: str, config, seed: int, train, test, key, recipe) 
     info.update(res)
     atomic_write_json(done, info)
     return info
+
+
+def same_settings(cached: dict, config, seed, key, recipe) -> bool:
+    """Cached cells stay valid when every setting they recorded still has the same value
+    (settings added later with their 'off' default do not invalidate them)."""
+    preset, overrides = config
+    now = UGE(key, recipe, preset=preset, seed=seed, **{**BASE, **overrides}).manifest_settings()
+    now = json.loads(json.dumps(now))  # tuples -> lists, as in the cached JSON
+    return all(now.get(k) == v for k, v in cached.items() if k in now)
 
 
 def collect(kind: str) -> dict[str, list[dict]]:
