@@ -165,17 +165,22 @@ def report() -> None:
         print(f"\n### {kind} ({', '.join(f'{k}: {len(v)} seeds' for k, v in rows.items())})\n")
         print(table1_markdown(rows, num_classes=10))
         r = ratios(rows, 10)
-        print("\n| configuration | authorized ratio | worst hacker ratio | protect s | selectivity gap | "
-              "delta probe acc | mean abs delta (/255) |")
-        print("|---|---|---|---|---|---|---|")
+        print("\n| configuration | authorized ratio | worst hacker ratio | worst without lenet | protect s | "
+              "selectivity gap | delta probe acc | mean abs delta (/255) |")
+        print("|---|---|---|---|---|---|---|---|")
         for name, v in r.items():
             cell = rows[name][0]
             d = cell.get("diagnostics") or {}
-            print(f"| {name} | {v['authorized_ratio']:.2f} | {v['worst_hacker_ratio']:.2f} | "
+            # lenet reaches only ~10 points above chance on clean data, so its ratio is noisy (±0.25)
+            strong = max(x for k, x in v["hacker_ratios"].items() if not k.startswith("lenet"))
+            print(f"| {name} | {v['authorized_ratio']:.2f} | {v['worst_hacker_ratio']:.2f} | {strong:.2f} | "
                   f"{cell.get('protect_wall_s', '-')} | {d.get('selectivity_gap', float('nan')):.3f} | "
                   f"{d.get('delta_linear_probe_acc', float('nan')):.2f} | {d.get('mean_abs_delta_255', 0):.1f} |")
-        scatter_front({k: (v["worst_hacker_ratio"], v["authorized_ratio"]) for k, v in r.items()},
-                      OUT / f"{kind}_front.png", title=f"UGE {kind}: authorized vs worst hacker (CIFAR-10 1k)")
+        strong = {k: max(x for h, x in v["hacker_ratios"].items() if not h.startswith("lenet"))
+                  for k, v in r.items()}
+        scatter_front({k: (strong[k], v["authorized_ratio"]) for k, v in r.items()},
+                      OUT / f"{kind}_front.png", title=f"UGE {kind}: authorized vs worst hacker (CIFAR-10, 1k images)",
+                      xlabel="worst hacker ratio (cnn, resnet8, distill; lenet is too noisy)")
         cols = ["authorized"] + list(rows["Original"][0]["hackers"])
         series = {c: [100 * sum((x["authorized"] if c == "authorized" else x["hackers"][c]) for x in v) / len(v)
                       for v in rows.values()] for c in cols}

@@ -67,19 +67,20 @@ def grouped_bars(groups: list[str], series: dict[str, list[float]], path, ylabel
 
 
 def scatter_front(points: dict[str, tuple[float, float]], path, title: str = "",
-                  target: tuple[float, float] | None = (0.9, 0.5)) -> Path:
+                  target: tuple[float, float] | None = (0.9, 0.5),
+                  xlabel: str = "worst hacker learnability ratio") -> Path:
     """Authorized ratio (y) vs worst hacker ratio (x) per configuration; the target region shaded."""
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    hi = max([1.2] + [max(p) + 0.1 for p in points.values()])
     for name, (worst, auth) in points.items():
         ax.scatter(worst, auth)
         ax.annotate(name, (worst, auth), fontsize=7, xytext=(3, 3), textcoords="offset points")
     if target:
-        ax.axhspan(target[0], 1.2, xmin=0, xmax=1, alpha=0.0)
-        ax.fill_between([-0.2, target[1]], target[0], 1.2, color="green", alpha=0.1, label="target")
-    ax.plot([-0.2, 1.2], [-0.2, 1.2], color="gray", lw=0.8, ls=":", label="no selectivity")
-    ax.set_xlim(-0.2, 1.2)
-    ax.set_ylim(-0.2, 1.2)
-    ax.set_xlabel("worst hacker learnability ratio")
+        ax.fill_between([-0.2, target[1]], target[0], hi, color="green", alpha=0.1, label="target")
+    ax.plot([-0.2, hi], [-0.2, hi], color="gray", lw=0.8, ls=":", label="no selectivity")
+    ax.set_xlim(-0.2, hi)
+    ax.set_ylim(-0.2, hi)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("authorized learnability ratio")
     ax.legend(fontsize=8)
     if title:
