@@ -37,7 +37,7 @@ test: install
 DEMO := runs/demo
 LL := $(VENV)/bin/learnlock
 demo: install fashion-mnist
-	$(LL) protect --method uge --preset learnlock --data fashion-mnist --per-class 100 \
+	$(LL) protect --method uge --preset paper --data fashion-mnist --per-class 100 \
 	  --authorized cnn --key-seed 1234 --key-out $(DEMO)/key.safetensors \
 	  --set encoder_resolution=32 --set epochs=10 --out $(DEMO)/published --overwrite
 	$(LL) table1 --published $(DEMO)/published --authorized $(DEMO)/key.safetensors \

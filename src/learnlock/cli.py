@@ -290,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-secret", help="pass phrase hashed into the init seed (instead of --key-seed)")
     p.add_argument("--key-out", help="where to write a derived key (default OUT.key.safetensors)")
     p.add_argument("--include-weights", action="store_true", help="also put the key's weights in OUT")
-    p.add_argument("--preset", help="uge preset: paper, learnlock, unlearn, undistill, paper-no-ud")
+    p.add_argument("--preset", default="paper",
+                   help="uge preset: paper (default), unlearn, undistill, paper-no-ud, contrast, learnlock")
     p.add_argument("--rho", type=float, help="L-inf radius in [0,1] pixel units (e.g. 0.04 or 8/255=0.0314)")
     p.add_argument("--seed", type=int, help="protection seed")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="any method setting, repeatable")

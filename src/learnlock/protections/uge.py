@@ -52,7 +52,7 @@ GM_SCHEDULES = ("replay", "random")
 @dataclass(frozen=True)
 class UGESettings(ProtectionSettings):
     rho: float = 0.04                     # L-inf radius, [0,1] pixel units (paper default)
-    engine: str = "direct"                # direct (per-sample delta) | generator (paper)
+    engine: str = "generator"             # generator (paper) | direct (per-sample delta)
     epochs: int = 20                      # passes over the data
     lr: float = 0.3                       # direct engine: Adam lr on w, delta = rho * tanh(w)
     generator_lr: float = 1e-3            # generator engine: Adam lr on G's weights
@@ -66,7 +66,8 @@ class UGESettings(ProtectionSettings):
     weight_triplet: float = 1.0
     encoder: str = "efficientnet-lite0"
     encoder_resolution: int = 64          # pixels; dominates the CPU cost of L_fd
-    gm_schedule: str = "replay"           # replay (the authorized run's batches) | random (paper)
+    gm_schedule: str = "random"           # random checkpoint per batch (paper) | replay (the authorized
+                                          # run's exact batches, augmentation and checkpoints)
     gm_every_steps: int = 0               # 0: one checkpoint per epoch; k: every k optimiser steps
     gm_layers: str = "all"                # all | weights | first | last
     gm_unroll: int = 1                    # >1: match the parameter change over k SGD steps
@@ -98,7 +99,8 @@ class UGESettings(ProtectionSettings):
 
 
 PRESETS: dict[str, dict] = {
-    # The paper's recipe as written: generator, the three losses, random trajectory checkpoints.
+    # The paper's recipe as written (= the defaults): generator, the three losses, a random
+    # trajectory checkpoint per batch.
     "paper": dict(engine="generator", lambda_gm=1.0, lambda_fd=1.0, lambda_ud=1.0, lambda_adv=0.0,
                   gm_schedule="random"),
     # Table 1 rows of the paper (ablations of the paper recipe).
@@ -226,12 +228,14 @@ class UGE(Protection):
     Settings = UGESettings
 
     def __init__(self, authorized: NetSpec | Sequence[NetSpec], recipe: Recipe | str = "cpu",
-                 settings: UGESettings | None = None, preset: str | None = None,
+                 settings: UGESettings | None = None, preset: str | None = "paper",
                  progress: bool = True, **overrides):
         if settings is None:
             settings = settings_for(preset, **overrides)
-        elif overrides or preset:
-            settings = replace(settings, **overrides)
+        else:
+            preset = None  # explicit settings win over any preset
+            if overrides:
+                settings = replace(settings, **overrides)
         super().__init__(settings)
         self.authorized = [authorized] if isinstance(authorized, NetSpec) else list(authorized)
         if not self.authorized:
