@@ -20,17 +20,8 @@ from learnlock.training import Recipe, evaluate, fit
 TINY = Recipe(name="tiny", epochs=4, batch_size=32, lr=0.05, augment="flip", device="cpu")
 
 
-@pytest.mark.parametrize("name", list_attacks())
-def test_every_attack_trains_a_working_model(name):
-    train, test = learnable_dataset(n_per_class=40), learnable_dataset(n_per_class=10, seed=1)
-    recipe = replace(TINY, epochs=10)
-    teacher = fit(create_model("cnn", 4, 3, seed=0), train, recipe, progress=False)
-    model = get_attack(name)().train(train, "cnn", 3, recipe, AttackContext(teacher=teacher), progress=False)
-    assert evaluate(model, test) >= 0.8  # clean, learnable data: every hacker must learn it
-
-
 def test_distill_needs_a_teacher():
-    with pytest.raises(LearnlockError, match="needs teacher"):
+    with pytest.raises(LearnlockError, match="needs the trained authorized network"):
         get_attack("distill")().train(learnable_dataset(n_per_class=4), "cnn", 0, TINY, progress=False)
 
 

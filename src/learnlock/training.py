@@ -98,8 +98,12 @@ class Callback:
     def on_fit_start(self, model: nn.Module, recipe: Recipe) -> None: ...
 
     def on_batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int):
-        """Return the (x, y) to train on: a training-time data transform (e.g. PGD examples)."""
+        """Return the (x, y) to train on: a training-time data transform (e.g. PGD examples).
+        y may come back as float class probabilities (N x C, e.g. mixup); the default loss takes both."""
         return x, y
+
+    def on_step_end(self, model: nn.Module, step: int) -> None:
+        """After the optimiser step (e.g. project the weights back onto a constraint set)."""
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> None: ...
 
@@ -349,6 +353,8 @@ def fit(
             value.backward()
             opt.step()
             sched.step()
+            for cb in callbacks:
+                cb.on_step_end(model, s.step)
             total += value.item() * len(idx)
             count += len(idx)
             bar.update(1)

@@ -7,7 +7,16 @@
 from ..registry import Registry
 
 ATTACKS = Registry("attack")
-register_attack = ATTACKS.register
+
+
+def register_attack(name: str):
+    """Class decorator: register an Attack subclass under `name` (and set its `name`)."""
+
+    def deco(cls):
+        cls.name = name
+        return ATTACKS.register(name)(cls)
+
+    return deco
 
 
 def list_attacks() -> list[str]:
@@ -18,7 +27,13 @@ def get_attack(name: str):
     return ATTACKS.get(name)
 
 
-from .base import Attack, AttackContext  # noqa: E402
-from . import distill, retrain  # noqa: E402,F401
+def create_attack(name: str, **settings):
+    """`create_attack("iss-jpeg", quality=10)`: the attack by name, built with its settings."""
+    return get_attack(name)(**settings)
 
-__all__ = ["ATTACKS", "Attack", "AttackContext", "get_attack", "list_attacks", "register_attack"]
+
+from .base import Attack, AttackContext, AttackSettings  # noqa: E402
+from . import adversarial_training, augment, distill, iss, recover, retrain, ueraser  # noqa: E402,F401
+
+__all__ = ["ATTACKS", "Attack", "AttackContext", "AttackSettings", "create_attack", "get_attack",
+           "list_attacks", "register_attack"]

@@ -1,5 +1,19 @@
+"""The one base class of every attack (hacker scenario or countermeasure).
+
+An attack changes only what its threat model allows, and always trains through the one loop
+(`learnlock.training.fit`): a transform of the training images (`transform`, e.g. JPEG or
+diffusion purification), of the test images (`transform_test`, grayscale ISS), a loss
+(`loss`, distillation), or a training-time procedure (`callbacks`, e.g. PGD examples).
+
+    attack = get_attack("iss-jpeg")(quality=10)
+    model = attack.train(published, "cnn", seed=1, recipe=RECIPES["cpu"])
+    acc = evaluate(model, attack.transform_test(test))
+"""
+
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,16 +31,46 @@ class AttackContext:
 
     teacher: nn.Module | None = None       # the trained authorized network (distillation)
     aux: ImageDataset | None = None        # clean data disjoint from the protected set
-    workdir: Path | None = None
+    workdir: Path | None = None            # where an attack may cache what it trains (e.g. a DDPM)
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """Settings of an attack; a method subclasses this (frozen) with its own fields, units in
+    comments. Numbers are checked to be finite on construction; methods add their own ranges in
+    `check`."""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise LearnlockError(f"attack setting {f.name} must be finite, got {v}")
+        self.check()
+
+    def check(self) -> None: ...
+
+    def require(self, ok: bool, message: str) -> None:
+        if not ok:
+            raise LearnlockError(f"{type(self).__name__}: {message}")
 
 
 class Attack:
-    """A hacker: trains `arch` from init `seed` on published data, changing only what the
-    threat model allows (a data transform, a loss, or a training-time callback) and reusing
-    the one training loop."""
+    """Base class: subclass, set `Settings`, override the hooks you need, and decorate with
+    `@register_attack(name)`. `train` returns a hacker model in eval mode."""
 
     name = ""
+    Settings: type[AttackSettings] = AttackSettings
     needs: tuple[str, ...] = ()   # fields of AttackContext that must be set
+
+    def __init__(self, settings: AttackSettings | None = None, **overrides):
+        valid = [f.name for f in dataclasses.fields(self.Settings)]
+        unknown = sorted(set(overrides) - set(valid))
+        if unknown:
+            raise LearnlockError(f"attack {self.name!r}: unknown setting(s) {', '.join(unknown)}; "
+                                 f"valid settings: {', '.join(valid) or '(none)'}")
+        settings = settings or self.Settings()
+        self.settings = replace(settings, **overrides) if overrides else settings
 
     def loss(self, context: AttackContext) -> Loss:
         return cross_entropy
@@ -35,15 +79,32 @@ class Attack:
         return []
 
     def transform(self, data: ImageDataset, context: AttackContext) -> ImageDataset:
+        """The training images the attacker actually trains on (default: as published)."""
         return data
+
+    def transform_test(self, data: ImageDataset) -> ImageDataset:
+        """What the attacker's model sees at test time (default: the clean test images)."""
+        return data
+
+    def check_context(self, context: AttackContext) -> None:
+        for need in self.needs:
+            if getattr(context, need) is None:
+                hint = {"teacher": "the trained authorized network (a published dataset that names its key, "
+                                   "and the key file)",
+                        "aux": "an auxiliary clean set disjoint from the protected one (--aux SPEC)"}.get(need, need)
+                raise LearnlockError(f"attack {self.name!r} needs {hint}")
 
     def train(self, published: ImageDataset, arch: str, seed: int, recipe: Recipe,
               context: AttackContext | None = None, progress: bool = True) -> nn.Module:
-        context = context or AttackContext()
-        for need in self.needs:
-            if getattr(context, need) is None:
-                raise LearnlockError(f"attack {self.name!r} needs {need} (see AttackContext)")
+        context = context or AttackContext(progress=progress)
+        self.check_context(context)
         data = self.transform(published, context)
         model = create_model(arch, data.num_classes, data.in_channels, seed=seed)
         return fit(model, data, replace(recipe, seed=seed), callbacks=self.callbacks(context),
                    loss=self.loss(context), progress=progress, desc=f"{self.name} {arch} seed {seed}")
+
+    def manifest_settings(self) -> dict:
+        return dataclasses.asdict(self.settings)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.settings})"

@@ -1,0 +1,87 @@
+"""`ueraser`: adversarial augmentation against unlearnable examples (UEraser; Qin et al.,
+"Learning the Unlearnable: Adversarial Augmentations Suppress Unlearnable Example Attacks", 2023).
+
+For the first `adversarial_fraction` of the epochs, every training image is drawn `repeats`
+times (K, default 5) through a chain of strong augmentations - plasma brightness, plasma
+contrast, channel shuffle and TrivialAugment, from kornia, as UEraser uses them - and the model
+trains on the draw with the highest loss per image (maximum loss = the gradient at the
+argmax draw). The selection forward runs in eval mode so the K extra passes do not move
+BatchNorm statistics. The remaining epochs train on the recipe's plain crop + flip.
+Augmentation draws are seeded by the recipe's seed and the step (kornia uses the global RNG,
+so it runs inside a forked RNG state).
+
+    model = create_attack("ueraser", repeats=5).train(published, "resnet18", seed=0, recipe=RECIPES["ue-gpu"])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..training import Callback
+from . import register_attack
+from .base import Attack, AttackSettings
+
+
+@dataclass(frozen=True)
+class UEraserSettings(AttackSettings):
+    repeats: int = 5                    # K augmented draws per image; the max-loss one is kept
+    adversarial_fraction: float = 0.75  # share of the epochs with adversarial augmentation
+
+    def check(self):
+        self.require(isinstance(self.repeats, int) and self.repeats >= 1, f"repeats must be an integer >= 1, got {self.repeats!r}")
+        self.require(0 <= self.adversarial_fraction <= 1,
+                     f"adversarial_fraction must be in [0, 1], got {self.adversarial_fraction}")
+
+
+def strong_augment():
+    import kornia.augmentation as K
+    from kornia.augmentation.auto import TrivialAugment
+
+    return K.AugmentationSequential(
+        K.RandomPlasmaBrightness(roughness=(0.1, 0.7), intensity=(0.0, 1.0), p=1.0, keepdim=True),
+        K.RandomPlasmaContrast(roughness=(0.1, 0.7), p=1.0, keepdim=True),
+        K.RandomChannelShuffle(p=0.5, keepdim=True),
+        TrivialAugment(),
+    )
+
+
+class MaxLossAugment(Callback):
+    def __init__(self, settings: UEraserSettings):
+        self.s = settings
+        self.aug = strong_augment()
+
+    def on_fit_start(self, model, recipe):
+        self.seed = recipe.seed
+        self.adversarial_epochs = round(self.s.adversarial_fraction * recipe.epochs)
+        self.epoch = 1
+
+    def on_epoch_end(self, model, epoch):
+        self.epoch = epoch + 1
+
+    def on_batch(self, model, x, y, step):
+        if self.epoch > self.adversarial_epochs:
+            return x, y
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1_000_003 + step)
+            draws = [self.aug(x.cpu()).to(x.device).clamp(0, 1) for _ in range(self.s.repeats)]
+        if len(draws) == 1:
+            return draws[0], y
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            losses = torch.stack([F.cross_entropy(model(d), y, reduction="none") for d in draws])
+        model.train(was_training)
+        best = losses.argmax(0)
+        stacked = torch.stack(draws)
+        return stacked[best, torch.arange(len(x), device=x.device)], y
+
+
+@register_attack("ueraser")
+class UEraser(Attack):
+    Settings = UEraserSettings
+
+    def callbacks(self, context):
+        return [MaxLossAugment(self.settings)]
