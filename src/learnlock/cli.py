@@ -247,6 +247,81 @@ def cmd_table1(args) -> None:
         print(f"\nwritten: {out}/table1.json, table1.md, authorized_vs_hackers.png, grid.png", file=sys.stderr)
 
 
+def parse_attack_settings(pairs: list[str]) -> dict[str, dict]:
+    """--set ATTACK.NAME=VALUE pairs -> {attack: {name: value}}; values parsed as JSON when possible."""
+    out: dict[str, dict] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        attack, dot, field = name.partition(".")
+        if not sep or not dot:
+            raise LearnlockError(f"--set expects ATTACK.NAME=VALUE (e.g. iss-jpeg.quality=20), got {pair!r}")
+        out.setdefault(attack.strip(), {}).update(parse_settings([f"{field}={value}"]))
+    return out
+
+
+def cmd_audit(args) -> None:
+    from pathlib import Path
+
+    from .audit import audit
+    from .data import load_dataset
+    from .data.published import load_published
+    from .keys import check_key_matches
+    from .models import NetSpec, list_models
+    from .training import Recipe
+
+    for net in args.nets:
+        if net not in list_models():
+            raise LearnlockError(f"unknown network {net!r}; choose from: {', '.join(list_models())}")
+    published, manifest = load_published(args.published)
+    src = (manifest.get("extra") or {}).get("source_load")
+    clean = None
+    if args.clean:
+        clean = load_dataset(args.clean, "train", per_class=args.clean_per_class, seed=args.subset_seed)
+    elif src:
+        clean = load_dataset(src["spec"], src["split"], per_class=src["per_class"], seed=src["seed"])
+    if clean is not None and clean.ids != published.ids:
+        raise LearnlockError(f"clean baseline {clean.source} does not hold the published items (ids differ); "
+                             "give --clean the dataset the published one was made from")
+    if clean is None:
+        print("note: no clean baseline (the manifest does not say how to reload its source; pass --clean SPEC); "
+              "learnability ratios will be n/a", file=sys.stderr)
+    test_spec = args.test or (src["spec"] if src else None)
+    if not test_spec:
+        raise LearnlockError("give the clean test set with --test SPEC")
+    test = load_dataset(test_spec, "test", per_class=args.test_per_class, seed=args.subset_seed)
+    aux = None
+    if args.aux:
+        aux = load_dataset(args.aux, args.aux_split)
+        if src and args.aux == src["spec"] and args.aux_split == src["split"]:
+            taken = set(published.ids)  # same source: keep the attacker's split disjoint
+            aux = aux.subset([i for i, item in enumerate(aux.ids) if item not in taken])
+        if args.aux_per_class:
+            aux = aux.per_class(args.aux_per_class, seed=args.subset_seed)
+    key, key_recipe = None, None
+    shipped = Path(args.published) / "authorized_0.safetensors"  # written by protect --include-weights
+    key_path = args.authorized or (shipped if shipped.exists() else None)
+    if key_path:
+        key = NetSpec.load(key_path)
+        check_key_matches(key, manifest)
+        key_recipe = Recipe(**manifest["authorized"]["recipe"])
+        if args.device:
+            key_recipe = replace(key_recipe, device=args.device)
+    recipe = recipe_from_args(args)
+    print(f"audit of {args.published}: {len(published)} images, test {len(test)}, aux "
+          f"{len(aux) if aux is not None else 'none'}, nets {','.join(args.nets)}, seeds {args.seeds}, "
+          f"recipe {recipe.name}", file=sys.stderr)
+    result = audit(published, test, out_dir=args.out, attacks=args.attacks, nets=args.nets, seeds=args.seeds,
+                   recipe=recipe, clean=clean, aux=aux, key=key, key_recipe=key_recipe,
+                   settings=parse_attack_settings(args.set), progress=not args.no_progress,
+                   log=lambda m: print(m, file=sys.stderr))
+    print("\nClean test accuracy % (mean ± std over seeds) and learnability ratio "
+          "(acc - chance) / (clean acc - chance); lower = the protection holds:\n")
+    print(result["table"])
+    if result["skipped"]:
+        print(f"\nskipped: {'; '.join(result['skipped'])}")
+    print(f"\nwritten: {args.out}/audit.json, audit.md, audit.png", file=sys.stderr)
+
+
 def cmd_list(args) -> None:
     from .data import list_datasets
     from .models import list_models
@@ -258,6 +333,9 @@ def cmd_list(args) -> None:
     from .protections.uge import PRESETS
 
     print("protections:", ", ".join(list_protections()), f"(uge presets: {', '.join(PRESETS)})")
+    from .attacks import list_attacks
+
+    print("attacks:", ", ".join(list_attacks()))
     print("recipes: ")
     for name, r in RECIPES.items():
         print(f"  {name}: {r.epochs} epochs, {r.optimizer} lr {r.lr}, batch {r.batch_size}, "
@@ -324,6 +402,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     add_recipe_args(p)
     p.set_defaults(func=cmd_table1)
+
+    p = sub.add_parser(
+        "audit", help="score a published dataset against every attack",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train hacker networks on a published dataset under each attack (retrain, distill, "
+                    "augmentations, ISS, UEraser, adversarial training, diffusion purification, weight-space "
+                    "recovery) and report clean test accuracy beside the clean baseline. Finished cells are "
+                    "cached under --out; rerun the same command to resume.",
+        epilog="example:\n"
+               "  learnlock audit runs/demo/published --test fashion-mnist --test-per-class 100 \\\n"
+               "      --aux fashion-mnist --aux-per-class 20 --authorized runs/demo/key.safetensors \\\n"
+               "      --attacks retrain,distill,iss-jpeg,adversarial-training --nets cnn,lenet --seeds 0,1 \\\n"
+               "      --set iss-jpeg.quality=10 --out runs/demo/audit\n"
+               "attacks that need --aux: purify, purify-diffpure, recover, recover-random; "
+               "distill needs the key (--authorized)")
+    p.add_argument("published", help="published dataset folder")
+    p.add_argument("--test", help="clean test set spec (default: the test split of the published data's source)")
+    p.add_argument("--test-per-class", type=int)
+    p.add_argument("--clean", help="the unprotected source, for the clean baseline (default: from the manifest)")
+    p.add_argument("--clean-per-class", type=int)
+    p.add_argument("--aux", help="attacker's auxiliary clean set spec (items of the published set are removed)")
+    p.add_argument("--aux-split", default="train")
+    p.add_argument("--aux-per-class", type=int, help="seeded subset of N aux images per class")
+    p.add_argument("--subset-seed", type=int, default=0)
+    p.add_argument("--authorized", help="the key file; enables the authorized row and distill")
+    p.add_argument("--attacks", default="all", help="all, or comma-separated attack names")
+    p.add_argument("--nets", type=name_list, default=["cnn"], help="hacker architectures")
+    p.add_argument("--seeds", type=int_list, default=[0])
+    p.add_argument("--set", action="append", metavar="ATTACK.NAME=VALUE", help="an attack setting, repeatable")
+    p.add_argument("--out", required=True, help="folder for audit.json, audit.md, audit.png and the cell cache")
+    p.add_argument("--no-progress", action="store_true")
+    add_recipe_args(p)
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("list", help="list datasets, models and recipes")
     p.set_defaults(func=cmd_list)

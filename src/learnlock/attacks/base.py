@@ -98,7 +98,12 @@ class Attack:
               context: AttackContext | None = None, progress: bool = True) -> nn.Module:
         context = context or AttackContext(progress=progress)
         self.check_context(context)
-        data = self.transform(published, context)
+        return self.train_on(self.transform(published, context), arch, seed, recipe, context, progress)
+
+    def train_on(self, data: ImageDataset, arch: str, seed: int, recipe: Recipe,
+                 context: AttackContext, progress: bool = True) -> nn.Module:
+        """Train on data `transform` already gave (the audit transforms once per attack and
+        trains several nets and seeds on the result)."""
         model = create_model(arch, data.num_classes, data.in_channels, seed=seed)
         return fit(model, data, replace(recipe, seed=seed), callbacks=self.callbacks(context),
                    loss=self.loss(context), progress=progress, desc=f"{self.name} {arch} seed {seed}")

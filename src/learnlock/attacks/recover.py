@@ -27,7 +27,7 @@ from ..data import ImageDataset
 from ..models import create_model
 from ..training import Callback, Recipe, evaluate, fit
 from . import register_attack
-from .base import Attack, AttackContext, AttackSettings
+from .base import Attack, AttackSettings
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,7 @@ class Recover(Attack):
     def recover(self, model: nn.Module, aux: ImageDataset, recipe: Recipe, eta: float, progress: bool) -> nn.Module:
         raise NotImplementedError
 
-    def train(self, published, arch, seed, recipe, context=None, progress=True):
-        context = context or AttackContext(progress=progress)
-        self.check_context(context)
+    def train_on(self, published, arch, seed, recipe, context, progress=True):
         model = self.base_model(published, arch, seed, recipe, progress)
         return self.recover(model, context.aux, replace(recipe, seed=seed), self.settings.eta, progress)
 

@@ -1,0 +1,291 @@
+"""`audit`: a scoreboard of one published dataset against every attack.
+
+    result = audit(published, test, out_dir="runs/audit", attacks=["retrain", "iss-jpeg"],
+                   nets=["cnn", "resnet18"], seeds=[0, 1], recipe=RECIPES["cpu"], clean=clean, aux=aux)
+    print(result["table"])
+
+Rows: the clean baseline (each net trained on the unprotected source), the authorized network
+(when the published dataset names its key and the key is given), then each attack. Columns: the
+hacker nets. Cells: clean test accuracy, mean ± std over seeds, and the learnability ratio
+(acc - chance) / (clean acc - chance) against the clean baseline of the same net.
+
+Every finished cell is written at once to OUT/cells/<attack>/<net>_s<seed>.json together with
+the configuration that produced it (attack settings, recipe, fingerprints of the data); a rerun
+skips a cell whose configuration is unchanged, so a killed audit resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from dataclasses import asdict, is_dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+from .attacks import Attack, AttackContext, create_attack, list_attacks
+from .attacks.recover import Recover
+from .data import ImageDataset
+from .errors import LearnlockError
+from .models import NetSpec, create_model
+from .provenance import atomic_write_bytes, atomic_write_json, provenance
+from .report import learnability_ratio, markdown_table
+from .training import Recipe, evaluate, fit
+
+CLEAN, AUTHORIZED = "clean", "authorized"
+
+
+def fingerprint(data: ImageDataset) -> str:
+    """sha256 of pixels and labels: two datasets with the same fingerprint train the same."""
+    h = hashlib.sha256()
+    h.update(str(tuple(data.images.shape)).encode())
+    h.update(data.images.contiguous().numpy().tobytes())
+    h.update(data.labels.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _jsonable(x):
+    if is_dataclass(x):
+        x = asdict(x)
+    return json.loads(json.dumps(x, default=list))
+
+
+def resolve_attacks(names: str | Sequence[str], has_teacher: bool, has_aux: bool) -> tuple[list[str], list[str]]:
+    """'all' -> every registered attack whose threat-model input is available (the rest are
+    returned as skipped, with why); explicit names are all required."""
+    if isinstance(names, str):
+        names = list_attacks() if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
+        explicit = names != list_attacks()
+    else:
+        explicit = True
+    have = {"teacher": has_teacher, "aux": has_aux}
+    chosen, skipped = [], []
+    for n in names:
+        missing = [need for need in create_attack(n).needs if not have.get(need, True)]
+        if not missing:
+            chosen.append(n)
+        elif explicit:
+            create_attack(n).check_context(AttackContext())  # raises the clear "needs ..." error
+        else:
+            skipped.append(f"{n} (needs {' and '.join(missing)})")
+    return chosen, skipped
+
+
+class Cells:
+    """The on-disk cache of finished cells."""
+
+    def __init__(self, out_dir: Path):
+        self.dir = Path(out_dir) / "cells"
+
+    def path(self, row: str, net: str, seed: int) -> Path:
+        return self.dir / row / f"{net}_s{seed}.json"
+
+    def get(self, row, net, seed, config) -> dict | None:
+        p = self.path(row, net, seed)
+        if not p.exists():
+            return None
+        try:
+            cell = json.loads(p.read_text())
+        except json.JSONDecodeError:
+            return None  # a torn file cannot happen with atomic writes, but never trust it
+        return cell if cell.get("config") == config else None
+
+    def put(self, row, net, seed, config, cell: dict) -> dict:
+        cell = {**cell, "row": row, "net": net, "seed": seed, "config": config}
+        atomic_write_json(self.path(row, net, seed), cell)
+        return cell
+
+
+def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str | Sequence[str] = "all",
+          nets: Sequence[str] = ("cnn",), seeds: Sequence[int] = (0,), recipe: Recipe,
+          clean: ImageDataset | None = None, aux: ImageDataset | None = None,
+          key: NetSpec | None = None, key_recipe: Recipe | None = None,
+          settings: dict[str, dict] | None = None, progress: bool = True, log=print) -> dict:
+    """Run the clean baseline, the authorized net and every selected attack; write audit.json,
+    audit.md and audit.png under `out_dir`; return the audit dict (with its markdown `table`)."""
+    out = Path(out_dir)
+    settings = settings or {}
+    if test.num_classes != published.num_classes or test.images.shape[1:] != published.images.shape[1:]:
+        raise LearnlockError(
+            f"test set {test.source} ({test.num_classes} classes, images {tuple(test.images.shape[1:])}) does not "
+            f"match the published data ({published.num_classes} classes, {tuple(published.images.shape[1:])})")
+    for name, other in (("clean", clean), ("aux", aux)):
+        if other is not None and (other.num_classes != published.num_classes
+                                  or other.images.shape[1:] != published.images.shape[1:]):
+            raise LearnlockError(f"--{name} {other.source} does not match the published data's classes or image size")
+    if aux is not None and set(aux.ids) & set(published.ids) and aux.source == published.source:
+        raise LearnlockError("the auxiliary set shares items with the published set; it must be disjoint")
+    chosen, skipped = resolve_attacks(attacks, key is not None, aux is not None)
+    unknown = sorted(set(settings) - set(chosen))
+    if unknown:
+        raise LearnlockError(f"settings given for attacks not in the audit: {', '.join(unknown)}")
+    objs: dict[str, Attack] = {n: create_attack(n, **settings.get(n, {})) for n in chosen}
+
+    cells = Cells(out)
+    data_fp = {"published": fingerprint(published), "test": fingerprint(test),
+               "aux": fingerprint(aux) if aux is not None else None}
+    base_config = {"recipe": _jsonable(recipe), **data_fp}
+    results: dict[str, dict[str, list[dict]]] = {}
+    extras: dict[str, dict] = {}
+
+    def run(row: str, net: str, seed: int, config: dict, job) -> None:
+        cell = cells.get(row, net, seed, config)
+        if cell is None:
+            start = time.perf_counter()
+            cell = job()
+            cell["wall_s"] = round(time.perf_counter() - start, 1)
+            cell = cells.put(row, net, seed, config, cell)
+            log(f"{row} {net} seed {seed}: {100 * cell['accuracy']:.1f}% ({cell['wall_s']} s)")
+        else:
+            log(f"{row} {net} seed {seed}: {100 * cell['accuracy']:.1f}% (cached)")
+        results.setdefault(row, {}).setdefault(net, []).append(cell)
+
+    if clean is not None:
+        clean_config = {**base_config, "clean": fingerprint(clean)}
+        for net in nets:
+            for seed in seeds:
+                def job(net=net, seed=seed):
+                    model = create_model(net, clean.num_classes, clean.in_channels, seed=seed)
+                    fit(model, clean, replace(recipe, seed=seed), progress=progress, desc=f"clean {net} seed {seed}")
+                    return {"accuracy": evaluate(model, test)}
+                run(CLEAN, net, seed, clean_config, job)
+
+    teacher = None
+    if key is not None:
+        teacher, auth_cell = authorized_model(published, test, key, key_recipe or recipe, out, data_fp, progress)
+        results[AUTHORIZED] = {key.arch: [auth_cell]}
+        log(f"authorized {key.arch} {key.fingerprint[:12]}: {100 * auth_cell['accuracy']:.1f}%")
+
+    for name, attack in objs.items():
+        config = {**base_config, "attack": name, "settings": _jsonable(attack.settings)}
+        if "teacher" in attack.needs:
+            config["teacher"] = key.fingerprint
+        context = AttackContext(teacher=teacher, aux=aux, workdir=out / "work" / name, progress=progress)
+        prepared: list[ImageDataset] = []  # transform once per attack, and only if a cell needs it
+
+        def data_for(attack=attack, context=context, prepared=prepared):
+            if not prepared:
+                prepared.append(attack.transform(published, context))
+                report = getattr(attack, "ddpm_report", None)
+                if report:
+                    extras[attack.name] = report
+            return prepared[0]
+
+        for net in nets:
+            for seed in seeds:
+                def job(attack=attack, net=net, seed=seed, context=context, data_for=data_for):
+                    seeded = replace(recipe, seed=seed)
+                    test_view = attack.transform_test(test)
+                    if isinstance(attack, Recover):
+                        etas = sorted({*attack.settings.etas, attack.settings.eta})
+                        curve = replace_etas(attack, etas).curve(data_for(), test_view, net, seed, seeded,
+                                                                 context, progress)
+                        acc = next(c["accuracy"] for c in curve if c["eta"] == attack.settings.eta)
+                        return {"accuracy": acc, "curve": curve}
+                    model = attack.train_on(data_for(), net, seed, seeded, context, progress)
+                    return {"accuracy": evaluate(model, test_view)}
+                run(name, net, seed, config, job)
+
+    return write_report(results, out, published, test, nets, seeds, recipe, skipped, extras, key)
+
+
+def replace_etas(attack: Recover, etas) -> Recover:
+    return type(attack)(replace(attack.settings, etas=tuple(etas)))
+
+
+def authorized_model(published, test, key: NetSpec, recipe: Recipe, out: Path, data_fp: dict, progress: bool):
+    """Train (or reload) the authorized network on the published data: the distill teacher."""
+    from safetensors.torch import load_file, save
+
+    if key.num_classes != published.num_classes or key.in_channels != published.in_channels:
+        raise LearnlockError(f"authorized network {key.arch} ({key.fingerprint[:12]}) does not fit the published "
+                             f"data ({published.in_channels} channels, {published.num_classes} classes)")
+    config = {"key": key.fingerprint, "recipe": _jsonable(recipe), **data_fp}
+    weights, meta = out / "authorized" / "model.safetensors", out / "authorized" / "cell.json"
+    model = key.build()
+    if weights.exists() and meta.exists() and json.loads(meta.read_text()).get("config") == config:
+        model.load_state_dict(load_file(str(weights)))
+        return model.eval(), json.loads(meta.read_text())
+    start = time.perf_counter()
+    fit(model, published, recipe, progress=progress, desc=f"authorized {key.arch}")
+    cell = {"row": AUTHORIZED, "net": key.arch, "seed": None, "accuracy": evaluate(model, test),
+            "wall_s": round(time.perf_counter() - start, 1), "config": config}
+    atomic_write_bytes(weights, save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))
+    atomic_write_json(meta, cell)
+    return model.eval(), cell
+
+
+def write_report(results, out: Path, published, test, nets, seeds, recipe, skipped, extras, key) -> dict:
+    k = published.num_classes
+    clean_mean = {net: statistics.fmean(c["accuracy"] for c in results[CLEAN][net])
+                  for net in results.get(CLEAN, {})}
+    rows, summary = [], {}
+    for row, by_net in results.items():
+        label = f"authorized ({key.arch} {key.fingerprint[:8]})" if row == AUTHORIZED else row
+        cells_md, summary[row] = [label], {}
+        # the authorized net has one architecture: show it in its column, or in the first one
+        shown = {nets[0] if key.arch not in nets else key.arch: key.arch} if row == AUTHORIZED else {n: n for n in nets}
+        for net in nets:
+            vals = [c["accuracy"] for c in by_net.get(shown.get(net, ""), [])]
+            if not vals:
+                cells_md.append("-")
+                continue
+            arch = shown[net]
+            m = statistics.fmean(vals)
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            ratio = learnability_ratio(m, clean_mean[arch], k) if arch in clean_mean else float("nan")
+            summary[row][arch] = {"mean": m, "std": sd, "ratio": ratio, "n": len(vals)}
+            where = f" [{arch}]" if arch != net else ""
+            cells_md.append(f"{100 * m:.1f} ± {100 * sd:.1f} ({'n/a' if ratio != ratio else f'{ratio:.2f}'}){where}")
+        rows.append(cells_md)
+    table = markdown_table(["attack"] + list(nets), rows)
+    audit_json = {
+        "published": published.source, "train_size": len(published), "test": test.source, "test_size": len(test),
+        "nets": list(nets), "seeds": list(seeds), "recipe": _jsonable(recipe), "skipped": skipped,
+        "summary": summary, "cells": results, "extras": extras, "table": table, **provenance(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "audit.json", audit_json)
+    atomic_write_bytes(out / "audit.md", (table + "\n").encode())
+    plot(summary, nets, out / "audit.png", 100.0 / k, published.source)
+    curves = {row: by_net for row, by_net in results.items() if any("curve" in c for cs in by_net.values() for c in cs)}
+    if curves:
+        plot_recovery(curves, out / "recovery.png", 100.0 / k)
+    return audit_json
+
+
+def plot(summary: dict, nets, path: Path, chance: float, title: str) -> None:
+    from .report.plots import grouped_bars
+
+    groups = list(summary)
+    series = {net: [100 * summary[g][net]["mean"] if net in summary[g] else float("nan") for g in groups]
+              for net in nets}
+    grouped_bars(groups, series, path, hline=chance, title=f"audit of {title}: test accuracy per attack")
+
+
+def plot_recovery(curves: dict, path: Path, chance: float) -> None:
+    import matplotlib.pyplot as plt
+
+    from .report.plots import _save
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for row, by_net in curves.items():
+        for net, cells in by_net.items():
+            etas = [c["eta"] for c in cells[0]["curve"]]
+            accs = [100 * statistics.fmean(cell["curve"][i]["accuracy"] for cell in cells) for i in range(len(etas))]
+            ax.plot(etas, accs, marker="o", label=f"{row} {net}")
+    ax.axhline(chance, color="grey", ls=":", label="chance")
+    ax.set_xlabel("eta (L2 radius of the weight change)")
+    ax.set_ylabel("clean test accuracy (%)")
+    ax.set_title("weight-space recovery vs eta")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def load_cells(out_dir) -> list[dict]:
+    """Every cached cell of an audit directory (for tests and tools)."""
+    return [json.loads(p.read_text()) for p in sorted((Path(out_dir) / "cells").glob("*/*.json"))]
+
+
+__all__ = ["audit", "fingerprint", "load_cells", "resolve_attacks"]

@@ -1,0 +1,111 @@
+"""`learnlock audit`: the scoreboard, its cache (an interrupted audit resumes) and its CLI."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from conftest import learnable_dataset
+from learnlock import cli
+from learnlock.audit import audit, load_cells, resolve_attacks
+from learnlock.errors import LearnlockError
+from learnlock.models import NetSpec
+from learnlock.protections import create_protection
+from learnlock.training import Recipe
+from test_scenarios import write_npz
+
+TINY = Recipe(name="tiny", epochs=6, batch_size=32, lr=0.05, augment="flip", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def shortcut():
+    """Clean data, and a class-wise noise copy of it: the easy poison every attack is measured on."""
+    clean = learnable_dataset(n_per_class=30)
+    prot = create_protection("random", rho=8 / 255, classwise=True, seed=0)
+    return clean, clean.with_images(prot.apply(clean), source="classwise"), learnable_dataset(10, seed=1), \
+        learnable_dataset(8, seed=2)
+
+
+def run(tmp_path, shortcut, attacks, logs, **kw):
+    clean, published, test, aux = shortcut
+    return audit(published, test, out_dir=tmp_path / "audit", attacks=attacks, nets=["cnn", "lenet"], seeds=[0],
+                 recipe=TINY, clean=clean, aux=aux, progress=False, log=logs.append, **kw)
+
+
+def test_audit_table_files_and_ratios(tmp_path, shortcut):
+    logs = []
+    key = NetSpec.create("cnn", 4, 3, seed=7)
+    res = run(tmp_path, shortcut, ["retrain", "iss-bits", "distill", "recover"], logs, key=key,
+              settings={"recover": {"epochs": 1, "etas": (0.5,), "eta": 0.5}})
+    out = tmp_path / "audit"
+    for f in ("audit.json", "audit.md", "audit.png", "recovery.png"):
+        assert (out / f).stat().st_size > 0
+    assert [r.split(" |")[0].strip("| ") for r in res["table"].splitlines()[2:]] == [
+        "clean", f"authorized (cnn {key.fingerprint[:8]})", "retrain", "iss-bits", "distill", "recover"]
+    s = res["summary"]
+    assert s["clean"]["cnn"]["ratio"] == pytest.approx(1.0)
+    for row in ("retrain", "iss-bits", "distill"):
+        for net in ("cnn", "lenet") if row != "distill" else ("cnn", "lenet"):
+            cell = s[row][net]
+            assert 0 <= cell["mean"] <= 1
+            assert cell["ratio"] == pytest.approx((cell["mean"] - 0.25) / (s["clean"][net]["mean"] - 0.25))
+    curve = json.loads((out / "audit.json").read_text())["cells"]["recover"]["cnn"][0]["curve"]
+    assert [c["eta"] for c in curve] == [0.0, 0.5]
+    assert len(load_cells(out)) == 2 * 5  # clean + 4 attacks, 2 nets, 1 seed (authorized kept apart)
+
+
+def test_interrupted_audit_resumes_without_recomputing(tmp_path, shortcut):
+    logs = []
+    run(tmp_path, shortcut, ["retrain", "iss-grayscale"], logs)
+    assert not any("cached" in m for m in logs)
+    # a killed run: one finished cell is missing, the rest are on disk
+    (tmp_path / "audit" / "cells" / "iss-grayscale" / "lenet_s0.json").unlink()
+    logs.clear()
+    res = run(tmp_path, shortcut, ["retrain", "iss-grayscale"], logs)
+    recomputed = [m for m in logs if "cached" not in m]
+    assert recomputed == [m for m in logs if m.startswith("iss-grayscale lenet seed 0")] and len(recomputed) == 1
+    assert "iss-grayscale" in res["summary"]
+    # a changed setting invalidates exactly that attack's cells
+    logs.clear()
+    run(tmp_path, shortcut, ["retrain", "iss-bits"], logs, settings={"iss-bits": {"bits": 3}})
+    assert sum("cached" not in m for m in logs) == 2 and all("iss-bits" in m for m in logs if "cached" not in m)
+
+
+def test_attack_selection():
+    chosen, skipped = resolve_attacks("all", has_teacher=False, has_aux=False)
+    assert "retrain" in chosen and "distill" not in chosen and "recover" not in chosen
+    assert any(s.startswith("distill (needs teacher") for s in skipped)
+    with pytest.raises(LearnlockError, match="needs"):
+        resolve_attacks("retrain,recover", has_teacher=False, has_aux=False)
+    with pytest.raises(LearnlockError, match="unknown attack"):
+        resolve_attacks("retrain,nope", has_teacher=True, has_aux=True)
+
+
+def test_audit_refuses_mismatched_sets(tmp_path, shortcut):
+    clean, published, test, aux = shortcut
+    wrong = learnable_dataset(5, classes=3)
+    with pytest.raises(LearnlockError, match="test set"):
+        audit(published, wrong, out_dir=tmp_path, attacks=["retrain"], recipe=TINY, progress=False)
+    with pytest.raises(LearnlockError, match="settings given"):
+        audit(published, test, out_dir=tmp_path, attacks=["retrain"], recipe=TINY, progress=False,
+              settings={"iss-jpeg": {"quality": 5}})
+
+
+def test_cli_audit_on_a_published_folder(tmp_path, capsys):
+    write_npz(tmp_path / "d.npz")
+    spec = f"npz:{tmp_path / 'd.npz'}"
+    assert cli.main(["protect", "--method", "random", "--data", spec, "--set", "classwise=true",
+                     "--out", str(tmp_path / "pub"), "--no-progress"]) == 0, capsys.readouterr().err
+    common = ["--epochs", "2", "--batch-size", "16", "--no-progress"]
+    argv = ["audit", str(tmp_path / "pub"), "--test", spec, "--attacks", "retrain,iss-jpeg,cutout",
+            "--set", "iss-jpeg.quality=20", "--nets", "cnn", "--out", str(tmp_path / "audit"), *common]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "| clean" in out and "| iss-jpeg" in out and "| cutout" in out
+    cell = json.loads((tmp_path / "audit" / "cells" / "iss-jpeg" / "cnn_s0.json").read_text())
+    assert cell["config"]["settings"] == {"quality": 20}
+    assert cli.main(argv[:4] + ["--set", "jpeg=20"] + argv[4:]) == 2
+    assert "ATTACK.NAME=VALUE" in capsys.readouterr().err
+    assert cli.main(["audit", str(tmp_path / "pub"), "--test", spec, "--attacks", "recover",
+                     "--out", str(tmp_path / "a2"), *common]) == 2
+    assert "auxiliary clean set" in capsys.readouterr().err
