@@ -182,3 +182,17 @@ def test_random_classwise_one_pattern_per_class():
     assert not torch.equal(delta[y == 0][0], delta[y == 1][0])
     sample = create_protection("random", rho=16 / 255, seed=0).apply(data).int() - x.int()
     assert not torch.equal(sample[0], sample[3])  # sample-wise: items of one class differ
+
+
+def test_random_noise_patches_are_constant_blocks():
+    from conftest import learnable_dataset
+
+    data = learnable_dataset(n_per_class=3, size=16)
+    prot = create_protection("random", rho=8 / 255, classwise=True, patch=4, seed=0)
+    delta = prot.perturb(data) - data.float_images()
+    blocks = delta.unfold(2, 4, 4).unfold(3, 4, 4)  # N x C x 4 x 4 x (4 x 4 pixels)
+    assert torch.allclose(blocks.amax((-1, -2)), blocks.amin((-1, -2)), atol=1e-6)  # float rounding of x + d - x
+    same = data.labels == data.labels[0]
+    assert torch.allclose(delta[same], delta[same][:1].expand_as(delta[same]), atol=1e-6)
+    with pytest.raises(LearnlockError, match="patch"):
+        create_protection("random", patch=0)

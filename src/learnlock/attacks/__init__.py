@@ -33,7 +33,7 @@ def create_attack(name: str, **settings):
 
 
 from .base import Attack, AttackContext, AttackSettings  # noqa: E402
-from . import adversarial_training, augment, distill, iss, recover, retrain, ueraser  # noqa: E402,F401
+from . import adversarial_training, augment, distill, iss, purify, recover, retrain, ueraser  # noqa: E402,F401
 
 __all__ = ["ATTACKS", "Attack", "AttackContext", "AttackSettings", "create_attack", "get_attack",
            "list_attacks", "register_attack"]

@@ -1,7 +1,7 @@
 """Uniform random noise: the simplest protection, and the usual control in the
 unlearnable-examples literature (Huang et al., "Unlearnable Examples", ICLR 2021, Table 1).
 
-Norm L-inf: delta ~ U[-rho, rho] per pixel (rho in [0, 1] pixel units, default 8/255), one
+Norm L-inf: delta ~ U[-rho, rho] per pixel (or per `patch` x `patch` block) (rho in [0, 1] pixel units, default 8/255), one
 pattern per item, or one per class with `classwise=True`; seeded by `settings.seed`.
 Input and output N x C x H x W; the base class projects and quantizes to uint8.
 
@@ -17,12 +17,21 @@ from pathlib import Path
 import torch
 
 from ..data.base import ImageDataset
+from ..errors import LearnlockError
 from .base import Protection, ProtectionSettings, register_protection
 
 
 @dataclass(frozen=True)
 class RandomNoiseSettings(ProtectionSettings):
     classwise: bool = False  # True: one noise pattern per class, shared by all its items
+    patch: int = 1           # side in pixels of the constant blocks the noise is drawn in (1 = per
+                             # pixel; 8 = blocky noise, like linearly separable patches, which random
+                             # crops and flips do not wash out)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.patch < 1:
+            raise LearnlockError(f"patch is a block side in pixels, >= 1; got {self.patch}")
 
 
 @register_protection("random")
@@ -34,9 +43,12 @@ class RandomNoise(Protection):
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
         s = self.settings
         g = torch.Generator().manual_seed(s.seed)
+        c, h, w = data.images.shape[1:]
+        coarse = (c, -(-h // s.patch), -(-w // s.patch))  # ceil: blocks cover the image
+        n = data.num_classes if s.classwise else len(data)
+        delta = torch.rand((n,) + coarse, generator=g)
+        if s.patch > 1:
+            delta = delta.repeat_interleave(s.patch, 2).repeat_interleave(s.patch, 3)[:, :, :h, :w]
         if s.classwise:
-            patterns = torch.rand((data.num_classes,) + tuple(data.images.shape[1:]), generator=g)
-            delta = patterns[data.labels]
-        else:
-            delta = torch.rand(tuple(data.images.shape), generator=g)
+            delta = delta[data.labels]
         return data.float_images() + delta.mul_(2).sub_(1).mul_(s.rho)
