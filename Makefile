@@ -33,7 +33,8 @@ test: install
 	$(PY) -m pytest
 
 # The main job end to end on Fashion-MNIST (1,000 training images): protect with UGE for an
-# authorized cnn key, then train the authorized net and hackers and print the Table-1 result.
+# authorized cnn key, train the authorized net and hackers and print the Table-1 result, then
+# audit the published data against four cheap countermeasures.
 DEMO := runs/demo
 LL := $(VENV)/bin/learnlock
 demo: install fashion-mnist
@@ -42,6 +43,9 @@ demo: install fashion-mnist
 	  --set encoder_resolution=32 --set epochs=10 --out $(DEMO)/published --overwrite
 	$(LL) table1 --published $(DEMO)/published --authorized $(DEMO)/key.safetensors \
 	  --test-per-class 100 --hackers cnn:1,lenet:1 --distill cnn:1 --out $(DEMO)/table1
+	$(LL) audit $(DEMO)/published --authorized $(DEMO)/key.safetensors --test-per-class 100 \
+	  --attacks iss-jpeg,iss-bits,cutmix,adversarial-training --set adversarial-training.steps=3 \
+	  --nets cnn --out $(DEMO)/audit
 
 bench: install fashion-mnist
 	$(PY) bench/clean_baselines.py
