@@ -5,7 +5,7 @@
     .venv/bin/python bench/attacks.py report
 
 `shortcut`: CIFAR-10 from ../shared/datasets/cifar10-jpg, 100 train images per class (the
-clean-baseline size), poisoned with class-wise uniform noise drawn in 8x8 blocks (L-inf 8/255, one pattern per
+clean-baseline size), poisoned with class-wise uniform noise drawn in 8x8 blocks (L-inf 32/255, one pattern per
 class: a known shortcut, like linearly separable patches, that standard training latches onto). Every attack of the registry is run
 with its default settings except where COST says (sized for a 2-core CPU); the attacker's
 auxiliary clean set is 100 other CIFAR-10 train images per class (disjoint from the protected
@@ -37,13 +37,14 @@ OUT = ROOT / "runs" / "bench-attacks"
 UGE_CELLS = ROOT / "runs" / "bench-uge" / "table"
 PER_CLASS, TEST_PER_CLASS, AUX_PER_CLASS = 100, 100, 100
 
-# CPU sizing: PGD with 5 steps instead of 10 (step 2/255 still reaches the 8/255 boundary); the
-# DDPM (3-level UNet, 1M parameters) trained 1,500 steps and diffusion to t* = 40 of 1,000
-# (noise std 0.07 in [0, 1] units, about 18/255, which drowns 8/255 noise); else defaults.
+# CPU sizing: PGD with 5 steps instead of 10 (step 2/255 still reaches the 8/255 boundary); a
+# small DDPM (UNet channels 16-32-32, a quarter of the default width) trained 1,500 steps; t* is
+# the default 100 of 1,000 (noise std 0.16 in [0, 1] units, about 40/255). Else defaults.
+DDPM = {"channels": (16, 32, 32), "train_steps": 1500}
 COST = {
     "adversarial-training": {"steps": 5},
-    "purify": {"train_steps": 1500, "t_star": 40},
-    "purify-diffpure": {"train_steps": 1500, "t_star": 40},
+    "purify": DDPM,
+    "purify-diffpure": DDPM,
 }
 
 
@@ -80,9 +81,10 @@ def main() -> None:
             "command": " ".join(sys.argv), **provenance()}
     recipe = RECIPES["cpu"]
     if args.what == "shortcut":
-        # 8x8 blocks: per-pixel class-wise noise does not survive crop + flip (see BENCHMARKS.md)
-        prot = create_protection("random", rho=8 / 255, classwise=True, patch=8, seed=0)
-        jobs = [("classwise-patch8", clean.with_images(prot.apply(clean), source="classwise 8x8-block noise 8/255"),
+        # At 8/255 neither per-pixel nor 8x8-block class-wise noise hurts retrain at this scale
+        # (see BENCHMARKS.md); 32/255 in 8x8 blocks is the deliberately easy poison.
+        prot = create_protection("random", rho=32 / 255, classwise=True, patch=8, seed=0)
+        jobs = [("classwise-patch8-rho32", clean.with_images(prot.apply(clean), source="classwise 8x8-block noise 32/255"),
                  None, None)]
     else:
         key = NetSpec.create("cnn", 10, 3, seed=1234)  # the key of bench/uge_table1.py

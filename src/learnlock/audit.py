@@ -161,7 +161,8 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
         config = {**base_config, "attack": name, "settings": _jsonable(attack.settings)}
         if "teacher" in attack.needs:
             config["teacher"] = key.fingerprint
-        context = AttackContext(teacher=teacher, aux=aux, workdir=out / "work" / name, progress=progress)
+        # one work folder: attacks that share a trained model (a DDPM) find it by its own cache key
+        context = AttackContext(teacher=teacher, aux=aux, workdir=out / "work", progress=progress)
         prepared: list[ImageDataset] = []  # transform once per attack, and only if a cell needs it
 
         def data_for(attack=attack, context=context, prepared=prepared):
