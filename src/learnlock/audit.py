@@ -16,7 +16,6 @@ skips a cell whose configuration is unchanged, so a killed audit resumes where i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 import time
@@ -36,15 +35,6 @@ from .training import Recipe, evaluate, fit
 CLEAN, AUTHORIZED = "clean", "authorized"
 
 
-def fingerprint(data: ImageDataset) -> str:
-    """sha256 of pixels and labels: two datasets with the same fingerprint train the same."""
-    h = hashlib.sha256()
-    h.update(str(tuple(data.images.shape)).encode())
-    h.update(data.images.contiguous().numpy().tobytes())
-    h.update(data.labels.contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def _jsonable(x):
     if is_dataclass(x):
         x = asdict(x)
@@ -54,11 +44,9 @@ def _jsonable(x):
 def resolve_attacks(names: str | Sequence[str], has_teacher: bool, has_aux: bool) -> tuple[list[str], list[str]]:
     """'all' -> every registered attack whose threat-model input is available (the rest are
     returned as skipped, with why); explicit names are all required."""
+    explicit = names != "all"
     if isinstance(names, str):
         names = list_attacks() if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
-        explicit = names != list_attacks()
-    else:
-        explicit = True
     have = {"teacher": has_teacher, "aux": has_aux}
     chosen, skipped = [], []
     for n in names:
@@ -114,8 +102,6 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
         if other is not None and (other.num_classes != published.num_classes
                                   or other.images.shape[1:] != published.images.shape[1:]):
             raise LearnlockError(f"--{name} {other.source} does not match the published data's classes or image size")
-    if aux is not None and set(aux.ids) & set(published.ids) and aux.source == published.source:
-        raise LearnlockError("the auxiliary set shares items with the published set; it must be disjoint")
     chosen, skipped = resolve_attacks(attacks, key is not None, aux is not None)
     unknown = sorted(set(settings) - set(chosen))
     if unknown:
@@ -123,8 +109,8 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
     objs: dict[str, Attack] = {n: create_attack(n, **settings.get(n, {})) for n in chosen}
 
     cells = Cells(out)
-    data_fp = {"published": fingerprint(published), "test": fingerprint(test),
-               "aux": fingerprint(aux) if aux is not None else None}
+    data_fp = {"published": published.fingerprint(), "test": test.fingerprint(),
+               "aux": aux.fingerprint() if aux is not None else None}
     base_config = {"recipe": _jsonable(recipe), **data_fp}
     results: dict[str, dict[str, list[dict]]] = {}
     extras: dict[str, dict] = {}
@@ -142,7 +128,7 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
         results.setdefault(row, {}).setdefault(net, []).append(cell)
 
     if clean is not None:
-        clean_config = {**base_config, "clean": fingerprint(clean)}
+        clean_config = {**base_config, "clean": clean.fingerprint()}
         for net in nets:
             for seed in seeds:
                 def job(net=net, seed=seed):
@@ -205,9 +191,10 @@ def authorized_model(published, test, key: NetSpec, recipe: Recipe, out: Path, d
     config = {"key": key.fingerprint, "recipe": _jsonable(recipe), **data_fp}
     weights, meta = out / "authorized" / "model.safetensors", out / "authorized" / "cell.json"
     model = key.build()
-    if weights.exists() and meta.exists() and json.loads(meta.read_text()).get("config") == config:
+    cached = json.loads(meta.read_text()) if meta.exists() else {}
+    if weights.exists() and cached.get("config") == config:
         model.load_state_dict(load_file(str(weights)))
-        return model.eval(), json.loads(meta.read_text())
+        return model.eval(), cached
     start = time.perf_counter()
     fit(model, published, recipe, progress=progress, desc=f"authorized {key.arch}")
     cell = {"row": AUTHORIZED, "net": key.arch, "seed": None, "accuracy": evaluate(model, test),
@@ -289,4 +276,4 @@ def load_cells(out_dir) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((Path(out_dir) / "cells").glob("*/*.json"))]
 
 
-__all__ = ["audit", "fingerprint", "load_cells", "resolve_attacks"]
+__all__ = ["audit", "load_cells", "resolve_attacks"]

@@ -88,6 +88,10 @@ class MixCallback(Callback):
 
 class Augment(Attack):
     Settings = AugmentSettings
+    kind = "cutmix"  # what the registered subclass does by default
+
+    def __init__(self, settings=None, **overrides):
+        super().__init__(settings or AugmentSettings(kind=self.kind), **overrides)
 
     def callbacks(self, context):
         return [MixCallback(self.settings)]
@@ -95,17 +99,14 @@ class Augment(Attack):
 
 @register_attack("cutout")
 class Cutout(Augment):
-    def __init__(self, settings=None, **overrides):
-        super().__init__(settings or AugmentSettings(kind="cutout"), **overrides)
+    kind = "cutout"
 
 
 @register_attack("mixup")
 class Mixup(Augment):
-    def __init__(self, settings=None, **overrides):
-        super().__init__(settings or AugmentSettings(kind="mixup"), **overrides)
+    kind = "mixup"
 
 
 @register_attack("cutmix")
 class CutMix(Augment):
-    def __init__(self, settings=None, **overrides):
-        super().__init__(settings or AugmentSettings(kind="cutmix"), **overrides)
+    kind = "cutmix"

@@ -342,10 +342,8 @@ def cache_key(aux: ImageDataset, settings: DiffPureSettings) -> str:
 
     h = hashlib.sha256()
     h.update(json.dumps({"format": CACHE_FORMAT, "diffusers": diffusers.__version__,
-                         "ddpm": settings.ddpm_dict(), "aux_shape": list(aux.images.shape)},
+                         "ddpm": settings.ddpm_dict(), "aux": aux.fingerprint()},
                         sort_keys=True).encode())
-    h.update(aux.images.contiguous().numpy().tobytes())
-    h.update("\n".join(map(str, aux.ids)).encode())
     return h.hexdigest()
 
 

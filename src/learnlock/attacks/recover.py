@@ -47,23 +47,26 @@ class RecoverSettings(AttackSettings):
 
 
 def weights(model: nn.Module) -> list[torch.Tensor]:
-    return [p for p in model.parameters()]
+    return list(model.parameters())
+
+
+def l2_norm(tensors) -> float:
+    return torch.sqrt(sum((t.detach() ** 2).sum() for t in tensors)).item()
+
+
+def change_norm(model: nn.Module, start: list[torch.Tensor]) -> float:
+    return l2_norm(p - s for p, s in zip(weights(model), start))
 
 
 @torch.no_grad()
 def project_to_sphere(model: nn.Module, start: list[torch.Tensor], eta: float) -> float:
     """Rescale theta - theta_0 to L2 norm exactly `eta` (unchanged when it is zero); returns the
     norm it had."""
-    params = weights(model)
-    norm = torch.sqrt(sum(((p - s) ** 2).sum() for p, s in zip(params, start))).item()
+    norm = change_norm(model, start)
     if norm > 0:
-        for p, s in zip(params, start):
+        for p, s in zip(weights(model), start):
             p.copy_(s + (p - s) * (eta / norm))
     return norm
-
-
-def change_norm(model: nn.Module, start: list[torch.Tensor]) -> float:
-    return torch.sqrt(sum(((p.detach() - s) ** 2).sum() for p, s in zip(weights(model), start))).item()
 
 
 class SphereProjection(Callback):
@@ -124,7 +127,7 @@ class RecoverRandom(Recover):
         best, best_acc = None, evaluate(model, aux)
         for _ in range(self.settings.trials):
             direction = [torch.randn(p.shape, generator=gen) for p in start]
-            norm = torch.sqrt(sum((d ** 2).sum() for d in direction)).item()
+            norm = l2_norm(direction)
             for p, s, d in zip(weights(model), start, direction):
                 p.copy_(s + d.to(p.device) * (eta / norm))
             acc = evaluate(model, aux)

@@ -47,6 +47,16 @@ class ImageDataset:
                 f"for {len(self.classes)} classes, got range [{int(y.min())}, {int(y.max())}]"
             )
 
+    def fingerprint(self) -> str:
+        """sha256 of shape, pixels, labels and ids: equal fingerprints train (and cache) the same."""
+        import hashlib
+
+        h = hashlib.sha256(str(tuple(self.images.shape)).encode())
+        h.update(self.images.contiguous().numpy().tobytes())
+        h.update(self.labels.contiguous().numpy().tobytes())
+        h.update("\n".join(map(str, self.ids)).encode())
+        return h.hexdigest()
+
     def __len__(self) -> int:
         return len(self.labels)
 
