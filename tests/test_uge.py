@@ -1,5 +1,6 @@
 """UGE end to end on tiny data: bounds, determinism, publishing, resume, bad inputs."""
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -113,3 +114,69 @@ def test_adversarial_term_alone(data, key):
     out = prot.apply(data)
     assert (out.int() - data.images.int()).abs().max() <= 10 and "adv" in prot.log[-1]
     assert prot.log[-1]["adv"] < prot.log[0]["adv"] + 1e-6  # the targeted loss goes down
+
+
+def test_several_authorized_networks_average_their_losses(data):
+    """With K authorized networks (same arch other init, and another arch), L_gm and L_ud and
+    their gradients are the means of the K single-network values; L_fd is shared, not averaged."""
+    keys = [NetSpec.create("cnn", 4, 3, seed=11, width=8), NetSpec.create("cnn", 4, 3, seed=12, width=8),
+            NetSpec.create("lenet", 4, 3, seed=13)]
+    prot = UGE(keys, RECIPE, preset="paper", **FAST)
+    runs, surrogates, encoder, feats, anchors = prot.prepare(data, None)
+    assert len(runs) == 3 and runs[0].states[-1].keys() != runs[2].states[-1].keys()
+    idx = torch.arange(12)
+    x = data.float_images()[idx]
+    y = data.labels[idx]
+    delta = (torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.08
+
+    def loss_and_grad(which):
+        d = delta.clone().requires_grad_(True)
+        total, terms = prot.batch_loss(x, (x + d).clamp(0, 1), y, idx, 3, which, surrogates, encoder, feats,
+                                       anchors, None)
+        total.backward()
+        return total.item(), terms, d.grad
+
+    total, terms, grad = loss_and_grad(runs)
+    singles = [loss_and_grad([r]) for r in runs]
+    for name in ("gm", "ud"):
+        each = [t[name] for _, t, _ in singles]
+        assert len(set(each)) == 3  # the networks really differ
+        assert terms[name] == pytest.approx(sum(each) / 3, rel=1e-5, abs=1e-6)
+    assert all(t["fd"] == pytest.approx(terms["fd"], rel=1e-6) for _, t, _ in singles)
+    assert total == pytest.approx(sum(t for t, _, _ in singles) / 3, rel=1e-5, abs=1e-6)
+    assert torch.allclose(grad, sum(g for _, _, g in singles) / 3, rtol=1e-4, atol=1e-7)
+
+
+def test_anchors_only_for_classes_present(data):
+    """A shard holding only some classes (a federated client): no NaN from absent class means."""
+    shard = data.subset(torch.nonzero(data.labels < 2).flatten())
+    prot = UGE(NetSpec.create("cnn", 4, 3, seed=11, width=8), RECIPE, preset="paper", **FAST)
+    out = prot.apply(shard)
+    assert prot.anchor_valid.tolist() == [True, True, False, False]
+    assert all(math.isfinite(v) for e in prot.log for v in e.values())
+    assert (out.int() - shard.images.int()).abs().max() >= 1
+
+
+def test_cli_several_authorized_by_arch_and_seed(tmp_path, capsys):
+    from learnlock import cli
+    from test_scenarios import write_npz
+
+    write_npz(tmp_path / "d.npz")
+    args = ["protect", "--method", "uge", "--data", f"npz:{tmp_path / 'd.npz'}", "--set", "epochs=1",
+            "--set", "encoder_resolution=32", "--set", "diagnostics=false", "--epochs", "1", "--no-progress"]
+    assert cli.main([*args, "--authorized-arch", "cnn,lenet", "--authorized-seeds", "0,1",
+                     "--out", str(tmp_path / "pub")]) == 0, capsys.readouterr().err
+    import json
+    nets = json.loads((tmp_path / "pub" / "manifest.json").read_text())["authorized"]["networks"]
+    keys = [NetSpec.load(tmp_path / f"pub.key{i}.safetensors") for i in range(2)]
+    assert [n["arch"] for n in nets] == ["cnn", "lenet"]
+    assert [n["fingerprint"] for n in nets] == [k.fingerprint for k in keys]
+    assert keys[0].fingerprint == NetSpec.create("cnn", 4, 3, seed=0).fingerprint
+    # One arch, several seeds; mismatched counts and duplicates are refused with a clear error.
+    for bad, msg in ((["--authorized-arch", "cnn,lenet,cnn", "--authorized-seeds", "0,1"], "one seed per network"),
+                     (["--authorized-arch", "cnn", "--authorized-seeds", "3,3"], "given twice"),
+                     (["--authorized-arch", "cnn"], "needs --authorized-seeds"),
+                     (["--authorized", "cnn", "--key-seed", "1", "--authorized-arch", "cnn",
+                       "--authorized-seeds", "2"], "not both")):
+        assert cli.main([*args, *bad, "--out", str(tmp_path / "x")]) == 2
+        assert msg in capsys.readouterr().err

@@ -89,7 +89,7 @@ def cmd_protect(args) -> None:
 
     from .data import load_dataset
     from .data.published import check_out_dir
-    from .keys import resolve_key
+    from .keys import authorized_keys
     from .models import NetSpec
     from .protections import get_protection
 
@@ -104,25 +104,30 @@ def cmd_protect(args) -> None:
     kwargs = {}
     files = {}
     if args.method == "uge":
-        if not args.authorized:
-            raise LearnlockError("uge needs --authorized KEYFILE or ARCH (with --key-seed or --key-secret)")
-        keys = [resolve_key(a, data.num_classes, data.in_channels, args.key_seed, args.key_secret)
-                for a in args.authorized]
-        kwargs = dict(authorized=keys, recipe=recipe_from_args(args), preset=args.preset,
+        if not (args.authorized or args.authorized_arch):
+            raise LearnlockError("uge needs --authorized KEYFILE or ARCH (with --key-seed or --key-secret), "
+                                 "or --authorized-arch ARCH[,ARCH...] --authorized-seeds N[,N...]")
+        keyed = authorized_keys(data.num_classes, data.in_channels, args.authorized, args.authorized_arch,
+                                args.authorized_seeds, args.key_seed, args.key_secret)
+        kwargs = dict(authorized=[k for k, _ in keyed], recipe=recipe_from_args(args), preset=args.preset,
                       progress=not args.no_progress)
+    elif args.authorized or args.authorized_arch:
+        raise LearnlockError(f"{args.method} has no authorized network; --authorized is for uge")
+    else:
+        keyed = []
     prot = cls(**kwargs, **settings)  # validates the settings before any work
     prot.progress = not args.no_progress
     key_files = {}
-    for i, spec in enumerate(args.authorized or []):
-        if not Path(spec).exists():  # derived from a seed or secret: hand the key file over
+    for i, (key, derived) in enumerate(keyed):
+        if derived:  # made from a seed or secret: hand the key file over
             key_path = Path(args.key_out or f"{out}.key.safetensors")
-            if len(args.authorized) > 1:
+            if len(keyed) > 1:
                 key_path = key_path.with_name(key_path.name.replace(".safetensors", f"{i}.safetensors"))
-            if key_path.exists() and NetSpec.load(key_path).fingerprint != kwargs["authorized"][i].fingerprint:
+            if key_path.exists() and NetSpec.load(key_path).fingerprint != key.fingerprint:
                 raise LearnlockError(f"{key_path} exists and holds another key; choose another --key-out")
-            key_files[key_path] = kwargs["authorized"][i]
+            key_files[key_path] = key
         if args.include_weights:
-            files[f"authorized_{i}.safetensors"] = kwargs["authorized"][i]
+            files[f"authorized_{i}.safetensors"] = key
     workdir = out.parent / f".{out.name}.work"
     print(f"protecting {len(data)} images of {data.source} with {args.method} (rho {prot.settings.rho:.4f}); "
           f"resumable state in {workdir}", file=sys.stderr)
@@ -440,6 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset spec to protect (its train split)")
     p.add_argument("--out", required=True, help="folder for the published dataset (must not exist)")
     p.add_argument("--authorized", nargs="+", help="key file(s) (.safetensors NetSpec) or architecture name(s)")
+    p.add_argument("--authorized-arch", type=name_list, metavar="ARCH[,ARCH...]",
+                   help="several authorized networks by architecture, e.g. resnet18,cnn (with --authorized-seeds)")
+    p.add_argument("--authorized-seeds", type=int_list, metavar="N[,N...]",
+                   help="init seed of each --authorized-arch network, e.g. 0,1 (one value: the same for all)")
     p.add_argument("--key-seed", type=int, help="init seed of an authorized architecture given by name")
     p.add_argument("--key-secret", help="pass phrase hashed into the init seed (instead of --key-seed)")
     p.add_argument("--key-out", help="where to write a derived key (default OUT.key.safetensors)")

@@ -55,3 +55,36 @@ def check_key_matches(key: NetSpec, manifest: dict) -> int:
             f"(authorized: {', '.join(p[:12] for p in prints)})"
         )
     return prints.index(key.fingerprint)
+
+
+def authorized_keys(num_classes: int, in_channels: int, specs: list[str] | None = None,
+                    archs: list[str] | None = None, seeds: list[int] | None = None,
+                    key_seed: int | None = None, key_secret: str | None = None) -> list[tuple[NetSpec, bool]]:
+    """The authorized networks of a protection, each as (key, derived): `specs` are key files or
+    architecture names (one --key-seed / --key-secret for all), or `archs` x `seeds` pair up
+    (one of them may be a single value, repeated). `derived` is True when the key was made here
+    and its file must be handed to the user."""
+    if specs and archs:
+        raise LearnlockError("give the authorized networks either with --authorized or with "
+                             "--authorized-arch/--authorized-seeds, not both")
+    if archs:
+        seeds = list(seeds or [])
+        if not seeds:
+            raise LearnlockError("--authorized-arch needs --authorized-seeds N[,N...] (the init seed of each network)")
+        if len(archs) == 1:
+            archs = archs * len(seeds)
+        elif len(seeds) == 1:
+            seeds = seeds * len(archs)
+        if len(archs) != len(seeds):
+            raise LearnlockError(f"--authorized-arch names {len(archs)} networks but --authorized-seeds gives "
+                                 f"{len(seeds)} seeds; give one seed per network (or one for all)")
+        out = [(resolve_key(a, num_classes, in_channels, seed=s), True) for a, s in zip(archs, seeds)]
+    else:
+        out = [(resolve_key(s, num_classes, in_channels, key_seed, key_secret), not Path(s).exists())
+               for s in specs or []]
+    prints = [k.fingerprint for k, _ in out]
+    dup = sorted({p[:12] for p in prints if prints.count(p) > 1})
+    if dup:
+        raise LearnlockError(f"the same authorized network is given twice (fingerprint {', '.join(dup)}); "
+                             "give each network its own seed, secret or key file")
+    return out

@@ -87,12 +87,17 @@ def unrolled_update_matching_loss(model: nn.Module, state: dict[str, torch.Tenso
 
 
 def feature_distance_loss(f_clean: torch.Tensor, f_u: torch.Tensor, anchors: torch.Tensor,
-                          y: torch.Tensor, margin: float, weight_triplet: float = 1.0) -> torch.Tensor:
+                          y: torch.Tensor, margin: float, weight_triplet: float = 1.0,
+                          valid: torch.Tensor | None = None) -> torch.Tensor:
     """UGE's L_fd on normalised features: l_feat + weight_triplet * l_triplet, with
     l_feat = -mean ||F(x) - F(x_u)||^2 and, with a_far the anchor least similar to F(x),
-    l_triplet = mean max(0, ||F(x_u) - a_far||^2 - ||F(x_u) - a_y||^2 + margin)."""
+    l_triplet = mean max(0, ||F(x_u) - a_far||^2 - ||F(x_u) - a_y||^2 + margin).
+    `valid` (bool per class) limits a_far to classes that have an anchor: a federated client
+    holding only some classes has no class mean for the others."""
     l_feat = -(f_clean - f_u).pow(2).sum(1).mean()
     sim = f_clean @ anchors.T
+    if valid is not None:
+        sim = sim.masked_fill(~valid, float("inf"))
     far = anchors[sim.argmin(1)]
     true = anchors[y]
     l_tri = F.relu((f_u - far).pow(2).sum(1) - (f_u - true).pow(2).sum(1) + margin).mean()

@@ -249,6 +249,7 @@ class UGE(Protection):
                 proxies.append(AuthorizedRun(pspec, pspec.build(), psteps, pstates, None, None))
         self.proxies = proxies
         encoder = anchors = None
+        self.anchor_valid = None  # classes with an anchor (None: all)
         if s.lambda_fd > 0:
             from ..encoders import create_encoder
 
@@ -258,9 +259,13 @@ class UGE(Protection):
                                    for i in range(0, len(data), 256)])
             if encoder.has_text:
                 anchors = encoder.text_anchors(list(data.classes))
-            else:  # documented substitute: normalised class means of the clean features
-                anchors = torch.stack([feats[data.labels == k].mean(0) for k in range(data.num_classes)])
+            else:  # documented substitute: normalised class means of the clean features; a class
+                # absent from the data (a federated client's shard) gets no anchor
+                present = torch.bincount(data.labels, minlength=data.num_classes) > 0
+                anchors = torch.stack([feats[data.labels == k].mean(0) if present[k] else feats.new_zeros(feats.shape[1])
+                                       for k in range(data.num_classes)])
                 anchors = F.normalize(anchors, dim=1)
+                self.anchor_valid = present
         else:
             feats = None
         for m in [r.trained for r in runs] + [r.hacker for r in runs] + surrogates + [p.model for p in proxies]:
@@ -294,7 +299,9 @@ class UGE(Protection):
                                                                     s.gm_layers) for p in self.proxies]).mean()
             total = total - s.lambda_proxy * terms["proxy_gm"]
         if s.lambda_fd > 0:
-            terms["fd"] = feature_distance_loss(feats[idx], encoder(x_u), anchors, y, s.margin, s.weight_triplet)
+            valid = None if self.anchor_valid is None else self.anchor_valid.to(anchors.device)
+            terms["fd"] = feature_distance_loss(feats[idx], encoder(x_u), anchors, y, s.margin, s.weight_triplet,
+                                                valid)
             total = total + s.lambda_fd * terms["fd"]
         if s.lambda_ud > 0:
             terms["ud"] = torch.stack([undistill_loss(r.trained(x_u), r.hacker(x_u), y, s.omega)
