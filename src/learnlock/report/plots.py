@@ -86,3 +86,29 @@ def scatter_front(points: dict[str, tuple[float, float]], path, title: str = "",
     if title:
         ax.set_title(title, fontsize=10)
     return _save(fig, path)
+
+
+def line_plot(x: list[float], series: dict[str, list[float]], path, xlabel: str, ylabel: str = "test accuracy (%)",
+              title: str = "", hline: float | None = None, hline_label: str = "chance",
+              points: dict[str, tuple[float, dict[str, float]]] | None = None) -> Path:
+    """One line per series over `x` (e.g. accuracy vs the number of authorized networks);
+    `points` adds labelled off-line sets {label: (x, {series: y})} as open markers in the
+    colour of their series (e.g. a mixed-architecture set)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    colours = {}
+    for name, ys in series.items():
+        (line,) = ax.plot(x, ys, marker="o", label=name)
+        colours[name] = line.get_color()
+    for label, (px, values) in (points or {}).items():
+        for name, y in values.items():
+            ax.scatter([px], [y], marker="D", s=45, facecolors="none", edgecolors=colours.get(name, "k"))
+        ax.annotate(label, (px, max(values.values())), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    if hline is not None:
+        ax.axhline(hline, color="gray", ls="--", lw=1, label=hline_label)
+    ax.set_xticks(sorted(set(x) | {p[0] for p in (points or {}).values()}))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)
