@@ -423,6 +423,45 @@ def cmd_list(args) -> None:
               f"{r.schedule}, {r.augment}")
 
 
+def cmd_federated(args) -> None:
+    from pathlib import Path
+
+    from .data import load_dataset
+    from .data.published import check_out_dir
+    from .federated import federate, split_shards, table9_markdown
+    from .keys import resolve_key
+
+    recipe = recipe_from_args(args)
+    train = load_dataset(args.data, "train", per_class=args.per_class, seed=args.subset_seed)
+    test = load_dataset(args.test or args.data, "test", per_class=args.test_per_class, seed=args.subset_seed)
+    key = resolve_key(args.global_arch, train.num_classes, train.in_channels, args.global_seed, args.global_secret)
+    shards = split_shards(train.labels, train.num_classes, args.clients, args.split, args.split_seed)
+    out = Path(args.out)
+    if not (out / "split.json").exists():  # a fresh run (a folder with split.json resumes)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise LearnlockError(f"{out} exists and is not a federated run folder; choose a new --out")
+        check_out_dir(out, overwrite=True, source=train)  # writable, and not inside the source data
+    settings = parse_settings(args.set)
+    if args.rho is not None:
+        settings["rho"] = args.rho
+    print(f"{args.clients} clients ({args.split}): " + ", ".join(f"client {k + 1} {len(s)} images"
+                                                              for k, s in enumerate(shards))
+          + f"; global {key.arch} {key.fingerprint[:12]}; test {len(test)} clean images", file=sys.stderr)
+    hackers = hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill")
+    result = federate(train, test, key, shards, out, recipe, method=args.method, preset=args.preset,
+                      settings=settings, hackers=hackers, split=args.split, progress=not args.no_progress)
+    if not Path(args.global_arch).exists():
+        key_path = out / "global.key.safetensors"
+        if not key_path.exists():
+            key.save(key_path)
+        print(f"global key: {key_path} (the server keeps it)", file=sys.stderr)
+    print(f"\nTest accuracy % of the {key.arch} global network and of the hackers "
+          f"({result['method']}, {len(train)} images of {train.source}):\n")
+    print(table9_markdown(result))
+    print(f"\nwritten: {out}/federated.json, federated.md, federated.png, client_*/ (published shards)",
+          file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="learnlock", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -548,6 +587,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     add_recipe_args(p)
     p.set_defaults(func=cmd_certify)
+
+    p = sub.add_parser(
+        "federated", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="UGE in federated learning: clients protect their shards against one global network (Table 9)",
+        description="Split --data among clients; each client protects only its own shard against the global "
+                    "network; the server trains the global network on the union of the published shards; "
+                    "hackers train on the union (Normal) or distil the global network (Distill).",
+        epilog="example:\n  learnlock federated --data cifar10 --per-class 100 --test-per-class 100 \\\n"
+               "      --clients 2 --split classes --global-arch cnn --global-seed 1234 --out runs/fed")
+    p.add_argument("--data", required=True, help="dataset spec (its train split is shared out)")
+    p.add_argument("--test", help="clean test set spec (default: the test split of --data)")
+    p.add_argument("--per-class", type=int, help="use a seeded subset of N training images per class")
+    p.add_argument("--test-per-class", type=int)
+    p.add_argument("--subset-seed", type=int, default=0)
+    p.add_argument("--clients", type=int, default=2, help="number of clients (default 2)")
+    p.add_argument("--split", default="classes", help="classes | iid | dirichlet:ALPHA (default classes)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the iid / dirichlet split")
+    p.add_argument("--global-arch", required=True, help="architecture name of the global network, or its key file")
+    p.add_argument("--global-seed", type=int, help="init seed of the global network")
+    p.add_argument("--global-secret", help="pass phrase hashed into the init seed (instead of --global-seed)")
+    p.add_argument("--method", default="uge", help="protection each client applies (default uge)")
+    p.add_argument("--preset", default="paper", help="uge preset")
+    p.add_argument("--rho", type=float, help="L-inf radius in [0,1] pixel units")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="a protection setting, repeatable")
+    p.add_argument("--hackers", default="cnn:1", help="ARCH:SEED,... trained on the published union")
+    p.add_argument("--distill", default="cnn:1", help="ARCH:SEED,... distilled from the trained global network")
+    p.add_argument("--out", required=True, help="run folder: published shards, cell cache, reports (a rerun resumes)")
+    p.add_argument("--no-progress", action="store_true")
+    add_recipe_args(p)
+    p.set_defaults(func=cmd_federated)
 
     p = sub.add_parser("list", help="list datasets, models and recipes")
     p.set_defaults(func=cmd_list)

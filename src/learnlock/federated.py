@@ -1,0 +1,309 @@
+"""UGE in federated learning (Ye & Wang, CVPR 2024, supplementary Table 9).
+
+The server sends one global network (a NetSpec key: architecture + initial weights) to every
+client. Each client protects only its own shard against that key, with no data exchange, and
+publishes it. The server trains the global network on the union of the published shards; a
+hacker who collects the same shards trains its own network on them (Normal) or distils the
+trained global network (Distill).
+
+    shards = split_shards(train.labels, 10, clients=2, split="classes")
+    result = federate(train, test, NetSpec.create("cnn", 10, 3, seed=7), shards, "runs/fed",
+                      recipe=RECIPES["cpu"], preset="paper")
+    print(table9_markdown(result))
+
+Rows of the report (test accuracy on the first-half classes, the second-half classes, all):
+  Joint          the global key trained on the union of the clean shards (no protection)
+  Separate-k     the global key trained on client k's clean shard only
+  Server-k       the global key trained on client k's published shard only
+  Global         the global key trained on the union of the published shards (the server)
+  Normal / Distill  hacker networks on the union of the published shards
+
+Every client's shard and every trained cell is cached in the output folder, so a killed run
+resumes; a changed setting is refused for a shard and recomputed for a cell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .data import ImageDataset
+from .data.published import load_published
+from .errors import LearnlockError
+from .models import NetSpec
+from .provenance import atomic_write_json, provenance
+from .scenarios import Hacker
+from .training import Recipe, fit, predict
+
+SPLITS = ("classes", "iid", "dirichlet")
+
+
+def parse_split(text: str) -> tuple[str, float | None]:
+    """'classes', 'iid' or 'dirichlet:ALPHA' (ALPHA > 0; small = each client sees few classes)."""
+    kind, _, arg = text.partition(":")
+    if kind not in SPLITS:
+        raise LearnlockError(f"unknown split {text!r}; use classes, iid or dirichlet:ALPHA (e.g. dirichlet:0.5)")
+    if kind != "dirichlet":
+        if arg:
+            raise LearnlockError(f"split {kind} takes no parameter, got {text!r}")
+        return kind, None
+    try:
+        alpha = float(arg)
+    except ValueError:
+        raise LearnlockError(f"dirichlet split needs a concentration: dirichlet:ALPHA, e.g. dirichlet:0.5; "
+                             f"got {text!r}") from None
+    if not math.isfinite(alpha) or alpha <= 0:
+        raise LearnlockError(f"dirichlet concentration must be a finite number > 0, got {alpha}")
+    return kind, alpha
+
+
+def split_shards(labels: torch.Tensor, num_classes: int, clients: int, split: str,
+                 seed: int = 0) -> list[torch.Tensor]:
+    """A partition of range(len(labels)) into `clients` sorted, non-empty index tensors.
+
+    classes: client k holds whole classes [k C / N, (k + 1) C / N) (2 clients: the two halves);
+    iid: a seeded shuffle cut into near-equal parts;
+    dirichlet:ALPHA: per class, client shares drawn from Dirichlet(ALPHA) (Hsu et al. 2019)."""
+    n = len(labels)
+    if not isinstance(clients, int) or clients < 1:
+        raise LearnlockError(f"clients must be a positive count, got {clients!r}")
+    if clients > n:
+        raise LearnlockError(f"{clients} clients for {n} items: every client needs at least one item")
+    kind, alpha = parse_split(split)
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if kind == "classes":
+        present = sorted(set(labels.tolist()))
+        if clients > len(present):
+            raise LearnlockError(f"a class split needs at most one client per class: {clients} clients, "
+                                 f"{len(present)} classes; use iid or dirichlet:ALPHA")
+        owner = torch.tensor([c * clients // num_classes for c in range(num_classes)])
+        shards = [torch.nonzero(owner[labels] == k).flatten() for k in range(clients)]
+    elif kind == "iid":
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        shards = [p.sort().values for p in torch.tensor_split(perm, clients)]
+    else:
+        rng = np.random.default_rng(seed)
+        for _ in range(100):  # redraw until no client is empty (only likely for tiny data)
+            parts = [[] for _ in range(clients)]
+            for c in range(num_classes):
+                idx = torch.nonzero(labels == c).flatten().numpy()
+                rng.shuffle(idx)
+                cuts = (np.cumsum(rng.dirichlet([alpha] * clients))[:-1] * len(idx)).astype(int)
+                for k, piece in enumerate(np.split(idx, cuts)):
+                    parts[k].extend(piece.tolist())
+            if all(parts):
+                break
+        else:
+            raise LearnlockError(f"dirichlet:{alpha} left a client empty in 100 draws for {n} items; "
+                                 "use fewer clients or a larger ALPHA")
+        shards = [torch.tensor(sorted(p), dtype=torch.long) for p in parts]
+    empty = [k for k, s in enumerate(shards) if len(s) == 0]
+    if empty:
+        raise LearnlockError(f"the {split} split leaves client(s) {empty} without data; use fewer clients")
+    return shards
+
+
+def concat(parts: Sequence[ImageDataset], source: str = "") -> ImageDataset:
+    """The union of datasets with the same classes and image shape, in order."""
+    if not parts:
+        raise LearnlockError("nothing to concatenate")
+    first = parts[0]
+    for p in parts[1:]:
+        if p.classes != first.classes or p.images.shape[1:] != first.images.shape[1:]:
+            raise LearnlockError(f"{p.source} does not match {first.source} (classes or image shape differ)")
+    return ImageDataset(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]),
+                        first.classes, tuple(i for p in parts for i in p.ids), source or first.source)
+
+
+def group_accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """Accuracy on the first-half classes [0, ceil(C/2)), the second half, and all (Table 9's columns)."""
+    hit = (logits.argmax(1) == labels).float()
+    first = labels < (num_classes + 1) // 2
+    out = {"first": hit[first].mean().item() if first.any() else float("nan"),
+           "second": hit[~first].mean().item() if (~first).any() else float("nan"),
+           "all": hit.mean().item()}
+    return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def _ident(**parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Federation:
+    """One federated run in `out`: the shards, the clients' published data, the trained cells."""
+
+    def __init__(self, train: ImageDataset, test: ImageDataset, key: NetSpec, shards: Sequence[torch.Tensor],
+                 out, recipe: Recipe, make_protection, hackers: Sequence[Hacker] = (Hacker("retrain", "cnn", 1),
+                                                                                   Hacker("distill", "cnn", 1)),
+                 hacker_recipe: Recipe | None = None, split: str = "", progress: bool = True):
+        if key.num_classes != train.num_classes or key.in_channels != train.in_channels:
+            raise LearnlockError(f"the global network {key.arch} takes {key.in_channels} channels / "
+                                 f"{key.num_classes} classes; {train.source} has {train.in_channels} / "
+                                 f"{train.num_classes}")
+        if test.classes != train.classes:
+            raise LearnlockError(f"test set {test.source} has other classes than {train.source}")
+        seen = torch.cat(list(shards)) if shards else torch.empty(0, dtype=torch.long)
+        if len(seen) != len(train) or not torch.equal(seen.sort().values, torch.arange(len(train))):
+            raise LearnlockError("the shards must be a partition of the training set (every item in exactly one)")
+        self.train, self.test, self.key, self.out = train, test, key, Path(out)
+        self.shards = [s.sort().values for s in shards]
+        self.recipe, self.hacker_recipe = recipe, hacker_recipe or recipe
+        self.make_protection, self.hackers, self.split, self.progress = make_protection, list(hackers), split, progress
+
+    # ---- clients ---------------------------------------------------------------------------
+    def client_dir(self, k: int) -> Path:
+        return self.out / f"client_{k}"
+
+    def publish(self, k: int) -> tuple[ImageDataset, dict]:
+        """Client k protects its own shard against the global key (cached in client_k/)."""
+        shard = self.train.subset(self.shards[k])
+        prot = self.make_protection(self.key)
+        path = self.client_dir(k)
+        want = json.loads(json.dumps(prot.manifest_settings(), default=str))
+        if (path / "manifest.json").exists():
+            data, manifest = load_published(path)
+            auth = json.loads(json.dumps(prot.authorized_info(), default=str))
+            if (manifest["method"] != prot.name or manifest["settings"] != want or data.ids != shard.ids
+                    or manifest.get("authorized") != auth):
+                raise LearnlockError(f"{path} holds client {k}'s data from another configuration (method, "
+                                     "settings, key or split); use another --out")
+            return data, manifest
+        prot.protect(shard, path, workdir=self.out / f".client_{k}.work",
+                     extra={"federated": {"client": k, "clients": len(self.shards), "split": self.split}})
+        import shutil
+
+        shutil.rmtree(self.out / f".client_{k}.work", ignore_errors=True)
+        return load_published(path)  # read back: what the server receives is what was verified
+
+    # ---- training cells --------------------------------------------------------------------
+    def cell(self, name: str, data: ImageDataset, train_fn, ident: dict) -> tuple[dict, torch.nn.Module | None]:
+        """Train with `train_fn(data)` unless `name` is cached with the same ident; returns the
+        accuracies (and the model when it was trained now)."""
+        path = self.out / "cells" / f"{_slug(name)}.json"
+        ident = _ident(**ident, data=data.fingerprint(), test=self.test.fingerprint())
+        if path.exists():
+            cached = json.loads(path.read_text())
+            if cached.get("ident") == ident:
+                return cached, None
+        model = train_fn(data)
+        acc = group_accuracy(predict(model, self.test), self.test.labels, self.test.num_classes)
+        res = {"name": name, "ident": ident, "train_size": len(data), **acc}
+        atomic_write_json(path, res)
+        return res, model
+
+    def train_key(self, data: ImageDataset, desc: str):
+        return fit(self.key.build(), data, self.recipe, progress=self.progress, desc=desc)
+
+    def run(self) -> dict:
+        from .attacks import AttackContext, get_attack
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        split_file = self.out / "split.json"
+        split = {"split": self.split, "clients": [[self.train.ids[i] for i in s.tolist()] for s in self.shards]}
+        if split_file.exists() and json.loads(split_file.read_text()) != split:
+            raise LearnlockError(f"{split_file} records another split of the data; use another --out")
+        atomic_write_json(split_file, split)
+        published = [self.publish(k) for k in range(len(self.shards))]
+        union = concat([d for d, _ in published], source="federated union")
+        clean_parts = [self.train.subset(s) for s in self.shards]
+        base = {"key": self.key.fingerprint, "recipe": self.recipe.to_dict()}
+        rows = {}
+        rows["Joint"], _ = self.cell("Joint", concat(clean_parts), lambda d: self.train_key(d, "joint"), base)
+        for k, part in enumerate(clean_parts):
+            rows[f"Separate-{k + 1}"], _ = self.cell(f"Separate-{k + 1}", part,
+                                                     lambda d: self.train_key(d, f"separate {k + 1}"), base)
+        for k, (data, _) in enumerate(published):
+            rows[f"Server-{k + 1}"], _ = self.cell(f"Server-{k + 1}", data,
+                                                   lambda d: self.train_key(d, f"server {k + 1}"), base)
+        weights = self.out / "global.safetensors"  # the distillation teacher
+        if not weights.exists():
+            (self.out / "cells" / "Global.json").unlink(missing_ok=True)
+        rows["Global"], model = self.cell("Global", union, lambda d: self.train_key(d, "global"), base)
+        if model is not None:
+            NetSpec.from_model(self.key.arch, model, self.key.num_classes, self.key.in_channels,
+                               self.key.kwargs).save(weights, overwrite=True)
+        for h in self.hackers:
+            label = {"retrain": "Normal", "distill": "Distill"}.get(h.attack, h.attack)
+            name = f"{label} ({h.arch})"
+            attack = get_attack(h.attack)()
+            teacher = NetSpec.load(weights).build() if "teacher" in attack.needs else None
+            context = AttackContext(teacher=teacher, progress=self.progress)
+            rows[name], _ = self.cell(
+                name, union, lambda d: attack.train(d, h.arch, h.seed, self.hacker_recipe, context, self.progress),
+                {**base, "hacker": [h.attack, h.arch, h.seed], "hacker_recipe": self.hacker_recipe.to_dict(),
+                 "teacher": _weights_digest(weights) if teacher is not None else None})
+        result = {"split": self.split, "clients": len(self.shards), "shard_sizes": [len(s) for s in self.shards],
+                  "shard_classes": [sorted(set(self.train.labels[s].tolist())) for s in self.shards],
+                  "train_size": len(self.train), "test_size": len(self.test), "num_classes": self.train.num_classes,
+                  "global": {"arch": self.key.arch, "fingerprint": self.key.fingerprint},
+                  "method": published[0][1]["method"], "settings": published[0][1]["settings"],
+                  "recipe": self.recipe.to_dict(), "hacker_recipe": self.hacker_recipe.to_dict(),
+                  "rows": {n: {c: r[c] for c in ("first", "second", "all", "train_size")} for n, r in rows.items()},
+                  **provenance()}
+        atomic_write_json(self.out / "federated.json", result)
+        (self.out / "federated.md").write_text(table9_markdown(result) + "\n")
+        plot_table9(result, self.out / "federated.png")
+        return result
+
+
+def _weights_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def table9_markdown(result: dict) -> str:
+    """The paper's Table 9 layout: rows x (first-half, second-half, all classes), accuracy %."""
+    from .report import markdown_table
+
+    c = result["num_classes"]
+    half = (c + 1) // 2
+    cols = [f"classes 0-{half - 1} %", f"classes {half}-{c - 1} %", "all %", "trained on (images)"]
+    body = [[name, *(f"{100 * r[k]:.1f}" if r[k] == r[k] else "n/a" for k in ("first", "second", "all")),
+             str(r["train_size"])] for name, r in result["rows"].items()]
+    return markdown_table(["row", *cols], body)
+
+
+def plot_table9(result: dict, path) -> Path:
+    from .report.plots import grouped_bars
+
+    rows = result["rows"]
+    c = result["num_classes"]
+    half = (c + 1) // 2
+    series = {label: [100 * r[k] for r in rows.values()]
+              for k, label in (("first", f"classes 0-{half - 1}"), ("second", f"classes {half}-{c - 1}"),
+                               ("all", "all classes"))}
+    return grouped_bars(list(rows), series, path, hline=100 / c,
+                        title=f"federated ({result['clients']} clients, split {result['split']}): test accuracy")
+
+
+def federate(train: ImageDataset, test: ImageDataset, key: NetSpec, shards: Sequence[torch.Tensor], out,
+             recipe: Recipe, method: str = "uge", preset: str | None = "paper", settings: dict | None = None,
+             hackers: Sequence[Hacker] = (Hacker("retrain", "cnn", 1), Hacker("distill", "cnn", 1)),
+             hacker_recipe: Recipe | None = None, split: str = "", progress: bool = True) -> dict:
+    """Run the federated scenario (see the module docstring); `method` is any registered
+    protection, uge by default (its authorized network is the global key)."""
+    from .protections import get_protection
+
+    cls = get_protection(method)
+    settings = dict(settings or {})
+
+    def make(k):
+        if method == "uge":
+            return cls(authorized=[k], recipe=recipe, preset=preset, progress=progress, **settings)
+        prot = cls(**settings)
+        prot.progress = progress
+        return prot
+
+    make(key)  # validate the settings before any work
+    hacker_recipe = hacker_recipe or recipe
+    return Federation(train, test, key, shards, out, recipe, make, hackers, hacker_recipe, split, progress).run()
