@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import re
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -179,12 +180,19 @@ class Federation:
                 raise LearnlockError(f"{path} holds client {k}'s data from another configuration (method, "
                                      "settings, key or split); use another --out")
             return data, manifest
+        start = time.perf_counter()
         prot.protect(shard, path, workdir=self.out / f".client_{k}.work",
                      extra={"federated": {"client": k, "clients": len(self.shards), "split": self.split}})
+        atomic_write_json(self.out / "cells" / f"protect_client_{k}.json",
+                          {"wall_s": round(time.perf_counter() - start, 1), "images": len(shard)})
         import shutil
 
         shutil.rmtree(self.out / f".client_{k}.work", ignore_errors=True)
         return load_published(path)  # read back: what the server receives is what was verified
+
+    def protect_wall(self, k: int) -> float | None:
+        path = self.out / "cells" / f"protect_client_{k}.json"
+        return json.loads(path.read_text())["wall_s"] if path.exists() else None
 
     # ---- training cells --------------------------------------------------------------------
     def cell(self, name: str, data: ImageDataset, train_fn, ident: dict) -> tuple[dict, torch.nn.Module | None]:
@@ -196,9 +204,11 @@ class Federation:
             cached = json.loads(path.read_text())
             if cached.get("ident") == ident:
                 return cached, None
+        start = time.perf_counter()
         model = train_fn(data)
         acc = group_accuracy(predict(model, self.test), self.test.labels, self.test.num_classes)
-        res = {"name": name, "ident": ident, "train_size": len(data), **acc}
+        res = {"name": name, "ident": ident, "train_size": len(data), **acc,
+               "wall_s": round(time.perf_counter() - start, 1)}
         atomic_write_json(path, res)
         return res, model
 
@@ -249,7 +259,8 @@ class Federation:
                   "global": {"arch": self.key.arch, "fingerprint": self.key.fingerprint},
                   "method": published[0][1]["method"], "settings": published[0][1]["settings"],
                   "recipe": self.recipe.to_dict(), "hacker_recipe": self.hacker_recipe.to_dict(),
-                  "rows": {n: {c: r[c] for c in ("first", "second", "all", "train_size")} for n, r in rows.items()},
+                  "protect_wall_s": [self.protect_wall(k) for k in range(len(self.shards))],
+                  "rows": {n: {c: r[c] for c in ("first", "second", "all", "train_size", "wall_s")} for n, r in rows.items()},
                   **provenance()}
         atomic_write_json(self.out / "federated.json", result)
         (self.out / "federated.md").write_text(table9_markdown(result) + "\n")
