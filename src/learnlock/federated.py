@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Sequence
@@ -185,8 +186,6 @@ class Federation:
                      extra={"federated": {"client": k, "clients": len(self.shards), "split": self.split}})
         atomic_write_json(self.out / "cells" / f"protect_client_{k}.json",
                           {"wall_s": round(time.perf_counter() - start, 1), "images": len(shard)})
-        import shutil
-
         shutil.rmtree(self.out / f".client_{k}.work", ignore_errors=True)
         return load_published(path)  # read back: what the server receives is what was verified
 
@@ -260,7 +259,7 @@ class Federation:
                   "method": published[0][1]["method"], "settings": published[0][1]["settings"],
                   "recipe": self.recipe.to_dict(), "hacker_recipe": self.hacker_recipe.to_dict(),
                   "protect_wall_s": [self.protect_wall(k) for k in range(len(self.shards))],
-                  "rows": {n: {c: r[c] for c in ("first", "second", "all", "train_size", "wall_s")} for n, r in rows.items()},
+                  "rows": {n: {c: r.get(c) for c in ("first", "second", "all", "train_size", "wall_s")} for n, r in rows.items()},
                   **provenance()}
         atomic_write_json(self.out / "federated.json", result)
         (self.out / "federated.md").write_text(table9_markdown(result) + "\n")
