@@ -156,3 +156,19 @@ def test_cli_federated(tmp_path, capsys):
     assert cli.main([*args[:-1], str(tmp_path / "other")]) == 2
     assert "not a federated run folder" in capsys.readouterr().err
     assert (tmp_path / "other" / "mine.txt").read_text() == "user data"
+
+
+def test_client_probe_sees_client_signatures():
+    from learnlock.federated import client_probe
+
+    d = learnable_dataset(n_per_class=20, classes=4)
+    parts = [d.subset(range(0, 40)), d.subset(range(40, 80))]
+    g = torch.Generator().manual_seed(0)
+
+    def noisy(part, pattern):  # the part plus a noise pattern (+-6 levels)
+        noise = pattern if pattern is not None else torch.randint(-6, 7, part.images.shape, generator=g)
+        return part.with_images((part.images.int() + noise).clamp(0, 255).to(torch.uint8))
+    signature = [torch.randint(-6, 7, parts[0].images.shape[1:], generator=g) for _ in range(2)]
+    assert client_probe(parts, [noisy(p, s) for p, s in zip(parts, signature)]) >= 0.95
+    assert client_probe(parts, [noisy(p, None) for p in parts]) <= 0.75  # same noise law: near chance
+    assert client_probe(parts[:1], parts[:1]) is None

@@ -458,6 +458,10 @@ def cmd_federated(args) -> None:
     print(f"\nTest accuracy % of the {key.arch} global network and of the hackers "
           f"({result['method']}, {len(train)} images of {train.source}):\n")
     print(table9_markdown(result))
+    if result["client_probe_acc"] is not None:
+        print(f"\nclient probe: a linear probe tells the client from the perturbation alone with accuracy "
+              f"{result['client_probe_acc']:.2f} (majority share {result['client_probe_chance']:.2f}); high "
+              "means each client's noise is a signature a network can use as a shortcut")
     print(f"\nwritten: {out}/federated.json, federated.md, federated.png, client_*/ (published shards)",
           file=sys.stderr)
 

@@ -252,12 +252,14 @@ class Federation:
                 name, union, lambda d: attack.train(d, h.arch, h.seed, self.hacker_recipe, context, self.progress),
                 {**base, "hacker": [h.attack, h.arch, h.seed], "hacker_recipe": self.hacker_recipe.to_dict(),
                  "teacher": _weights_digest(weights) if teacher is not None else None})
+        probe = client_probe(clean_parts, [d for d, _ in published])
         result = {"split": self.split, "clients": len(self.shards), "shard_sizes": [len(s) for s in self.shards],
                   "shard_classes": [sorted(set(self.train.labels[s].tolist())) for s in self.shards],
                   "train_size": len(self.train), "test_size": len(self.test), "num_classes": self.train.num_classes,
                   "global": {"arch": self.key.arch, "fingerprint": self.key.fingerprint},
                   "method": published[0][1]["method"], "settings": published[0][1]["settings"],
                   "recipe": self.recipe.to_dict(), "hacker_recipe": self.hacker_recipe.to_dict(),
+                  "client_probe_acc": probe, "client_probe_chance": max(len(s) for s in self.shards) / len(self.train),
                   "protect_wall_s": [self.protect_wall(k) for k in range(len(self.shards))],
                   "rows": {n: {c: r.get(c) for c in ("first", "second", "all", "train_size", "wall_s")} for n, r in rows.items()},
                   **provenance()}
@@ -265,6 +267,22 @@ class Federation:
         (self.out / "federated.md").write_text(table9_markdown(result) + "\n")
         plot_table9(result, self.out / "federated.png")
         return result
+
+
+def client_probe(clean: Sequence[ImageDataset], published: Sequence[ImageDataset], seed: int = 0) -> float | None:
+    """Held-out accuracy of a linear probe that tells the client from the perturbation alone
+    (published - clean). Near the majority share: the clients' perturbations look alike. High:
+    each client's noise has its own signature, which a network trained on the union can use as a
+    shortcut to whatever the clients differ in (with a class split: the class half)."""
+    from .protections.uge import linear_probe
+
+    if len(clean) < 2:
+        return None
+    delta = torch.cat([p.images.float() - c.images.float() for c, p in zip(clean, published)]).flatten(1) / 255
+    client = torch.cat([torch.full((len(c),), k) for k, c in enumerate(clean)])
+    perm = torch.randperm(len(client), generator=torch.Generator().manual_seed(seed))
+    tr, te = perm[:len(perm) // 2], perm[len(perm) // 2:]
+    return linear_probe(delta[tr], client[tr], delta[te], client[te], len(clean))
 
 
 def _weights_digest(path: Path) -> str:
