@@ -147,6 +147,16 @@ def test_cli_federated(tmp_path, capsys):
     assert "| Joint" in out and "| Server-3" in out and "| Normal (lenet)" in out
     result = json.loads((tmp_path / "fed" / "federated.json").read_text())
     assert result["method"] == "random" and sum(result["shard_sizes"]) == 48
+    # Each client draws its own noise (seed + client), so no two clients share random draws.
+    pubs = [load_published(tmp_path / "fed" / f"client_{k}") for k in range(3)]
+    assert [m["settings"]["seed"] for _, m in pubs] == [0, 1, 2]
+    from learnlock import load_dataset
+    clean = load_dataset(data, "train")
+    deltas = []
+    for pub, _ in pubs:
+        index = [clean.ids.index(i) for i in pub.ids[:8]]
+        deltas.append(pub.images[:8].int() - clean.images[index].int())
+    assert not torch.equal(deltas[0], deltas[1]) and not torch.equal(deltas[1], deltas[2])
     assert NetSpec.load(tmp_path / "fed" / "global.key.safetensors").fingerprint == \
         NetSpec.create("cnn", 4, 3, seed=5).fingerprint
     assert cli.main([*args[:6], "dirichlet:zero", *args[7:]]) == 2

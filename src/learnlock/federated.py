@@ -143,7 +143,8 @@ def _ident(**parts) -> str:
 
 
 class Federation:
-    """One federated run in `out`: the shards, the clients' published data, the trained cells."""
+    """One federated run in `out`: the shards, the clients' published data, the trained cells.
+    `make_protection(key, client)` returns the protection client `client` applies."""
 
     def __init__(self, train: ImageDataset, test: ImageDataset, key: NetSpec, shards: Sequence[torch.Tensor],
                  out, recipe: Recipe, make_protection, hackers: Sequence[Hacker] = (Hacker("retrain", "cnn", 1),
@@ -170,7 +171,7 @@ class Federation:
     def publish(self, k: int) -> tuple[ImageDataset, dict]:
         """Client k protects its own shard against the global key (cached in client_k/)."""
         shard = self.train.subset(self.shards[k])
-        prot = self.make_protection(self.key)
+        prot = self.make_protection(self.key, k)
         path = self.client_dir(k)
         want = json.loads(json.dumps(prot.manifest_settings(), default=str))
         if (path / "manifest.json").exists():
@@ -319,16 +320,20 @@ def federate(train: ImageDataset, test: ImageDataset, key: NetSpec, shards: Sequ
              hackers: Sequence[Hacker] = (Hacker("retrain", "cnn", 1), Hacker("distill", "cnn", 1)),
              hacker_recipe: Recipe | None = None, split: str = "", progress: bool = True) -> dict:
     """Run the federated scenario (see the module docstring); `method` is any registered
-    protection, uge by default (its authorized network is the global key)."""
+    protection, uge by default (its authorized network is the global key). Client k uses the
+    protection seed `settings["seed"] + k`."""
     from .protections import get_protection
 
     cls = get_protection(method)
     settings = dict(settings or {})
 
-    def make(k):
+    def make(k, client=0):
+        # Client c protects with seed + c: clients choose their noise independently, and equal
+        # seeds would give item i of every client the same random draws.
+        own = {**settings, "seed": settings.get("seed", 0) + client}
         if method == "uge":
-            return cls(authorized=[k], recipe=recipe, preset=preset, progress=progress, **settings)
-        prot = cls(**settings)
+            return cls(authorized=[k], recipe=recipe, preset=preset, progress=progress, **own)
+        prot = cls(**own)
         prot.progress = progress
         return prot
 
