@@ -46,6 +46,7 @@ SETS = {
     "K=3": [("cnn", 1234), ("cnn", 1235), ("cnn", 1236)],
     "mixed": [("cnn", 1234), ("resnet8", 1234)],
 }
+LABELS = {"mixed": "mixed cnn + resnet8"}
 HACKERS = [Hacker("retrain", "cnn", 1), Hacker("retrain", "resnet8", 1), Hacker("distill", "cnn", 1)]
 
 
@@ -142,7 +143,7 @@ def report() -> None:
             for k, v in values.items():
                 series[k].append(v)
         else:
-            points[name] = (len(members), values)
+            points[LABELS.get(name, name)] = (len(members), values)
     clean_line = ["clean", " + ".join(c_auth), str(len(clean)), ", ".join(f"{100 * v:.1f}" for v in c_auth.values()),
                   f"{100 * statistics.fmean(c_auth.values()):.1f} (1.00)"]
     clean_line += [f"{100 * c_hack[h]:.1f} (1.00)" for h in cols] + ["-"]

@@ -100,6 +100,7 @@ def line_plot(x: list[float], series: dict[str, list[float]], path, xlabel: str,
         (line,) = ax.plot(x, ys, marker="o", label=name)
         colours[name] = line.get_color()
     for label, (px, values) in (points or {}).items():
+        ax.scatter([], [], marker="D", s=45, facecolors="none", edgecolors="k", label=f"{label} (open diamonds)")
         for name, y in values.items():
             ax.scatter([px], [y], marker="D", s=45, facecolors="none", edgecolors=colours.get(name, "k"))
         ax.annotate(label, (px, max(values.values())), fontsize=7, xytext=(4, 4), textcoords="offset points")
