@@ -33,7 +33,7 @@ from learnlock.protections.uge import UGE
 from learnlock.provenance import atomic_write_bytes, atomic_write_json, provenance
 from learnlock.report import learnability_ratio, markdown_table
 from learnlock.report.plots import line_plot
-from learnlock.scenarios import Hacker, authorized_vs_hackers
+from learnlock.scenarios import Hacker, authorized_vs_hackers, without_seeds
 
 sys.path.insert(0, str(Path(__file__).parent))
 from uge_table1 import BASE, ROOT, data  # noqa: E402  (same data and encoder setting as Table 1)
@@ -57,7 +57,7 @@ def keys_of(members) -> list[NetSpec]:
 def evaluate_cell(published, test, keys, seed) -> dict:
     hackers = [replace(h, seed=h.seed + 10 * seed) for h in HACKERS]
     res = authorized_vs_hackers(published, test, keys, RECIPES["cpu"], hackers, RECIPES["cpu"])
-    res["hackers"] = {k.replace(f" s{h.seed}", ""): v for (k, v), h in zip(res["hackers"].items(), hackers)}
+    res = without_seeds(res, hackers)
     return res
 
 

@@ -31,7 +31,7 @@ from learnlock import RECIPES, NetSpec, load_dataset
 from learnlock.protections.uge import UGE, settings_for
 from learnlock.provenance import atomic_write_bytes, atomic_write_json, provenance
 from learnlock.report.plots import grouped_bars, image_grid, scatter_front
-from learnlock.scenarios import Hacker, authorized_vs_hackers, ratios, table1_markdown
+from learnlock.scenarios import Hacker, authorized_vs_hackers, ratios, table1_markdown, without_seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = f"folder:{ROOT.parent / 'shared' / 'datasets' / 'cifar10-jpg'}"
@@ -125,7 +125,7 @@ def run_cell(kind: str, name: str, config, seed: int, train, test, key, recipe) 
     hackers = [replace(h, seed=h.seed + 10 * seed) for h in HACKERS]
     res = authorized_vs_hackers(published, test, [key], recipe, hackers, RECIPES["cpu"])
     # Column labels without the seed, so rows from different seeds line up.
-    res["hackers"] = {k.replace(f" s{h.seed}", ""): v for (k, v), h in zip(res["hackers"].items(), hackers)}
+    res = without_seeds(res, hackers)
     info.update(res)
     atomic_write_json(done, info)
     return info

@@ -194,7 +194,7 @@ def cmd_table1(args) -> None:
     from .models import NetSpec
     from .provenance import atomic_write_json, provenance
     from .report.plots import grouped_bars, image_grid
-    from .scenarios import authorized_vs_hackers, ratios, table1_markdown
+    from .scenarios import authorized_vs_hackers, ratios, table1_markdown, without_seeds
     from .training import Recipe
 
     key = NetSpec.load(args.authorized)
@@ -223,7 +223,7 @@ def cmd_table1(args) -> None:
         hs = [type(h)(h.attack, h.arch, h.seed + 10 * seed) for h in hackers]
         for name, ds in [("Original", clean)] + [(n, d) for n, d, _ in published]:
             res = authorized_vs_hackers(ds, test, [key], recipe, hs, hacker_recipe, not args.no_progress)
-            res["hackers"] = {k.replace(f" s{h.seed}", ""): v for (k, v), h in zip(res["hackers"].items(), hs)}
+            res = without_seeds(res, hs)
             rows.setdefault(name, []).append(res)
             print(f"{name} seed {seed}: authorized {100 * res['authorized']:.1f}%", file=sys.stderr)
     table = table1_markdown(rows, clean.num_classes)

@@ -160,6 +160,7 @@ class Federation:
         if len(seen) != len(train) or not torch.equal(seen.sort().values, torch.arange(len(train))):
             raise LearnlockError("the shards must be a partition of the training set (every item in exactly one)")
         self.train, self.test, self.key, self.out = train, test, key, Path(out)
+        self.test_fingerprint = test.fingerprint()  # part of every cell's ident
         self.shards = [s.sort().values for s in shards]
         self.recipe, self.hacker_recipe = recipe, hacker_recipe or recipe
         self.make_protection, self.hackers, self.split, self.progress = make_protection, list(hackers), split, progress
@@ -199,7 +200,7 @@ class Federation:
         """Train with `train_fn(data)` unless `name` is cached with the same ident; returns the
         accuracies (and the model when it was trained now)."""
         path = self.out / "cells" / f"{_slug(name)}.json"
-        ident = _ident(**ident, data=data.fingerprint(), test=self.test.fingerprint())
+        ident = _ident(**ident, data=data.fingerprint(), test=self.test_fingerprint)
         if path.exists():
             cached = json.loads(path.read_text())
             if cached.get("ident") == ident:

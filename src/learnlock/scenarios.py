@@ -65,6 +65,12 @@ def authorized_vs_hackers(train: ImageDataset, test: ImageDataset, keys: Sequenc
     return out
 
 
+def without_seeds(res: dict, hackers: Sequence[Hacker]) -> dict:
+    """`res` with hacker columns named without their seed ("cnn Normal"), so rows measured with
+    seed-shifted hackers line up in one table."""
+    return {**res, "hackers": {k.replace(f" s{h.seed}", ""): v for (k, v), h in zip(res["hackers"].items(), hackers)}}
+
+
 def table1_markdown(rows: dict[str, list[dict]], num_classes: int, clean_row: str = "Original") -> str:
     """Rows: name -> list over seeds of `authorized_vs_hackers` results. Cells: accuracy % mean ± std
     over seeds, then the learnability ratio (acc - chance) / (clean acc - chance) against the same
