@@ -89,8 +89,7 @@ def cmd_protect(args) -> None:
 
     from .data import load_dataset
     from .data.published import check_out_dir
-    from .keys import authorized_keys
-    from .models import NetSpec
+    from .keys import authorized_keys, load_key
     from .protections import get_protection
 
     cls = get_protection(args.method)
@@ -103,27 +102,31 @@ def cmd_protect(args) -> None:
         settings["seed"] = args.seed
     kwargs = {}
     files = {}
-    if args.method == "uge":
+    if cls.needs_key:
         if not (args.authorized or args.authorized_arch):
-            raise LearnlockError("uge needs --authorized KEYFILE or ARCH (with --key-seed or --key-secret), "
+            raise LearnlockError(f"{args.method} needs --authorized KEYFILE or ARCH (with --key-seed or --key-secret), "
                                  "or --authorized-arch ARCH[,ARCH...] --authorized-seeds N[,N...]")
         keyed = authorized_keys(data.num_classes, data.in_channels, args.authorized, args.authorized_arch,
                                 args.authorized_seeds, args.key_seed, args.key_secret)
-        kwargs = dict(authorized=[k for k, _ in keyed], recipe=recipe_from_args(args), preset=args.preset,
-                      progress=not args.no_progress)
+        kwargs = dict(authorized=[k for k, _ in keyed], recipe=recipe_from_args(args), progress=not args.no_progress)
+        if cls.presets:
+            kwargs["preset"] = args.preset
     elif args.authorized or args.authorized_arch:
-        raise LearnlockError(f"{args.method} has no authorized network; --authorized is for uge")
+        raise LearnlockError(f"{args.method} has no authorized network; --authorized is for methods that take a key "
+                             "(see `learnlock list`)")
     else:
         keyed = []
     prot = cls(**kwargs, **settings)  # validates the settings before any work
     prot.progress = not args.no_progress
+    given = {k.fingerprint for k, derived in keyed if not derived}  # key files the user already holds
+    issued = prot.issued_keys()
     key_files = {}
-    for i, (key, derived) in enumerate(keyed):
-        if derived:  # made from a seed or secret: hand the key file over
+    for i, key in enumerate(issued):
+        if key.fingerprint not in given:  # made here (from a seed, a secret or by the method): hand it over
             key_path = Path(args.key_out or f"{out}.key.safetensors")
-            if len(keyed) > 1:
+            if len(issued) > 1:
                 key_path = key_path.with_name(key_path.name.replace(".safetensors", f"{i}.safetensors"))
-            if key_path.exists() and NetSpec.load(key_path).fingerprint != key.fingerprint:
+            if key_path.exists() and load_key(key_path).fingerprint != key.fingerprint:
                 raise LearnlockError(f"{key_path} exists and holds another key; choose another --key-out")
             key_files[key_path] = key
         if args.include_weights:

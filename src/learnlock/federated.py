@@ -332,8 +332,9 @@ def federate(train: ImageDataset, test: ImageDataset, key: NetSpec, shards: Sequ
         # Client c protects with seed + c: clients choose their noise independently, and equal
         # seeds would give item i of every client the same random draws.
         own = {**settings, "seed": settings.get("seed", 0) + client}
-        if method == "uge":
-            return cls(authorized=[k], recipe=recipe, preset=preset, progress=progress, **own)
+        if cls.needs_key:
+            extra = {"preset": preset} if cls.presets else {}
+            return cls(authorized=[k], recipe=recipe, progress=progress, **extra, **own)
         prot = cls(**own)
         prot.progress = progress
         return prot

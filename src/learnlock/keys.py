@@ -43,6 +43,11 @@ def resolve_key(spec: str, num_classes: int, in_channels: int, seed: int | None 
     return key
 
 
+def load_key(path) -> NetSpec:
+    """Read an authorized key file (a NetSpec .safetensors, keyed networks included)."""
+    return NetSpec.load(path)
+
+
 def check_key_matches(key: NetSpec, manifest: dict) -> int:
     """Index of `key` among the manifest's authorized networks; a clear error if it is not one."""
     auth = manifest.get("authorized") or {}

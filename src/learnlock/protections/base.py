@@ -141,6 +141,11 @@ class Protection(ABC):
     name: str = ""
     Settings: type[ProtectionSettings] = ProtectionSettings
     norm: str = "linf"  # linf | l2 | l0 (see the module docstring)
+    # Protections that take the authorized network(s) say so; the CLI and the scenarios ask this,
+    # never the method's name. They are built as cls(authorized=[NetSpec...], recipe=..., preset=...,
+    # progress=..., **settings), and `issued_keys()` is what the authorized user receives.
+    needs_key: bool = False
+    presets: tuple[str, ...] = ()  # named presets the constructor accepts (uge's paper, ...)
 
     def __init__(self, settings: ProtectionSettings | None = None, **overrides):
         if settings is None:
@@ -252,6 +257,11 @@ class Protection(ABC):
         if self.norm == "l0":
             return {"norm": "l0", "pixels": getattr(self.settings, "pixels", 1)}
         return {"norm": "linf", "radius": self.settings.rho, "units": "[0,1] pixels"}
+
+    def issued_keys(self) -> list:
+        """The key(s) the authorized user gets after protection (files to hand over): by default
+        the authorized networks given; `keyed` wraps them in its key layer, `lock` adds its transform."""
+        return list(getattr(self, "authorized", []) or [])
 
     def authorized_info(self) -> dict | None:
         """What the manifest says about the authorized network(s); None for plain protections."""

@@ -185,6 +185,8 @@ class UGE(Protection):
     recipe: how the authorized user will train (its data order is replayed by L_gm)."""
 
     name = "uge"
+    needs_key = True
+    presets = tuple(PRESETS)
     Settings = UGESettings
 
     def __init__(self, authorized: NetSpec | Sequence[NetSpec], recipe: Recipe | str = "cpu",
