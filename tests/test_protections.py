@@ -11,9 +11,11 @@ from conftest import learnable_dataset
 from learnlock.data import ImageDataset, load_dataset
 from learnlock.data.published import read_manifest
 from learnlock.errors import LearnlockError
+from learnlock.models import NetSpec
 from learnlock.protections import (
     Protection, ProtectionSettings, create_protection, get_protection, list_protections, project_quantize,
 )
+from learnlock.training import Recipe
 
 RHOS = [8 / 255, 0.04, 16 / 255]
 
@@ -25,11 +27,19 @@ FAST = {
     "pue": dict(surrogate="cnn", max_rounds=2, train_steps=2, batch_size=8, draws=2, train_draws=2,
                 warmup_accuracy=0.0),
     "tap": dict(surrogate="cnn", recipe="cpu", steps=5, step_size=2 / 255),
+    "uge": dict(epochs=1, lambda_fd=0.0, diagnostics=False),
+    "lock": dict(max_rounds=2, train_steps=2, batch_size=8),
 }
+# Methods that take a key (needs_key) are built as the CLI builds them: with an authorized network
+# for this file's data (3 classes, RGB) and a tiny recipe for the authorized user's training.
+KEY = dict(authorized=[NetSpec.create("cnn", 3, 3, seed=1, width=8)],
+           recipe=Recipe(name="tiny", epochs=1, batch_size=8, device="cpu"))
 
 
 def make(name, **settings):
-    prot = create_protection(name, **{**FAST.get(name, {}), **settings})
+    cls = get_protection(name)
+    inputs = dict(KEY, progress=False) if cls.needs_key else {}
+    prot = cls(**inputs, **{**FAST.get(name, {}), **settings})
     prot.progress = False
     return prot
 
@@ -40,9 +50,10 @@ def needs_only_settings(cls) -> bool:
 
 
 def simple_protections():
+    """Every method built from its settings alone, or (needs_key) from settings plus KEY."""
     out = []
     for name in list_protections():
-        if needs_only_settings(get_protection(name)):
+        if needs_only_settings(get_protection(name)) or get_protection(name).needs_key:
             out.append(name)
         else:
             out.append(pytest.param(name, marks=pytest.mark.skip(

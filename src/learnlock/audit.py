@@ -182,7 +182,8 @@ def replace_etas(attack: Recover, etas) -> Recover:
 
 
 def authorized_model(published, test, key: NetSpec, recipe: Recipe, out: Path, data_fp: dict, progress: bool):
-    """Train (or reload) the authorized network on the published data: the distill teacher."""
+    """Train (or reload) the authorized network on the published data as its key prepares them (a
+    lock key unlocks them): the distill teacher."""
     from safetensors.torch import load_file, save
 
     if key.num_classes != published.num_classes or key.in_channels != published.in_channels:
@@ -196,7 +197,7 @@ def authorized_model(published, test, key: NetSpec, recipe: Recipe, out: Path, d
         model.load_state_dict(load_file(str(weights)))
         return model.eval(), cached
     start = time.perf_counter()
-    fit(model, published, recipe, progress=progress, desc=f"authorized {key.arch}")
+    fit(model, key.prepare(published), recipe, progress=progress, desc=f"authorized {key.arch}")
     cell = {"row": AUTHORIZED, "net": key.arch, "seed": None, "accuracy": evaluate(model, test),
             "wall_s": round(time.perf_counter() - start, 1), "config": config}
     atomic_write_bytes(weights, save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))

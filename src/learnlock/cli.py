@@ -155,12 +155,12 @@ def cmd_protect(args) -> None:
 def cmd_train(args) -> None:
     from .data import load_dataset
     from .data.published import load_published
-    from .keys import check_key_matches
+    from .keys import check_key_matches, load_key
     from .models import NetSpec
     from .training import Recipe, evaluate, fit
 
     data, manifest = load_published(args.data)
-    key = NetSpec.load(args.authorized)
+    key = load_key(args.authorized)
     check_key_matches(key, manifest)
     recipe = Recipe(**manifest["authorized"]["recipe"])
     if args.device:
@@ -169,7 +169,7 @@ def cmd_train(args) -> None:
         recipe = replace(recipe, device=args.device)
     print(f"training {key.arch} ({key.fingerprint[:12]}) on {len(data)} published images with the "
           f"manifest's recipe ({recipe.epochs} epochs, seed {recipe.seed})", file=sys.stderr)
-    model = fit(key.build(), data, recipe, progress=not args.no_progress, desc="authorized")
+    model = fit(key.build(), key.prepare(data), recipe, progress=not args.no_progress, desc="authorized")
     if args.out:
         NetSpec.from_model(key.arch, model, key.num_classes, key.in_channels, key.kwargs).save(args.out)
         print(f"trained weights written to {args.out}", file=sys.stderr)
@@ -193,14 +193,13 @@ def cmd_table1(args) -> None:
 
     from .data import load_dataset
     from .data.published import load_published
-    from .keys import check_key_matches
-    from .models import NetSpec
+    from .keys import check_key_matches, load_key
     from .provenance import atomic_write_json, provenance
     from .report.plots import grouped_bars, image_grid
     from .scenarios import authorized_vs_hackers, ratios, table1_markdown, without_seeds
     from .training import Recipe
 
-    key = NetSpec.load(args.authorized)
+    key = load_key(args.authorized)
     published = []
     for d in args.published:
         ds, manifest = load_published(d)
@@ -225,7 +224,8 @@ def cmd_table1(args) -> None:
     for seed in args.seeds:
         hs = [type(h)(h.attack, h.arch, h.seed + 10 * seed) for h in hackers]
         for name, ds in [("Original", clean)] + [(n, d) for n, d, _ in published]:
-            res = authorized_vs_hackers(ds, test, [key], recipe, hs, hacker_recipe, not args.no_progress)
+            res = authorized_vs_hackers(ds, test, [key], recipe, hs, hacker_recipe, not args.no_progress,
+                                        published=ds is not clean)
             res = without_seeds(res, hs)
             rows.setdefault(name, []).append(res)
             print(f"{name} seed {seed}: authorized {100 * res['authorized']:.1f}%", file=sys.stderr)
@@ -274,8 +274,8 @@ def cmd_audit(args) -> None:
     from .audit import audit
     from .data import load_dataset
     from .data.published import load_published
-    from .keys import check_key_matches
-    from .models import NetSpec, list_models
+    from .keys import check_key_matches, load_key
+    from .models import list_models
     from .training import Recipe
 
     for net in args.nets:
@@ -310,7 +310,7 @@ def cmd_audit(args) -> None:
     shipped = Path(args.published) / "authorized_0.safetensors"  # written by protect --include-weights
     key_path = args.authorized or (shipped if shipped.exists() else None)
     if key_path:
-        key = NetSpec.load(key_path)
+        key = load_key(key_path)
         check_key_matches(key, manifest)
         key_recipe = Recipe(**manifest["authorized"]["recipe"])
         if args.device:

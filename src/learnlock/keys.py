@@ -1,5 +1,6 @@
 """The authorized network is a key: architecture + initial weights, from a NetSpec file, a seed
-or a secret pass phrase (hashed into a seed)."""
+or a secret pass phrase (hashed into a seed). A Learnability Lock key (`LockKey`) adds the
+class-wise transforms its holder inverts before training; `load_key` reads either file."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import hashlib
 from pathlib import Path
 
 from .errors import LearnlockError
+from .lockkey import FORMAT as LOCK_FORMAT
+from .lockkey import LockKey, read_format
 from .models import NetSpec, list_models
 
 
@@ -43,12 +46,15 @@ def resolve_key(spec: str, num_classes: int, in_channels: int, seed: int | None 
     return key
 
 
-def load_key(path) -> NetSpec:
-    """Read an authorized key file (a NetSpec .safetensors, keyed networks included)."""
-    return NetSpec.load(path)
+def load_key(path):
+    """Read an authorized key file: a NetSpec (keyed networks included) or a LockKey, by the
+    file's "format" metadata. Either has `fingerprint`, `build()` and `prepare(data)`, the data the
+    key's holder trains on (a LockKey unlocks them; a NetSpec trains on them as published)."""
+    readers = {LOCK_FORMAT: LockKey.load}
+    return readers.get(read_format(path), NetSpec.load)(path)  # NetSpec.load names any other problem
 
 
-def check_key_matches(key: NetSpec, manifest: dict) -> int:
+def check_key_matches(key: NetSpec | LockKey, manifest: dict) -> int:
     """Index of `key` among the manifest's authorized networks; a clear error if it is not one."""
     auth = manifest.get("authorized") or {}
     prints = [n["fingerprint"] for n in auth.get("networks", [])]

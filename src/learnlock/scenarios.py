@@ -36,23 +36,30 @@ class Hacker:
         return f"{self.arch} s{self.seed} {kind}"
 
 
-def train_authorized(train: ImageDataset, key: NetSpec, recipe: Recipe, progress: bool = True):
+def train_authorized(train: ImageDataset, key: NetSpec, recipe: Recipe, progress: bool = True,
+                     published: bool = True):
+    """The authorized user's network trained on `train`: published data go through the key first
+    (`key.prepare`: a lock key unlocks them); clean data (published=False, Table 1's Original row)
+    are trained on as they are."""
     if key.num_classes != train.num_classes or key.in_channels != train.in_channels:
         raise LearnlockError(
             f"authorized network {key.arch} ({key.fingerprint[:12]}) does not fit {train.source}: it takes "
             f"{key.in_channels} channels / {key.num_classes} classes, the data has {train.in_channels} / "
             f"{train.num_classes}"
         )
-    return fit(key.build(), train, recipe, progress=progress, desc=f"authorized {key.arch}")
+    data = key.prepare(train) if published else train
+    return fit(key.build(), data, recipe, progress=progress, desc=f"authorized {key.arch}")
 
 
 def authorized_vs_hackers(train: ImageDataset, test: ImageDataset, keys: Sequence[NetSpec], recipe: Recipe,
-                          hackers: Sequence[Hacker], hacker_recipe: Recipe, progress: bool = True) -> dict:
-    """Test accuracy of each authorized key and each hacker trained on `train`."""
+                          hackers: Sequence[Hacker], hacker_recipe: Recipe, progress: bool = True,
+                          published: bool = True) -> dict:
+    """Test accuracy of each authorized key and each hacker trained on `train` (published data, or
+    the clean source with published=False)."""
     start = time.perf_counter()
     auth_models, auth_acc = [], []
     for key in keys:
-        model = train_authorized(train, key, recipe, progress)
+        model = train_authorized(train, key, recipe, progress, published)
         auth_models.append(model)
         auth_acc.append(evaluate(model, test))
     out = {"authorized": statistics.fmean(auth_acc), "authorized_each": auth_acc, "hackers": {}}

@@ -86,6 +86,11 @@ class NetSpec:
         model.load_state_dict(self.state, strict=True)
         return model
 
+    def prepare(self, data):
+        """The data the holder of this key trains on: the published data as they are (a LockKey
+        inverts its transform here), so every consumer calls `fit(key.build(), key.prepare(data))`."""
+        return data
+
     # -- identity --------------------------------------------------------------------------
 
     @property

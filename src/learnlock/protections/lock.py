@@ -1,0 +1,331 @@
+"""Learnability Lock (Peng & Chen, ICLR 2022, "Learnability Lock: Authorized Learnability Control
+Through Adversarial Invertible Transformations").
+
+Each class y gets a secret invertible transform T_y, trained to be error-minimising: a surrogate
+learns the locked images so easily that a network trained on them learns the lock, not the
+images. The authorized user holds the key (`LockKey`: the transforms plus the authorized network
+the manifest names), inverts T_y before training (`key.prepare(published)`) and trains on images
+within one grey level of the clean ones. Unlike `keyed`, where the key lives inside the network,
+here the key is a preprocessing step: any network trained on the unlocked data learns.
+
+Norm L-inf, rho (default 8/255) in [0, 1] pixel units; the lock radius is eps = floor(255 rho) / 255
+(= rho for rho = k/255), so that the locked change, at most eps by construction, is never clipped
+by the 8-bit projection and stays invertible. Variants (`lockkey.py` has the maths):
+  affine    x' = W_y * x + B_y per pixel and channel, W in [1 - eps/2, 1 + eps/2], B in
+            [-eps/2, eps/2] (projected after every step): |x' - x| <= eps for x in [0, 1]
+  residual  x' = x + eps * tanh(g_y(x)), g_y a small spectrally normalised conv net
+            (torch.nn.utils.parametrizations.spectral_norm), inverted by fixed-point iteration.
+
+Rounds, as in the reference code: (1) `train_steps` SGD steps of the surrogate (default cnn) on
+the locked images, quantised as they will be published; (2) `passes` passes over the data
+updating the transforms to minimise the surrogate's cross-entropy; (3) stop once the surrogate's
+accuracy on the locked data reaches 1 - stop_error (0.9, as the reference), or after max_rounds
+(50, as the reference). Checkpointed every round in the work folder (a killed run resumes).
+Differences from the reference: the transform is trained with Adam (lr in units of the box
+half-width for affine) instead of SGD lr 0.01, which at CPU sizes (a few batches per round) barely
+moves W and B in the rounds available; the affine transform starts at a seeded random point of
+its box, not at the identity; the surrogate is a cnn, not a ResNet-18 (cost; `--set
+surrogate=resnet18` for the paper's); g has 32 hidden channels like the reference's mid_planes.
+
+    key = NetSpec.create("cnn", 10, 3, seed=1)
+    prot = LearnabilityLock(key, recipe="cpu", variant="affine")
+    prot.protect(train, "published/");  prot.issued_keys()[0].save("published.key.safetensors")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data.base import ImageDataset
+from ..errors import LearnlockError
+from ..lockkey import VARIANTS, LockKey, lock_images, residual_lipschitz
+from ..models import NetSpec, create_model, list_models
+from ..provenance import atomic_write_bytes
+from ..training import Recipe, fit, get_recipe
+from .base import Protection, ProtectionSettings, project_quantize, register_protection
+from .surrogate import read_checkpoint
+
+
+@dataclass(frozen=True)
+class LockSettings(ProtectionSettings):
+    variant: str = "affine"        # affine (class-wise W x + B per pixel) | residual (class-wise invertible conv block)
+    surrogate: str = "cnn"         # surrogate architecture; cnn keeps 1,000 CIFAR images to minutes on a CPU
+    width: int = 32                # residual: hidden channels of g (the reference's mid_planes)
+    train_steps: int = 20          # surrogate SGD steps per round (the reference's I = 20)
+    passes: int = 1                # passes over the data updating the transforms per round (J = 1)
+    lr: float = 0.05               # surrogate SGD learning rate (momentum 0.9, wd 5e-4)
+    transform_lr: float | None = None  # Adam lr of the transforms (None: 0.1 affine, in units of eps/2; 0.01 residual)
+    stop_error: float = 0.1        # stop at this surrogate error on the locked data
+    max_rounds: int = 50           # give up after this many rounds (reported in the manifest)
+    batch_size: int = 128
+    device: str = "auto"           # auto (cuda if available) | cpu | cuda | cuda:N
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.transform_lr is None:
+            object.__setattr__(self, "transform_lr", 0.1 if self.variant == "affine" else 0.01)
+        eps = math.floor(255 * self.rho + 1e-9) / 255
+        checks = [
+            (self.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {self.variant!r}"),
+            (eps > 0, f"rho {self.rho:.4f} is below one grey level (1/255); the lock changes whole levels"),
+            (self.variant != "residual" or residual_lipschitz(eps) < 1,
+             f"the residual lock is invertible only for eps < 1/9 (28/255); rho {self.rho:.4f} is too large"),
+            (self.surrogate in list_models(), f"unknown surrogate {self.surrogate!r}; choose one of {list_models()}"),
+            (self.width >= 1, "width must be >= 1"),
+            (self.train_steps >= 0 and self.passes >= 1, "train_steps must be >= 0 and passes >= 1"),
+            (self.lr > 0 and self.transform_lr > 0, "lr and transform_lr must be > 0"),
+            (0 <= self.stop_error < 1, "stop_error must be in [0, 1)"),
+            (self.max_rounds >= 1, "max_rounds must be >= 1"),
+            (self.batch_size >= 2, "batch_size must be >= 2"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise LearnlockError(f"lock: {msg}")
+
+
+class ClassTransforms(nn.Module):
+    """The trainable class-wise transforms. `tensors()` gives them in the LockKey's form (so
+    training and unlocking share `lock_images`); `project()` restores the constraint after a step."""
+
+    def __init__(self, variant: str, num_classes: int, shape: tuple[int, int, int], eps: float, width: int,
+                 seed: int):
+        super().__init__()
+        self.variant, self.eps = variant, eps
+        c = shape[0]
+        # the global RNG is forked: Conv2d init and spectral_norm's power-iteration vectors draw from it
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(seed)
+            if variant == "affine":  # W = 1 + eps/2 a, B = eps/2 b, a and b in [-1, 1]
+                self.a = nn.Parameter(torch.rand((num_classes, *shape)) * 2 - 1)
+                self.b = nn.Parameter(torch.rand((num_classes, *shape)) * 2 - 1)
+            else:
+                sn = nn.utils.parametrizations.spectral_norm
+
+                def convs(c_in, c_out, k):
+                    return nn.ModuleList(sn(nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False))
+                                         for _ in range(num_classes))
+
+                self.conv1, self.conv2, self.conv3 = convs(c, width, 3), convs(width, width, 1), convs(width, c, 3)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        if self.variant == "affine":
+            return {"W": 1 + self.eps / 2 * self.a, "B": self.eps / 2 * self.b}
+        return {name: torch.stack([m.weight for m in getattr(self, name)])
+                for name in ("conv1", "conv2", "conv3")}
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return lock_images(self.variant, self.tensors(), self.eps, x, y)
+
+    @torch.no_grad()
+    def project(self) -> None:
+        if self.variant == "affine":
+            self.a.clamp_(-1, 1)
+            self.b.clamp_(-1, 1)
+        # residual: spectral_norm already divides each kernel by its (power-iteration) norm
+
+    @torch.no_grad()
+    def export(self) -> dict[str, torch.Tensor]:
+        """The final transforms, on CPU. Residual kernels are divided by their exact spectral norm
+        where the power-iteration estimate left it above 1, so the key's bound holds exactly."""
+        self.eval()
+        out = {k: v.detach().float().cpu().contiguous() for k, v in self.tensors().items()}
+        if self.variant == "residual":
+            for name, t in out.items():
+                sigma = torch.linalg.matrix_norm(t.double().flatten(2), ord=2).clamp_min(1.0)
+                out[name] = (t.double() / sigma.view(-1, 1, 1, 1, 1)).float().contiguous()
+        else:
+            out["W"] = out["W"].clamp(1 - self.eps / 2, 1 + self.eps / 2)
+            out["B"] = out["B"].clamp(-self.eps / 2, self.eps / 2)
+        return out
+
+
+class _PendingKey:
+    """Stand-in for the LockKey of authorized network `i` until the transforms are trained.
+    `learnlock protect` asks for the issued keys before it protects (to plan where they go) and
+    saves them after; the key, and so its fingerprint, exists only once apply() has run."""
+
+    def __init__(self, prot: "LearnabilityLock", i: int):
+        self._prot, self._i = prot, i
+
+    @property
+    def fingerprint(self) -> str:
+        return self._prot.keys[self._i].fingerprint if self._prot.keys else ""  # "": matches no key file
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if not self._prot.keys:
+            raise LearnlockError("lock: the key exists only after the lock is trained (apply or protect)")
+        return getattr(self._prot.keys[self._i], name)
+
+
+@register_protection("lock")
+class LearnabilityLock(Protection):
+    """Learnability Lock (Peng & Chen 2022): class-wise invertible transforms, error-minimising
+    against a surrogate; the authorized user inverts them with the key. See the module docstring."""
+
+    Settings = LockSettings
+    needs_key = True
+
+    def __init__(self, authorized: NetSpec | Sequence[NetSpec], recipe: Recipe | str = "cpu",
+                 settings: LockSettings | None = None, progress: bool = True, **overrides):
+        super().__init__(settings, **overrides)
+        self.authorized = [authorized] if isinstance(authorized, NetSpec) else list(authorized)
+        if not self.authorized or not all(isinstance(k, NetSpec) for k in self.authorized):
+            raise LearnlockError("lock needs at least one authorized network as a NetSpec (architecture + initial "
+                                 "weights), e.g. --authorized cnn --key-seed 1")
+        self.recipe = get_recipe(recipe)
+        self.progress = progress
+        self.keys: list[LockKey] = []
+        self.log: list[dict] = []
+        self.converged = None
+
+    @property
+    def eps(self) -> float:
+        """The lock radius: whole grey levels, so the 8-bit projection never cuts into a locked change."""
+        return math.floor(255 * self.settings.rho + 1e-9) / 255
+
+    def device(self) -> torch.device:
+        d = self.settings.device
+        return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if d == "auto" else d)
+
+    def surrogate_recipe(self, round_: int) -> Recipe:
+        s = self.settings
+        return Recipe(name="lock-surrogate", epochs=1, batch_size=s.batch_size, optimizer="sgd", lr=s.lr,
+                      momentum=0.9, nesterov=False, weight_decay=5e-4, schedule="constant", augment="none",
+                      seed=s.seed * 100_003 + round_, device=str(self.device()))
+
+    # Why not em.MinMin: its state is one additive delta per item or class, stepped by signed
+    # gradients and clamped to the rho-ball, and it publishes x + delta. Here the state is a set of
+    # transform parameters (W and B, or K small networks) under other constraints (a box on W, a
+    # spectral norm), and the published image is a function of x; fitting that into MinMin would
+    # mean overriding its private delta steps and carrying a dummy delta. So this loop is its own,
+    # kept short, and trains the surrogate through the one training loop (`fit`).
+    def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
+        s = self.settings
+        for k in self.authorized:
+            if k.num_classes != data.num_classes or k.in_channels != data.in_channels:
+                raise LearnlockError(f"authorized network {k.arch} ({k.fingerprint[:12]}) takes {k.in_channels}-"
+                                     f"channel images and {k.num_classes} classes, but {data.source} has "
+                                     f"{data.in_channels} channels and {data.num_classes} classes; create the key "
+                                     "for this dataset")
+        dev = self.device()
+        x, y = data.float_images().to(dev), data.labels.to(dev)
+        transform = ClassTransforms(s.variant, data.num_classes, tuple(x.shape[1:]), self.eps, s.width, s.seed).to(dev)
+        model = create_model(s.surrogate, data.num_classes, data.in_channels, seed=s.seed).to(dev)
+        self.log, self.keys = [], []
+        path = workdir / "lock-state.safetensors" if workdir else None
+        kept = {k: v for k, v in asdict(s).items() if k != "max_rounds"}  # more rounds continue a run
+        ident = json.dumps({"settings": kept, "data": data.fingerprint(), "method": self.name}, sort_keys=True)
+        start = self._resume(path, ident, transform, model) if path and path.exists() else 0
+        self.converged = bool(self.log and self.log[-1]["accuracy"] >= 1 - s.stop_error)
+        bar = tqdm(total=s.max_rounds, initial=start, desc="lock", disable=not self.progress, leave=False,
+                   dynamic_ncols=True)
+        try:
+            for r in range(start, s.max_rounds):
+                if self.converged:
+                    break
+                self._train_round(model, transform, data, x, r)
+                self._transform_round(model, transform, x, y, r)
+                acc = self._accuracy(model, transform, data, x)
+                self.log.append({"round": r + 1, "accuracy": round(acc, 5)})
+                self.converged = acc >= 1 - s.stop_error
+                bar.update(1)
+                bar.set_postfix(acc=f"{acc:.3f}")
+                if path:
+                    self._checkpoint(path, ident, r + 1, transform, model)
+        finally:
+            bar.close()
+        tensors = transform.export()
+        self.keys = [LockKey(net, s.variant, self.eps, tensors) for net in self.authorized]
+        return self.keys[0].lock(x, y).cpu()
+
+    def _locked_uint8(self, transform, data, x, idx) -> torch.Tensor:
+        """Items `idx` locked and projected to 8 bits, as they will be published."""
+        with torch.no_grad():
+            locked = transform(x[idx.to(x.device)], data.labels[idx].to(x.device))
+        return project_quantize(data.images[idx], locked.cpu(), self.settings.rho)
+
+    def _train_round(self, model, transform, data, x, r):
+        s = self.settings
+        if s.train_steps == 0:
+            return
+        transform.eval()
+        g = torch.Generator().manual_seed(s.seed * 7919 + r)
+        need = s.train_steps * s.batch_size
+        idx = torch.cat([torch.randperm(len(data), generator=g) for _ in range(math.ceil(need / len(data)))])[:need]
+        sub = ImageDataset(self._locked_uint8(transform, data, x, idx), data.labels[idx], data.classes,
+                           tuple(str(i) for i in idx.tolist()), data.source)
+        fit(model, sub, self.surrogate_recipe(r), progress=False)
+
+    def _transform_round(self, model, transform, x, y, r):
+        s = self.settings
+        model.eval()
+        params = list(model.parameters())
+        flags = [p.requires_grad for p in params]
+        for p in params:
+            p.requires_grad_(False)
+        transform.train()  # residual: spectral_norm refines its norm estimates while training
+        opt = torch.optim.Adam(transform.parameters(), lr=s.transform_lr)
+        g = torch.Generator().manual_seed(s.seed * 104_729 + r)
+        try:
+            for _ in range(s.passes):
+                for b in torch.randperm(len(x), generator=g).to(x.device).split(s.batch_size):
+                    loss = F.cross_entropy(model(transform(x[b], y[b]).clamp(0, 1)), y[b])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    transform.project()
+        finally:
+            transform.eval()
+            for p, f in zip(params, flags):
+                p.requires_grad_(f)
+
+    @torch.no_grad()
+    def _accuracy(self, model, transform, data, x) -> float:
+        model.eval()
+        transform.eval()
+        correct = 0
+        for b in torch.arange(len(data)).split(512):
+            x_q = self._locked_uint8(transform, data, x, b).to(x.device)
+            correct += (model(x_q.float().div(255)).argmax(1) == data.labels[b].to(x.device)).sum().item()
+        return correct / len(data)
+
+    def _checkpoint(self, path: Path, ident: str, done: int, transform, model) -> None:
+        tensors = {f"transform/{k}": v.detach().cpu().contiguous() for k, v in transform.state_dict().items()}
+        tensors.update({f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+        meta = {"ident": ident, "done": str(done), "log": json.dumps(self.log)}
+        atomic_write_bytes(path, save(tensors, metadata=meta))
+
+    def _resume(self, path: Path, ident: str, transform, model) -> int:
+        tensors, meta = read_checkpoint(path, ident, f"{path} holds an interrupted lock run with other settings or "
+                                                    "data; delete it or use another --out to start afresh")
+        transform.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("transform/")})
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+        self.log = json.loads(meta["log"])
+        return int(meta["done"])
+
+    # ----------------------------------------------------------------- what the user receives
+    def issued_keys(self, data: ImageDataset | None = None) -> list:
+        """One LockKey per authorized network (all share the transforms); before apply(), stand-ins
+        that resolve to them once the lock is trained."""
+        return list(self.keys) if self.keys else [_PendingKey(self, i) for i in range(len(self.authorized))]
+
+    def authorized_info(self) -> dict:
+        keys = self.issued_keys()
+        return {"networks": [{"arch": k.arch, "kwargs": k.kwargs, "num_classes": k.num_classes,
+                              "in_channels": k.in_channels, "fingerprint": k.fingerprint} for k in keys],
+                "recipe": self.recipe.to_dict(), "unlock": "lock"}
+
+    def manifest_extra(self) -> dict:
+        return {"eps": self.eps, "rounds": len(self.log), "converged": self.converged, "log": self.log}
