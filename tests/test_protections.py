@@ -28,6 +28,7 @@ FAST = {
                 warmup_accuracy=0.0),
     "tap": dict(surrogate="cnn", recipe="cpu", steps=5, step_size=2 / 255),
     "uge": dict(epochs=1, lambda_fd=0.0, diagnostics=False),
+    "keyed": dict(max_rounds=2, noise_steps=2, train_steps=2, batch_size=8),
     "lock": dict(max_rounds=2, train_steps=2, batch_size=8),
 }
 # Methods that take a key (needs_key) are built as the CLI builds them: with an authorized network

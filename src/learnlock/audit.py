@@ -89,7 +89,8 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
           nets: Sequence[str] = ("cnn",), seeds: Sequence[int] = (0,), recipe: Recipe,
           clean: ImageDataset | None = None, aux: ImageDataset | None = None,
           key: NetSpec | None = None, key_recipe: Recipe | None = None,
-          settings: dict[str, dict] | None = None, progress: bool = True, log=print) -> dict:
+          settings: dict[str, dict] | None = None, scheme: dict | None = None, progress: bool = True,
+          log=print) -> dict:
     """Run the clean baseline, the authorized net and every selected attack; write audit.json,
     audit.md and audit.png under `out_dir`; return the audit dict (with its markdown `table`)."""
     out = Path(out_dir)
@@ -148,13 +149,13 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
         if "teacher" in attack.needs:
             config["teacher"] = key.fingerprint
         # one work folder: attacks that share a trained model (a DDPM) find it by its own cache key
-        context = AttackContext(teacher=teacher, aux=aux, workdir=out / "work", progress=progress)
+        context = AttackContext(teacher=teacher, aux=aux, workdir=out / "work", scheme=scheme, progress=progress)
         prepared: list[ImageDataset] = []  # transform once per attack, and only if a cell needs it
 
         def data_for(attack=attack, context=context, prepared=prepared):
             if not prepared:
                 prepared.append(attack.transform(published, context))
-                report = getattr(attack, "ddpm_report", None)
+                report = attack.report()
                 if report:
                     extras[attack.name] = report
             return prepared[0]

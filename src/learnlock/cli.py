@@ -119,7 +119,7 @@ def cmd_protect(args) -> None:
     prot = cls(**kwargs, **settings)  # validates the settings before any work
     prot.progress = not args.no_progress
     given = {k.fingerprint for k, derived in keyed if not derived}  # key files the user already holds
-    issued = prot.issued_keys()
+    issued = prot.issued_keys(data)
     key_files = {}
     for i, key in enumerate(issued):
         if key.fingerprint not in given:  # made here (from a seed, a secret or by the method): hand it over
@@ -321,7 +321,8 @@ def cmd_audit(args) -> None:
           f"recipe {recipe.name}", file=sys.stderr)
     result = audit(published, test, out_dir=args.out, attacks=args.attacks, nets=args.nets, seeds=args.seeds,
                    recipe=recipe, clean=clean, aux=aux, key=key, key_recipe=key_recipe,
-                   settings=parse_attack_settings(args.set), progress=not args.no_progress,
+                   settings=parse_attack_settings(args.set), scheme=(manifest.get("extra") or {}).get("key"),
+                   progress=not args.no_progress,
                    log=lambda m: print(m, file=sys.stderr))
     print("\nClean test accuracy % (mean ± std over seeds) and learnability ratio "
           "(acc - chance) / (clean acc - chance); lower = the protection holds:\n")

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .data import ImageDataset
 from .errors import LearnlockError
 
-AUGMENTS = ("none", "flip", "crop", "crop+flip")
+AUGMENTS = ("none", "flip", "crop", "crop+flip", "roll", "roll+flip")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant", "step")
 
@@ -42,8 +42,8 @@ class Recipe:
     nesterov: bool = True         # sgd only
     weight_decay: float = 5e-4
     schedule: str = "cosine"      # cosine (per step, to 0) | constant | step (x0.1 at 50% and 75%)
-    augment: str = "crop+flip"    # none | flip | crop | crop+flip
-    crop_padding: int = 4         # pixels of zero padding for random crops
+    augment: str = "crop+flip"    # none | flip | crop | crop+flip | roll | roll+flip
+    crop_padding: int = 4         # crops: pixels of zero padding; roll: largest circular shift
     seed: int = 0                 # data order and augmentation draws
     device: str = "auto"          # auto (cuda if available) | cpu | cuda | cuda:N
 
@@ -220,23 +220,27 @@ class WeightNoiseLoss:
 
 @dataclass(frozen=True)
 class AugmentDraw:
-    """One batch's augmentation: crop offsets (pixels into the padded image) and flip flags."""
+    """One batch's augmentation: crop offsets (pixels into the padded image) and flip flags.
+    `circular`: the image is padded by wrapping around (a random circular shift, "roll"), which
+    commutes exactly with the spectral key layers of `keyed`; zero padding does not."""
 
     oy: torch.Tensor | None
     ox: torch.Tensor | None
     flip: torch.Tensor | None
     padding: int
+    circular: bool = False
 
 
 def draw_augment(b: int, recipe: Recipe, gen: torch.Generator) -> AugmentDraw:
     oy = ox = flip = None
-    if "crop" in recipe.augment and recipe.crop_padding > 0:
+    rolls = "roll" in recipe.augment
+    if ("crop" in recipe.augment or rolls) and recipe.crop_padding > 0:
         p = recipe.crop_padding
         oy = torch.randint(0, 2 * p + 1, (b,), generator=gen)
         ox = torch.randint(0, 2 * p + 1, (b,), generator=gen)
     if "flip" in recipe.augment:
         flip = torch.rand(b, generator=gen) < 0.5
-    return AugmentDraw(oy, ox, flip, recipe.crop_padding)
+    return AugmentDraw(oy, ox, flip, recipe.crop_padding, rolls)
 
 
 def apply_augment(x: torch.Tensor, draw: AugmentDraw) -> torch.Tensor:
@@ -244,7 +248,7 @@ def apply_augment(x: torch.Tensor, draw: AugmentDraw) -> torch.Tensor:
     b, c, h, w = x.shape
     if draw.oy is not None:
         p = draw.padding
-        padded = F.pad(x, (p, p, p, p))
+        padded = F.pad(x, (p, p, p, p), mode="circular") if draw.circular else F.pad(x, (p, p, p, p))
         rows = (draw.oy.to(x.device)[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
         cols = (draw.ox.to(x.device)[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
         bi = torch.arange(b, device=x.device)[:, None, None, None]

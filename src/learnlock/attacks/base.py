@@ -32,6 +32,7 @@ class AttackContext:
     teacher: nn.Module | None = None       # the trained authorized network (distillation)
     aux: ImageDataset | None = None        # clean data disjoint from the protected set
     workdir: Path | None = None            # where an attack may cache what it trains (e.g. a DDPM)
+    scheme: dict | None = None             # what the published manifest says of the key (family, public settings)
     progress: bool = True
 
 
@@ -110,6 +111,10 @@ class Attack:
 
     def manifest_settings(self) -> dict:
         return dataclasses.asdict(self.settings)
+
+    def report(self) -> dict | None:
+        """What the attack learned besides a model (a DDPM's losses, a key estimate), after transform."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings})"

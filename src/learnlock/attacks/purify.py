@@ -366,6 +366,9 @@ class DiffPure(Attack):
         self.ddpm_report: dict = {}
         self._ddpm: tuple[str, object] | None = None   # (cache key, UNet) of the last DDPM used
 
+    def report(self) -> dict | None:
+        return self.ddpm_report or None
+
     # -- DDPM: load or train ------------------------------------------------------------------
 
     def ddpm(self, aux: ImageDataset, context: AttackContext):

@@ -20,7 +20,7 @@ from .base import (
 )
 
 # Methods register themselves on import.
-from . import ar, em, lock, lsp, ops, pue, random_noise, rem, tap, uge  # noqa: E402,F401
+from . import ar, em, keyed, lock, lsp, ops, pue, random_noise, rem, tap, uge  # noqa: E402,F401
 
 __all__ = [
     "PROTECTIONS", "Protection", "ProtectionSettings", "create_protection", "get_protection",

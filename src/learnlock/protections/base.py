@@ -258,7 +258,7 @@ class Protection(ABC):
             return {"norm": "l0", "pixels": getattr(self.settings, "pixels", 1)}
         return {"norm": "linf", "radius": self.settings.rho, "units": "[0,1] pixels"}
 
-    def issued_keys(self) -> list:
+    def issued_keys(self, data: ImageDataset | None = None) -> list:
         """The key(s) the authorized user gets after protection (files to hand over): by default
         the authorized networks given; `keyed` wraps them in its key layer, `lock` adds its transform."""
         return list(getattr(self, "authorized", []) or [])
@@ -297,4 +297,4 @@ def get_protection(name: str) -> type[Protection]:
 
 def create_protection(name: str, settings: ProtectionSettings | None = None, **overrides) -> Protection:
     """`create_protection("random", rho=8/255, seed=1)`: the class by name, built with settings."""
-    return get_protection(name)(settings, **overrides)
+    return get_protection(name)(settings=settings, **overrides)

@@ -104,6 +104,24 @@ class MinMin(Protection):
         """Whether the stop criterion may end the run now (PUE: not before a noisy round)."""
         return True
 
+    def constrain(self, x: torch.Tensor | None, d: torch.Tensor) -> torch.Tensor:
+        """The allowed perturbation nearest to `d` for images `x` (None: a class-wise delta, no
+        image bound): here the rho-ball and [0, 1]; `keyed` keeps d inside its key's blind spot."""
+        d = d.clamp(-self.settings.rho, self.settings.rho)
+        return d if x is None else (x + d).clamp_(0, 1) - x
+
+    def descent(self, grad: torch.Tensor) -> torch.Tensor:
+        """The step direction of a noise update, in L-inf units (peak 1): the gradient's sign."""
+        return grad.sign()
+
+    def start_delta(self, delta: torch.Tensor) -> torch.Tensor:
+        """The random starting delta, made admissible (keyed projects it into its blind spot)."""
+        return delta
+
+    def ident_extra(self) -> dict:
+        """What else a resumable state must match (keyed: the key's fingerprint)."""
+        return {}
+
     def extra_state(self) -> dict:
         return {}
 
@@ -131,12 +149,14 @@ class MinMin(Protection):
         gen = torch.Generator().manual_seed(s.seed)
         rows = data.num_classes if s.classwise else n
         delta = (torch.rand((rows,) + tuple(x.shape[1:]), generator=gen) * 2 - 1).mul_(s.rho).to(dev)
+        delta = self.start_delta(delta)
         model = create_model(s.surrogate, data.num_classes, data.in_channels, seed=s.seed).to(dev)
         self.log: list[dict] = []
         path = workdir / f"{self.name}-state.safetensors" if workdir else None
         # max_rounds stays out: a finished or killed run can be continued with more rounds
         kept = {k: v for k, v in asdict(s).items() if k != "max_rounds"}
-        ident = json.dumps({"settings": kept, "data": data.fingerprint(), "method": self.name}, sort_keys=True)
+        ident = json.dumps({"settings": kept, "data": data.fingerprint(), "method": self.name, **self.ident_extra()},
+                           sort_keys=True)
         start = self._resume(path, ident, delta, model) if path and path.exists() else 0
         self.converged = bool(self.log and self.log[-1]["accuracy"] >= 1 - s.stop_error and self.can_stop())
         bar = tqdm(total=s.max_rounds, initial=start, desc=self.name, disable=not self.progress,
@@ -195,13 +215,12 @@ class MinMin(Protection):
                     d.requires_grad_(True)
                     loss = self.noise_loss(model, (xb + d).clamp(0, 1), yb)
                     (grad,) = torch.autograd.grad(loss, d)
-                    d = (d.detach() - s.step_size * grad.sign()).clamp_(-s.rho, s.rho)
-                    d = (xb + d).clamp_(0, 1) - xb
+                    d = self.constrain(xb, d.detach() - s.step_size * self.descent(grad))
                 if s.classwise:  # each class takes the mean of its items' updated copies
                     total = torch.zeros_like(delta).index_add_(0, yb, d)
                     count = torch.bincount(yb, minlength=len(delta)).to(d.dtype)
                     seen = count > 0
-                    delta[seen] = (total[seen] / count[seen].view(-1, 1, 1, 1)).clamp_(-s.rho, s.rho)
+                    delta[seen] = self.constrain(None, total[seen] / count[seen].view(-1, 1, 1, 1))
                 else:
                     delta[b] = d
         finally:

@@ -1,0 +1,134 @@
+"""Key layers: the frozen, secret first layer of a `keyed` authorized network.
+
+A key layer is a fixed linear map x -> x - P_S x that annihilates a secret subspace S of the
+input space (P_S is the orthogonal projector onto S). Its buffers are drawn from a seed derived
+from the key's secret; it has no parameters, so no optimiser ever changes it. Noise that lies
+in S is invisible to the authorized network; every network without the layer sees it.
+
+Families (one file each): `colour` (a secret colour direction per pixel), `spectral` (a secret
+colour direction per spatial frequency, on a secret set of frequencies).
+
+    layer = create_key_layer("spectral", in_channels=3, image_size=32, seed=7)
+    layer(x)                    # x with its component in S removed
+    layer.project(x)            # P_S x: the component the noise may use
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from ..errors import LearnlockError
+from ..registry import Registry
+
+KEY_LAYERS = Registry("key family")
+
+
+class KeyLayer(nn.Module):
+    """Base class: a family sets `params` (its public settings) and implements `project` (P_S x)
+    and `estimate` (the key-estimation attack's guess of S from data)."""
+
+    family = ""
+    params: tuple[str, ...] = ()
+
+    def __init__(self, in_channels: int, image_size: int):
+        super().__init__()
+        if in_channels not in (1, 3):
+            raise LearnlockError(f"key layer: in_channels must be 1 or 3, got {in_channels!r}")
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 4:
+            raise LearnlockError(f"key layer: image_size must be an integer >= 4, got {image_size!r}")
+        self.in_channels, self.image_size = in_channels, image_size
+
+    @staticmethod
+    def drawing() -> bool:
+        """False while a model is built on the meta device (NetSpec's shape check): then buffers
+        get their shapes only and no random number is drawn."""
+        return torch.empty(0).device.type != "meta"
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """P_S x for float images B x C x H x W."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.project(x)
+
+    def dim(self) -> int:
+        """The dimension of S per image (the values the key layer removes)."""
+        raise NotImplementedError
+
+    def cost(self) -> float:
+        """The share of input dimensions the key layer removes (its key cost in dimensions)."""
+        return self.dim() / (self.in_channels * self.image_size ** 2)
+
+    @classmethod
+    def estimate(cls, published: torch.Tensor, reference: torch.Tensor | None, like: "KeyLayer") -> "KeyLayer":
+        """An attacker's estimate of the key, from uint8 published images (and clean reference
+        images when given), knowing the family and its public settings (`like`'s), not the key."""
+        raise NotImplementedError
+
+    def public_settings(self) -> dict:
+        return {p: getattr(self, p) for p in self.params}
+
+    @torch.no_grad()
+    def agreement(self, other: "KeyLayer", probes: int = 64, seed: int = 0) -> float:
+        """tr(P_S P_T) / dim(S): 1 when `other` removes all of S, 0 when it removes none of it,
+        estimated with Gaussian probes z as E|P_T P_S z|^2 / E|P_S z|^2."""
+        g = torch.Generator().manual_seed(seed)
+        z = torch.randn((probes, self.in_channels, self.image_size, self.image_size), generator=g)
+        s = self.project(z)
+        return float(other.project(s).pow(2).sum() / s.pow(2).sum().clamp_min(1e-12))
+
+
+def orthonormal(rows: int, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A uniformly random rows x k matrix with orthonormal columns (QR of a Gaussian)."""
+    q, r = torch.linalg.qr(torch.randn(rows, k, generator=generator, dtype=torch.float64))
+    return (q * torch.sign(torch.diagonal(r))).float()  # sign fix: the QR basis is then uniform
+
+
+def register_key_layer(name: str):
+    def deco(cls):
+        cls.family = name
+        return KEY_LAYERS.register(name)(cls)
+
+    return deco
+
+
+def list_key_layers() -> list[str]:
+    return KEY_LAYERS.names()
+
+
+def get_key_layer(name: str) -> type[KeyLayer]:
+    return KEY_LAYERS.get(name)
+
+
+def check_params(family: str, kwargs: dict) -> None:
+    cls = get_key_layer(family)
+    unknown = sorted(set(kwargs) - set(cls.params))
+    if unknown:
+        raise LearnlockError(f"key family {family!r} does not take {', '.join(unknown)}; "
+                             f"it takes: {', '.join(cls.params) or 'nothing'}")
+
+
+def create_key_layer(family: str, in_channels: int, image_size: int, seed: int | None = None,
+                     **kwargs) -> KeyLayer:
+    """The key layer of `family`; with `seed` its buffers depend on the seed alone (the global RNG
+    is left as it was), else they are drawn from the global RNG."""
+    check_params(family, kwargs)
+    cls = get_key_layer(family)
+    if seed is None:
+        return cls(in_channels, image_size, **kwargs)
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        torch.random.default_generator.manual_seed(seed)
+        return cls(in_channels, image_size, **kwargs)
+
+
+def family_params(family: str) -> tuple[str, ...]:
+    return get_key_layer(family).params
+
+
+from . import colour, spectral  # noqa: E402,F401  (register on import)
+
+__all__ = ["KEY_LAYERS", "KeyLayer", "check_params", "create_key_layer", "family_params", "get_key_layer",
+           "list_key_layers", "orthonormal", "register_key_layer"]

@@ -1,0 +1,80 @@
+"""`colour`: the key layer removes a secret k-dimensional colour subspace at every pixel.
+
+S = {delta : delta(pixel) in span(B) at every pixel}, B a secret 3 x k orthonormal basis (k = `dims`,
+1 or 2). The layer is a frozen 1x1 projection x -> (I - B B^T) x.
+
+- Key cost: k/3 of the input (the authorized net sees a 3 - k dimensional colour image).
+- Commutes exactly with crops (zero padding maps to zero), flips and any spatial augmentation.
+- Leaks: noise in S adds variance along B at every pixel, so second-order colour statistics of
+  the published images (high-pass colour covariance against natural images) point at B; a fixed
+  colour projection (grayscale) keeps only the luminance part of the noise.
+"""
+
+from __future__ import annotations
+
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+
+from ..errors import LearnlockError
+from . import KeyLayer, orthonormal, register_key_layer
+
+# Neighbouring colour channels of natural images are strongly correlated: the attacker's prior
+# for the high-pass colour covariance when no clean data are at hand.
+NATURAL_CHANNEL_CORRELATION = 0.9
+
+
+def highpass_colour_cov(images: torch.Tensor) -> torch.Tensor:
+    """3 x 3 covariance (float64) of per-pixel colour residuals x - mean3x3(x) of uint8 images."""
+    total = torch.zeros(3, 3, dtype=torch.float64)
+    count = 0
+    for chunk in images.split(512):
+        x = chunk.double() / 255
+        r = x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
+        v = r.permute(1, 0, 2, 3).reshape(3, -1)
+        total += v @ v.T
+        count += v.shape[1]
+    return total / max(count, 1)
+
+
+def top_generalized(cp: torch.Tensor, cr: torch.Tensor, k: int):
+    """Eigenvalues (descending) and the orthonormalised top-k generalized eigenvectors of (cp, cr)."""
+    eye = torch.eye(len(cp), dtype=torch.float64) * 1e-12 * float(torch.trace(cr) + 1e-30)
+    w, v = scipy.linalg.eigh(cp.numpy(), (cr + eye).numpy())
+    vecs = torch.linalg.qr(torch.from_numpy(v[:, ::-1][:, :k].copy()))[0]
+    return torch.from_numpy(w[::-1].copy()), vecs
+
+
+@register_key_layer("colour")
+class ColourKey(KeyLayer):
+    params = ("dims",)
+
+    def __init__(self, in_channels: int, image_size: int, dims: int = 1):
+        super().__init__(in_channels, image_size)
+        if in_channels != 3:
+            raise LearnlockError("the colour key needs RGB images (3 channels); for grayscale data use "
+                                 "the spectral family (--set family=spectral)")
+        if isinstance(dims, bool) or dims not in (1, 2):
+            raise LearnlockError(f"colour key: dims is the number of removed colour directions, 1 or 2; got {dims!r}")
+        self.dims = dims
+        self.register_buffer("basis", orthonormal(3, dims) if self.drawing() else torch.zeros(3, dims))
+
+    def project(self, x):
+        b = self.basis.to(device=x.device, dtype=x.dtype)
+        return torch.einsum("bchw,ck,dk->bdhw", x, b, b)
+
+    def dim(self) -> int:
+        return self.dims * self.image_size ** 2
+
+    @classmethod
+    def estimate(cls, published, reference, like):
+        cp = highpass_colour_cov(published)
+        if reference is not None:
+            cr = highpass_colour_cov(reference)
+        else:
+            rho = NATURAL_CHANNEL_CORRELATION
+            cr = (1 - rho) * torch.eye(3, dtype=torch.float64) + rho * torch.ones(3, 3, dtype=torch.float64)
+        _, vecs = top_generalized(cp, cr, like.dims)
+        est = cls(3, like.image_size, dims=like.dims)
+        est.basis.copy_(vecs.float())
+        return est

@@ -1,0 +1,200 @@
+"""Keyed error-minimising noise: conditional learnability through a key with a secret blind spot.
+
+The authorized network is a `keyed` NetSpec: a frozen, secret key layer (`learnlock.keylayers`)
+that annihilates a subspace S, then an ordinary architecture. The published noise lies in S only
+and is error-minimising there (min-min, Huang et al. 2021, against surrogates that do NOT have
+the key): every network that sees S learns the shortcut and fails on clean test images; the
+authorized network never sees the noise and learns the images.
+
+Norm L-inf, rho (default 8/255) in [0, 1] pixel units. Every min-min step projects delta onto S
+and then scales it into the rho-ball (scaling keeps it in S; clipping would not); the export's
+[0, 1] clipping and 8-bit rounding leave a small residual outside S, measured and written to the
+manifest (`extra.residual`). Sample-wise by default; the `em` engine does the optimisation.
+
+    key = NetSpec.create("cnn", 10, 3, seed=seed_from_secret("my pass phrase"))
+    prot = create_protection("keyed", authorized=[key], family="spectral", rho=8 / 255)
+    prot.protect(load_dataset("cifar10", per_class=100), "pub/keyed")
+    prot.issued_keys(data)[0].save("key.safetensors")   # the keyed network: give it to the user
+
+Threat model and weaknesses: see README ("keyed") and BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ..data.base import ImageDataset
+from ..errors import LearnlockError
+from ..keylayers import KeyLayer, family_params, list_key_layers
+from ..models import NetSpec
+from ..models.keyed import key_layer_of, keyed_spec
+from ..training import Recipe, get_recipe
+from .base import register_protection
+from .em import EMSettings, MinMin
+
+
+@dataclass(frozen=True)
+class KeyedSettings(EMSettings):
+    surrogate: str = "cnn"         # key-less surrogate of the min-min (cnn: CPU-sized; resnet18 on a GPU)
+    max_rounds: int = 20           # min-min rounds at most (measured: see BENCHMARKS.md)
+    family: str = "colour"         # key family (learnlock.keylayers): colour | spectral
+    dims: int = 1                  # colour directions the key removes (per pixel, or per chosen frequency)
+    bins: float = 0.5              # spectral: share of the frequency classes in [fmin, fmax] in the key
+    fmin: float = 1.0              # spectral: lowest frequency radius in the key, cycles per image
+    fmax: float | None = None      # spectral: highest (None: up to the corner frequency)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.family not in list_key_layers():
+            raise LearnlockError(f"keyed: unknown key family {self.family!r}; choose one of {list_key_layers()}")
+
+    def key_settings(self) -> dict:
+        return {p: getattr(self, p) for p in family_params(self.family)}
+
+
+@register_protection("keyed")
+class Keyed(MinMin):
+    """Error-minimising noise inside the blind spot of a keyed authorized network (module docstring)."""
+
+    Settings = KeyedSettings
+    needs_key = True
+
+    def __init__(self, authorized: NetSpec | Sequence[NetSpec], recipe: Recipe | str = "cpu",
+                 settings: KeyedSettings | None = None, progress: bool = True, **overrides):
+        super().__init__(settings, **overrides)
+        keys = [authorized] if isinstance(authorized, NetSpec) else list(authorized)
+        if len(keys) != 1:
+            raise LearnlockError(f"keyed takes one authorized network, got {len(keys)}: the noise must lie in the "
+                                 "blind spot of every authorized network, and different keys share none")
+        self.base = keys[0]
+        self.progress = progress
+        recipe = get_recipe(recipe)
+        if self.family_of(self.base) == "spectral" and "crop" in recipe.augment:
+            # zero-padded crops move noise out of a spectral blind spot at the border; circular ones do not
+            recipe = replace(recipe, augment=recipe.augment.replace("crop", "roll"))
+        self.recipe = recipe
+        self._key: NetSpec | None = None
+        self._layer: KeyLayer | None = None
+
+    def family_of(self, spec: NetSpec) -> str:
+        return spec.kwargs["family"] if spec.arch == "keyed" else self.settings.family
+
+    # ------------------------------------------------------------------ the key
+    def key_for(self, data: ImageDataset) -> NetSpec:
+        """The keyed network for images like `data`: the given key file, or the given plain
+        network behind a key layer seeded by its fingerprint."""
+        size = data.images.shape[-1]
+        if data.images.shape[-2] != size:
+            raise LearnlockError(f"keyed needs square images, got {tuple(data.images.shape[-2:])}")
+        if self._key is None or self._key.kwargs["image_size"] != size:
+            spec = self.base if self.base.arch == "keyed" else keyed_spec(
+                self.base, self.settings.family, size, self.settings.key_settings())
+            if spec.num_classes != data.num_classes or spec.in_channels != data.in_channels:
+                raise LearnlockError(f"authorized network {spec.arch} ({spec.fingerprint[:12]}) takes {spec.in_channels}-"
+                                     f"channel images and {spec.num_classes} classes, but the data have "
+                                     f"{data.in_channels} and {data.num_classes}")
+            if spec.kwargs["image_size"] != size and spec.kwargs["family"] != "colour":
+                raise LearnlockError(f"this key was made for {spec.kwargs['image_size']}-pixel images, the data "
+                                     f"have {size}")
+            self._key, self._layer = spec, key_layer_of(spec).eval()
+        return self._key
+
+    def issued_keys(self, data: ImageDataset | None = None) -> list:
+        if data is None and self._key is None:
+            if self.base.arch == "keyed":
+                return [self.base]
+            raise LearnlockError("keyed: the key depends on the image size; call issued_keys(data)")
+        return [self.key_for(data) if data is not None else self._key]
+
+    def layer(self) -> KeyLayer:
+        if self._layer is None:
+            raise LearnlockError("keyed: no key yet (call key_for(data) first)")
+        return self._layer
+
+    # ------------------------------------------------------------------ min-min hooks
+    def in_blind_spot(self, d: torch.Tensor, rounds: int = 4) -> torch.Tensor:
+        """Near the projection of d onto S ∩ rho-ball: a few alternating projections (clamp, P_S),
+        then a per-item scaling that enforces the ball exactly (scaling keeps d in S; clamping
+        alone would not)."""
+        layer = self.layer().to(d.device)
+        rho = self.settings.rho
+        d = layer.project(d)
+        for _ in range(rounds):
+            d = layer.project(d.clamp(-rho, rho))
+        return d * peak_scale(d, rho)
+
+    def constrain(self, x, d):
+        return self.in_blind_spot(d)  # [0, 1] clipping happens once, at export, and is measured
+
+    def descent(self, grad):
+        # steepest L-inf descent restricted to S: the sign of the gradient's S-component, back in S,
+        # scaled to peak 1 (for the colour key this is a signed step on the colour coefficient)
+        layer = self.layer().to(grad.device)
+        v = layer.project(layer.project(grad).sign())
+        return v * peak_scale(v, 1.0)
+
+    def start_delta(self, delta):
+        return self.in_blind_spot(delta)
+
+    def ident_extra(self) -> dict:
+        return {"key": self._key.fingerprint if self._key else None}
+
+    def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
+        self.key_for(data)
+        return super().perturb(data, workdir)
+
+    def apply(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
+        self.key_for(data)
+        out = super().apply(data, workdir)
+        self.residual = blind_spot_residual(self.layer(), data.images[self.protected_index],
+                                            out[self.protected_index])
+        return out
+
+    # ------------------------------------------------------------------ manifest
+    def authorized_info(self) -> dict:
+        k = self._key
+        return {"networks": [{"arch": k.arch, "kwargs": k.kwargs, "num_classes": k.num_classes,
+                              "in_channels": k.in_channels, "fingerprint": k.fingerprint}],
+                "recipe": self.recipe.to_dict()}
+
+    def manifest_settings(self) -> dict:
+        return {**asdict(self.settings), "authorized_recipe": self.recipe.to_dict()}
+
+    def manifest_extra(self) -> dict:
+        layer = self.layer()
+        return {**super().manifest_extra(),
+                "key": {"family": layer.family, "settings": layer.public_settings(), "removed_dims": layer.dim(),
+                        "removed_share": round(layer.cost(), 6)},
+                "residual": getattr(self, "residual", None)}
+
+
+def peak_scale(d: torch.Tensor, bound: float) -> torch.Tensor:
+    """Per-item factor (<= 1) that brings the largest |value| of each item down to `bound`."""
+    peak = d.flatten(1).abs().amax(1).clamp_min(1e-12)
+    return (bound / peak).clamp(max=1.0).view(-1, *([1] * (d.dim() - 1)))
+
+
+@torch.no_grad()
+def blind_spot_residual(layer: KeyLayer, clean: torch.Tensor, published: torch.Tensor) -> dict:
+    """How much of the published change lies outside the blind spot S (what the authorized network
+    sees of it): uint8 clean and published images -> levels (of 255) and energy shares."""
+    if len(clean) == 0:
+        return {"outside_max_levels": 0.0, "outside_rms_levels": 0.0, "outside_energy_share": 0.0,
+                "inside_rms_levels": 0.0}
+    outside_sq = inside_sq = 0.0
+    peak, count = 0.0, 0
+    for a, b in zip(clean.split(512), published.split(512)):
+        d = b.float() - a.float()  # levels
+        r = layer(d)                # the part the key layer lets through
+        outside_sq += float(r.pow(2).sum())
+        inside_sq += float((d - r).pow(2).sum())
+        peak = max(peak, float(r.abs().max()))
+        count += d.numel()
+    total = outside_sq + inside_sq
+    return {"outside_max_levels": round(peak, 4), "outside_rms_levels": round((outside_sq / count) ** 0.5, 4),
+            "outside_energy_share": round(outside_sq / total, 6) if total else 0.0,
+            "inside_rms_levels": round((inside_sq / count) ** 0.5, 4)}
