@@ -33,7 +33,7 @@ def create_attack(name: str, **settings):
 
 
 from .base import Attack, AttackContext, AttackSettings  # noqa: E402
-from . import (adversarial_training, augment, distill, iss, lock_inverse, purify, recover, retrain,  # noqa: E402,F401
+from . import (adversarial_training, augment, distill, iss, key_estimate, lock_inverse, purify, recover, retrain,  # noqa: E402,F401
                ueraser)
 
 __all__ = ["ATTACKS", "Attack", "AttackContext", "AttackSettings", "create_attack", "get_attack",

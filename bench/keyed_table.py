@@ -1,0 +1,339 @@
+"""Conditional learnability on the CPU benchmark: clean, em, lock and keyed (each key family),
+against the authorized network, plain and distilling hackers, a wrong key and the attacks that
+know the scheme. Writes the table, JSON and the front PNG (authorized ratio vs worst hacker ratio).
+
+    .venv/bin/python bench/keyed_table.py run [--rows clean,keyed-colour,...] [--seeds 0,1] [--columns ...]
+    .venv/bin/python bench/keyed_table.py report
+
+Data: CIFAR-10 from ../shared/datasets/cifar10-jpg, 100 train images per class (per-class seed 0,
+the size of every CPU table in BENCHMARKS.md), 100 clean test images per class; the attackers'
+clean auxiliary split is 100 other train images per class. Protection seed s uses the key
+`cnn` seed 1234 + s, so two seeds are also two different keys. Every network trains with the
+`cpu` recipe (15 epochs); the authorized network with the recipe its protection sets (keyed
+spectral: circular crops). Cells are cached in runs/bench-keyed/ (a rerun resumes; rows run
+seed 0 first so a partial run still gives every row).
+
+Ratios: (acc - chance) / (clean acc - chance) against the same column on clean data; the
+authorized column of a keyed row is against the same keyed network trained on clean data, and
+the key cost (plain cnn minus keyed cnn, both on clean data) is its own column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from learnlock import NetSpec, load_dataset
+from learnlock.attacks import AttackContext, create_attack
+from learnlock.data.published import load_published
+from learnlock.keys import load_key
+from learnlock.models import create_model
+from learnlock.models.keyed import keyed_spec
+from learnlock.protections import create_protection
+from learnlock.provenance import atomic_write_json, provenance
+from learnlock.report import learnability_ratio, markdown_table
+from learnlock.training import evaluate, fit, get_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR = f"folder:{ROOT.parent / 'shared' / 'datasets' / 'cifar10-jpg'}"
+OUT = ROOT / "runs" / "bench-keyed"
+DOCS = ROOT / "docs" / "bench"
+PER_CLASS, TEST_PER_CLASS = 100, 100
+KEY_SEED = 1234
+CPU = {"surrogate": "cnn", "max_rounds": 15}
+ROWS = {  # name: (protection or None for clean, settings)
+    "clean": (None, {}),
+    "keyed-colour": ("keyed", {**CPU, "family": "colour"}),
+    "keyed-spectral": ("keyed", {**CPU, "family": "spectral"}),
+    "em": ("em", {**CPU}),
+    "lock": ("lock", {}),
+    "uge": ("uge", {"preset": "paper", "encoder_resolution": 32}),
+}
+# column: (attack, net, settings); "authorized" and "wrong key" are built apart
+ATTACKS = {
+    "cnn": ("retrain", "cnn", {}),
+    "lenet": ("retrain", "lenet", {}),
+    "cnn Distill": ("distill", "cnn", {}),
+    "grayscale": ("iss-grayscale", "cnn", {}),
+    "JPEG-10": ("iss-jpeg", "cnn", {"quality": 10}),
+    "JPEG-30": ("iss-jpeg", "cnn", {"quality": 30}),
+    "UEraser": ("ueraser", "cnn", {"repeats": 3}),
+    "adv. training": ("adversarial-training", "cnn", {"steps": 3, "step": 3 / 255}),
+    "key-est": ("key-estimate", "cnn", {"use_aux": False}),
+    "key-est+aux": ("key-estimate", "cnn", {"use_aux": True}),
+}
+COLUMNS = ["authorized", "wrong key", *ATTACKS]
+PLAIN = ["cnn", "lenet", "cnn Distill", "wrong key"]   # the issue's "plain hackers"
+ATTACK_COLUMNS = ["grayscale", "JPEG-10", "JPEG-30", "UEraser", "adv. training", "key-est", "key-est+aux"]
+
+
+def data():
+    train = load_dataset(CIFAR, "train", per_class=PER_CLASS, seed=0)
+    test = load_dataset(CIFAR, "test", per_class=TEST_PER_CLASS, seed=0)
+    pool = load_dataset(CIFAR, "train")
+    taken = set(train.ids)
+    aux = pool.subset([i for i, item in enumerate(pool.ids) if item not in taken]).per_class(PER_CLASS, seed=1)
+    return train, test, aux
+
+
+def key_base(train, seed):
+    return NetSpec.create("cnn", train.num_classes, train.in_channels, seed=KEY_SEED + seed)
+
+
+def protect(row: str, train, seed: int):
+    """(published dataset, manifest, key or None, wall seconds), cached under OUT/published."""
+    method, settings = ROWS[row]
+    out = OUT / "published" / f"{row}_s{seed}"
+    meta = OUT / "published" / f"{row}_s{seed}.json"
+    want = {"method": method, "settings": settings, "seed": seed}
+    if method is None:
+        return train, {}, None, 0.0
+    if not (out.exists() and meta.exists() and json.loads(meta.read_text()).get("want") == want):
+        shutil.rmtree(out, ignore_errors=True)
+        work = OUT / "work" / f"{row}_s{seed}"
+        work.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        kwargs = dict(settings)
+        prot_cls = __import__("learnlock.protections", fromlist=["get_protection"]).get_protection(method)
+        if prot_cls.needs_key:
+            extra = {"preset": kwargs.pop("preset")} if prot_cls.presets else {}
+            prot = prot_cls(authorized=[key_base(train, seed)], recipe="cpu", progress=True, seed=seed, **extra,
+                            **kwargs)
+        else:
+            prot = create_protection(method, seed=seed, **kwargs)
+        prot.protect(train, out, workdir=work)
+        keys = prot.issued_keys(train)
+        if keys:
+            keys[0].save(OUT / "published" / f"{row}_s{seed}.key.safetensors", overwrite=True)
+        atomic_write_json(meta, {"want": want, "seconds": time.perf_counter() - t0})
+        print(f"[protect] {row} seed {seed}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    pub, manifest = load_published(out)
+    key_path = OUT / "published" / f"{row}_s{seed}.key.safetensors"
+    key = load_key(key_path) if key_path.exists() else None
+    return pub, manifest, key, json.loads(meta.read_text())["seconds"]
+
+
+class Row:
+    """One (row, seed): trains each column once, caching every cell."""
+
+    def __init__(self, row, seed, train, test, aux):
+        self.row, self.seed, self.train, self.test, self.aux = row, seed, train, test, aux
+        self.pub, self.manifest, self.key, self.seconds = protect(row, train, seed)
+        self.teacher = None
+        self.dir = OUT / "cells" / f"{row}_s{seed}"
+
+    def cached(self, col, job):
+        path = self.dir / f"{col.replace(' ', '_').replace('.', '')}.json"
+        fp = self.pub.fingerprint()
+        if path.exists() and json.loads(path.read_text()).get("data") == fp:
+            return json.loads(path.read_text())
+        t0 = time.perf_counter()
+        cell = {**job(), "data": fp, "row": self.row, "seed": self.seed, "column": col}
+        cell["wall_s"] = round(time.perf_counter() - t0, 1)
+        atomic_write_json(path, cell)
+        print(f"[cell] {self.row} s{self.seed} {col}: {100 * cell['accuracy']:.1f} % ({cell['wall_s']} s)",
+              file=sys.stderr, flush=True)
+        return cell
+
+    def authorized_key(self):
+        return self.key or key_base(self.train, self.seed)
+
+    def authorized_recipe(self):
+        rec = (self.manifest.get("authorized") or {}).get("recipe")
+        return get_recipe("cpu", **{k: v for k, v in rec.items() if k != "name"}) if rec else get_recipe("cpu")
+
+    def model_authorized(self):
+        key = self.authorized_key()
+        model = fit(key.build(), key.prepare(self.pub) if hasattr(key, "prepare") else self.pub,
+                    self.authorized_recipe(), desc=f"{self.row} authorized")
+        self.teacher = model.eval()
+        return model
+
+    def cell(self, col):
+        if col == "authorized":
+            return self.cached(col, lambda: {"accuracy": evaluate(self.model_authorized(), self.test)})
+        if col == "key cost":  # keyed network on clean data (same key, same recipe)
+            def job():
+                m = fit(self.authorized_key().build(), self.train, self.authorized_recipe(), desc="keyed on clean")
+                return {"accuracy": evaluate(m, self.test)}
+            return self.cached(col, job)
+        if col == "wrong key":
+            if not self.key or self.key.arch != "keyed":
+                return None
+            def job():
+                other = keyed_spec(NetSpec.create("cnn", self.train.num_classes, self.train.in_channels, seed=99),
+                                   self.key.kwargs["family"], self.key.kwargs["image_size"], self.key.kwargs["key_settings"])
+                m = fit(other.build(), self.pub, self.authorized_recipe(), desc="wrong key")
+                return {"accuracy": evaluate(m, self.test)}
+            return self.cached(col, job)
+        attack, net, settings = ATTACKS[col]
+        if attack == "key-estimate" and not (self.key and self.key.arch == "keyed"):
+            return None
+        if attack == "distill" and self.row == "clean":
+            pass
+
+        def job():
+            a = create_attack(attack, **settings)
+            teacher = self.teacher
+            if attack in ("distill", "key-estimate") and teacher is None:
+                teacher = self.model_authorized()
+            ctx = AttackContext(teacher=teacher, aux=self.aux, workdir=OUT / "work" / "attacks",
+                                scheme=(self.manifest.get("extra") or {}).get("key"))
+            recipe = get_recipe("cpu", seed=1)
+            model = a.train(self.pub, net, 1, recipe, ctx)
+            out = {"accuracy": evaluate(model, a.transform_test(self.test))}
+            if a.report():
+                out["report"] = a.report()
+            return out
+        return self.cached(col, job)
+
+
+def cmd_run(args):
+    torch.set_num_threads(2)
+    train, test, aux = data()
+    rows = args.rows.split(",")
+    cols = args.columns.split(",") if args.columns else COLUMNS + ["key cost"]
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for row in rows:
+            r = Row(row, seed, train, test, aux)
+            for col in cols:
+                if row == "clean" and col in ("wrong key", "key-est", "key-est+aux"):
+                    continue
+                if col == "key cost" and not (r.key and r.key.arch == "keyed"):
+                    continue
+                r.cell(col)
+    cmd_report(args)
+
+
+def load_cells():
+    out = {}
+    for p in sorted((OUT / "cells").glob("*/*.json")):
+        c = json.loads(p.read_text())
+        out.setdefault(c["row"], {}).setdefault(c["column"], {})[c["seed"]] = c
+    return out
+
+
+def summarise(cells):
+    """Per row: per column mean accuracy, std, n, ratio; authorized and worst plain/attack ratios."""
+    clean = cells.get("clean", {})
+
+    def mean(row, col):
+        vals = [c["accuracy"] for c in cells.get(row, {}).get(col, {}).values()]
+        return (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals)) if vals else None
+
+    out = {}
+    for row in cells:
+        res = {}
+        for col in COLUMNS:
+            m = mean(row, col)
+            if m is None:
+                continue
+            if col == "authorized" and "key cost" in cells[row]:
+                ref = mean(row, "key cost")[0]
+            else:
+                ref_col = col if col in clean else "cnn"
+                ref = mean("clean", ref_col)[0] if mean("clean", ref_col) else float("nan")
+            res[col] = {"mean": m[0], "std": m[1], "n": m[2], "ratio": learnability_ratio(m[0], ref, 10)}
+        kc = mean(row, "key cost")
+        plain = mean("clean", "authorized")
+        summary = {"columns": res, "key_cost_points": 100 * (plain[0] - kc[0]) if kc and plain else None,
+                   "keyed_clean": kc[0] if kc else None}
+        summary["authorized_ratio"] = res.get("authorized", {}).get("ratio")
+        summary["worst_plain"] = max((res[c]["ratio"] for c in PLAIN if c in res), default=None)
+        summary["worst_attack"] = max((res[c]["ratio"] for c in PLAIN + ATTACK_COLUMNS if c in res), default=None)
+        out[row] = summary
+    return out
+
+
+def cmd_report(args):
+    cells = load_cells()
+    if "clean" not in cells:
+        print("no clean row yet; run first")
+        return
+    summ = summarise(cells)
+    order = [r for r in ROWS if r in summ]
+    head = ["data", "seeds", "key cost (pts)"] + COLUMNS
+    body = []
+    for row in order:
+        s = summ[row]
+        seeds = max((v["n"] for v in s["columns"].values()), default=0)
+        line = [row, str(seeds), "-" if s["key_cost_points"] is None else f"{s['key_cost_points']:.1f}"]
+        for col in COLUMNS:
+            v = s["columns"].get(col)
+            line.append("-" if v is None else f"{100 * v['mean']:.1f} ± {100 * v['std']:.1f} ({v['ratio']:.2f})")
+        body.append(line)
+    table = markdown_table(head, body)
+    agree = {row: [c.get("report", {}).get("agreement_with_true_key") for col in ("key-est", "key-est+aux")
+                   for c in cells[row].get(col, {}).values()] for row in order}
+    print(table)
+    print("\nkey-estimate agreement with the true key (tr(P_S P_est)/dim S), per cell:",
+          {r: [round(a, 3) for a in v if a is not None] for r, v in agree.items() if any(a is not None for a in v)})
+    for row in order:
+        s = summ[row]
+        if row != "clean" and s["authorized_ratio"] is not None:
+            print(f"{row}: authorized ratio {s['authorized_ratio']:.2f}, worst plain hacker "
+                  f"{s['worst_plain']:.2f}, worst with attacks {s['worst_attack']:.2f}")
+    DOCS.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(OUT / "keyed_table.json", {"summary": summ, "cells": cells, "table": table,
+                                                 "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
+                                                 "date": str(date.today()), **provenance()})
+    (OUT / "keyed_table.md").write_text(table + "\n")
+    front(summ, order, DOCS / "keyed_front.png")
+    print(f"\nwritten: {OUT}/keyed_table.json, keyed_table.md, {DOCS}/keyed_front.png", file=sys.stderr)
+
+
+def front(summ, order, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for row in order:
+        s = summ[row]
+        if row == "clean" or s["authorized_ratio"] is None:
+            continue
+        a = s["authorized_ratio"]
+        ax.scatter([s["worst_plain"]], [a], marker="o", s=50)
+        ax.scatter([s["worst_attack"]], [a], marker="x", s=50, color=ax.collections[-1].get_facecolor())
+        ax.plot([s["worst_plain"], s["worst_attack"]], [a, a], color="grey", lw=0.6, ls=":")
+        ax.annotate(row, (s["worst_plain"], a), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.axhline(0.9, color="green", ls="--", lw=0.8)
+    ax.axvline(0.5, color="red", ls="--", lw=0.8)
+    ax.fill_between([-0.1, 0.5], 0.9, 1.3, color="green", alpha=0.08, label="goal: authorized ≥ 0.9, hackers ≤ 0.5")
+    ax.set_xlabel("worst hacker ratio (o: plain hackers and wrong key, x: with attacks)")
+    ax.set_ylabel("authorized ratio")
+    ax.set_xlim(-0.1, 1.3)
+    ax.set_ylim(-0.1, 1.3)
+    ax.set_title("conditional learnability front, CIFAR-10 1k, cnn")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--rows", default="clean,keyed-colour,keyed-spectral,em,lock")
+    r.add_argument("--seeds", default="0,1")
+    r.add_argument("--columns", default="")
+    r.set_defaults(func=cmd_run)
+    q = sub.add_parser("report")
+    q.set_defaults(func=cmd_report)
+    args = p.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

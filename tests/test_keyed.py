@@ -1,0 +1,160 @@
+"""`keyed`: the key layer is frozen and reproducible from the secret, the noise lies in its blind
+spot (up to the measured export residual), resume is exact, wrong keys are refused, and the
+key-estimation attack finds a key that leaks (the generic guarantees are in test_protections.py)."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import learnable_dataset
+from learnlock.attacks import AttackContext, create_attack
+from learnlock.errors import LearnlockError
+from learnlock.keylayers import create_key_layer, list_key_layers
+from learnlock.keys import check_key_matches, seed_from_secret
+from learnlock.models import NetSpec
+from learnlock.models.keyed import KeyedNet, key_layer_of, keyed_spec
+from learnlock.protections import create_protection
+from learnlock.training import Recipe, apply_augment, draw_augment, fit
+
+TINY = Recipe(name="tiny", epochs=1, batch_size=8, device="cpu")
+FAST = dict(max_rounds=2, noise_steps=3, train_steps=2, batch_size=8)
+SETTINGS = {"colour": {"dims": 1}, "spectral": {"bins": 0.5}}
+
+
+def base(seed=1, classes=3, channels=3):
+    return NetSpec.create("cnn", classes, channels, seed=seed, width=8)
+
+
+def protection(family, key=None, **kw):
+    prot = create_protection("keyed", authorized=[key or base()], recipe=TINY, family=family,
+                             **{**FAST, **SETTINGS[family], **kw})
+    prot.progress = False
+    return prot
+
+
+@pytest.mark.parametrize("family", list_key_layers())
+def test_key_layer_is_a_frozen_projector(family):
+    layer = create_key_layer(family, 3, 8, seed=3, **SETTINGS[family])
+    assert list(layer.parameters()) == []  # buffers only: no optimiser can train it
+    x, y = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    p = layer.project(x)
+    assert torch.allclose(layer.project(p), p, atol=1e-5)                      # idempotent
+    assert math.isclose(float((layer.project(x) * y).sum()), float((x * layer.project(y)).sum()), rel_tol=1e-4)
+    assert layer(p).abs().max() < 1e-5                                          # S is annihilated
+    assert 0 < layer.cost() < 1
+    # it commutes with the augmentations the authorized recipe uses (flip; spectral: circular crops)
+    assert torch.allclose(layer.project(x.flip(3)), p.flip(3), atol=1e-5)
+    draw = draw_augment(4, Recipe(augment="roll+flip", crop_padding=2), torch.Generator().manual_seed(0))
+    assert draw.circular
+    assert torch.allclose(layer.project(apply_augment(x, draw)), apply_augment(p, draw), atol=1e-5)
+
+
+@pytest.mark.parametrize("family", list_key_layers())
+def test_key_is_reproducible_from_the_secret_and_never_trained(family, tmp_path):
+    seed = seed_from_secret("correct horse")
+    a = keyed_spec(NetSpec.create("cnn", 3, 3, seed=seed, width=8), family, 8, SETTINGS[family])
+    b = keyed_spec(NetSpec.create("cnn", 3, 3, seed=seed, width=8), family, 8, SETTINGS[family])
+    other = keyed_spec(NetSpec.create("cnn", 3, 3, seed=seed_from_secret("wrong"), width=8), family, 8,
+                       SETTINGS[family])
+    assert a.fingerprint == b.fingerprint != other.fingerprint
+    assert key_layer_of(a).agreement(key_layer_of(other)) < 0.9  # another secret, another blind spot
+    a.save(tmp_path / "k.safetensors")
+    assert NetSpec.load(tmp_path / "k.safetensors").fingerprint == a.fingerprint
+    secret_free = str(a.kwargs)
+    assert "correct horse" not in secret_free and str(seed) not in secret_free  # kwargs are public
+    model = a.build()
+    before = {k: v.clone() for k, v in model.key.state_dict().items()}
+    fit(model, learnable_dataset(n_per_class=4, classes=3, size=8), TINY, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.key.state_dict().items())
+    assert not any(n.startswith("key.") for n, _ in model.named_parameters())
+
+
+@pytest.mark.parametrize("family", list_key_layers())
+def test_noise_lies_in_the_blind_spot(family):
+    data = learnable_dataset(n_per_class=6, classes=3, size=8)
+    prot = protection(family)
+    x_q = prot.apply(data)
+    key = prot.issued_keys(data)[0]
+    layer = key_layer_of(key)
+    res = prot.residual
+    assert res["inside_rms_levels"] > 1.0  # there is noise, and most of it is inside S
+    assert res["outside_energy_share"] < 0.1, res
+    d = x_q.float() - data.images.float()
+    assert (d.abs().max() / 255) <= prot.settings.rho + 1e-9
+    # the authorized network's first layer maps x_u and x to the same values within the residual
+    model = key.build().eval()
+    assert isinstance(model, KeyedNet)
+    with torch.no_grad():
+        gap = (model.key(x_q.float() / 255) - model.key(data.float_images())).abs().max().item()
+    assert gap <= res["outside_max_levels"] / 255 + 1e-5
+    # a network without the key sees all of the noise
+    assert (layer.project(d).pow(2).sum() / d.pow(2).sum()) > 0.9
+
+
+def test_keyed_manifest_resume_and_wrong_key(tmp_path):
+    from learnlock.data.published import load_published
+
+    data = learnable_dataset(n_per_class=4, classes=3, size=8)
+    full = protection("spectral", max_rounds=3).apply(data)
+    protection("spectral", max_rounds=2).apply(data, workdir=tmp_path / "w")
+    resumed = protection("spectral", max_rounds=3)
+    assert torch.equal(resumed.apply(data, workdir=tmp_path / "w"), full)  # resume after a stop: same bytes
+    with pytest.raises(LearnlockError, match="other settings or data"):  # another key: refused, not mixed
+        protection("spectral", key=base(seed=2), max_rounds=3).apply(data, workdir=tmp_path / "w")
+    prot = protection("spectral")
+    path = prot.protect(data, tmp_path / "pub")
+    _, manifest = load_published(path)
+    key = prot.issued_keys(data)[0]
+    assert manifest["authorized"]["recipe"]["augment"] == "roll+flip"  # circular crops keep S exact
+    assert manifest["extra"]["key"]["family"] == "spectral" and manifest["extra"]["residual"]
+    assert check_key_matches(key, manifest) == 0
+    with pytest.raises(LearnlockError, match="wrong key"):
+        check_key_matches(keyed_spec(base(seed=5), "spectral", 8, SETTINGS["spectral"]), manifest)
+    with pytest.raises(LearnlockError, match="one authorized network"):
+        create_protection("keyed", authorized=[base(1), base(2)])
+    with pytest.raises(LearnlockError, match="RGB"):
+        protection("colour", key=base(channels=1)).apply(learnable_dataset(n_per_class=4, classes=3, size=8,
+                                                                            channels=1))
+
+
+def test_key_estimation_finds_a_leaky_colour_key():
+    """Noise with large variance along the secret colour direction is found by second-order
+    statistics, with and without clean data; the estimate is a key layer the attacker trains behind."""
+    g = torch.Generator().manual_seed(0)
+    key = keyed_spec(base(), "colour", 16, {"dims": 1})
+    layer = key_layer_of(key)
+    clean = learnable_dataset(n_per_class=20, classes=3, size=16)
+    c = layer.basis[:, 0]
+    noise = c[None, :, None, None] * (torch.rand(len(clean), 1, 16, 16, generator=g) * 2 - 1) * 40
+    pub = clean.with_images((clean.images.float() + noise).round().clamp(0, 255).to(torch.uint8))
+    teacher = key.build()
+    scheme = {"family": "colour", "settings": {"dims": 1}}
+    for aux in (None, learnable_dataset(n_per_class=20, classes=3, size=16, seed=1)):
+        attack = create_attack("key-estimate")
+        attack.train(pub, "cnn", 0, TINY, AttackContext(teacher=teacher, aux=aux, scheme=scheme), progress=False)
+        assert attack.report()["agreement_with_true_key"] > 0.9
+    with pytest.raises(LearnlockError, match="key family"):
+        create_attack("key-estimate").train(pub, "cnn", 0, TINY, AttackContext(), progress=False)
+
+
+def test_cli_protect_keyed_then_train(tmp_path, capsys):
+    from conftest import write_folder
+    from learnlock.cli import main
+
+    write_folder(tmp_path / "src", per_class=6, size=(8, 8))
+    out = tmp_path / "pub"
+    main(["protect", "--method", "keyed", "--data", f"folder:{tmp_path / 'src'}", "--authorized", "cnn",
+          "--key-secret", "s3cret", "--set", "max_rounds=1", "--set", "noise_steps=1", "--set", "batch_size=8",
+          "--out", str(out), "--no-progress", "--epochs", "1", "--batch-size", "8"])
+    key_path = tmp_path / "pub.key.safetensors"
+    key = NetSpec.load(key_path)
+    assert key.arch == "keyed" and key.kwargs["base"] == "cnn"
+    main(["train", "--authorized", str(key_path), "--data", str(out), "--no-progress",
+          "--test", f"folder:{tmp_path / 'src'}"])
+    assert "test accuracy" in capsys.readouterr().out
+    wrong = keyed_spec(NetSpec.create("cnn", 3, 3, seed=7), "colour", 8)
+    wrong.save(tmp_path / "wrong.safetensors")
+    assert main(["train", "--authorized", str(tmp_path / "wrong.safetensors"), "--data", str(out),
+                 "--no-progress"]) == 2
+    assert "wrong key" in capsys.readouterr().err
