@@ -65,21 +65,16 @@ def residual_lipschitz(eps: float) -> float:
     return G_LIPSCHITZ * eps
 
 
-def _per_item_conv(h: Tensor, weight: Tensor, padding: int) -> Tensor:
-    """Convolve item i of `h` (B x Cin x H x W) with its own kernel weight[i] (B x Cout x Cin x k x k):
-    one grouped convolution, no loop over classes."""
-    b = h.shape[0]
-    out = F.conv2d(h.reshape(1, -1, *h.shape[2:]), weight.reshape(-1, *weight.shape[2:]), padding=padding, groups=b)
-    return out.reshape(b, -1, *out.shape[2:])
-
-
 def residual_shift(x: Tensor, y: Tensor, tensors: dict[str, Tensor], eps: float) -> Tensor:
-    """eps * tanh(g_y(x)) for each item (the residual variant's change of the image)."""
-    if len(x) == 0:
-        return torch.zeros_like(x)
-    h = F.elu(_per_item_conv(x, tensors["conv1"][y], 1))
-    h = F.elu(_per_item_conv(h, tensors["conv2"][y], 0))
-    return eps * torch.tanh(_per_item_conv(h, tensors["conv3"][y], 1))
+    """eps * tanh(g_y(x)) for each item (the residual variant's change of the image), one batch of
+    convolutions per class present (on a CPU twice as fast as one grouped convolution per item)."""
+    out = torch.zeros_like(x)
+    for c in torch.unique(y).tolist():
+        idx = torch.nonzero(y == c).flatten()
+        h = F.elu(F.conv2d(x[idx], tensors["conv1"][c], padding=1))
+        h = F.elu(F.conv2d(h, tensors["conv2"][c]))
+        out = out.index_put((idx,), eps * torch.tanh(F.conv2d(h, tensors["conv3"][c], padding=1)))
+    return out
 
 
 def lock_images(variant: str, tensors: dict[str, Tensor], eps: float, x: Tensor, y: Tensor) -> Tensor:
