@@ -16,12 +16,15 @@ transforms, in [0, 1] pixel units, eps = the lock's L-inf radius:
             2018), g at most 9-Lipschitz and eps * tanh . g at most L = 9 eps < 1: a contraction,
             inverted by the fixed-point iteration x_{k+1} = x' - eps * tanh(g_y(x_k)).
 
-Unlocking the 8-bit published image errs by at most 0.5 / (1 - eps/2) grey levels (affine) or
-0.5 / (1 - L) levels (residual) before rounding, so the restored uint8 image is within one level
-of the original wherever the locked value was not clipped to [0, 1]. Where it was (a dark pixel
-pushed below 0, a bright one above 1) the clip removed up to eps of information and the restored
-pixel can be off by up to about 255 eps levels; for `residual` the error also reaches the
-clipped pixel's neighbours, damped by L per fixed-point step.
+Unlocking the 8-bit published image: the rounding error e (at most half a grey level per value)
+comes back as at most 0.5 / (1 - eps/2) levels per pixel for `affine`, so the restored uint8 image
+is within one level of the original wherever the locked value was not clipped to [0, 1]. For
+`residual` the contraction bounds the error in L2, ||x_hat - x||_2 <= ||e||_2 / (1 - L); per
+pixel, x_hat - x = e - (r(x_hat) - r(x)) with r = eps * tanh . g smooth, which averages the
+rounding noise away, and the tests check the same one-level result. Where a locked value was
+clipped (a dark pixel pushed below 0, a bright one above 1) the clip removed up to eps of
+information: the affine unlock is then off by up to about 255 eps levels at that pixel; the
+residual one also spreads the loss to the pixel's neighbours through g.
 
 File: ONE safetensors file, tensors "net/<name>" (the network's state_dict) and "lock/<name>",
 metadata format = "learnlock.lockkey/1", variant, eps, num_classes, in_channels, arch, kwargs,
