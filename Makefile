@@ -34,7 +34,8 @@ test: install
 
 # The main job end to end on Fashion-MNIST (1,000 training images): protect with UGE for an
 # authorized cnn key, train the authorized net and hackers and print the Table-1 result, then
-# audit the published data against four cheap countermeasures.
+# the same with `keyed` (a key layer with a secret spectral blind spot), then audit the keyed
+# data against cheap countermeasures and the key-estimation attack.
 DEMO := runs/demo
 LL := $(VENV)/bin/learnlock
 demo: install fashion-mnist
@@ -43,9 +44,13 @@ demo: install fashion-mnist
 	  --set encoder_resolution=32 --set epochs=10 --out $(DEMO)/published --overwrite
 	$(LL) table1 --published $(DEMO)/published --authorized $(DEMO)/key.safetensors \
 	  --test-per-class 100 --hackers cnn:1,lenet:1 --distill cnn:1 --out $(DEMO)/table1
-	$(LL) audit $(DEMO)/published --authorized $(DEMO)/key.safetensors --test-per-class 100 \
-	  --attacks iss-jpeg,iss-bits,cutmix,adversarial-training --set adversarial-training.steps=3 \
-	  --nets cnn --out $(DEMO)/audit
+	$(LL) protect --method keyed --data fashion-mnist --per-class 100 --authorized cnn --key-seed 1234 \
+	  --set family=spectral --set max_rounds=10 --key-out $(DEMO)/keyed.key.safetensors \
+	  --out $(DEMO)/keyed --overwrite
+	$(LL) table1 --published $(DEMO)/keyed --authorized $(DEMO)/keyed.key.safetensors \
+	  --test-per-class 100 --hackers cnn:1,lenet:1 --distill cnn:1 --out $(DEMO)/table1-keyed
+	$(LL) audit $(DEMO)/keyed --authorized $(DEMO)/keyed.key.safetensors --test-per-class 100 \
+	  --attacks iss-jpeg,cutmix,key-estimate --nets cnn --out $(DEMO)/audit
 
 bench: install fashion-mnist
 	$(PY) bench/clean_baselines.py

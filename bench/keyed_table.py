@@ -54,6 +54,12 @@ ROWS = {  # name: (protection or None for clean, settings)
     "clean": (None, {}),
     "keyed-colour": ("keyed", {**CPU, "family": "colour"}),
     "keyed-spectral": ("keyed", {**CPU, "family": "spectral"}),
+    # teacher-aware noise: the shortcut also explains the authorized network's soft outputs
+    "keyed-colour-t": ("keyed", {**CPU, "family": "colour", "teacher_mix": 0.5}),
+    "keyed-spectral-t": ("keyed", {**CPU, "family": "spectral", "teacher_mix": 0.5}),
+    # design search: noise in the band JPEG keeps; two of three colour directions per frequency
+    "keyed-spectral-low": ("keyed", {**CPU, "family": "spectral", "fmax": 8.0}),
+    "keyed-spectral-2d": ("keyed", {**CPU, "family": "spectral", "dims": 2}),
     "em": ("em", {**CPU}),
     "lock": ("lock", {}),
     "uge": ("uge", {"preset": "paper", "encoder_resolution": 32}),

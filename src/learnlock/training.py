@@ -108,6 +108,22 @@ class Callback:
     def on_epoch_end(self, model: nn.Module, epoch: int) -> None: ...
 
 
+class ItemTargets(Callback):
+    """Trains on per-item targets instead of the labels: `targets[i]` (N x C class probabilities,
+    e.g. a teacher's soft outputs) for item i of the data `fit` receives. It finds each step's items
+    by replaying `batch_schedule`, so the targets follow the exact batches fit draws."""
+
+    def __init__(self, targets: torch.Tensor):
+        self.targets = targets
+        self.index: dict[int, torch.Tensor] = {}
+
+    def on_fit_start(self, model, recipe):
+        self.index = {s.step: s.index for s in batch_schedule(len(self.targets), recipe)}
+
+    def on_batch(self, model, x, y, step):
+        return x, self.targets[self.index[step]].to(x.device)
+
+
 def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 

@@ -39,7 +39,7 @@ from ..data.base import ImageDataset
 from ..errors import LearnlockError
 from ..models import create_model, list_models
 from ..provenance import atomic_write_bytes
-from ..training import Callback, Recipe, cross_entropy, fit
+from ..training import Callback, ItemTargets, Recipe, cross_entropy, fit
 from .base import Protection, ProtectionSettings, project_quantize, register_protection
 from .surrogate import read_checkpoint
 
@@ -109,6 +109,11 @@ class MinMin(Protection):
         image bound): here the rho-ball and [0, 1]; `keyed` keeps d inside its key's blind spot."""
         d = d.clamp(-self.settings.rho, self.settings.rho)
         return d if x is None else (x + d).clamp_(0, 1) - x
+
+    def targets(self, idx: torch.Tensor) -> torch.Tensor | None:
+        """Per-item training targets (class probabilities) for items `idx`, or None for the labels
+        (keyed's teacher-aware noise uses the authorized network's soft outputs)."""
+        return None
 
     def descent(self, grad: torch.Tensor) -> torch.Tensor:
         """The step direction of a noise update, in L-inf units (peak 1): the gradient's sign."""
@@ -195,7 +200,9 @@ class MinMin(Protection):
         labels = data.labels.to(x.device)
         x_q = project_quantize(data.images[idx], self._perturbed(x, delta, labels, idx.to(x.device)).cpu(), s.rho)
         sub = ImageDataset(x_q, data.labels[idx], data.classes, tuple(str(i) for i in idx.tolist()), data.source)
-        fit(model, sub, self.surrogate_recipe(r), callbacks=self.train_callbacks(model),
+        soft = self.targets(idx)
+        extra = [ItemTargets(soft)] if soft is not None else []
+        fit(model, sub, self.surrogate_recipe(r), callbacks=self.train_callbacks(model) + extra,
             loss=self.train_loss(model), progress=False)
 
     def _noise_round(self, model, x, y, delta, r):
@@ -210,10 +217,12 @@ class MinMin(Protection):
         try:
             for b in order.split(s.batch_size):
                 xb, yb = x[b], y[b]
+                soft = self.targets(b.cpu())
+                tb = yb if soft is None else soft.to(x.device)
                 d = (delta[yb] if s.classwise else delta[b]).clone()
                 for _ in range(s.noise_steps):
                     d.requires_grad_(True)
-                    loss = self.noise_loss(model, (xb + d).clamp(0, 1), yb)
+                    loss = self.noise_loss(model, (xb + d).clamp(0, 1), tb)
                     (grad,) = torch.autograd.grad(loss, d)
                     d = self.constrain(xb, d.detach() - s.step_size * self.descent(grad))
                 if s.classwise:  # each class takes the mean of its items' updated copies

@@ -26,13 +26,14 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ..data.base import ImageDataset
 from ..errors import LearnlockError
 from ..keylayers import KeyLayer, family_params, list_key_layers
 from ..models import NetSpec
 from ..models.keyed import key_layer_of, keyed_spec
-from ..training import Recipe, get_recipe
+from ..training import Recipe, fit, get_recipe
 from .base import register_protection
 from .em import EMSettings, MinMin
 
@@ -46,9 +47,18 @@ class KeyedSettings(EMSettings):
     bins: float = 0.5              # spectral: share of the frequency classes in [fmin, fmax] in the key
     fmin: float = 1.0              # spectral: lowest frequency radius in the key, cycles per image
     fmax: float | None = None      # spectral: highest (None: up to the corner frequency)
+    # Teacher-aware noise: the min-min fits (1 - mix) * one-hot label + mix * the soft outputs (at
+    # `temperature`) of the authorized network trained on the clean data, so the shortcut also
+    # explains what a distilling hacker is taught. 0: labels only (plain error-minimising).
+    teacher_mix: float = 0.0
+    temperature: float = 4.0
 
     def __post_init__(self):
         super().__post_init__()
+        if not (isinstance(self.teacher_mix, (int, float)) and 0 <= self.teacher_mix <= 1):
+            raise LearnlockError(f"keyed: teacher_mix is a share in [0, 1], got {self.teacher_mix!r}")
+        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+            raise LearnlockError(f"keyed: temperature must be > 0, got {self.temperature!r}")
         if self.family not in list_key_layers():
             raise LearnlockError(f"keyed: unknown key family {self.family!r}; choose one of {list_key_layers()}")
 
@@ -78,6 +88,7 @@ class Keyed(MinMin):
             recipe = replace(recipe, augment=recipe.augment.replace("crop", "roll"))
         self.recipe = recipe
         self._key: NetSpec | None = None
+        self._soft: torch.Tensor | None = None
         self._layer: KeyLayer | None = None
 
     def family_of(self, spec: NetSpec) -> str:
@@ -143,9 +154,24 @@ class Keyed(MinMin):
     def ident_extra(self) -> dict:
         return {"key": self._key.fingerprint if self._key else None}
 
+    def targets(self, idx):
+        return None if self._soft is None else self._soft[idx]
+
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
         self.key_for(data)
+        self._soft = self.teacher_targets(data) if self.settings.teacher_mix > 0 else None
         return super().perturb(data, workdir)
+
+    def teacher_targets(self, data: ImageDataset) -> torch.Tensor:
+        """(1 - mix) one-hot + mix softmax(T(x) / temperature), T the authorized network trained on
+        the clean data with its own recipe (seeded: the same targets on a resume)."""
+        s = self.settings
+        teacher = fit(self._key.build(), data, self.recipe, progress=self.progress, desc="keyed teacher").eval()
+        with torch.no_grad():
+            dev = next(teacher.parameters()).device
+            logits = torch.cat([teacher(b.to(dev).float().div(255)).cpu() for b in data.images.split(512)])
+        onehot = F.one_hot(data.labels, data.num_classes).float()
+        return (1 - s.teacher_mix) * onehot + s.teacher_mix * F.softmax(logits / s.temperature, dim=1)
 
     def apply(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
         self.key_for(data)
