@@ -158,3 +158,34 @@ def test_cli_protect_keyed_then_train(tmp_path, capsys):
     assert main(["train", "--authorized", str(tmp_path / "wrong.safetensors"), "--data", str(out),
                  "--no-progress"]) == 2
     assert "wrong key" in capsys.readouterr().err
+
+
+def test_item_targets_follow_the_exact_batches():
+    """One-hot targets of the true labels through ItemTargets give the same weights as the labels:
+    any misaligned batch (wrong items' targets) would change them."""
+    import torch.nn.functional as F
+
+    from learnlock.models import create_model
+    from learnlock.training import ItemTargets
+
+    data = learnable_dataset(n_per_class=6, classes=3, size=8)
+    recipe = Recipe(name="tiny", epochs=2, batch_size=5, device="cpu")
+    a = fit(create_model("cnn", 3, 3, seed=0, width=8), data, recipe, progress=False)
+    b = fit(create_model("cnn", 3, 3, seed=0, width=8), data, recipe, progress=False,
+            callbacks=[ItemTargets(F.one_hot(data.labels, 3).float())])
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(a.parameters(), b.parameters()))
+    shuffled = F.one_hot(data.labels.roll(1), 3).float()
+    c = fit(create_model("cnn", 3, 3, seed=0, width=8), data, recipe, progress=False,
+            callbacks=[ItemTargets(shuffled)])
+    assert not all(torch.allclose(p, q, atol=1e-6) for p, q in zip(a.parameters(), c.parameters()))
+
+
+def test_teacher_aware_targets():
+    data = learnable_dataset(n_per_class=6, classes=3, size=8)
+    prot = protection("colour", teacher_mix=0.5, max_rounds=1)
+    prot.apply(data)
+    soft = prot._soft
+    assert soft.shape == (len(data), 3) and torch.allclose(soft.sum(1), torch.ones(len(data)))
+    assert (soft.gather(1, data.labels[:, None]) >= 0.5).all()  # half of the mass stays on the label
+    with pytest.raises(LearnlockError, match="teacher_mix"):
+        protection("colour", teacher_mix=1.5)
