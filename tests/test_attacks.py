@@ -27,6 +27,7 @@ FAST = {
     "recover-random": {"trials": 3, "eta": 0.5},
     "purify": {"channels": (8, 16), "train_steps": 30, "t_star": 20},
     "purify-diffpure": {"channels": (8, 16), "train_steps": 30, "t_star": 20},
+    "key-estimate": {"family": "spectral"},  # clean data name no key family: the attacker assumes one
 }
 
 

@@ -118,22 +118,23 @@ def test_keyed_manifest_resume_and_wrong_key(tmp_path):
                                                                             channels=1))
 
 
-def test_key_estimation_finds_a_leaky_colour_key():
-    """Noise with large variance along the secret colour direction is found by second-order
-    statistics, with and without clean data; the estimate is a key layer the attacker trains behind."""
+@pytest.mark.parametrize("family", list_key_layers())
+def test_key_estimation_finds_a_leaky_key(family):
+    """Noise with large variance inside S is found by second-order statistics, with and without
+    clean data; the estimate is a key layer the attacker trains behind."""
     g = torch.Generator().manual_seed(0)
-    key = keyed_spec(base(), "colour", 16, {"dims": 1})
+    key = keyed_spec(base(), family, 16, SETTINGS[family])
     layer = key_layer_of(key)
     clean = learnable_dataset(n_per_class=20, classes=3, size=16)
-    c = layer.basis[:, 0]
-    noise = c[None, :, None, None] * (torch.rand(len(clean), 1, 16, 16, generator=g) * 2 - 1) * 40
+    noise = layer.project(torch.randn(len(clean), 3, 16, 16, generator=g))
+    noise = noise * (30 / noise.abs().amax((1, 2, 3), keepdim=True))
     pub = clean.with_images((clean.images.float() + noise).round().clamp(0, 255).to(torch.uint8))
     teacher = key.build()
-    scheme = {"family": "colour", "settings": {"dims": 1}}
+    scheme = {"family": family, "settings": layer.public_settings()}
     for aux in (None, learnable_dataset(n_per_class=20, classes=3, size=16, seed=1)):
         attack = create_attack("key-estimate")
         attack.train(pub, "cnn", 0, TINY, AttackContext(teacher=teacher, aux=aux, scheme=scheme), progress=False)
-        assert attack.report()["agreement_with_true_key"] > 0.9
+        assert attack.report()["agreement_with_true_key"] > 0.8, (family, aux is None)
     with pytest.raises(LearnlockError, match="key family"):
         create_attack("key-estimate").train(pub, "cnn", 0, TINY, AttackContext(), progress=False)
 
