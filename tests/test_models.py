@@ -4,6 +4,7 @@ tamper-evident."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import struct
 
@@ -13,10 +14,15 @@ import torch
 import torch.nn.functional as F
 
 from learnlock.errors import LearnlockError
-from learnlock.models import NetSpec, create_model, list_models
+from learnlock.models import MODELS, NetSpec, create_model, list_models
 from learnlock.models.netspec import _fingerprint
 
 SHAPES = [(1, 28), (3, 32)]  # (in_channels, H = W): MNIST-like and CIFAR-like
+
+
+def size_kwargs(name: str, size: int) -> dict:
+    """Constructor arguments that depend on the image size (a keyed net's spectral key layer)."""
+    return {"image_size": size} if "image_size" in inspect.signature(MODELS.get(name)).parameters else {}
 
 
 def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -49,7 +55,7 @@ def test_registry_has_the_documented_models():
 @pytest.mark.parametrize("in_channels,size", SHAPES)
 def test_forward_shape_and_one_sgd_step(name, in_channels, size):
     g = torch.Generator().manual_seed(0)
-    model = create_model(name, num_classes=10, in_channels=in_channels, seed=0)
+    model = create_model(name, num_classes=10, in_channels=in_channels, seed=0, **size_kwargs(name, size))
 
     model.eval()
     with torch.no_grad():

@@ -111,8 +111,8 @@ class SpectralKey(KeyLayer):
     @classmethod
     def estimate(cls, published, reference, like):
         """Rank the eligible frequency classes by their top generalized eigenvalue of the published
-        colour covariance against the reference (clean data if given, else the mean of the published
-        classes in the same ring of radius), keep as many as the scheme's `bins` says, each with
+        colour covariance against the reference (clean data if given, else the mean of the quieter half
+        of the published classes in the same ring of radius), keep as many as the scheme's `bins` says, each with
         its top-k generalized eigenvectors."""
         n, c = like.image_size, like.in_channels
         cp = class_covariance(published)
@@ -123,7 +123,9 @@ class SpectralKey(KeyLayer):
             cr = torch.zeros_like(cp)
             for i in like.eligible.tolist():
                 ring = like.eligible[(r[like.eligible] - r[i]).abs() <= 1.0]
-                cr[i] = cp[ring].mean(0)
+                power = cp[ring].diagonal(dim1=1, dim2=2).sum(1)
+                quiet = ring[power <= power.median()]  # the lower half: robust to the keyed classes in it
+                cr[i] = cp[quiet].mean(0)
         scores, bases = {}, {}
         for i in like.eligible.tolist():
             w, v = top_generalized(cp[i], cr[i], like.dims)

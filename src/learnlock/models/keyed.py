@@ -32,11 +32,13 @@ class KeyedNet(nn.Module):
 
 
 @register_model("keyed")
-def keyed(num_classes: int, in_channels: int = 3, base: str = "cnn", family: str = "colour",
+def keyed(num_classes: int, in_channels: int = 3, base: str = "cnn", family: str = "auto",
           image_size: int = 32, base_kwargs: dict | None = None, key_settings: dict | None = None) -> nn.Module:
     if base == "keyed":
         raise LearnlockError("a keyed network cannot wrap another keyed network")
     key_settings = dict(key_settings or {})
+    if family == "auto":  # colour keys need RGB images
+        family = "colour" if in_channels == 3 else "spectral"
     check_params(family, key_settings)
     layer = create_key_layer(family, in_channels, image_size, **key_settings)
     return KeyedNet(layer, create_model(base, num_classes, in_channels, **dict(base_kwargs or {})))
