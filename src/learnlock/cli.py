@@ -126,10 +126,14 @@ def cmd_protect(args) -> None:
             key_path = Path(args.key_out or f"{out}.key.safetensors")
             if len(issued) > 1:
                 key_path = key_path.with_name(key_path.name.replace(".safetensors", f"{i}.safetensors"))
-            if key_path.exists() and load_key(key_path).fingerprint != key.fingerprint:
+            # a key trained by the method (lock) has no fingerprint yet: any existing file is another key
+            if key_path.exists() and (not key.fingerprint or load_key(key_path).fingerprint != key.fingerprint):
                 raise LearnlockError(f"{key_path} exists and holds another key; choose another --key-out")
-            key_files[key_path] = key
+            key_files[key_path] = i
         if args.include_weights:
+            if not key.fingerprint:
+                raise LearnlockError(f"{args.method} makes its key while it protects, so it cannot be put inside "
+                                     "the published folder; drop --include-weights and hand over the key file")
             files[f"authorized_{i}.safetensors"] = key
     workdir = out.parent / f".{out.name}.work"
     print(f"protecting {len(data)} images of {data.source} with {args.method} (rho {prot.settings.rho:.4f}); "
@@ -142,7 +146,9 @@ def cmd_protect(args) -> None:
                         extra={"source_load": source_load})
     shutil.rmtree(workdir, ignore_errors=True)
     print(f"published {len(data)} images to {path}")
-    for key_path, key in key_files.items():
+    issued = prot.issued_keys(data)  # now final, also for keys the method trained
+    for key_path, i in key_files.items():
+        key = issued[i]
         if not key_path.exists():
             key.save(key_path)
         print(f"authorized key: {key_path} (fingerprint {key.fingerprint[:16]}...); give it only to the "
