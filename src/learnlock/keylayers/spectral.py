@@ -96,10 +96,13 @@ class SpectralKey(KeyLayer):
         if x.shape[-2:] != self.basis_map.shape[:2]:
             raise LearnlockError(f"spectral key made for {self.image_size} x {self.image_size} images, "
                                  f"got {tuple(x.shape[-2:])}")
-        spec = torch.fft.fft2(x.float(), norm="ortho")
-        b = self.basis_map.to(device=x.device).to(spec.dtype)
-        coef = torch.einsum("bchw,hwck->bkhw", spec, b)
-        return torch.fft.ifft2(torch.einsum("bkhw,hwck->bchw", coef, b), norm="ortho").real.to(x.dtype)
+        # real FFT: the projection keeps the conjugate symmetry, so the half spectrum suffices
+        # (2x faster than the full one; the min-min projects at every noise step)
+        spec = torch.fft.rfft2(x.float(), norm="ortho")                       # B C H W'
+        b = self.basis_map[:, :spec.shape[-1]].permute(3, 2, 0, 1).to(x.device)  # k C H W'
+        coef = (spec.unsqueeze(1) * b).sum(2)                                  # B k H W'
+        out = (coef.unsqueeze(2) * b).sum(1)                                   # B C H W'
+        return torch.fft.irfft2(out, s=tuple(x.shape[-2:]), norm="ortho").to(x.dtype)
 
     def dim(self) -> int:
         return int((self.basis_map.abs().sum((2, 3)) > 0).sum()) * self.dims

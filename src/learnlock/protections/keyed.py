@@ -127,7 +127,7 @@ class Keyed(MinMin):
         return self._layer
 
     # ------------------------------------------------------------------ min-min hooks
-    def in_blind_spot(self, d: torch.Tensor, rounds: int = 4) -> torch.Tensor:
+    def in_blind_spot(self, d: torch.Tensor, rounds: int = 2) -> torch.Tensor:
         """Near the projection of d onto S ∩ rho-ball: a few alternating projections (clamp, P_S),
         then a per-item scaling that enforces the ball exactly (scaling keeps d in S; clamping
         alone would not)."""
