@@ -59,9 +59,19 @@ ROWS = {  # name: (protection or None for clean, settings)
     # teacher-aware noise: the shortcut also explains the authorized network's soft outputs
     "keyed-colour-t": ("keyed", {**CPU, "family": "colour", "teacher_mix": 0.5}),
     "keyed-spectral-t": ("keyed", {**CPU, "family": "spectral", "teacher_mix": 0.5}),
+    # the shortcut explains only the teacher's soft outputs: what a distilling hacker is taught
+    "keyed-colour-t1": ("keyed", {**CPU, "family": "colour", "teacher_mix": 1.0}),
+    "keyed-spectral-t1": ("keyed", {**CPU, "family": "spectral", "teacher_mix": 1.0}),
     # design search: noise in the band JPEG keeps; two of three colour directions per frequency
     "keyed-spectral-low": ("keyed", {**CPU, "family": "spectral", "fmax": 8.0}),
     "keyed-spectral-2d": ("keyed", {**CPU, "family": "spectral", "dims": 2}),
+    # luma-heavy directions in the low band: noise that grayscale and JPEG keep, hidden in the large
+    # natural luma variance of low frequencies
+    "keyed-spectral-luma": ("keyed", {**CPU, "family": "spectral", "fmax": 8.0, "luma": 0.8}),
+    # the authorized net never sees the noise, so a keyed owner can spend a larger budget (visible
+    # to people, not to the key): stronger than adversarial training's 8/255 and than compression
+    "keyed-colour-r16": ("keyed", {**CPU, "family": "colour", "rho": 16 / 255}),
+    "keyed-spectral-luma-r16": ("keyed", {**CPU, "family": "spectral", "fmax": 8.0, "luma": 0.8, "rho": 16 / 255}),
     "em": ("em", {**CPU}),
     "lock": ("lock", {}),
     "uge": ("uge", {"preset": "paper", "encoder_resolution": 32}),
@@ -69,6 +79,7 @@ ROWS = {  # name: (protection or None for clean, settings)
 # column: (attack, net, settings); "authorized" and "wrong key" are built apart
 ATTACKS = {
     "cnn": ("retrain", "cnn", {}),
+    "resnet8": ("retrain", "resnet8", {}),
     "lenet": ("retrain", "lenet", {}),
     "cnn Distill": ("distill", "cnn", {}),
     "grayscale": ("iss-grayscale", "cnn", {}),
@@ -80,7 +91,7 @@ ATTACKS = {
     "key-est+aux": ("key-estimate", "cnn", {"use_aux": True}),
 }
 COLUMNS = ["authorized", "wrong key", *ATTACKS]
-PLAIN = ["cnn", "lenet", "cnn Distill", "wrong key"]   # the "plain hackers"
+PLAIN = ["cnn", "resnet8", "lenet", "cnn Distill", "wrong key"]   # the "plain hackers"
 ATTACK_COLUMNS = ["grayscale", "JPEG-10", "JPEG-30", "UEraser", "adv. training", "key-est", "key-est+aux"]
 
 

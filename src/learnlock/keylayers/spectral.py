@@ -13,6 +13,11 @@ the layer is x -> x - IFFT(B_f B_f^T FFT(x)_f).
   so `keyed` gives the authorized recipe circular ("roll") crops instead.
 - Grayscale cannot remove the noise: the removed colour changes from frequency to frequency, so
   its luminance part survives at most of them.
+- `luma` (None: uniformly random colour directions): each removed direction has this squared
+  cosine with the ITU-R 601 luma axis (0.299, 0.587, 0.114), around it at a secret azimuth. Near 1,
+  grayscale and JPEG (which keeps luma best) keep the noise, and at low frequencies the noise hides
+  in the large natural variance of luma (second-order estimation needs many more images); the
+  price is that the authorized net loses luma at the chosen frequencies (its key cost).
 - Leaks: noise in S adds variance to the chosen frequency classes along B_f; per-frequency colour
   covariance against natural images (or against neighbouring frequencies) points at them.
 """
@@ -55,18 +60,37 @@ def class_covariance(images: torch.Tensor) -> torch.Tensor:
     return out / (count[:, None, None] * max(len(images), 1))
 
 
+LUMA_AXIS = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
+LUMA_AXIS = LUMA_AXIS / LUMA_AXIS.norm()
+
+
+def luma_basis(luma: float, dims: int) -> torch.Tensor:
+    """3 x dims orthonormal: the first column at squared cosine `luma` with the luma axis, at a
+    random azimuth around it; further columns random in its orthogonal complement."""
+    g = torch.randn(3, dims, dtype=torch.float64)
+    u = g[:, 0] - (g[:, 0] @ LUMA_AXIS) * LUMA_AXIS
+    first = math.sqrt(luma) * LUMA_AXIS + math.sqrt(1 - luma) * u / u.norm()
+    q, r = torch.linalg.qr(torch.cat([first[:, None], g[:, 1:]], 1))
+    return (q * torch.sign(torch.diagonal(r))).float()
+
+
 @register_key_layer("spectral")
 class SpectralKey(KeyLayer):
-    params = ("dims", "bins", "fmin", "fmax")
+    params = ("dims", "bins", "fmin", "fmax", "luma")
 
     def __init__(self, in_channels: int, image_size: int, dims: int = 1, bins: float = 0.5,
-                 fmin: float = 1.0, fmax: float | None = None):
+                 fmin: float = 1.0, fmax: float | None = None, luma: float | None = None):
         super().__init__(in_channels, image_size)
         if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= max(1, in_channels - 1):
             raise LearnlockError(f"spectral key: dims is the number of removed colour directions per frequency, "
                                  f"1..{max(1, in_channels - 1)} for {in_channels}-channel images; got {dims!r}")
         if not isinstance(bins, (int, float)) or isinstance(bins, bool) or not 0 < bins <= 1:
             raise LearnlockError(f"spectral key: bins is the share of frequency classes in the key, in (0, 1]; got {bins!r}")
+        if luma is not None and (in_channels != 3 or isinstance(luma, bool)
+                                 or not isinstance(luma, (int, float)) or not 0 <= luma <= 1):
+            raise LearnlockError(f"spectral key: luma is a squared cosine with the luma axis in [0, 1], for RGB "
+                                 f"images only (None: random colour directions); got {luma!r} on "
+                                 f"{in_channels}-channel images")
         n = image_size
         top = math.hypot(n // 2, n // 2)
         fmax = top if fmax is None else fmax
@@ -74,6 +98,7 @@ class SpectralKey(KeyLayer):
             raise LearnlockError(f"spectral key: need 0 <= fmin <= fmax (cycles per image, up to {top:.1f}); "
                                  f"got fmin={fmin!r}, fmax={fmax!r}")
         self.dims, self.bins, self.fmin, self.fmax = dims, float(bins), float(fmin), fmax if fmax != top else None
+        self.luma = None if luma is None else float(luma)
         drawing = self.drawing()
         with torch.device("cpu"):  # index tables are computed even on the meta device (shape checks)
             r = class_radius(n)
@@ -86,11 +111,12 @@ class SpectralKey(KeyLayer):
             if drawing:
                 chosen = eligible[torch.randperm(len(eligible))[:self.count]].sort().values
                 for c in chosen.tolist():
-                    table[c] = orthonormal(in_channels, dims)
+                    table[c] = orthonormal(in_channels, dims) if luma is None else luma_basis(self.luma, dims)
             self.register_buffer("basis_map", table[frequency_classes(n)].contiguous())  # H x W x C x k
 
     def public_settings(self) -> dict:
-        return {"dims": self.dims, "bins": self.bins, "fmin": self.fmin, "fmax": self.fmax}
+        out = {"dims": self.dims, "bins": self.bins, "fmin": self.fmin, "fmax": self.fmax}
+        return out if self.luma is None else {**out, "luma": self.luma}
 
     def project(self, x):
         if x.shape[-2:] != self.basis_map.shape[:2]:
@@ -134,7 +160,7 @@ class SpectralKey(KeyLayer):
             w, v = top_generalized(cp[i], cr[i], like.dims)
             scores[i], bases[i] = float(w[:like.dims].sum()), v
         keep = sorted(scores, key=scores.get, reverse=True)[:like.count]
-        est = cls(c, n, dims=like.dims, bins=like.bins, fmin=like.fmin, fmax=like.fmax)
+        est = cls(c, n, dims=like.dims, bins=like.bins, fmin=like.fmin, fmax=like.fmax, luma=like.luma)
         table = torch.zeros(len(r), c, like.dims)
         for i in keep:
             table[i] = bases[i].float()

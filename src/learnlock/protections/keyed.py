@@ -47,6 +47,7 @@ class KeyedSettings(EMSettings):
     bins: float = 0.5              # spectral: share of the frequency classes in [fmin, fmax] in the key
     fmin: float = 1.0              # spectral: lowest frequency radius in the key, cycles per image
     fmax: float | None = None      # spectral: highest (None: up to the corner frequency)
+    luma: float | None = None      # spectral: squared cosine of each removed colour with the luma axis (None: random)
     # Teacher-aware noise: the min-min fits (1 - mix) * one-hot label + mix * the soft outputs (at
     # `temperature`) of the authorized network trained on the clean data, so the shortcut also
     # explains what a distilling hacker is taught. 0: labels only (plain error-minimising).
