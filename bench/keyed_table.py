@@ -61,6 +61,10 @@ ROWS = {  # name: (protection or None for clean, settings)
     # people, not to the key): larger than adversarial training's 8/255 and harder to compress away
     "keyed-colour-r16": ("keyed", {**CPU, "family": "colour", "rho": 16 / 255}),
     "keyed-colour-r32": ("keyed", {**CPU, "family": "colour", "rho": 32 / 255}),
+    # a random colour direction may be isoluminant (then grayscale removes all of the noise): fix its
+    # luma share and keep only the azimuth secret
+    "keyed-colour-luma-r16": ("keyed", {**CPU, "family": "colour", "luma": 0.6, "rho": 16 / 255}),
+    "keyed-colour-luma-r32": ("keyed", {**CPU, "family": "colour", "luma": 0.6, "rho": 32 / 255}),
     "keyed-spectral-r16": ("keyed", {**CPU, "family": "spectral", "rho": 16 / 255}),
     "keyed-spectral-luma-r16": ("keyed", {**CPU, "family": "spectral", "fmax": 8.0, "luma": 0.8, "rho": 16 / 255}),
     # probes (one seed, some columns): the shortcut explains only the authorized net's soft outputs
@@ -89,7 +93,11 @@ ATTACKS = {
     "class-stats+aux": ("lock-inverse", "cnn", {"reference": "aux"}),
 }
 COLUMNS = ["authorized", "wrong key", *ATTACKS]
-PLAIN = ["cnn", "resnet8", "lenet", "cnn Distill", "wrong key"]   # the issue's "plain hackers"
+# hackers that train on the data as published. lenet is in the table but not in the worst case: the
+# 120-step cpu recipe leaves it at 21 % on clean data (11 points above chance, BENCHMARKS "Clean
+# baselines"), so its ratio is noise around 1 whatever the data.
+NORMAL = ["cnn", "resnet8", "wrong key"]
+PLAIN = NORMAL + ["cnn Distill"]                     # the issue's "plain hackers"
 ATTACK_COLUMNS = ["grayscale", "JPEG-10", "JPEG-30", "UEraser", "adv. training", "key-est", "key-est+aux",
                   "class-stats+aux"]
 
@@ -266,6 +274,7 @@ def summarise(cells):
         summary = {"columns": res, "key_cost_points": 100 * (plain[0] - kc[0]) if kc and plain else None,
                    "keyed_clean": kc[0] if kc else None}
         summary["authorized_ratio"] = res.get("authorized", {}).get("ratio")
+        summary["worst_normal"] = max((res[c]["ratio"] for c in NORMAL if c in res), default=None)
         summary["worst_plain"] = max((res[c]["ratio"] for c in PLAIN if c in res), default=None)
         summary["worst_attack"] = max((res[c]["ratio"] for c in PLAIN + ATTACK_COLUMNS if c in res), default=None)
         out[row] = summary
@@ -298,15 +307,53 @@ def cmd_report(args):
     for row in order:
         s = summ[row]
         if row != "clean" and s["authorized_ratio"] is not None:
-            print(f"{row}: authorized ratio {s['authorized_ratio']:.2f}, worst plain hacker "
-                  f"{s['worst_plain']:.2f}, worst with attacks {s['worst_attack']:.2f}")
+            print(f"{row}: authorized ratio {s['authorized_ratio']:.2f}, worst Normal hacker or wrong key "
+                  f"{s['worst_normal']:.2f}, with Distill {s['worst_plain']:.2f}, with attacks {s['worst_attack']:.2f}")
     DOCS.mkdir(parents=True, exist_ok=True)
     atomic_write_json(OUT / "keyed_table.json", {"summary": summ, "cells": cells, "table": table,
                                                  "machine": f"{platform.machine()} {torch.get_num_threads()} threads",
                                                  "date": str(date.today()), **provenance()})
     (OUT / "keyed_table.md").write_text(table + "\n")
     front(summ, order, DOCS / "keyed_front.png")
+    quality = visibility([r for r in order if r != "clean"], DOCS / "keyed_images.png")
+    print("\nPSNR of the published images against the clean ones (seed 0), dB:",
+          {r: round(v, 1) for r, v in quality.items()})
+    atomic_write_json(OUT / "keyed_psnr.json", quality)
     print(f"\nwritten: {OUT}/keyed_table.json, keyed_table.md, {DOCS}/keyed_front.png", file=sys.stderr)
+
+
+def visibility(rows, path, per_row: int = 8):
+    """PSNR (dB) of each row's seed-0 published images against the clean ones, and a grid of one
+    image per class per row, so the budget's cost to a human eye can be seen."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = load_dataset(CIFAR, "train", per_class=PER_CLASS, seed=0)
+    firsts = [int(torch.nonzero(train.labels == c)[0]) for c in range(per_row)]
+    shown, psnr = [("clean", train.images[firsts])], {}
+    for row in rows:
+        out = OUT / "published" / f"{row}_s0"
+        if not out.exists():
+            continue
+        pub, _ = load_published(out)
+        mse = (pub.images.float() - train.images.float()).div(255).pow(2).flatten(1).mean(1)
+        psnr[row] = float((10 * torch.log10(1 / mse.clamp_min(1e-12))).mean())
+        shown.append((f"{row}\n{psnr[row]:.1f} dB", pub.images[firsts]))
+    fig, axes = plt.subplots(len(shown), per_row, figsize=(1.1 * per_row, 1.15 * len(shown)), squeeze=False)
+    for r, (name, imgs) in enumerate(shown):
+        for i in range(per_row):
+            ax = axes[r][i]
+            ax.imshow(imgs[i].permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_ylabel(name, fontsize=6, rotation=0, ha="right", va="center")
+    fig.suptitle("published images, one per class (seed 0)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return psnr
 
 
 def front(summ, order, path):
@@ -314,25 +361,27 @@ def front(summ, order, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for row in order:
-        s = summ[row]
-        if row == "clean" or s["authorized_ratio"] is None:
-            continue
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    points = [r for r in order if r != "clean" and summ[r]["authorized_ratio"] is not None]
+    colours = plt.get_cmap("tab10" if len(points) <= 10 else "tab20")
+    for i, row in enumerate(points):
+        s, c = summ[row], colours(i)
         a = s["authorized_ratio"]
-        ax.scatter([s["worst_plain"]], [a], marker="o", s=50)
-        ax.scatter([s["worst_attack"]], [a], marker="x", s=50, color=ax.collections[-1].get_facecolor())
-        ax.plot([s["worst_plain"], s["worst_attack"]], [a, a], color="grey", lw=0.6, ls=":")
-        ax.annotate(row, (s["worst_plain"], a), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        xs = [s["worst_normal"], s["worst_plain"], s["worst_attack"]]
+        ax.plot(xs, [a] * 3, color=c, lw=0.8, ls=":")
+        ax.scatter(xs[0], a, marker="o", s=55, color=c, label=row)
+        ax.scatter(xs[1], a, marker="^", s=45, color=c)
+        ax.scatter(xs[2], a, marker="x", s=55, color=c)
     ax.axhline(0.9, color="green", ls="--", lw=0.8)
     ax.axvline(0.5, color="red", ls="--", lw=0.8)
-    ax.fill_between([-0.1, 0.5], 0.9, 1.3, color="green", alpha=0.08, label="goal: authorized ≥ 0.9, hackers ≤ 0.5")
-    ax.set_xlabel("worst hacker ratio (o: plain hackers and wrong key, x: with attacks)")
-    ax.set_ylabel("authorized ratio")
+    ax.fill_between([-0.1, 0.5], 0.9, 1.3, color="green", alpha=0.08)
+    ax.text(-0.08, 1.25, "goal: authorized >= 0.9,\nworst hacker <= 0.5", fontsize=8, va="top")
+    ax.set_xlabel("worst hacker ratio  (o: Normal nets and wrong key,  ^: + Distill,  x: + attacks)")
+    ax.set_ylabel("authorized ratio (against the same key on clean data)")
     ax.set_xlim(-0.1, 1.3)
     ax.set_ylim(-0.1, 1.3)
-    ax.set_title("conditional learnability front, CIFAR-10 1k, cnn")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("conditional learnability front, CIFAR-10 1k, cnn, mean of seeds")
+    ax.legend(fontsize=7, loc="lower left", ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -343,8 +392,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--rows", default="clean,keyed-colour,keyed-colour-r16,keyed-colour-r32,keyed-spectral,"
-                   "keyed-spectral-r16,keyed-spectral-luma,keyed-spectral-luma-r16,em,lock,uge")
+    r.add_argument("--rows", default="clean,keyed-colour,keyed-colour-r16,keyed-colour-r32,keyed-colour-luma-r16,"
+                   "keyed-colour-luma-r32,keyed-spectral,keyed-spectral-r16,keyed-spectral-luma,"
+                   "keyed-spectral-luma-r16,em,lock,uge")
     r.add_argument("--seeds", default="0,1")
     r.add_argument("--columns", default="")
     r.add_argument("--threads", type=int, default=2)

@@ -50,31 +50,36 @@ def test_key_layer_is_a_frozen_projector(family):
     assert torch.allclose(layer.project(apply_augment(x, draw)), apply_augment(p, draw), atol=1e-5)
 
 
+@pytest.mark.parametrize("family", list_key_layers())
 @pytest.mark.parametrize("dims", [1, 2])
-def test_spectral_luma_directions(dims):
+def test_luma_directions(family, dims):
     """`luma` fixes each removed colour's squared cosine with the luma axis (so grayscale keeps that
     share of the noise) and draws its azimuth from the secret; the layer stays a projector."""
-    from learnlock.keylayers.spectral import LUMA_AXIS
+    from learnlock.keylayers import LUMA_AXIS
 
-    layer = create_key_layer("spectral", 3, 16, seed=5, dims=dims, luma=0.8, fmax=6.0)
-    other = create_key_layer("spectral", 3, 16, seed=6, dims=dims, luma=0.8, fmax=6.0)
-    rows = layer.basis_map.flatten(0, 1)
+    kw = {"dims": dims, "luma": 0.8, **({"fmax": 6.0} if family == "spectral" else {})}
+    layer = create_key_layer(family, 3, 16, seed=5, **kw)
+    other = create_key_layer(family, 3, 16, seed=6, **kw)
+    rows = layer.basis_map.flatten(0, 1) if family == "spectral" else layer.basis[None]
     chosen = rows.abs().sum((1, 2)) > 0
     first = rows[chosen][:, :, 0].double()
     assert torch.allclose((first @ LUMA_AXIS) ** 2, torch.full((len(first),), 0.8, dtype=torch.float64), atol=1e-5)
-    assert torch.allclose(rows[chosen].transpose(1, 2) @ rows[chosen], torch.eye(dims).expand(int(chosen.sum()), -1, -1),
-                          atol=1e-5)
-    assert not torch.equal(layer.basis_map, other.basis_map)  # the azimuth and the bins are secret
+    gram = rows[chosen].transpose(1, 2) @ rows[chosen]
+    assert torch.allclose(gram, torch.eye(dims).expand_as(gram), atol=1e-5)
+    assert not torch.equal(rows, other.basis_map.flatten(0, 1) if family == "spectral" else other.basis[None])
     assert layer.public_settings()["luma"] == 0.8
-    # grayscale keeps about luma of the noise's energy (random directions: about 1/3 of it)
+    p = layer.project(torch.randn(2, 3, 16, 16))
+    assert torch.allclose(layer.project(p), p, atol=1e-5)
+    # grayscale keeps about `luma` of the noise's energy along the first direction (random: about 1/3)
     noise = layer.project(torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
     kept = (noise * LUMA_AXIS.float().view(1, 3, 1, 1)).sum(1).pow(2).sum() / noise.pow(2).sum()
     assert 0.7 < float(kept) < 0.9 if dims == 1 else 0.35 < float(kept) < 0.9
     for bad in (1.5, -0.1, True):
         with pytest.raises(LearnlockError, match="luma"):
-            create_key_layer("spectral", 3, 16, seed=5, luma=bad)
-    with pytest.raises(LearnlockError, match="RGB"):
-        create_key_layer("spectral", 1, 16, seed=5, luma=0.5)
+            create_key_layer(family, 3, 16, seed=5, luma=bad)
+    if family == "spectral":
+        with pytest.raises(LearnlockError, match="RGB"):
+            create_key_layer(family, 1, 16, seed=5, luma=0.5)
 
 
 @pytest.mark.parametrize("family", list_key_layers())

@@ -16,6 +16,7 @@ colour direction per spatial frequency, on a secret set of frequencies).
 from __future__ import annotations
 
 import inspect
+import math
 
 import torch
 from torch import nn
@@ -87,6 +88,27 @@ def orthonormal(rows: int, k: int, generator: torch.Generator | None = None) -> 
     return (q * torch.sign(torch.diagonal(r))).float()  # sign fix: the QR basis is then uniform
 
 
+LUMA_AXIS = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
+LUMA_AXIS = LUMA_AXIS / LUMA_AXIS.norm()
+
+
+def check_luma(family: str, luma, in_channels: int) -> None:
+    if luma is not None and (in_channels != 3 or isinstance(luma, bool) or not isinstance(luma, (int, float))
+                             or not 0 <= luma <= 1):
+        raise LearnlockError(f"{family} key: luma is a squared cosine with the luma axis in [0, 1], for RGB images "
+                             f"only (None: random colour directions); got {luma!r} on {in_channels}-channel images")
+
+
+def luma_basis(luma: float, dims: int) -> torch.Tensor:
+    """3 x dims orthonormal: the first column at squared cosine `luma` with the luma axis, at a
+    random azimuth around it; further columns random in its orthogonal complement."""
+    g = torch.randn(3, dims, dtype=torch.float64)
+    u = g[:, 0] - (g[:, 0] @ LUMA_AXIS) * LUMA_AXIS
+    first = math.sqrt(luma) * LUMA_AXIS + math.sqrt(1 - luma) * u / u.norm()
+    q, r = torch.linalg.qr(torch.cat([first[:, None], g[:, 1:]], 1))
+    return (q * torch.sign(torch.diagonal(r))).float()
+
+
 def register_key_layer(name: str):
     def deco(cls):
         cls.family = name
@@ -130,5 +152,5 @@ def family_params(family: str) -> tuple[str, ...]:
 
 from . import colour, spectral  # noqa: E402,F401  (register on import)
 
-__all__ = ["KEY_LAYERS", "KeyLayer", "check_params", "create_key_layer", "family_params", "get_key_layer",
+__all__ = ["KEY_LAYERS", "LUMA_AXIS", "KeyLayer", "check_luma", "check_params", "luma_basis", "create_key_layer", "family_params", "get_key_layer",
            "list_key_layers", "orthonormal", "register_key_layer"]

@@ -5,6 +5,9 @@ S = {delta : delta(pixel) in span(B) at every pixel}, B a secret 3 x k orthonorm
 
 - Key cost: k/3 of the input (the authorized net sees a 3 - k dimensional colour image).
 - Commutes exactly with crops (zero padding maps to zero), flips and any spatial augmentation.
+- `luma` (None: a uniformly random direction): the removed direction's squared cosine with the
+  ITU-R 601 luma axis, at a secret azimuth around it (as in `spectral`). A random direction can be
+  nearly isoluminant, and grayscale then removes all of the noise (measured: BENCHMARKS.md).
 - Leaks: noise in S adds variance along B at every pixel, so second-order colour statistics of
   the published images (high-pass colour covariance against natural images) point at B; a fixed
   colour projection (grayscale) keeps only the luminance part of the noise.
@@ -17,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import LearnlockError
-from . import KeyLayer, orthonormal, register_key_layer
+from . import KeyLayer, check_luma, luma_basis, orthonormal, register_key_layer
 
 # Neighbouring colour channels of natural images are strongly correlated: the attacker's prior
 # for the high-pass colour covariance when no clean data are at hand.
@@ -47,17 +50,24 @@ def top_generalized(cp: torch.Tensor, cr: torch.Tensor, k: int):
 
 @register_key_layer("colour")
 class ColourKey(KeyLayer):
-    params = ("dims",)
+    params = ("dims", "luma")
 
-    def __init__(self, in_channels: int, image_size: int, dims: int = 1):
+    def __init__(self, in_channels: int, image_size: int, dims: int = 1, luma: float | None = None):
         super().__init__(in_channels, image_size)
         if in_channels != 3:
             raise LearnlockError("the colour key needs RGB images (3 channels); for grayscale data use "
                                  "the spectral family (--set family=spectral)")
         if isinstance(dims, bool) or dims not in (1, 2):
             raise LearnlockError(f"colour key: dims is the number of removed colour directions, 1 or 2; got {dims!r}")
-        self.dims = dims
-        self.register_buffer("basis", orthonormal(3, dims) if self.drawing() else torch.zeros(3, dims))
+        check_luma("colour", luma, in_channels)
+        self.dims, self.luma = dims, None if luma is None else float(luma)
+        basis = torch.zeros(3, dims)
+        if self.drawing():
+            basis = orthonormal(3, dims) if luma is None else luma_basis(self.luma, dims)
+        self.register_buffer("basis", basis)
+
+    def public_settings(self) -> dict:
+        return {"dims": self.dims} if self.luma is None else {"dims": self.dims, "luma": self.luma}
 
     def project(self, x):
         b = self.basis.to(device=x.device, dtype=x.dtype)
@@ -75,6 +85,6 @@ class ColourKey(KeyLayer):
             rho = NATURAL_CHANNEL_CORRELATION
             cr = (1 - rho) * torch.eye(3, dtype=torch.float64) + rho * torch.ones(3, 3, dtype=torch.float64)
         _, vecs = top_generalized(cp, cr, like.dims)
-        est = cls(3, like.image_size, dims=like.dims)
+        est = cls(3, like.image_size, dims=like.dims, luma=like.luma)
         est.basis.copy_(vecs.float())
         return est

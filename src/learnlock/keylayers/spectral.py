@@ -29,7 +29,7 @@ import math
 import torch
 
 from ..errors import LearnlockError
-from . import KeyLayer, orthonormal, register_key_layer
+from . import KeyLayer, check_luma, luma_basis, orthonormal, register_key_layer
 from .colour import top_generalized
 
 
@@ -60,20 +60,6 @@ def class_covariance(images: torch.Tensor) -> torch.Tensor:
     return out / (count[:, None, None] * max(len(images), 1))
 
 
-LUMA_AXIS = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
-LUMA_AXIS = LUMA_AXIS / LUMA_AXIS.norm()
-
-
-def luma_basis(luma: float, dims: int) -> torch.Tensor:
-    """3 x dims orthonormal: the first column at squared cosine `luma` with the luma axis, at a
-    random azimuth around it; further columns random in its orthogonal complement."""
-    g = torch.randn(3, dims, dtype=torch.float64)
-    u = g[:, 0] - (g[:, 0] @ LUMA_AXIS) * LUMA_AXIS
-    first = math.sqrt(luma) * LUMA_AXIS + math.sqrt(1 - luma) * u / u.norm()
-    q, r = torch.linalg.qr(torch.cat([first[:, None], g[:, 1:]], 1))
-    return (q * torch.sign(torch.diagonal(r))).float()
-
-
 @register_key_layer("spectral")
 class SpectralKey(KeyLayer):
     params = ("dims", "bins", "fmin", "fmax", "luma")
@@ -86,11 +72,7 @@ class SpectralKey(KeyLayer):
                                  f"1..{max(1, in_channels - 1)} for {in_channels}-channel images; got {dims!r}")
         if not isinstance(bins, (int, float)) or isinstance(bins, bool) or not 0 < bins <= 1:
             raise LearnlockError(f"spectral key: bins is the share of frequency classes in the key, in (0, 1]; got {bins!r}")
-        if luma is not None and (in_channels != 3 or isinstance(luma, bool)
-                                 or not isinstance(luma, (int, float)) or not 0 <= luma <= 1):
-            raise LearnlockError(f"spectral key: luma is a squared cosine with the luma axis in [0, 1], for RGB "
-                                 f"images only (None: random colour directions); got {luma!r} on "
-                                 f"{in_channels}-channel images")
+        check_luma("spectral", luma, in_channels)
         n = image_size
         top = math.hypot(n // 2, n // 2)
         fmax = top if fmax is None else fmax
