@@ -223,3 +223,22 @@ def test_teacher_aware_targets():
     assert (soft.gather(1, data.labels[:, None]) >= 0.5).all()  # half of the mass stays on the label
     with pytest.raises(LearnlockError, match="teacher_mix"):
         protection("colour", teacher_mix=1.5)
+
+
+def test_default_budget_and_luma():
+    """The measured defaults: 32/255, and a colour key at a fixed luma share (a random one may be
+    isoluminant); spectral keys keep random colours; nonsense is refused."""
+    from learnlock.keylayers import LUMA_AXIS
+
+    data = learnable_dataset(n_per_class=2, classes=3, size=8)
+    prot = create_protection("keyed", authorized=[base()])
+    assert prot.settings.rho == 32 / 255
+    layer = key_layer_of(prot.key_for(data))
+    assert layer.public_settings()["luma"] == 0.6
+    assert abs(float((layer.basis[:, 0].double() @ LUMA_AXIS) ** 2) - 0.6) < 1e-5
+    spectral = create_protection("keyed", authorized=[base()], family="spectral")
+    assert "luma" not in key_layer_of(spectral.key_for(data)).public_settings()
+    random = create_protection("keyed", authorized=[base()], luma=None)
+    assert "luma" not in key_layer_of(random.key_for(data)).public_settings()
+    with pytest.raises(LearnlockError, match="luma is auto"):
+        create_protection("keyed", authorized=[base()], luma="grey")
