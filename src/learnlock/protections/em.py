@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..data.base import ImageDataset
 from ..errors import LearnlockError
@@ -41,7 +40,7 @@ from ..models import create_model, list_models
 from ..provenance import atomic_write_bytes
 from ..training import Callback, ItemTargets, Recipe, cross_entropy, fit
 from .base import Protection, ProtectionSettings, project_quantize, register_protection
-from .surrogate import read_checkpoint
+from .surrogate import alternate_rounds, read_checkpoint
 
 
 @dataclass(frozen=True)
@@ -163,25 +162,17 @@ class MinMin(Protection):
         ident = json.dumps({"settings": kept, "data": data.fingerprint(), "method": self.name, **self.ident_extra()},
                            sort_keys=True)
         start = self._resume(path, ident, delta, model) if path and path.exists() else 0
-        self.converged = bool(self.log and self.log[-1]["accuracy"] >= 1 - s.stop_error and self.can_stop())
-        bar = tqdm(total=s.max_rounds, initial=start, desc=self.name, disable=not self.progress,
-                   leave=False, dynamic_ncols=True)
-        try:
-            for r in range(start, s.max_rounds):
-                if self.converged:
-                    break
-                self._train_round(model, data, x, delta, r)
-                self._noise_round(model, x, y, delta, r)
-                acc = self._accuracy(model, data, x, delta)
-                self.end_round(acc)
-                self.log.append({"round": r + 1, "accuracy": round(acc, 5)})
-                self.converged = acc >= 1 - s.stop_error and self.can_stop()
-                bar.update(1)
-                bar.set_postfix(acc=f"{acc:.3f}")
-                if path:
-                    self._checkpoint(path, ident, r + 1, delta, model)
-        finally:
-            bar.close()
+
+        def step(r):
+            self._train_round(model, data, x, delta, r)
+            self._noise_round(model, x, y, delta, r)
+            acc = self._accuracy(model, data, x, delta)
+            self.end_round(acc)
+            return acc
+
+        self.converged = alternate_rounds(
+            start, s.max_rounds, step, lambda acc: acc >= 1 - s.stop_error and self.can_stop(), self.log,
+            (lambda done: self._checkpoint(path, ident, done, delta, model)) if path else None, self.name, self.progress)
         full = delta[data.labels.to(dev)] if s.classwise else delta
         return (x + full).clamp(0, 1).cpu()
 

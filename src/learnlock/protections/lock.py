@@ -44,7 +44,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..data.base import ImageDataset
 from ..errors import LearnlockError
@@ -53,7 +52,7 @@ from ..models import NetSpec, create_model, list_models
 from ..provenance import atomic_write_bytes
 from ..training import Recipe, fit, get_recipe
 from .base import Protection, ProtectionSettings, project_quantize, register_protection
-from .surrogate import read_checkpoint
+from .surrogate import alternate_rounds, read_checkpoint
 
 
 @dataclass(frozen=True)
@@ -228,24 +227,15 @@ class LearnabilityLock(Protection):
         kept = {k: v for k, v in asdict(s).items() if k != "max_rounds"}  # more rounds continue a run
         ident = json.dumps({"settings": kept, "data": data.fingerprint(), "method": self.name}, sort_keys=True)
         start = self._resume(path, ident, transform, model) if path and path.exists() else 0
-        self.converged = bool(self.log and self.log[-1]["accuracy"] >= 1 - s.stop_error)
-        bar = tqdm(total=s.max_rounds, initial=start, desc="lock", disable=not self.progress, leave=False,
-                   dynamic_ncols=True)
-        try:
-            for r in range(start, s.max_rounds):
-                if self.converged:
-                    break
-                self._train_round(model, transform, data, x, r)
-                self._transform_round(model, transform, x, y, r)
-                acc = self._accuracy(model, transform, data, x)
-                self.log.append({"round": r + 1, "accuracy": round(acc, 5)})
-                self.converged = acc >= 1 - s.stop_error
-                bar.update(1)
-                bar.set_postfix(acc=f"{acc:.3f}")
-                if path:
-                    self._checkpoint(path, ident, r + 1, transform, model)
-        finally:
-            bar.close()
+
+        def step(r):
+            self._train_round(model, transform, data, x, r)
+            self._transform_round(model, transform, x, y, r)
+            return self._accuracy(model, transform, data, x)
+
+        self.converged = alternate_rounds(
+            start, s.max_rounds, step, lambda acc: acc >= 1 - s.stop_error, self.log,
+            (lambda done: self._checkpoint(path, ident, done, transform, model)) if path else None, "lock", self.progress)
         tensors = transform.export()
         self.keys = [LockKey(net, s.variant, self.eps, tensors) for net in self.authorized]
         return self.keys[0].lock(x, y).cpu()

@@ -11,11 +11,35 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..data import ImageDataset
 from ..models import NetSpec
 from ..provenance import atomic_write_bytes
 from ..training import Recipe, Trajectory, fit
+
+
+def alternate_rounds(start: int, max_rounds: int, step, stop, log: list, save, desc: str, progress: bool) -> bool:
+    """The alternating optimisation loop of min-min style protections (em and its kin, lock):
+    `step(r)` runs round r and returns the surrogate's accuracy, appended to `log`; the loop ends
+    once `stop(accuracy)` holds (also for the last logged round of a resumed run) or after
+    `max_rounds`; `save(done)` checkpoints after every round. Returns whether it converged."""
+    converged = bool(log) and stop(log[-1]["accuracy"])
+    bar = tqdm(total=max_rounds, initial=start, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    try:
+        for r in range(start, max_rounds):
+            if converged:
+                break
+            acc = step(r)
+            log.append({"round": r + 1, "accuracy": round(acc, 5)})
+            converged = stop(acc)
+            bar.update(1)
+            bar.set_postfix(acc=f"{acc:.3f}")
+            if save:
+                save(r + 1)
+    finally:
+        bar.close()
+    return converged
 
 
 def save_states(path: Path, states: list[dict[str, torch.Tensor]], meta: dict) -> None:
