@@ -65,6 +65,8 @@ ROWS = {  # name: (protection or None for clean, settings)
     # luma share and keep only the azimuth secret
     "keyed-colour-luma-r16": ("keyed", {**CPU, "family": "colour", "luma": 0.6, "rho": 16 / 255}),
     "keyed-colour-luma-r32": ("keyed", {**CPU, "family": "colour", "luma": 0.6, "rho": 32 / 255}),
+    # more of the noise in luma, which JPEG keeps best (and more luma lost to the authorized net)
+    "keyed-colour-luma9-r32": ("keyed", {**CPU, "family": "colour", "luma": 0.9, "rho": 32 / 255}),
     "keyed-spectral-r16": ("keyed", {**CPU, "family": "spectral", "rho": 16 / 255}),
     "keyed-spectral-luma-r16": ("keyed", {**CPU, "family": "spectral", "fmax": 8.0, "luma": 0.8, "rho": 16 / 255}),
     # probes (one seed, some columns): the shortcut explains only the authorized net's soft outputs
