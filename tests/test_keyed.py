@@ -242,3 +242,19 @@ def test_default_budget_and_luma():
     assert "luma" not in key_layer_of(random.key_for(data)).public_settings()
     with pytest.raises(LearnlockError, match="luma is auto"):
         create_protection("keyed", authorized=[base()], luma="grey")
+
+
+def test_cone_estimate_uses_the_stated_luma_share():
+    """An attacker who knows the luma share searches only its cone: the direction of excess
+    variance on the cone is found, and the estimate lies on the cone."""
+    from learnlock.keylayers import LUMA_AXIS, cone_direction, luma_basis
+
+    torch.manual_seed(0)
+    for luma in (0.2, 0.6, 0.9):
+        b = luma_basis(luma, 1)[:, 0].double()
+        a = torch.randn(3, 3, dtype=torch.float64)
+        cr = a @ a.T + torch.eye(3, dtype=torch.float64)
+        cp = cr + 0.05 * float(b @ cr @ b) * torch.outer(b, b)
+        est = cone_direction(cp, cr, luma)
+        assert abs(float(est @ LUMA_AXIS) ** 2 - luma) < 1e-6
+        assert abs(float(est @ b)) > 0.999

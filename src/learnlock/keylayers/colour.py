@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import LearnlockError
-from . import KeyLayer, check_luma, luma_basis, orthonormal, register_key_layer
+from . import KeyLayer, check_luma, cone_direction, luma_basis, orthonormal, register_key_layer
 
 # Neighbouring colour channels of natural images are strongly correlated: the attacker's prior
 # for the high-pass colour covariance when no clean data are at hand.
@@ -85,6 +85,8 @@ class ColourKey(KeyLayer):
             rho = NATURAL_CHANNEL_CORRELATION
             cr = (1 - rho) * torch.eye(3, dtype=torch.float64) + rho * torch.ones(3, 3, dtype=torch.float64)
         _, vecs = top_generalized(cp, cr, like.dims)
+        if like.luma is not None and like.dims == 1:  # the scheme states the luma share: search its cone
+            vecs = cone_direction(cp, cr, like.luma)[:, None]
         est = cls(3, like.image_size, dims=like.dims, luma=like.luma)
         est.basis.copy_(vecs.float())
         return est
