@@ -41,10 +41,15 @@ def highpass_colour_cov(images: torch.Tensor) -> torch.Tensor:
 
 
 def top_generalized(cp: torch.Tensor, cr: torch.Tensor, k: int):
-    """Eigenvalues (descending) and the orthonormalised top-k generalized eigenvectors of (cp, cr)."""
+    """Generalized eigenvalues of (cp, cr), descending (the variance ratios: scale-free, they rank
+    candidates), and the top-k eigenvectors of the excess cp - w cr, w the smallest generalized
+    eigenvalue (the common scale; 1 for a matched clean reference). For an excess of rank k along
+    B these are B itself; the top generalized eigenvectors would be pulled towards directions of
+    low natural variance (measured: agreement 0.83-0.90 instead of 1 on colour keys)."""
     eye = torch.eye(len(cp), dtype=torch.float64) * 1e-12 * float(torch.trace(cr) + 1e-30)
-    w, v = scipy.linalg.eigh(cp.numpy(), (cr + eye).numpy())
-    vecs = torch.linalg.qr(torch.from_numpy(v[:, ::-1][:, :k].copy()))[0]
+    w = scipy.linalg.eigh(cp.numpy(), (cr + eye).numpy(), eigvals_only=True)
+    _, v = torch.linalg.eigh(cp - float(w.min()) * cr)
+    vecs = torch.linalg.qr(v.flip(1)[:, :k].contiguous())[0]
     return torch.from_numpy(w[::-1].copy()), vecs
 
 
