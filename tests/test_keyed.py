@@ -234,8 +234,8 @@ def test_default_budget_and_luma():
     prot = create_protection("keyed", authorized=[base()])
     assert prot.settings.rho == 32 / 255
     layer = key_layer_of(prot.key_for(data))
-    assert layer.public_settings()["luma"] == 0.6
-    assert abs(float((layer.basis[:, 0].double() @ LUMA_AXIS) ** 2) - 0.6) < 1e-5
+    assert layer.public_settings()["luma"] == 0.9
+    assert abs(float((layer.basis[:, 0].double() @ LUMA_AXIS) ** 2) - 0.9) < 1e-5
     spectral = create_protection("keyed", authorized=[base()], family="spectral")
     assert "luma" not in key_layer_of(spectral.key_for(data)).public_settings()
     random = create_protection("keyed", authorized=[base()], luma=None)

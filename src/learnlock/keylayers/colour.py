@@ -40,15 +40,16 @@ def highpass_colour_cov(images: torch.Tensor) -> torch.Tensor:
     return total / max(count, 1)
 
 
-def top_generalized(cp: torch.Tensor, cr: torch.Tensor, k: int):
+def top_generalized(cp: torch.Tensor, cr: torch.Tensor, k: int, excess: bool = True):
     """Generalized eigenvalues of (cp, cr), descending (the variance ratios: scale-free, they rank
     candidates), and the top-k eigenvectors of the excess cp - w cr, w the smallest generalized
     eigenvalue (the common scale; 1 for a matched clean reference). For an excess of rank k along
     B these are B itself; the top generalized eigenvectors would be pulled towards directions of
-    low natural variance (measured: agreement 0.83-0.90 instead of 1 on colour keys)."""
+    low natural variance (measured: agreement 0.83-0.90 instead of 1 on colour keys). With
+    `excess` False (a reference known only up to scale, such as a prior), the generalized ones."""
     eye = torch.eye(len(cp), dtype=torch.float64) * 1e-12 * float(torch.trace(cr) + 1e-30)
-    w = scipy.linalg.eigh(cp.numpy(), (cr + eye).numpy(), eigvals_only=True)
-    _, v = torch.linalg.eigh(cp - float(w.min()) * cr)
+    w, g = scipy.linalg.eigh(cp.numpy(), (cr + eye).numpy())
+    v = torch.linalg.eigh(cp - float(w.min()) * cr)[1] if excess else torch.from_numpy(g)
     vecs = torch.linalg.qr(v.flip(1)[:, :k].contiguous())[0]
     return torch.from_numpy(w[::-1].copy()), vecs
 
@@ -89,7 +90,7 @@ class ColourKey(KeyLayer):
         else:
             rho = NATURAL_CHANNEL_CORRELATION
             cr = (1 - rho) * torch.eye(3, dtype=torch.float64) + rho * torch.ones(3, 3, dtype=torch.float64)
-        _, vecs = top_generalized(cp, cr, like.dims)
+        _, vecs = top_generalized(cp, cr, like.dims, excess=reference is not None)
         if like.luma is not None and like.dims == 1:  # the scheme states the luma share: search its cone
             vecs = cone_direction(cp, cr, like.luma)[:, None]
         est = cls(3, like.image_size, dims=like.dims, luma=like.luma)

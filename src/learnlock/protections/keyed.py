@@ -38,7 +38,7 @@ from .base import register_protection
 from .em import EMSettings, MinMin
 
 
-AUTO_LUMA = {"colour": 0.6}  # measured (BENCHMARKS.md): grayscale keeps the noise, key cost about 1-6 points
+AUTO_LUMA = {"colour": 0.9}  # measured (BENCHMARKS.md): grayscale and JPEG-30 keep the noise, key cost 2-3 points
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class KeyedSettings(EMSettings):
     fmin: float = 1.0              # spectral: lowest frequency radius in the key, cycles per image
     fmax: float | None = None      # spectral: highest (None: up to the corner frequency)
     # squared cosine of each removed colour with the luma axis, azimuth secret (None: random colours).
-    # auto: 0.6 for colour keys (a random one can be isoluminant: grayscale then removes all of the
+    # auto: 0.9 for colour keys (a random one can be isoluminant: grayscale then removes all of the
     # noise, measured in BENCHMARKS.md), None for spectral keys (their colour changes per frequency)
     luma: float | str | None = "auto"
     # Teacher-aware noise: the min-min fits (1 - mix) * one-hot label + mix * the soft outputs (at
