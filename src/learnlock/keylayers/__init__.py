@@ -109,18 +109,26 @@ def luma_basis(luma: float, dims: int) -> torch.Tensor:
     return (q * torch.sign(torch.diagonal(r))).float()
 
 
+def generalized_excess(cp: torch.Tensor, cr: torch.Tensor):
+    """For a published covariance cp against a reference cr (float64, C x C): the generalized
+    eigenvalues (variance ratios, descending; scale-free, they rank candidates), their eigenvectors
+    (columns, same order), and the excess cp - w cr, w the smallest ratio (the common scale, 1 for a
+    matched clean reference). For an excess of rank k along B, the excess's top eigenvectors are B
+    itself; the top generalized ones are pulled towards directions of low natural variance."""
+    import scipy.linalg
+
+    ridge = torch.eye(len(cp), dtype=torch.float64) * 1e-12 * float(torch.trace(cr) + 1e-30)
+    w, g = scipy.linalg.eigh(cp.numpy(), (cr + ridge).numpy())
+    return (torch.from_numpy(w[::-1].copy()), torch.from_numpy(g[:, ::-1].copy()),
+            cp - float(w.min()) * cr)
+
+
 def cone_direction(cp: torch.Tensor, cr: torch.Tensor, luma: float, steps: int = 720) -> torch.Tensor:
     """The attacker's estimate of one removed colour when the scheme states its luma share: the
     unit vector at squared cosine `luma` with the luma axis along which the published covariance
-    cp exceeds the reference cr most (3 x 3, float64), over a grid of azimuths. The excess is
-    cp - w cr, w the smallest generalized eigenvalue (the common scale, 1 for a matched clean
-    reference): for a rank-1 excess along b on the cone its maximum is b itself, where the
-    variance ratio b'cp b / b'cr b would be pulled towards directions of low natural variance."""
-    import scipy.linalg
-
-    ridge = torch.eye(3, dtype=torch.float64) * 1e-12 * float(torch.trace(cr) + 1e-30)  # as top_generalized
-    w = float(scipy.linalg.eigh(cp.numpy(), (cr + ridge).numpy(), eigvals_only=True).min())
-    excess = cp - w * cr
+    cp exceeds the reference cr most (3 x 3, float64; see `generalized_excess`), over a grid of
+    azimuths. For a rank-1 excess along b on the cone its maximum is b itself."""
+    excess = generalized_excess(cp, cr)[2]
     u1 = torch.linalg.qr(torch.stack([LUMA_AXIS, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64),
                                       torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)], 1))[0][:, 1:]
     phi = torch.arange(steps, dtype=torch.float64) * (2 * math.pi / steps)
@@ -172,5 +180,6 @@ def family_params(family: str) -> tuple[str, ...]:
 
 from . import colour, spectral  # noqa: E402,F401  (register on import)
 
-__all__ = ["KEY_LAYERS", "LUMA_AXIS", "KeyLayer", "check_luma", "check_params", "cone_direction", "luma_basis", "create_key_layer", "family_params", "get_key_layer",
-           "list_key_layers", "orthonormal", "register_key_layer"]
+__all__ = ["KEY_LAYERS", "LUMA_AXIS", "KeyLayer", "check_luma", "check_params", "cone_direction", "create_key_layer",
+           "family_params", "generalized_excess", "get_key_layer", "list_key_layers", "luma_basis", "orthonormal",
+           "register_key_layer"]

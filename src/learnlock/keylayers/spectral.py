@@ -139,10 +139,11 @@ class SpectralKey(KeyLayer):
                 cr[i] = cp[quiet].mean(0)
         scores, bases = {}, {}
         for i in like.eligible.tolist():
-            w, v = top_generalized(cp[i], cr[i], like.dims)
             if like.luma is not None and like.dims == 1:  # the scheme states the luma share: search its cone
                 v = cone_direction(cp[i], cr[i], like.luma)[:, None]
                 w = (v.T @ cp[i] @ v).flatten() / (v.T @ cr[i] @ v).flatten().clamp_min(1e-30)
+            else:
+                w, v = top_generalized(cp[i], cr[i], like.dims)
             scores[i], bases[i] = float(w[:like.dims].sum()), v
         keep = sorted(scores, key=scores.get, reverse=True)[:like.count]
         est = cls(c, n, dims=like.dims, bins=like.bins, fmin=like.fmin, fmax=like.fmax, luma=like.luma)

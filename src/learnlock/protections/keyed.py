@@ -44,9 +44,9 @@ AUTO_LUMA = {"colour": 0.9}  # measured (BENCHMARKS.md): grayscale and JPEG-30 k
 @dataclass(frozen=True)
 class KeyedSettings(EMSettings):
     # The authorized net never sees the noise, so its budget is bounded by what people may see, not
-    # by what the key tolerates. On the CPU benchmark 8/255 separated no hacker reliably and 16/255
-    # not a wrong key (BENCHMARKS.md, "Keyed learnability"); 32/255 did on both seeds (PSNR about
-    # 24.5 dB: visible). Pass rho to trade separation for image quality.
+    # by what the key tolerates. On the CPU benchmark (BENCHMARKS.md, "Keyed learnability") a wrong
+    # key learned at 8/255, 16/255 held only against plain hackers, and 32/255 was the best point of
+    # the front (PSNR about 24 dB: visible). Pass rho to trade separation for image quality.
     rho: float = 32 / 255
     surrogate: str = "cnn"         # key-less surrogate of the min-min (cnn: CPU-sized; resnet18 on a GPU)
     max_rounds: int = 20           # min-min rounds at most (measured: see BENCHMARKS.md)
