@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import learnable_dataset
 from learnlock.attacks import AttackContext, create_attack, get_attack, list_attacks
-from learnlock.attacks.adversarial_training import PGDSettings, pgd
+from learnlock.attacks.adversarial_training import PGDSettings
 from learnlock.attacks.augment import MixCallback, AugmentSettings
 from learnlock.attacks.iss import grayscale, jpeg, reduce_bits
 from learnlock.attacks.recover import SphereProjection, change_norm, project_to_sphere
@@ -121,7 +121,7 @@ def test_pgd_stays_in_the_eps_ball_and_raises_the_loss():
     model = fit(create_model("cnn", 4, 3, seed=0), data, replace(TINY, epochs=3), progress=False)
     x, y = data.float_images(), data.labels
     s = PGDSettings(eps=8 / 255, step=2 / 255, steps=5)
-    adv = pgd(model, x, y, s, torch.Generator().manual_seed(0))
+    adv = s.pgd()(model, x, y, torch.Generator().manual_seed(0))
     assert (adv - x).abs().max() <= 8 / 255 + 1e-6
     assert adv.min() >= 0 and adv.max() <= 1
     loss = torch.nn.functional.cross_entropy

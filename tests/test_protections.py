@@ -191,7 +191,7 @@ def test_protect_checks_out_dir_before_work(data, tmp_path):
 
     (tmp_path / "pub").mkdir()
     (tmp_path / "pub" / "x").write_text("x")
-    with pytest.raises(LearnlockError, match="exists; choose another --out"):
+    with pytest.raises(LearnlockError, match="exists; choose another `out`"):
         Boom().protect(data, tmp_path / "pub")
 
 

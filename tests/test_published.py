@@ -120,9 +120,9 @@ def test_missing_file_is_detected(tmp_path):
 def test_existing_out_refused_and_overwrite(tmp_path):
     ds = folder_source(tmp_path)
     out = publish(ds, tmp_path / "pub")
-    with pytest.raises(LearnlockError, match="exists; choose another --out or pass --overwrite"):
+    with pytest.raises(LearnlockError, match="exists; choose another `out` or pass `overwrite`"):
         publish(ds, out)
-    with pytest.raises(LearnlockError, match="exists; choose another --out or pass --overwrite"):
+    with pytest.raises(LearnlockError, match="exists; choose another `out` or pass `overwrite`"):
         check_out_dir(out)
     publish(ds, out, images=ds.images, overwrite=True)
     assert torch.equal(load_dataset(f"published:{out}").images, ds.images)
@@ -147,9 +147,9 @@ def test_overwrite_never_replaces_a_foreign_folder_or_file(tmp_path):
 def test_path_under_a_file_is_unwritable(tmp_path):
     ds = folder_source(tmp_path)
     (tmp_path / "plain").write_text("x")
-    with pytest.raises(LearnlockError, match="cannot write to .*; choose another --out"):
+    with pytest.raises(LearnlockError, match="cannot write to .*; choose another `out`"):
         check_out_dir(tmp_path / "plain" / "sub" / "pub")
-    with pytest.raises(LearnlockError, match="cannot write to .*; choose another --out"):
+    with pytest.raises(LearnlockError, match="cannot write to .*; choose another `out`"):
         publish(ds, tmp_path / "plain" / "pub")
 
 
@@ -160,7 +160,7 @@ def test_read_only_parent_is_unwritable(tmp_path):
     try:
         if os.access(ro, os.W_OK):
             pytest.skip("running as root: chmod does not stop writes (test_path_under_a_file covers this)")
-        with pytest.raises(LearnlockError, match="cannot write to .*; choose another --out"):
+        with pytest.raises(LearnlockError, match="cannot write to .*; choose another `out`"):
             check_out_dir(ro / "pub")
     finally:
         ro.chmod(stat.S_IRWXU)

@@ -187,9 +187,7 @@ def authorized_model(published, test, key: NetSpec, recipe: Recipe, out: Path, d
     lock key unlocks them): the distill teacher."""
     from safetensors.torch import load_file, save
 
-    if key.num_classes != published.num_classes or key.in_channels != published.in_channels:
-        raise LearnlockError(f"authorized network {key.arch} ({key.fingerprint[:12]}) does not fit the published "
-                             f"data ({published.in_channels} channels, {published.num_classes} classes)")
+    key.check_fits(published)
     config = {"key": key.fingerprint, "recipe": _jsonable(recipe), **data_fp}
     weights, meta = out / "authorized" / "model.safetensors", out / "authorized" / "cell.json"
     model = key.build()

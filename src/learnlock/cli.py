@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import replace
 
@@ -630,19 +631,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run folder: published shards, cell cache, reports (a rerun resumes)")
     p.add_argument("--no-progress", action="store_true")
     add_recipe_args(p)
-    p.set_defaults(func=cmd_federated)
+    p.set_defaults(func=cmd_federated, flag_aliases={"authorized": "--global-arch", "key_seed": "--global-seed",
+                                                     "key_secret": "--global-secret"})
 
     p = sub.add_parser("list", help="list datasets, models and recipes")
     p.set_defaults(func=cmd_list)
     return parser
 
 
+def as_flags(message: str, parser: argparse.ArgumentParser, aliases: dict | None = None) -> str:
+    """A library message names parameters in backticks (`key_out`); show this command's flag (--key-out)."""
+    flags = {a.dest: a.option_strings[0] if a.option_strings else a.dest.upper() for a in parser._actions}
+    flags.update(aliases or {})
+    return re.sub(r"`([a-z_]+)`", lambda m: flags.get(m.group(1), m.group(0)), message)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         args.func(args)
     except LearnlockError as e:
-        print(f"error: {e}", file=sys.stderr)
+        command = parser._subparsers._group_actions[0].choices[args.command]
+        print(f"error: {as_flags(str(e), command, getattr(args, 'flag_aliases', None))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume where results were saved", file=sys.stderr)

@@ -1,4 +1,8 @@
-"""One exception type for bad user input, so the CLI can print it as one line."""
+"""One exception type for bad user input, so the CLI can print it as one line.
+
+Messages name the API's parameters in backticks (choose another `out`); the CLI shows its own
+flag for each (choose another --out), so the library never names a command-line flag.
+"""
 
 
 class LearnlockError(ValueError):

@@ -39,12 +39,7 @@ def train_one(train: ImageDataset, test: ImageDataset, net: str | NetSpec, seed:
     `net` is an architecture name (initialised from `seed`) or a NetSpec (its own fixed
     initial weights; `seed` then sets only the data order)."""
     if isinstance(net, NetSpec):
-        if net.num_classes != train.num_classes or net.in_channels != train.in_channels:
-            raise LearnlockError(
-                f"network {net.arch} ({net.fingerprint[:12]}) takes {net.in_channels}-channel images "
-                f"and {net.num_classes} classes, but {train.source} has {train.in_channels} and "
-                f"{train.num_classes}"
-            )
+        net.check_fits(train, "network")
         model, name = net.build(), f"{net.arch}@{net.fingerprint[:8]}"
     else:
         model = create_model(net, train.num_classes, train.in_channels, seed=seed)
@@ -81,7 +76,7 @@ def evaluate_nets(train: ImageDataset, test: ImageDataset, nets: Sequence[str | 
         if {k: old.get(k) for k in header} != header:
             raise LearnlockError(
                 f"{path} holds results of a different run (recipe or data differ); "
-                "choose another --out folder"
+                "choose another `out` folder"
             )
         rows = old.get("rows", [])
     done = {(r["net"], r["seed"]) for r in rows}

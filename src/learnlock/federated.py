@@ -150,10 +150,7 @@ class Federation:
                  out, recipe: Recipe, make_protection, hackers: Sequence[Hacker] = (Hacker("retrain", "cnn", 1),
                                                                                    Hacker("distill", "cnn", 1)),
                  hacker_recipe: Recipe | None = None, split: str = "", progress: bool = True):
-        if key.num_classes != train.num_classes or key.in_channels != train.in_channels:
-            raise LearnlockError(f"the global network {key.arch} takes {key.in_channels} channels / "
-                                 f"{key.num_classes} classes; {train.source} has {train.in_channels} / "
-                                 f"{train.num_classes}")
+        key.check_fits(train, "the global network")
         if test.classes != train.classes:
             raise LearnlockError(f"test set {test.source} has other classes than {train.source}")
         seen = torch.cat(list(shards)) if shards else torch.empty(0, dtype=torch.long)
@@ -181,7 +178,7 @@ class Federation:
             if (manifest["method"] != prot.name or manifest["settings"] != want or data.ids != shard.ids
                     or manifest.get("authorized") != auth):
                 raise LearnlockError(f"{path} holds client {k}'s data from another configuration (method, "
-                                     "settings, key or split); use another --out")
+                                     "settings, key or split); use another `out`")
             return data, manifest
         start = time.perf_counter()
         prot.protect(shard, path, workdir=self.out / f".client_{k}.work",
@@ -223,7 +220,7 @@ class Federation:
         split_file = self.out / "split.json"
         split = {"split": self.split, "clients": [[self.train.ids[i] for i in s.tolist()] for s in self.shards]}
         if split_file.exists() and json.loads(split_file.read_text()) != split:
-            raise LearnlockError(f"{split_file} records another split of the data; use another --out")
+            raise LearnlockError(f"{split_file} records another split of the data; use another `out`")
         atomic_write_json(split_file, split)
         published = [self.publish(k) for k in range(len(self.shards))]
         union = concat([d for d, _ in published], source="federated union")

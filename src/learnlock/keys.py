@@ -29,12 +29,12 @@ def resolve_key(spec: str, num_classes: int, in_channels: int, seed: int | None 
     else:
         if spec not in list_models():
             raise LearnlockError(
-                f"--authorized {spec!r} is neither a NetSpec .safetensors file nor a model name "
+                f"`authorized` {spec!r} is neither a NetSpec .safetensors file nor a model name "
                 f"({', '.join(list_models())})"
             )
         if (seed is None) == (secret is None):
             raise LearnlockError(
-                f"--authorized {spec}: give exactly one of --key-seed N or --key-secret TEXT to derive "
+                f"`authorized` {spec}: give exactly one of `key_seed` or `key_secret` to derive "
                 "its initial weights"
             )
         key = NetSpec.create(spec, num_classes, in_channels, seed=seed if seed is not None else seed_from_secret(secret))
@@ -76,18 +76,18 @@ def authorized_keys(num_classes: int, in_channels: int, specs: list[str] | None 
     (one of them may be a single value, repeated). `derived` is True when the key was made here
     and its file must be handed to the user."""
     if specs and archs:
-        raise LearnlockError("give the authorized networks either with --authorized or with "
-                             "--authorized-arch/--authorized-seeds, not both")
+        raise LearnlockError("give the authorized networks either with `authorized` or with "
+                             "`authorized_arch`/`authorized_seeds`, not both")
     if archs:
         seeds = list(seeds or [])
         if not seeds:
-            raise LearnlockError("--authorized-arch needs --authorized-seeds N[,N...] (the init seed of each network)")
+            raise LearnlockError("`authorized_arch` needs `authorized_seeds` (the init seed of each network)")
         if len(archs) == 1:
             archs = archs * len(seeds)
         elif len(seeds) == 1:
             seeds = seeds * len(archs)
         if len(archs) != len(seeds):
-            raise LearnlockError(f"--authorized-arch names {len(archs)} networks but --authorized-seeds gives "
+            raise LearnlockError(f"`authorized_arch` names {len(archs)} networks but `authorized_seeds` gives "
                                  f"{len(seeds)} seeds; give one seed per network (or one for all)")
         out = [(resolve_key(a, num_classes, in_channels, seed=s), True) for a, s in zip(archs, seeds)]
     else:

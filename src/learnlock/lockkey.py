@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from .data import ImageDataset
 from .errors import LearnlockError
 from .models.netspec import FORMAT as NETSPEC_FORMAT
-from .models.netspec import NetSpec, _canonical, _header
+from .models.netspec import NetSpec, _canonical, _header, check_fits
 from .provenance import atomic_write_bytes
 
 FORMAT = "learnlock.lockkey/1"
@@ -202,6 +202,9 @@ class LockKey:
     def build(self) -> nn.Module:
         """The authorized network (as NetSpec.build)."""
         return self.net.build()
+
+    def check_fits(self, data, role: str = "authorized network") -> None:
+        check_fits(self, data, role)
 
     @property
     def fingerprint(self) -> str:

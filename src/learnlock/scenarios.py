@@ -41,12 +41,7 @@ def train_authorized(train: ImageDataset, key: NetSpec, recipe: Recipe, progress
     """The authorized user's network trained on `train`: published data go through the key first
     (`key.prepare`: a lock key unlocks them); clean data (published=False, Table 1's Original row)
     are trained on as they are."""
-    if key.num_classes != train.num_classes or key.in_channels != train.in_channels:
-        raise LearnlockError(
-            f"authorized network {key.arch} ({key.fingerprint[:12]}) does not fit {train.source}: it takes "
-            f"{key.in_channels} channels / {key.num_classes} classes, the data has {train.in_channels} / "
-            f"{train.num_classes}"
-        )
+    key.check_fits(train)
     data = key.prepare(train) if published else train
     return fit(key.build(), data, recipe, progress=progress, desc=f"authorized {key.arch}")
 

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
-from ..training import Callback
+from ..pgd import PGD, PGDCallback
 from . import register_attack
 from .base import Attack, AttackSettings
 
@@ -34,45 +31,8 @@ class PGDSettings(AttackSettings):
         self.require(0 < self.step <= 1, f"step must be in (0, 1] pixel units, got {self.step}")
         self.require(isinstance(self.steps, int) and self.steps >= 1, f"steps must be an integer >= 1, got {self.steps!r}")
 
-
-def pgd(model, x: torch.Tensor, y: torch.Tensor, s: PGDSettings, gen: torch.Generator | None = None) -> torch.Tensor:
-    """L-inf PGD on cross-entropy: returns x_adv with |x_adv - x|_inf <= eps and pixels in [0, 1].
-    `y` may be class indices or probabilities."""
-    was_training = model.training
-    model.eval()
-    x = x.detach()
-    if s.random_start:
-        noise = torch.rand(x.shape, generator=gen).to(x.device) if gen is not None else torch.rand_like(x)
-        adv = (x + (noise * 2 - 1) * s.eps).clamp(0, 1)
-    else:
-        adv = x.clone()
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)  # only the input's gradient is needed
-    try:
-        for _ in range(s.steps):
-            adv.requires_grad_(True)
-            loss = F.cross_entropy(model(adv), y)
-            (grad,) = torch.autograd.grad(loss, adv)
-            adv = adv.detach() + s.step * grad.sign()
-            adv = torch.min(torch.max(adv, x - s.eps), x + s.eps).clamp(0, 1)
-    finally:
-        for p, f in zip(params, flags):
-            p.requires_grad_(f)
-        model.train(was_training)
-    return adv.detach()
-
-
-class PGDCallback(Callback):
-    def __init__(self, settings: PGDSettings):
-        self.s = settings
-
-    def on_fit_start(self, model, recipe):
-        self.gen = torch.Generator().manual_seed(recipe.seed + 104729)
-
-    def on_batch(self, model, x, y, step):
-        return pgd(model, x, y, self.s, self.gen), y
+    def pgd(self) -> PGD:
+        return PGD(self.eps, self.step, self.steps, self.random_start)
 
 
 @register_attack("adversarial-training")
@@ -80,4 +40,4 @@ class AdversarialTraining(Attack):
     Settings = PGDSettings
 
     def callbacks(self, context):
-        return [PGDCallback(self.settings)]
+        return [PGDCallback(self.settings.pgd())]

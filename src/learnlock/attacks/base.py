@@ -92,7 +92,7 @@ class Attack:
             if getattr(context, need) is None:
                 hint = {"teacher": "the trained authorized network (a published dataset that names its key, "
                                    "and the key file)",
-                        "aux": "an auxiliary clean set disjoint from the protected one (--aux SPEC)"}.get(need, need)
+                        "aux": "an auxiliary clean set disjoint from the protected one (`aux`)"}.get(need, need)
                 raise LearnlockError(f"attack {self.name!r} needs {hint}")
 
     def train(self, published: ImageDataset, arch: str, seed: int, recipe: Recipe,

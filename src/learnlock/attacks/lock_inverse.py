@@ -84,7 +84,7 @@ class LockInverse(Attack):
         s = self.settings
         use_aux = s.reference == "aux" or (s.reference == "auto" and context.aux is not None)
         if use_aux and context.aux is None:
-            raise LearnlockError("lock-inverse with reference=aux needs an auxiliary clean set (--aux SPEC)")
+            raise LearnlockError("lock-inverse with reference=aux needs an auxiliary clean set (`aux`)")
         aux = context.aux if use_aux else None
         if aux is not None and (aux.num_classes != data.num_classes or aux.images.shape[1:] != data.images.shape[1:]):
             raise LearnlockError(f"lock-inverse: aux {aux.source} does not match the published classes or image size")

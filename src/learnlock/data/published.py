@@ -116,7 +116,7 @@ def check_out_dir(out_dir, overwrite: bool = False, source: ImageDataset | str |
     out = Path(out_dir)
     resolved = out.resolve()
     if resolved == resolved.parent:
-        raise LearnlockError(f"cannot publish into the file-system root {out}; choose another --out")
+        raise LearnlockError(f"cannot publish into the file-system root {out}; choose another `out`")
     if source is not None:
         spec = source.source if isinstance(source, ImageDataset) else str(source)
         src = source_path(spec)
@@ -125,27 +125,27 @@ def check_out_dir(out_dir, overwrite: bool = False, source: ImageDataset | str |
             if resolved == src_r or resolved.is_relative_to(src_r) or src_r.is_relative_to(resolved):
                 raise LearnlockError(
                     f"{out} is, contains or is inside the source dataset {src}; "
-                    "never writing over the input; choose another --out"
+                    "never writing over the input; choose another `out`"
                 )
     if out.exists() or out.is_symlink():
         if not overwrite:
-            raise LearnlockError(f"{out} exists; choose another --out or pass --overwrite")
+            raise LearnlockError(f"{out} exists; choose another `out` or pass `overwrite`")
         if out.is_symlink() or not out.is_dir():
-            raise LearnlockError(f"{out} exists and is not a folder; refusing to replace it; choose another --out")
+            raise LearnlockError(f"{out} exists and is not a folder; refusing to replace it; choose another `out`")
         if any(out.iterdir()) and not _is_published_dir(out):
             raise LearnlockError(
                 f"{out} exists and is not a published dataset (no learnlock {MANIFEST}); "
-                "refusing to replace it even with --overwrite; choose another --out"
+                "refusing to replace it even with `overwrite`; choose another `out`"
             )
     parent = _nearest_existing(resolved.parent)
     if not parent.is_dir():
-        raise LearnlockError(f"cannot write to {out} ({parent} is not a folder); choose another --out")
+        raise LearnlockError(f"cannot write to {out} ({parent} is not a folder); choose another `out`")
     try:
         fd, tmp = tempfile.mkstemp(prefix=".learnlock-write-test-", dir=parent)
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise LearnlockError(f"cannot write to {out} ({e.strerror or e}); choose another --out") from None
+        raise LearnlockError(f"cannot write to {out} ({e.strerror or e}); choose another `out`") from None
     return out
 
 

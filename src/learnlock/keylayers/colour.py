@@ -57,7 +57,7 @@ class ColourKey(KeyLayer):
         super().__init__(in_channels, image_size)
         if in_channels != 3:
             raise LearnlockError("the colour key needs RGB images (3 channels); for grayscale data use "
-                                 "the spectral family (--set family=spectral)")
+                                 "the spectral family (setting family=spectral)")
         if isinstance(dims, bool) or dims not in (1, 2):
             raise LearnlockError(f"colour key: dims is the number of removed colour directions, 1 or 2; got {dims!r}")
         check_luma("colour", luma, in_channels)

@@ -93,6 +93,10 @@ class NetSpec:
 
     # -- identity --------------------------------------------------------------------------
 
+    def check_fits(self, data, role: str = "authorized network") -> None:
+        """Refuse data of another channel count or class count than this network takes."""
+        check_fits(self, data, role)
+
     @property
     def fingerprint(self) -> str:
         """sha256 hex of arch, arguments and each tensor's name, dtype, shape and bytes."""
@@ -196,6 +200,16 @@ class NetSpec:
                     f"state {key!r} is {got.dtype} {tuple(got.shape)} but {what} needs "
                     f"{need.dtype} {tuple(need.shape)}"
                 )
+
+
+def check_fits(key, data, role: str) -> None:
+    """One message for a key (NetSpec or LockKey) that does not fit `data` (an ImageDataset)."""
+    if key.num_classes != data.num_classes or key.in_channels != data.in_channels:
+        raise LearnlockError(
+            f"{role} {key.arch} ({key.fingerprint[:12]}) takes {key.in_channels}-channel images and "
+            f"{key.num_classes} classes, but {data.source or 'the data'} has {data.in_channels} channels and "
+            f"{data.num_classes} classes; use a key made for this dataset"
+        )
 
 
 def _fingerprint(arch: str, num_classes: int, in_channels: int, kwargs: dict,

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..attacks.adversarial_training import PGDCallback, PGDSettings, pgd
 from ..errors import LearnlockError
+from ..pgd import PGD, PGDCallback
 from .base import register_protection
 from .em import EMSettings, MinMin
 
@@ -41,8 +41,8 @@ class REMSettings(EMSettings):
             raise LearnlockError("REMSettings: adv_radius must be in [0, 1] pixel units, adv_steps >= 1, "
                                  "adv_step_size in (0, 1]")
 
-    def pgd(self) -> PGDSettings:
-        return PGDSettings(eps=max(self.adv_radius, 1e-12), step=self.adv_step_size, steps=self.adv_steps)
+    def pgd(self) -> PGD:
+        return PGD(eps=max(self.adv_radius, 1e-12), step=self.adv_step_size, steps=self.adv_steps)
 
 
 @register_protection("rem")
@@ -59,6 +59,6 @@ class RobustErrorMinimizing(MinMin):
 
     def noise_loss(self, model, x_u, y):
         if self.settings.adv_radius > 0:
-            a = pgd(model, x_u.detach(), y, self.settings.pgd(), self._gen) - x_u.detach()
+            a = self.settings.pgd()(model, x_u.detach(), y, self._gen) - x_u.detach()
             x_u = (x_u + a).clamp(0, 1)
         return F.cross_entropy(model(x_u), y)
