@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Sequence
 
 from .attacks import Attack, AttackContext, create_attack, list_attacks
-from .attacks.recover import Recover
 from .data import ImageDataset
 from .errors import LearnlockError
 from .models import NetSpec, create_model
@@ -163,23 +162,11 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
         for net in nets:
             for seed in seeds:
                 def job(attack=attack, net=net, seed=seed, context=context, data_for=data_for):
-                    seeded = replace(recipe, seed=seed)
-                    test_view = attack.transform_test(test)
-                    if isinstance(attack, Recover):
-                        etas = sorted({*attack.settings.etas, attack.settings.eta})
-                        curve = replace_etas(attack, etas).curve(data_for(), test_view, net, seed, seeded,
-                                                                 context, progress)
-                        acc = next(c["accuracy"] for c in curve if c["eta"] == attack.settings.eta)
-                        return {"accuracy": acc, "curve": curve}
-                    model = attack.train_on(data_for(), net, seed, seeded, context, progress)
-                    return {"accuracy": evaluate(model, test_view)}
+                    return attack.evaluate(data_for(), test, net, seed, replace(recipe, seed=seed), context,
+                                           progress)
                 run(name, net, seed, config, job)
 
     return write_report(results, out, published, test, nets, seeds, recipe, skipped, extras, key)
-
-
-def replace_etas(attack: Recover, etas) -> Recover:
-    return type(attack)(replace(attack.settings, etas=tuple(etas)))
 
 
 def authorized_model(published, test, key: NetSpec, recipe: Recipe, out: Path, data_fp: dict, progress: bool):

@@ -242,7 +242,7 @@ class Federation:
             NetSpec.from_model(self.key.arch, model, self.key.num_classes, self.key.in_channels,
                                self.key.kwargs).save(weights, overwrite=True)
         for h in self.hackers:
-            label = {"retrain": "Normal", "distill": "Distill"}.get(h.attack, h.attack)
+            label = get_attack(h.attack).label
             name = f"{label} ({h.arch})"
             attack = get_attack(h.attack)()
             teacher = NetSpec.load(weights).build() if "teacher" in attack.needs else None

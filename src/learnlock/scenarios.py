@@ -32,8 +32,7 @@ class Hacker:
 
     @property
     def label(self) -> str:
-        kind = {"retrain": "Normal", "distill": "Distill"}.get(self.attack, self.attack)
-        return f"{self.arch} s{self.seed} {kind}"
+        return f"{self.arch} s{self.seed} {get_attack(self.attack).label}"
 
 
 def train_authorized(train: ImageDataset, key: NetSpec, recipe: Recipe, progress: bool = True,

@@ -14,6 +14,7 @@ def register_attack(name: str):
 
     def deco(cls):
         cls.name = name
+        cls.label = cls.__dict__.get("label") or name
         return ATTACKS.register(name)(cls)
 
     return deco

@@ -22,7 +22,7 @@ from torch import nn
 from ..data import ImageDataset
 from ..errors import LearnlockError
 from ..models import create_model
-from ..training import Callback, Loss, Recipe, cross_entropy, fit
+from ..training import Callback, Loss, Recipe, cross_entropy, evaluate, fit
 
 
 @dataclass
@@ -61,6 +61,7 @@ class Attack:
     `@register_attack(name)`. `train` returns a hacker model in eval mode."""
 
     name = ""
+    label = ""   # how tables name its hackers (UGE's "Normal", "Distill"); default: the name
     Settings: type[AttackSettings] = AttackSettings
     needs: tuple[str, ...] = ()   # fields of AttackContext that must be set
 
@@ -108,6 +109,13 @@ class Attack:
         model = create_model(arch, data.num_classes, data.in_channels, seed=seed)
         return fit(model, data, replace(recipe, seed=seed), callbacks=self.callbacks(context),
                    loss=self.loss(context), progress=progress, desc=f"{self.name} {arch} seed {seed}")
+
+    def evaluate(self, data: ImageDataset, test: ImageDataset, arch: str, seed: int, recipe: Recipe,
+                 context: AttackContext, progress: bool = True) -> dict:
+        """One audit cell: train on `data` (already transformed) and score on the clean test set as
+        the attacker's model sees it; {"accuracy": ...} plus whatever else the attack measures."""
+        model = self.train_on(data, arch, seed, recipe, context, progress)
+        return {"accuracy": evaluate(model, self.transform_test(test))}
 
     def manifest_settings(self) -> dict:
         return dataclasses.asdict(self.settings)

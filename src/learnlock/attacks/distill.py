@@ -22,6 +22,7 @@ class DistillSettings(AttackSettings):
 class Distill(Attack):
     Settings = DistillSettings
     needs = ("teacher",)
+    label = "Distill"
 
     def loss(self, context):
         return DistillationLoss(context.teacher, self.settings.temperature, self.settings.alpha)

@@ -96,6 +96,13 @@ class Recover(Attack):
         model = self.base_model(published, arch, seed, recipe, progress)
         return self.recover(model, context.aux, replace(recipe, seed=seed), self.settings.eta, progress)
 
+    def evaluate(self, data, test, arch, seed, recipe, context, progress=True) -> dict:
+        """The cell's accuracy at `eta`, and the whole curve over `etas` (and `eta`) from one base model."""
+        etas = sorted({*self.settings.etas, self.settings.eta})
+        curve = type(self)(replace(self.settings, etas=tuple(etas))).curve(data, self.transform_test(test), arch,
+                                                                          seed, recipe, context, progress)
+        return {"accuracy": next(c["accuracy"] for c in curve if c["eta"] == self.settings.eta), "curve": curve}
+
     def curve(self, published, test, arch, seed, recipe, context, progress=True) -> list[dict]:
         """Test accuracy after recovery at each eta of settings.etas (eta 0 = no recovery)."""
         self.check_context(context)

@@ -6,4 +6,4 @@ from .base import Attack
 
 @register_attack("retrain")
 class Retrain(Attack):
-    pass
+    label = "Normal"
