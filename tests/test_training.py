@@ -151,4 +151,4 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error:") and "does not exist" in err[0]
     rc = cli.main(["evaluate", "--train", "fashion-mnist", "--nets", "alexnet"])
-    assert rc == 2 and "unknown network 'alexnet'" in capsys.readouterr().err
+    assert rc == 2 and "unknown model 'alexnet'" in capsys.readouterr().err

@@ -26,7 +26,7 @@ from typing import Sequence
 from .attacks import Attack, AttackContext, create_attack, list_attacks
 from .data import ImageDataset
 from .errors import LearnlockError
-from .models import NetSpec, create_model
+from .models import MODELS, NetSpec, create_model
 from .provenance import atomic_write_bytes, atomic_write_json, provenance
 from .report import learnability_ratio, markdown_table
 from .training import Recipe, evaluate, fit
@@ -101,7 +101,9 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
     for name, other in (("clean", clean), ("aux", aux)):
         if other is not None and (other.num_classes != published.num_classes
                                   or other.images.shape[1:] != published.images.shape[1:]):
-            raise LearnlockError(f"--{name} {other.source} does not match the published data's classes or image size")
+            raise LearnlockError(f"`{name}` {other.source} does not match the published data's classes or image size")
+    for net in nets:  # before any work
+        MODELS.get(net)
     chosen, skipped = resolve_attacks(attacks, key is not None, aux is not None)
     unknown = sorted(set(settings) - set(chosen))
     if unknown:
@@ -258,9 +260,63 @@ def plot_recovery(curves: dict, path: Path, chance: float) -> None:
     _save(fig, path)
 
 
+def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_class: int | None = None,
+                 clean: str | None = None, clean_per_class: int | None = None, aux: str | None = None,
+                 aux_split: str = "train", aux_per_class: int | None = None, subset_seed: int = 0,
+                 authorized=None, device: str | None = None, log=lambda message: None, **kwargs) -> dict:
+    """`audit` of a published folder, its inputs given as dataset specs: the clean baseline
+    (default: the source the manifest names), the test set (default: the source's test split), the
+    attacker's aux set (items of the published set removed when it is the same source) and the key
+    (default: the one shipped in the folder, if any). Other arguments go to `audit`."""
+    from .data import load_dataset
+    from .data.published import load_published
+    from .keys import check_key_matches, load_key
+
+    published, manifest = load_published(published_dir)
+    src = (manifest.get("extra") or {}).get("source_load")
+    clean_set = None
+    if clean:
+        clean_set = load_dataset(clean, "train", per_class=clean_per_class, seed=subset_seed)
+    elif src:
+        clean_set = load_dataset(src["spec"], src["split"], per_class=src["per_class"], seed=src["seed"])
+    if clean_set is not None and clean_set.ids != published.ids:
+        raise LearnlockError(f"clean baseline {clean_set.source} does not hold the published items (ids differ); "
+                             "give as `clean` the dataset the published one was made from")
+    if clean_set is None:
+        log("note: no clean baseline (the manifest does not say how to reload its source; give `clean`); "
+            "learnability ratios will be n/a")
+    test_spec = test or (src["spec"] if src else None)
+    if not test_spec:
+        raise LearnlockError("give the clean test set with `test`")
+    test_set = load_dataset(test_spec, "test", per_class=test_per_class, seed=subset_seed)
+    aux_set = None
+    if aux:
+        aux_set = load_dataset(aux, aux_split)
+        if src and aux == src["spec"] and aux_split == src["split"]:
+            taken = set(published.ids)  # same source: keep the attacker's split disjoint
+            aux_set = aux_set.subset([i for i, item in enumerate(aux_set.ids) if item not in taken])
+        if aux_per_class:
+            aux_set = aux_set.per_class(aux_per_class, seed=subset_seed)
+    key, key_recipe = None, None
+    shipped = Path(published_dir) / "authorized_0.safetensors"  # written by protect --include-weights
+    key_path = authorized or (shipped if shipped.exists() else None)
+    if key_path:
+        key = load_key(key_path)
+        check_key_matches(key, manifest)
+        key_recipe = Recipe(**manifest["authorized"]["recipe"])
+        if device:
+            key_recipe = replace(key_recipe, device=device)
+    recipe = kwargs["recipe"]
+    log(f"audit of {published_dir}: {len(published)} images, test {len(test_set)}, aux "
+        f"{len(aux_set) if aux_set is not None else 'none'}, nets {','.join(kwargs.get('nets', ('cnn',)))}, "
+        f"seeds {list(kwargs.get('seeds', (0,)))}, recipe {recipe.name}")
+    return audit(published, test_set, out_dir=out_dir, clean=clean_set, aux=aux_set, key=key, key_recipe=key_recipe,
+                 scheme=(manifest.get("extra") or {}).get("key"), log=log, **kwargs)
+
+
 def load_cells(out_dir) -> list[dict]:
     """Every cached cell of an audit directory (for tests and tools)."""
     return [json.loads(p.read_text()) for p in sorted((Path(out_dir) / "cells").glob("*/*.json"))]
 
 
-__all__ = ["audit", "load_cells", "resolve_attacks"]
+__all__ = ["audit", "audit_folder", "load_cells", "resolve_attacks"]

@@ -34,7 +34,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from .data import ImageDataset
-from .errors import LearnlockError
+from .errors import LearnlockError, require
 from .provenance import atomic_write_bytes, atomic_write_json, provenance
 from .training import check_compatible, evaluate, noisy_params
 
@@ -54,17 +54,12 @@ class CertifySettings:
 
     def __post_init__(self):
         object.__setattr__(self, "etas", tuple(float(e) for e in self.etas))
-        checks = [
-            (0 < self.q < 1, f"q is a quantile in (0, 1), got {self.q}"),
-            (self.sigma > 0 and math.isfinite(self.sigma), f"sigma must be a positive number, got {self.sigma}"),
-            (isinstance(self.n, int) and self.n >= 1, f"n is a number of weight samples >= 1, got {self.n!r}"),
-            (0 < self.alpha < 1, f"alpha is 1 - confidence, in (0, 1) (0.01 = 99%), got {self.alpha}"),
-            (len(self.etas) > 0 and all(e >= 0 and math.isfinite(e) for e in self.etas),
-             f"etas must be finite radii >= 0, got {self.etas}"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise LearnlockError(f"certify: {msg}")
+        require(0 < self.q < 1, f"certify: q is a quantile in (0, 1), got {self.q}")
+        require(self.sigma > 0 and math.isfinite(self.sigma), f"certify: sigma must be a positive number, got {self.sigma}")
+        require(isinstance(self.n, int) and self.n >= 1, f"certify: n is a number of weight samples >= 1, got {self.n!r}")
+        require(0 < self.alpha < 1, f"certify: alpha is 1 - confidence, in (0, 1) (0.01 = 99%), got {self.alpha}")
+        require(len(self.etas) > 0 and all(e >= 0 and math.isfinite(e) for e in self.etas),
+                f"certify: etas must be finite radii >= 0, got {self.etas}")
 
 
 def q_bar(q: float, eta: float, sigma: float) -> float:
@@ -182,6 +177,68 @@ def certify(model: nn.Module, test: ImageDataset, settings: CertifySettings | No
         atomic_write_bytes(out / "certify.md", cert.markdown().encode())
         plot_certificates({"surrogate": cert}, out / "certify.png", chance=1 / test.num_classes)
     return cert
+
+
+def train_surrogate(published: ImageDataset, arch: str, recipe, *, seed: int = 0, sigma: float = 0.0,
+                    draws: int = 1, out_dir=None, progress: bool = True, log=lambda message: None):
+    """The surrogate to certify: `arch` trained on the published data, with Gaussian weight noise
+    `sigma` (`draws` samples per step; the paper trains with the certification's sigma). With
+    `out_dir` it is saved there and reused by a rerun with the same inputs. Returns (NetSpec, info)."""
+    from .models import MODELS, NetSpec, create_model
+    from .training import WeightNoiseLoss, cross_entropy, fit
+
+    MODELS.get(arch)
+    info = {"arch": arch, "seed": seed, "recipe": recipe.to_dict(), "train_sigma": sigma, "train_draws": draws,
+            "published": published.fingerprint()}
+    out = Path(out_dir) if out_dir else None
+    if out and (out / "surrogate.safetensors").exists() and (out / "surrogate.json").exists() \
+            and json.loads((out / "surrogate.json").read_text()) == info:
+        log(f"reusing the surrogate in {out / 'surrogate.safetensors'}")
+        return NetSpec.load(out / "surrogate.safetensors"), info
+    model = create_model(arch, published.num_classes, published.in_channels, seed=seed)
+    loss = WeightNoiseLoss(model, sigma, draws, seed=seed) if sigma > 0 else cross_entropy
+    log(f"training a {arch} surrogate on {len(published)} published images (weight noise sigma {sigma}, "
+        f"{recipe.epochs} epochs)")
+    fit(model, published, recipe, loss=loss, progress=progress, desc="surrogate")
+    spec = NetSpec.from_model(arch, model, published.num_classes, published.in_channels)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        spec.save(out / "surrogate.safetensors", overwrite=True)
+        atomic_write_json(out / "surrogate.json", info)
+    return spec, info
+
+
+def certify_folder(published_dir, settings: CertifySettings, *, out_dir, recipe, test: str | None = None,
+                   test_per_class: int | None = None, subset_seed: int = 0, arch: str = "resnet18",
+                   weights=None, train_sigma: float | None = None, train_draws: int = 1, progress: bool = True,
+                   log=lambda message: None) -> Certificate:
+    """`certify` a published folder: against `test` (a dataset spec; default the source's test
+    split), with a given surrogate (`weights`, a NetSpec file) or one trained here (`arch`, weight
+    noise `train_sigma`, default the certification's sigma)."""
+    from .data import load_dataset
+    from .data.published import load_published
+    from .models import NetSpec
+
+    published, manifest = load_published(published_dir)
+    src = (manifest.get("extra") or {}).get("source_load")
+    test_spec = test or (src["spec"] if src else None)
+    if not test_spec:
+        raise LearnlockError("give the clean test set with `test`")
+    test_set = load_dataset(test_spec, "test", per_class=test_per_class, seed=subset_seed)
+    if test_set.classes != published.classes:
+        raise LearnlockError(f"test set {test_set.source} has classes {list(test_set.classes)[:5]}..., the published "
+                             f"data {list(published.classes)[:5]}...; give the matching `test`")
+    if weights:
+        spec = NetSpec.load(weights)
+        spec.check_fits(published, "surrogate")
+        surrogate = {"weights": str(weights), "fingerprint": spec.fingerprint}
+    else:
+        spec, surrogate = train_surrogate(published, arch, recipe, seed=settings.seed, out_dir=out_dir,
+                                          sigma=settings.sigma if train_sigma is None else train_sigma,
+                                          draws=train_draws, progress=progress, log=log)
+    surrogate["method"] = manifest.get("method")
+    return certify(spec.build(), test_set, settings, out_dir=out_dir, surrogate=surrogate, progress=progress,
+                   device=recipe.resolved_device())
 
 
 def plot_certificates(certs: dict[str, Certificate], path, chance: float | None = None) -> Path:

@@ -41,12 +41,8 @@ def recipe_from_args(args):
 def cmd_evaluate(args) -> None:
     from .data import load_dataset
     from .evaluation import evaluate_nets, results_table
-    from .models import list_models
 
     recipe = recipe_from_args(args)
-    for net in args.nets:
-        if net not in list_models():
-            raise LearnlockError(f"unknown network {net!r}; choose from: {', '.join(list_models())}")
     train = load_dataset(args.train, "train", per_class=args.per_class, seed=args.subset_seed)
     test = load_dataset(args.test or args.train, "test", per_class=args.test_per_class,
                         seed=args.subset_seed)
@@ -196,71 +192,21 @@ def hacker_list(text: str, attack: str):
 
 
 def cmd_table1(args) -> None:
-    from pathlib import Path
+    from .scenarios import table1
 
-    from .data import load_dataset
-    from .data.published import load_published
-    from .keys import check_key_matches, load_key
-    from .provenance import atomic_write_json, provenance
-    from .report.plots import grouped_bars, image_grid
-    from .scenarios import authorized_vs_hackers, ratios, table1_markdown, without_seeds
-    from .training import Recipe
-
-    key = load_key(args.authorized)
-    published = []
-    for d in args.published:
-        ds, manifest = load_published(d)
-        check_key_matches(key, manifest)
-        name = manifest["settings"].get("preset") or manifest["method"]
-        published.append((f"{name} ({Path(d).name})", ds, manifest))
-    first = published[0][2]
-    src = (first.get("extra") or {}).get("source_load")
-    if not src:
-        raise LearnlockError(f"{args.published[0]}: manifest does not say how to reload its clean source; "
-                             "it was not written by `learnlock protect`")
-    clean = load_dataset(src["spec"], src["split"], per_class=src["per_class"], seed=src["seed"])
-    for name, ds, _ in published:
-        if ds.ids != clean.ids:
-            raise LearnlockError(f"{name}: its items are not those of {src['spec']} (ids differ); "
-                                 "compare datasets protected from the same source")
-    test = load_dataset(args.test or src["spec"], "test", per_class=args.test_per_class, seed=0)
-    recipe = Recipe(**first["authorized"]["recipe"])
-    hacker_recipe = recipe_from_args(args)
-    hackers = hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill")
-    rows: dict[str, list[dict]] = {}
-    for seed in args.seeds:
-        hs = [type(h)(h.attack, h.arch, h.seed + 10 * seed) for h in hackers]
-        for name, ds in [("Original", clean)] + [(n, d) for n, d, _ in published]:
-            res = authorized_vs_hackers(ds, test, [key], recipe, hs, hacker_recipe, not args.no_progress,
-                                        published=ds is not clean)
-            res = without_seeds(res, hs)
-            rows.setdefault(name, []).append(res)
-            print(f"{name} seed {seed}: authorized {100 * res['authorized']:.1f}%", file=sys.stderr)
-    table = table1_markdown(rows, clean.num_classes)
+    result = table1(args.published, args.authorized, test=args.test, test_per_class=args.test_per_class,
+                    hackers=hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill"),
+                    seeds=args.seeds, hacker_recipe=recipe_from_args(args), device=args.device,
+                    progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
     print("\nTest accuracy % (mean ± std over seeds) and learnability ratio (acc - chance) / (clean acc - chance):")
-    print(f"train {len(clean)} images of {src['spec']}, test {len(test)} clean images, authorized "
-          f"{key.arch} {key.fingerprint[:12]}, hackers trained with recipe {hacker_recipe.name}\n")
-    print(table)
-    r = ratios(rows, clean.num_classes)
-    for name, v in r.items():
-        if name != "Original":
-            verdict = ("separates" if v["authorized_ratio"] >= 0.9 and v["worst_hacker_ratio"] <= 0.5
-                       else "does NOT separate (target: authorized >= 0.9, every hacker <= 0.5)")
-            print(f"\n{name}: authorized ratio {v['authorized_ratio']:.2f}, worst hacker ratio "
-                  f"{v['worst_hacker_ratio']:.2f} -> {verdict}")
+    print(f"train {result.train_size} images of {result.source}, test {result.test_size} clean images, authorized "
+          f"{result.key}, hackers trained with recipe {result.hacker_recipe.name}\n")
+    print(result.markdown())
+    for name, verdict in result.verdict().items():
+        print(f"\n{name}: {verdict}")
     if args.out:
-        out = Path(args.out)
-        atomic_write_json(out / "table1.json", {"rows": rows, "ratios": r, "test_size": len(test),
-                                               "train_size": len(clean), **provenance()})
-        (out / "table1.md").write_text(table + "\n")
-        cols = ["authorized"] + list(rows["Original"][0]["hackers"])
-        series = {c: [100 * sum(x["authorized"] if c == "authorized" else x["hackers"][c] for x in v) / len(v)
-                      for v in rows.values()] for c in cols}
-        grouped_bars(list(rows), series, out / "authorized_vs_hackers.png", hline=100 / clean.num_classes,
-                     title="authorized vs hackers: clean test accuracy")
-        name, ds, _ = published[0]
-        image_grid(clean.images, ds.images, clean.labels, clean.classes, out / "grid.png", title=name)
-        print(f"\nwritten: {out}/table1.json, table1.md, authorized_vs_hackers.png, grid.png", file=sys.stderr)
+        written = result.save(args.out)
+        print(f"\nwritten: {args.out}/" + ", ".join(p.name for p in written), file=sys.stderr)
 
 
 def parse_attack_settings(pairs: list[str]) -> dict[str, dict]:
@@ -276,61 +222,14 @@ def parse_attack_settings(pairs: list[str]) -> dict[str, dict]:
 
 
 def cmd_audit(args) -> None:
-    from pathlib import Path
+    from .audit import audit_folder
 
-    from .audit import audit
-    from .data import load_dataset
-    from .data.published import load_published
-    from .keys import check_key_matches, load_key
-    from .models import list_models
-    from .training import Recipe
-
-    for net in args.nets:
-        if net not in list_models():
-            raise LearnlockError(f"unknown network {net!r}; choose from: {', '.join(list_models())}")
-    published, manifest = load_published(args.published)
-    src = (manifest.get("extra") or {}).get("source_load")
-    clean = None
-    if args.clean:
-        clean = load_dataset(args.clean, "train", per_class=args.clean_per_class, seed=args.subset_seed)
-    elif src:
-        clean = load_dataset(src["spec"], src["split"], per_class=src["per_class"], seed=src["seed"])
-    if clean is not None and clean.ids != published.ids:
-        raise LearnlockError(f"clean baseline {clean.source} does not hold the published items (ids differ); "
-                             "give --clean the dataset the published one was made from")
-    if clean is None:
-        print("note: no clean baseline (the manifest does not say how to reload its source; pass --clean SPEC); "
-              "learnability ratios will be n/a", file=sys.stderr)
-    test_spec = args.test or (src["spec"] if src else None)
-    if not test_spec:
-        raise LearnlockError("give the clean test set with --test SPEC")
-    test = load_dataset(test_spec, "test", per_class=args.test_per_class, seed=args.subset_seed)
-    aux = None
-    if args.aux:
-        aux = load_dataset(args.aux, args.aux_split)
-        if src and args.aux == src["spec"] and args.aux_split == src["split"]:
-            taken = set(published.ids)  # same source: keep the attacker's split disjoint
-            aux = aux.subset([i for i, item in enumerate(aux.ids) if item not in taken])
-        if args.aux_per_class:
-            aux = aux.per_class(args.aux_per_class, seed=args.subset_seed)
-    key, key_recipe = None, None
-    shipped = Path(args.published) / "authorized_0.safetensors"  # written by protect --include-weights
-    key_path = args.authorized or (shipped if shipped.exists() else None)
-    if key_path:
-        key = load_key(key_path)
-        check_key_matches(key, manifest)
-        key_recipe = Recipe(**manifest["authorized"]["recipe"])
-        if args.device:
-            key_recipe = replace(key_recipe, device=args.device)
-    recipe = recipe_from_args(args)
-    print(f"audit of {args.published}: {len(published)} images, test {len(test)}, aux "
-          f"{len(aux) if aux is not None else 'none'}, nets {','.join(args.nets)}, seeds {args.seeds}, "
-          f"recipe {recipe.name}", file=sys.stderr)
-    result = audit(published, test, out_dir=args.out, attacks=args.attacks, nets=args.nets, seeds=args.seeds,
-                   recipe=recipe, clean=clean, aux=aux, key=key, key_recipe=key_recipe,
-                   settings=parse_attack_settings(args.set), scheme=(manifest.get("extra") or {}).get("key"),
-                   progress=not args.no_progress,
-                   log=lambda m: print(m, file=sys.stderr))
+    result = audit_folder(args.published, out_dir=args.out, test=args.test, test_per_class=args.test_per_class,
+                          clean=args.clean, clean_per_class=args.clean_per_class, aux=args.aux,
+                          aux_split=args.aux_split, aux_per_class=args.aux_per_class, subset_seed=args.subset_seed,
+                          authorized=args.authorized, device=args.device, attacks=args.attacks, nets=args.nets,
+                          seeds=args.seeds, recipe=recipe_from_args(args), settings=parse_attack_settings(args.set),
+                          progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
     print("\nClean test accuracy % (mean ± std over seeds) and learnability ratio "
           "(acc - chance) / (clean acc - chance); lower = the protection holds:\n")
     print(result["table"])
@@ -347,63 +246,16 @@ def float_list(text: str) -> list[float]:
 
 
 def cmd_certify(args) -> None:
-    import json
-    from pathlib import Path
-
-    from .certify import DEFAULT_ETAS, CertifySettings, certify
-    from .data import load_dataset
-    from .data.published import load_published
-    from .models import NetSpec, create_model, list_models
-    from .provenance import atomic_write_json
-    from .training import WeightNoiseLoss, cross_entropy, fit
+    from .certify import DEFAULT_ETAS, CertifySettings, certify_folder
 
     settings = CertifySettings(q=args.q, sigma=args.sigma, n=args.n, alpha=args.alpha,
                                etas=tuple(args.etas) if args.etas else DEFAULT_ETAS, seed=args.seed)
-    published, manifest = load_published(args.published)
-    src = (manifest.get("extra") or {}).get("source_load")
-    test_spec = args.test or (src["spec"] if src else None)
-    if not test_spec:
-        raise LearnlockError("give the clean test set with --test SPEC")
-    test = load_dataset(test_spec, "test", per_class=args.test_per_class, seed=args.subset_seed)
-    if test.classes != published.classes:
-        raise LearnlockError(f"test set {test.source} has classes {list(test.classes)[:5]}..., the published "
-                             f"data {list(published.classes)[:5]}...; give the matching --test")
-    out = Path(args.out)
-    recipe = recipe_from_args(args)
-    train_sigma = settings.sigma if args.train_sigma is None else args.train_sigma
-    if args.weights:
-        spec = NetSpec.load(args.weights)
-        if (spec.num_classes, spec.in_channels) != (published.num_classes, published.in_channels):
-            raise LearnlockError(
-                f"{args.weights} is a {spec.arch} for {spec.num_classes} classes and {spec.in_channels} "
-                f"channels; the published data have {published.num_classes} and {published.in_channels}")
-        surrogate = {"weights": str(args.weights), "fingerprint": spec.fingerprint}
-    else:
-        if args.arch not in list_models():
-            raise LearnlockError(f"unknown network {args.arch!r}; choose from: {', '.join(list_models())}")
-        surrogate = {"arch": args.arch, "seed": args.seed, "recipe": recipe.to_dict(),
-                     "train_sigma": train_sigma, "train_draws": args.train_draws,
-                     "published": published.fingerprint()}
-        weights, meta = out / "surrogate.safetensors", out / "surrogate.json"
-        if weights.exists() and meta.exists() and json.loads(meta.read_text()) == surrogate:
-            spec = NetSpec.load(weights)
-            print(f"reusing the surrogate in {weights}", file=sys.stderr)
-        else:
-            model = create_model(args.arch, published.num_classes, published.in_channels, seed=args.seed)
-            loss = (WeightNoiseLoss(model, train_sigma, args.train_draws, seed=args.seed)
-                    if train_sigma > 0 else cross_entropy)
-            print(f"training a {args.arch} surrogate on {len(published)} published images "
-                  f"(weight noise sigma {train_sigma}, {recipe.epochs} epochs)", file=sys.stderr)
-            fit(model, published, recipe, loss=loss, progress=not args.no_progress, desc="surrogate")
-            spec = NetSpec.from_model(args.arch, model, published.num_classes, published.in_channels)
-            out.mkdir(parents=True, exist_ok=True)
-            spec.save(weights, overwrite=True)
-            atomic_write_json(meta, surrogate)
-    surrogate["method"] = manifest.get("method")
-    cert = certify(spec.build(), test, settings, out_dir=out, surrogate=surrogate,
-                   progress=not args.no_progress, device=recipe.resolved_device())
+    cert = certify_folder(args.published, settings, out_dir=args.out, recipe=recipe_from_args(args), test=args.test,
+                          test_per_class=args.test_per_class, subset_seed=args.subset_seed, arch=args.arch,
+                          weights=args.weights, train_sigma=args.train_sigma, train_draws=args.train_draws,
+                          progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
     print(cert.markdown())
-    print(f"written: {out}/certify.json, certify.md, certify.png", file=sys.stderr)
+    print(f"written: {args.out}/certify.json, certify.md, certify.png", file=sys.stderr)
 
 
 def cmd_list(args) -> None:

@@ -7,3 +7,10 @@ flag for each (choose another --out), so the library never names a command-line 
 
 class LearnlockError(ValueError):
     """Bad input or state that the user can fix; the message says what and how."""
+
+
+def require(ok: bool, message: str) -> None:
+    """The one validation idiom of every settings class: check a value where it enters, and say in
+    `message` what was wrong and how to fix it."""
+    if not ok:
+        raise LearnlockError(message)

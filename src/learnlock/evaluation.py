@@ -20,7 +20,7 @@ from typing import Sequence
 
 from .data import ImageDataset
 from .errors import LearnlockError
-from .models import NetSpec, create_model
+from .models import MODELS, NetSpec, create_model
 from .provenance import atomic_write_json, provenance
 from .report import markdown_table, mean_std
 from .training import Callback, Loss, Recipe, cross_entropy, evaluate, fit, get_recipe
@@ -65,6 +65,9 @@ def evaluate_nets(train: ImageDataset, test: ImageDataset, nets: Sequence[str | 
         )
     if not nets or not seeds:
         raise LearnlockError("give at least one network and one seed")
+    for net in nets:  # before any work
+        if not isinstance(net, NetSpec):
+            MODELS.get(net)
     header = {"recipe": recipe.to_dict(), "train": describe(train), "test": describe(test)}
     rows: list[dict] = []
     path = Path(out_dir) / "results.json" if out_dir else None

@@ -1,5 +1,7 @@
 """Who trains what on a published dataset: the authorized user, and hackers (UGE's Table 1).
 
+    result = table1(["pub/uge"], "pub/uge.key.safetensors", hackers=[Hacker("retrain", "cnn", 1)])
+    print(result.markdown()); result.save("runs/table1")
     cells = authorized_vs_hackers(published, test, keys=[key], recipe=auth_recipe,
                                   hackers=[Hacker("retrain", "cnn", 1), Hacker("distill", "cnn", 1)])
 
@@ -13,15 +15,22 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Sequence
 
 from .attacks import AttackContext, get_attack
 from .data import ImageDataset
 from .errors import LearnlockError
 from .models import NetSpec
+from .provenance import atomic_write_bytes, atomic_write_json, provenance
 from .report import learnability_ratio, markdown_table
+from .report.plots import grouped_bars, image_grid
 from .training import Recipe, evaluate, fit
+
+# UGE's bar for "separates": the authorized net keeps 90% of its clean learnability, every hacker
+# keeps at most half of its own.
+AUTHORIZED_MIN, HACKER_MAX = 0.9, 0.5
 
 
 @dataclass(frozen=True)
@@ -111,3 +120,112 @@ def ratios(rows: dict[str, list[dict]], num_classes: int, clean_row: str = "Orig
         out[name] = {"authorized_ratio": a, "worst_hacker_ratio": max(known) if known else float("nan"),
                      "hacker_ratios": h}
     return out
+
+
+@dataclass
+class Table1:
+    """Authorized vs hackers on one or more published datasets of one source, beside the clean
+    source ("Original"); rows: name -> list over evaluation seeds of `authorized_vs_hackers`."""
+
+    rows: dict[str, list[dict]]
+    num_classes: int
+    train_size: int
+    test_size: int
+    source: str
+    key: str                   # "arch fingerprint[:12]"
+    recipe: Recipe             # the authorized user's (the manifest's)
+    hacker_recipe: Recipe
+    grid: tuple = field(default=(), repr=False)   # (clean, published images, labels, classes, title)
+
+    def markdown(self) -> str:
+        return table1_markdown(self.rows, self.num_classes)
+
+    def ratios(self) -> dict[str, dict]:
+        return ratios(self.rows, self.num_classes)
+
+    def verdict(self) -> dict[str, str]:
+        """Per published row, whether it separates the authorized net from every hacker."""
+        out = {}
+        for name, v in self.ratios().items():
+            if name != "Original":
+                ok = v["authorized_ratio"] >= AUTHORIZED_MIN and v["worst_hacker_ratio"] <= HACKER_MAX
+                out[name] = (f"authorized ratio {v['authorized_ratio']:.2f}, worst hacker ratio "
+                             f"{v['worst_hacker_ratio']:.2f} -> " + (
+                                 "separates" if ok else f"does NOT separate (target: authorized >= {AUTHORIZED_MIN}, "
+                                                        f"every hacker <= {HACKER_MAX})"))
+        return out
+
+    def to_dict(self) -> dict:
+        return {"rows": self.rows, "ratios": self.ratios(), "test_size": self.test_size,
+                "train_size": self.train_size, **provenance()}
+
+    def plot(self, out) -> list[Path]:
+        """authorized_vs_hackers.png (mean accuracy per row and column) and grid.png (clean /
+        noise / published images of the first published dataset)."""
+        out = Path(out)
+        cols = ["authorized"] + list(self.rows["Original"][0]["hackers"])
+        series = {c: [100 * statistics.fmean(x["authorized"] if c == "authorized" else x["hackers"][c] for x in v)
+                      for v in self.rows.values()] for c in cols}
+        paths = [grouped_bars(list(self.rows), series, out / "authorized_vs_hackers.png",
+                              hline=100 / self.num_classes, title="authorized vs hackers: clean test accuracy")]
+        if self.grid:
+            clean, published, labels, classes, title = self.grid
+            paths.append(image_grid(clean, published, labels, classes, out / "grid.png", title=title))
+        return paths
+
+    def save(self, out) -> list[Path]:
+        """table1.json, table1.md and the plots under `out`."""
+        out = Path(out)
+        atomic_write_json(out / "table1.json", self.to_dict())
+        atomic_write_bytes(out / "table1.md", (self.markdown() + "\n").encode())
+        return [out / "table1.json", out / "table1.md", *self.plot(out)]
+
+
+def table1(published: Sequence, authorized, *, test: str | None = None, test_per_class: int | None = None,
+           hackers: Sequence[Hacker] = (), seeds: Sequence[int] = (0,), hacker_recipe: Recipe | str = "cpu",
+           device: str | None = None, progress: bool = True, log=lambda message: None) -> Table1:
+    """UGE's Table 1 for published dataset folder(s) of one source and their key (a path or a key).
+
+    The clean source is reloaded as the manifest says (the "Original" row); the test set is
+    `test` (a dataset spec; default the source's test split). Hacker seeds shift by 10 per
+    evaluation seed, so each seed trains other hackers."""
+    from .data import load_dataset
+    from .data.published import load_published
+    from .keys import check_key_matches, load_key
+    from .training import get_recipe
+
+    key = load_key(authorized) if isinstance(authorized, (str, Path)) else authorized
+    loaded = []
+    for d in published:
+        ds, manifest = load_published(d)
+        check_key_matches(key, manifest)
+        name = manifest["settings"].get("preset") or manifest["method"]
+        loaded.append((f"{name} ({Path(d).name})", ds, manifest))
+    if not loaded:
+        raise LearnlockError("give at least one published dataset folder")
+    first = loaded[0][2]
+    src = (first.get("extra") or {}).get("source_load")
+    if not src:
+        raise LearnlockError(f"{published[0]}: manifest does not say how to reload its clean source; "
+                             "it was not written by `learnlock protect`")
+    clean = load_dataset(src["spec"], src["split"], per_class=src["per_class"], seed=src["seed"])
+    for name, ds, _ in loaded:
+        if ds.ids != clean.ids:
+            raise LearnlockError(f"{name}: its items are not those of {src['spec']} (ids differ); "
+                                 "compare datasets protected from the same source")
+    test_set = load_dataset(test or src["spec"], "test", per_class=test_per_class, seed=0)
+    recipe = Recipe(**first["authorized"]["recipe"])
+    if device:
+        recipe = replace(recipe, device=device)
+    hacker_recipe = get_recipe(hacker_recipe)
+    rows: dict[str, list[dict]] = {}
+    for seed in seeds:
+        hs = [replace(h, seed=h.seed + 10 * seed) for h in hackers]
+        for name, ds in [("Original", clean)] + [(n, d) for n, d, _ in loaded]:
+            res = without_seeds(authorized_vs_hackers(ds, test_set, [key], recipe, hs, hacker_recipe, progress,
+                                                      published=ds is not clean), hs)
+            rows.setdefault(name, []).append(res)
+            log(f"{name} seed {seed}: authorized {100 * res['authorized']:.1f}%")
+    name, ds, _ = loaded[0]
+    return Table1(rows, clean.num_classes, len(clean), len(test_set), src["spec"], f"{key.arch} {key.fingerprint[:12]}",
+                  recipe, hacker_recipe, (clean.images, ds.images, clean.labels, clean.classes, name))

@@ -20,7 +20,7 @@ from pathlib import Path
 from torch import nn
 
 from ..data import ImageDataset
-from ..errors import LearnlockError
+from ..errors import LearnlockError, require
 from ..models import create_model
 from ..training import Callback, Loss, Recipe, cross_entropy, evaluate, fit
 
@@ -52,8 +52,7 @@ class AttackSettings:
     def check(self) -> None: ...
 
     def require(self, ok: bool, message: str) -> None:
-        if not ok:
-            raise LearnlockError(f"{type(self).__name__}: {message}")
+        require(ok, f"{type(self).__name__}: {message}")
 
 
 class Attack:
