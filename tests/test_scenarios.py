@@ -74,6 +74,9 @@ def test_cli_protect_train_table1_end_to_end(tmp_path, capsys):
     NetSpec.create("cnn", 4, 3, seed=99).save(tmp_path / "other.safetensors")
     assert cli.main(["train", "--authorized", str(tmp_path / "other.safetensors"),
                      "--data", str(tmp_path / "pub")]) == 2
+    assert "give --test to report test accuracy or --out" in capsys.readouterr().err  # else nothing is kept
+    assert cli.main(["train", "--authorized", str(tmp_path / "other.safetensors"),
+                     "--data", str(tmp_path / "pub"), "--out", str(tmp_path / "w.safetensors")]) == 2
     assert "wrong key" in capsys.readouterr().err
     capsys.readouterr()
     assert cli.main(["train", "--authorized", str(key), "--data", str(tmp_path / "pub"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from dataclasses import replace
 
 from .errors import LearnlockError
 
@@ -156,29 +155,15 @@ def cmd_protect(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .data import load_dataset
-    from .data.published import load_published
-    from .keys import check_key_matches, load_key
-    from .models import NetSpec
-    from .training import Recipe, evaluate, fit
+    from .scenarios import train_published
 
-    data, manifest = load_published(args.data)
-    key = load_key(args.authorized)
-    check_key_matches(key, manifest)
-    recipe = Recipe(**manifest["authorized"]["recipe"])
-    if args.device:
-        from dataclasses import replace
-
-        recipe = replace(recipe, device=args.device)
-    print(f"training {key.arch} ({key.fingerprint[:12]}) on {len(data)} published images with the "
-          f"manifest's recipe ({recipe.epochs} epochs, seed {recipe.seed})", file=sys.stderr)
-    model = fit(key.build(), key.prepare(data), recipe, progress=not args.no_progress, desc="authorized")
+    result = train_published(args.data, args.authorized, test=args.test, test_per_class=args.test_per_class,
+                             out=args.out, device=args.device, progress=not args.no_progress,
+                             log=lambda m: print(m, file=sys.stderr))
     if args.out:
-        NetSpec.from_model(key.arch, model, key.num_classes, key.in_channels, key.kwargs).save(args.out)
         print(f"trained weights written to {args.out}", file=sys.stderr)
-    if args.test:
-        test = load_dataset(args.test, "test", per_class=args.test_per_class)
-        print(f"test accuracy: {100 * evaluate(model, test):.2f}% on {len(test)} images of {test.source}")
+    if result["accuracy"] is not None:
+        print(f"test accuracy: {100 * result['accuracy']:.2f}% on {result['test_size']} images of {result['test']}")
 
 
 def hacker_list(text: str, attack: str):
@@ -287,45 +272,28 @@ def cmd_list(args) -> None:
 
 
 def cmd_federated(args) -> None:
-    from pathlib import Path
+    from .federated import run_federated, table9_markdown
 
-    from .data import load_dataset
-    from .data.published import check_out_dir
-    from .federated import federate, split_shards, table9_markdown
-    from .keys import resolve_key
-
-    recipe = recipe_from_args(args)
-    train = load_dataset(args.data, "train", per_class=args.per_class, seed=args.subset_seed)
-    test = load_dataset(args.test or args.data, "test", per_class=args.test_per_class, seed=args.subset_seed)
-    key = resolve_key(args.global_arch, train.num_classes, train.in_channels, args.global_seed, args.global_secret)
-    shards = split_shards(train.labels, train.num_classes, args.clients, args.split, args.split_seed)
-    out = Path(args.out)
-    if not (out / "split.json").exists():  # a fresh run (a folder with split.json resumes)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise LearnlockError(f"{out} exists and is not a federated run folder; choose a new --out")
-        check_out_dir(out, overwrite=True, source=train)  # writable, and not inside the source data
     settings = parse_settings(args.set)
     if args.rho is not None:
         settings["rho"] = args.rho
-    print(f"{args.clients} clients ({args.split}): " + ", ".join(f"client {k + 1} {len(s)} images"
-                                                              for k, s in enumerate(shards))
-          + f"; global {key.arch} {key.fingerprint[:12]}; test {len(test)} clean images", file=sys.stderr)
-    hackers = hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill")
-    result = federate(train, test, key, shards, out, recipe, method=args.method, preset=args.preset,
-                      settings=settings, hackers=hackers, split=args.split, progress=not args.no_progress)
-    if not Path(args.global_arch).exists():
-        key_path = out / "global.key.safetensors"
-        if not key_path.exists():
-            key.save(key_path)
-        print(f"global key: {key_path} (the server keeps it)", file=sys.stderr)
-    print(f"\nTest accuracy % of the {key.arch} global network and of the hackers "
-          f"({result['method']}, {len(train)} images of {train.source}):\n")
+    result = run_federated(args.data, args.out, global_arch=args.global_arch, global_seed=args.global_seed,
+                           global_secret=args.global_secret, test=args.test, per_class=args.per_class,
+                           test_per_class=args.test_per_class, subset_seed=args.subset_seed, clients=args.clients,
+                           split=args.split, split_seed=args.split_seed, recipe=recipe_from_args(args),
+                           method=args.method, preset=args.preset, settings=settings,
+                           hackers=hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill"),
+                           progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
+    if result["key_path"]:
+        print(f"global key: {result['key_path']} (the server keeps it)", file=sys.stderr)
+    print(f"\nTest accuracy % of the {result['key'].arch} global network and of the hackers "
+          f"({result['method']}, {result['train_size']} images of {result['source']}):\n")
     print(table9_markdown(result))
     if result["client_probe_acc"] is not None:
         print(f"\nclient probe: a linear probe tells the client from the perturbation alone with accuracy "
               f"{result['client_probe_acc']:.2f} (majority share {result['client_probe_chance']:.2f}); high "
               "means each client's noise is a signature a network can use as a shortcut")
-    print(f"\nwritten: {out}/federated.json, federated.md, federated.png, client_*/ (published shards)",
+    print(f"\nwritten: {args.out}/federated.json, federated.md, federated.png, client_*/ (published shards)",
           file=sys.stderr)
 
 

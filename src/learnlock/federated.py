@@ -339,3 +339,35 @@ def federate(train: ImageDataset, test: ImageDataset, key: NetSpec, shards: Sequ
     make(key)  # validate the settings before any work
     hacker_recipe = hacker_recipe or recipe
     return Federation(train, test, key, shards, out, recipe, make, hackers, hacker_recipe, split, progress).run()
+
+
+def run_federated(data: str, out, *, global_arch: str, global_seed: int | None = None,
+                  global_secret: str | None = None, test: str | None = None, per_class: int | None = None,
+                  test_per_class: int | None = None, subset_seed: int = 0, clients: int = 2, split: str = "classes",
+                  split_seed: int = 0, log=lambda message: None, **kwargs) -> dict:
+    """`federate` from dataset specs: load and split the data, resolve the global key (an
+    architecture with a seed or secret, or a key file), check `out` (a fresh folder, or a run to
+    resume), run, and save a derived global key as out/global.key.safetensors (the server keeps it).
+    Other arguments go to `federate`. The result holds `key` and `key_path` too."""
+    from .data import load_dataset
+    from .data.published import check_out_dir
+    from .keys import resolve_key
+
+    train = load_dataset(data, "train", per_class=per_class, seed=subset_seed)
+    test_set = load_dataset(test or data, "test", per_class=test_per_class, seed=subset_seed)
+    key = resolve_key(global_arch, train.num_classes, train.in_channels, global_seed, global_secret)
+    shards = split_shards(train.labels, train.num_classes, clients, split, split_seed)
+    out = Path(out)
+    if not (out / "split.json").exists():  # a fresh run (a folder with split.json resumes)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise LearnlockError(f"{out} exists and is not a federated run folder; choose a new `out`")
+        check_out_dir(out, overwrite=True, source=train)  # writable, and not inside the source data
+    log(f"{clients} clients ({split}): " + ", ".join(f"client {k + 1} {len(s)} images" for k, s in enumerate(shards))
+        + f"; global {key.arch} {key.fingerprint[:12]}; test {len(test_set)} clean images")
+    result = federate(train, test_set, key, shards, out, split=split, **kwargs)
+    key_path = None
+    if not Path(global_arch).exists():
+        key_path = out / "global.key.safetensors"
+        if not key_path.exists():
+            key.save(key_path)
+    return {**result, "key": key, "key_path": key_path, "train_size": len(train), "source": train.source}

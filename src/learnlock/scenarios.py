@@ -54,6 +54,35 @@ def train_authorized(train: ImageDataset, key: NetSpec, recipe: Recipe, progress
     return fit(key.build(), data, recipe, progress=progress, desc=f"authorized {key.arch}")
 
 
+def train_published(published_dir, authorized, *, test: str | None = None, test_per_class: int | None = None,
+                    out=None, device: str | None = None, progress: bool = True, log=lambda message: None) -> dict:
+    """What the authorized user does: train the key's network on a published folder with the
+    manifest's recipe; with `out`, save the trained weights (NetSpec); with `test` (a dataset
+    spec), report clean test accuracy. Returns {"model", "key", "accuracy", "test", "test_size"}."""
+    from .data import load_dataset
+    from .data.published import check_writable, load_published
+    from .keys import check_key_matches, load_key
+
+    if not test and not out:
+        raise LearnlockError("give `test` to report test accuracy or `out` to save the trained weights (or both)")
+    data, manifest = load_published(published_dir)
+    key = load_key(authorized)
+    check_key_matches(key, manifest)
+    test_set = load_dataset(test, "test", per_class=test_per_class) if test else None  # bad specs fail first
+    if out:
+        check_writable(out)
+    recipe = Recipe(**manifest["authorized"]["recipe"])
+    if device:
+        recipe = replace(recipe, device=device)
+    log(f"training {key.arch} ({key.fingerprint[:12]}) on {len(data)} published images with the manifest's "
+        f"recipe ({recipe.epochs} epochs, seed {recipe.seed})")
+    model = fit(key.build(), key.prepare(data), recipe, progress=progress, desc="authorized")
+    if out:
+        NetSpec.from_model(key.arch, model, key.num_classes, key.in_channels, key.kwargs).save(out)
+    return {"model": model, "key": key, "accuracy": evaluate(model, test_set) if test_set else None,
+            "test": test_set.source if test_set else None, "test_size": len(test_set) if test_set else 0}
+
+
 def authorized_vs_hackers(train: ImageDataset, test: ImageDataset, keys: Sequence[NetSpec], recipe: Recipe,
                           hackers: Sequence[Hacker], hacker_recipe: Recipe, progress: bool = True,
                           published: bool = True) -> dict:

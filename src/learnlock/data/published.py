@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import shutil
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -33,8 +32,9 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import LearnlockError
 from ..provenance import provenance
-from . import parse_spec, register_dataset
+from . import register_dataset
 from .base import ImageDataset, per_class_index
+from .outdir import check_out_dir, check_writable, source_path
 
 FORMAT = "learnlock.published"
 FORMAT_VERSION = 1
@@ -72,81 +72,6 @@ def _check_component(name: str, what: str) -> None:
             f"{what} {name!r} cannot be used as a file or folder name; rename it "
             "(no '/', '\\', empty, '.' or '..')"
         )
-
-
-def source_path(spec: str) -> Path | None:
-    """The file or folder a dataset spec reads from (folder:, npz:, published:), else None."""
-    name, arg = parse_spec(spec or "")
-    if not arg:
-        return None
-    if name == "folder":
-        for split in (":train", ":test"):  # the folder loader appends ":<split>"
-            if arg.endswith(split):
-                arg = arg[: -len(split)]
-                break
-        return Path(arg)
-    if name in ("npz", "published"):
-        return Path(arg)
-    return None
-
-
-def _is_published_dir(path: Path) -> bool:
-    try:
-        with open(path / MANIFEST, "rb") as f:
-            return json.load(f).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _nearest_existing(path: Path) -> Path:
-    p = path
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p
-
-
-def check_out_dir(out_dir, overwrite: bool = False, source: ImageDataset | str | None = None) -> Path:
-    """The early check a long protection runs before working; returns Path(out_dir).
-
-    Refuses: an existing `out_dir` (unless `overwrite`; even then only an empty folder or a
-    published dataset is replaced, never some other folder or a file), a parent that cannot be
-    written, and (when `source` is given) a folder that is, contains or is inside the source
-    dataset's file or folder.
-    """
-    out = Path(out_dir)
-    resolved = out.resolve()
-    if resolved == resolved.parent:
-        raise LearnlockError(f"cannot publish into the file-system root {out}; choose another `out`")
-    if source is not None:
-        spec = source.source if isinstance(source, ImageDataset) else str(source)
-        src = source_path(spec)
-        if src is not None:
-            src_r = src.resolve()
-            if resolved == src_r or resolved.is_relative_to(src_r) or src_r.is_relative_to(resolved):
-                raise LearnlockError(
-                    f"{out} is, contains or is inside the source dataset {src}; "
-                    "never writing over the input; choose another `out`"
-                )
-    if out.exists() or out.is_symlink():
-        if not overwrite:
-            raise LearnlockError(f"{out} exists; choose another `out` or pass `overwrite`")
-        if out.is_symlink() or not out.is_dir():
-            raise LearnlockError(f"{out} exists and is not a folder; refusing to replace it; choose another `out`")
-        if any(out.iterdir()) and not _is_published_dir(out):
-            raise LearnlockError(
-                f"{out} exists and is not a published dataset (no learnlock {MANIFEST}); "
-                "refusing to replace it even with `overwrite`; choose another `out`"
-            )
-    parent = _nearest_existing(resolved.parent)
-    if not parent.is_dir():
-        raise LearnlockError(f"cannot write to {out} ({parent} is not a folder); choose another `out`")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".learnlock-write-test-", dir=parent)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as e:
-        raise LearnlockError(f"cannot write to {out} ({e.strerror or e}); choose another `out`") from None
-    return out
 
 
 def _json_bytes(obj: Any, what: str) -> bytes:
@@ -419,6 +344,6 @@ def load_published_dataset(arg, split, per_class=None, seed=0) -> ImageDataset:
 
 
 __all__ = [
-    "FORMAT", "FORMAT_VERSION", "check_out_dir", "write_published", "read_manifest",
+    "FORMAT", "FORMAT_VERSION", "check_out_dir", "check_writable", "write_published", "read_manifest",
     "load_published", "png_bytes", "item_stem", "source_path",
 ]
