@@ -93,11 +93,15 @@ def test_audit_refuses_mismatched_sets(tmp_path, shortcut):
 
 def test_cli_audit_on_a_published_folder(tmp_path, capsys):
     write_npz(tmp_path / "d.npz")
-    spec = f"npz:{tmp_path / 'd.npz'}"
+    write_npz(tmp_path / "t.npz", seed=1)
+    spec, test = f"npz:{tmp_path / 'd.npz'}", f"npz:{tmp_path / 't.npz'}"
     assert cli.main(["protect", "--method", "random", "--data", spec, "--set", "classwise=true",
                      "--out", str(tmp_path / "pub"), "--no-progress"]) == 0, capsys.readouterr().err
     common = ["--epochs", "2", "--batch-size", "16", "--no-progress"]
-    argv = ["audit", str(tmp_path / "pub"), "--test", spec, "--attacks", "retrain,iss-jpeg,cutout",
+    # without --test the source's test split is used: an npz has none, so its training images are refused
+    assert cli.main(["audit", str(tmp_path / "pub"), "--out", str(tmp_path / "a0"), *common]) == 2
+    assert "shares 48 of its 48 images" in capsys.readouterr().err
+    argv = ["audit", str(tmp_path / "pub"), "--test", test, "--attacks", "retrain,iss-jpeg,cutout",
             "--set", "iss-jpeg.quality=20", "--nets", "cnn", "--out", str(tmp_path / "audit"), *common]
     assert cli.main(argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
@@ -106,6 +110,6 @@ def test_cli_audit_on_a_published_folder(tmp_path, capsys):
     assert cell["config"]["settings"] == {"quality": 20}
     assert cli.main(argv[:4] + ["--set", "jpeg=20"] + argv[4:]) == 2
     assert "ATTACK.NAME=VALUE" in capsys.readouterr().err
-    assert cli.main(["audit", str(tmp_path / "pub"), "--test", spec, "--attacks", "recover",
+    assert cli.main(["audit", str(tmp_path / "pub"), "--test", test, "--attacks", "recover",
                      "--out", str(tmp_path / "a2"), *common]) == 2
     assert "auxiliary clean set" in capsys.readouterr().err

@@ -138,8 +138,9 @@ def test_cli_federated(tmp_path, capsys):
     from test_scenarios import write_npz
 
     write_npz(tmp_path / "d.npz")
+    write_npz(tmp_path / "t.npz", seed=1)
     data = f"npz:{tmp_path / 'd.npz'}"
-    args = ["federated", "--data", data, "--clients", "3", "--split", "iid", "--global-arch", "cnn",
+    args = ["federated", "--data", data, "--test", f"npz:{tmp_path / 't.npz'}", "--clients", "3", "--split", "iid", "--global-arch", "cnn",
             "--global-seed", "5", "--method", "random", "--hackers", "lenet:1", "--distill", "",
             "--epochs", "1", "--batch-size", "16", "--no-progress", "--out", str(tmp_path / "fed")]
     assert cli.main(args) == 0, capsys.readouterr().err
@@ -159,7 +160,7 @@ def test_cli_federated(tmp_path, capsys):
     assert not torch.equal(deltas[0], deltas[1]) and not torch.equal(deltas[1], deltas[2])
     assert NetSpec.load(tmp_path / "fed" / "global.key.safetensors").fingerprint == \
         NetSpec.create("cnn", 4, 3, seed=5).fingerprint
-    assert cli.main([*args[:6], "dirichlet:zero", *args[7:]]) == 2
+    assert cli.main([*args[:8], "dirichlet:zero", *args[9:]]) == 2
     assert "concentration" in capsys.readouterr().err
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "mine.txt").write_text("user data")

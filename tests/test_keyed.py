@@ -184,13 +184,18 @@ def test_cli_protect_keyed_then_train(tmp_path, capsys):
     key_path = tmp_path / "pub.key.safetensors"
     key = NetSpec.load(key_path)
     assert key.arch == "keyed" and key.kwargs["base"] == "cnn"
+    # a flat folder has no test split: its training images are refused as the test set
+    assert main(["train", "--authorized", str(key_path), "--data", str(out), "--no-progress",
+                 "--test", f"folder:{tmp_path / 'src'}"]) == 2
+    assert "shares 18 of its 18 images with the training data" in capsys.readouterr().err
+    write_folder(tmp_path / "test", per_class=6, size=(8, 8), seed=1)
     main(["train", "--authorized", str(key_path), "--data", str(out), "--no-progress",
-          "--test", f"folder:{tmp_path / 'src'}"])
+          "--test", f"folder:{tmp_path / 'test'}"])
     assert "test accuracy" in capsys.readouterr().out
     wrong = keyed_spec(NetSpec.create("cnn", 3, 3, seed=7), "colour", 8)
     wrong.save(tmp_path / "wrong.safetensors")
     assert main(["train", "--authorized", str(tmp_path / "wrong.safetensors"), "--data", str(out),
-                 "--no-progress"]) == 2
+                 "--no-progress", "--out", str(tmp_path / "w.safetensors")]) == 2
     assert "wrong key" in capsys.readouterr().err
 
 

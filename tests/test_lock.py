@@ -5,7 +5,6 @@ import json
 import math
 import struct
 
-import numpy as np
 import pytest
 import torch
 
@@ -235,14 +234,13 @@ def test_lock_inverse_undoes_a_known_affine_lock():
         create_attack("lock-inverse", reference="median")
 
 
-def write_npz(path, n_per_class=12):
-    ds = learnable_dataset(n_per_class=n_per_class, classes=4, size=16)
-    np.savez(path, x=ds.images.permute(0, 2, 3, 1).numpy(), y=ds.labels.numpy(), classes=np.array(list(ds.classes)))
-
-
 def test_cli_protect_train_table1_audit(tmp_path, capsys):
+    from test_scenarios import write_npz
+
     write_npz(tmp_path / "d.npz")
+    write_npz(tmp_path / "t.npz", seed=1)
     spec, pub = f"npz:{tmp_path / 'd.npz'}", tmp_path / "pub"
+    test = f"npz:{tmp_path / 't.npz'}"
     common = ["--epochs", "1", "--batch-size", "16", "--no-progress"]
     rc = cli.main(["protect", "--method", "lock", "--data", spec, "--authorized", "cnn", "--key-seed", "1",
                    "--set", "max_rounds=2", "--set", "train_steps=2", "--set", "batch_size=16", "--out", str(pub),
@@ -253,18 +251,19 @@ def test_cli_protect_train_table1_audit(tmp_path, capsys):
     assert isinstance(key, LockKey) and key.net.fingerprint == NetSpec.create("cnn", 4, 3, seed=1).fingerprint
     assert read_manifest(pub)["authorized"]["networks"][0]["fingerprint"] == key.fingerprint
     assert f"fingerprint {key.fingerprint[:16]}" in capsys.readouterr().err
-    rc = cli.main(["train", "--authorized", str(key_path), "--data", str(pub), "--test", spec,
+    rc = cli.main(["train", "--authorized", str(key_path), "--data", str(pub), "--test", test,
                    "--out", str(tmp_path / "trained.safetensors"), "--no-progress"])
     assert rc == 0, capsys.readouterr().err
     assert "test accuracy" in capsys.readouterr().out and (tmp_path / "trained.safetensors").exists()
     NetSpec.create("cnn", 4, 3, seed=1).save(tmp_path / "bare.safetensors")  # the network without the transform
-    assert cli.main(["train", "--authorized", str(tmp_path / "bare.safetensors"), "--data", str(pub)]) == 2
+    assert cli.main(["train", "--authorized", str(tmp_path / "bare.safetensors"), "--data", str(pub),
+                     "--out", str(tmp_path / "w.safetensors")]) == 2
     assert "wrong key" in capsys.readouterr().err
-    rc = cli.main(["table1", "--published", str(pub), "--authorized", str(key_path), "--test", spec,
+    rc = cli.main(["table1", "--published", str(pub), "--authorized", str(key_path), "--test", test,
                    "--hackers", "cnn:1", "--distill", "", *common])
     assert rc == 0, capsys.readouterr().err
     assert "| lock (pub)" in capsys.readouterr().out
-    rc = cli.main(["audit", str(pub), "--authorized", str(key_path), "--test", spec,
+    rc = cli.main(["audit", str(pub), "--authorized", str(key_path), "--test", test,
                    "--attacks", "retrain,lock-inverse", "--nets", "cnn", "--out", str(tmp_path / "audit"), *common])
     assert rc == 0, capsys.readouterr().err
     table = capsys.readouterr().out

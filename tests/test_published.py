@@ -67,7 +67,8 @@ def test_round_trip_index_ids_grey(tmp_path):
 
 def test_manifest_fields_and_files(tmp_path):
     ds = folder_source(tmp_path)
-    out = publish(ds, tmp_path / "pub", protected=[0, 2], authorized={"arch": "resnet18"},
+    auth = {"networks": [{"arch": "resnet18", "fingerprint": "0" * 64}], "recipe": {"epochs": 3}}
+    out = publish(ds, tmp_path / "pub", protected=[0, 2], authorized=auth,
                   extra={"note": "x"}, files={"authorized.safetensors": b"weights"})
     m = read_manifest(out)
     assert list(m)[:2] == ["format", "format_version"] and m["format"] == FORMAT and m["format_version"] == 1
@@ -77,7 +78,7 @@ def test_manifest_fields_and_files(tmp_path):
     assert m["method"] == "test" and m["rho"] == 8 / 255 and m["settings"] == {"a": 1} and m["seed"] == 0
     assert m["source"] == {"spec": ds.source, "size": len(ds), "shape": [3, 6, 8]}
     assert m["classes"] == list(ds.classes)
-    assert m["authorized"] == {"arch": "resnet18"} and m["extra"] == {"note": "x"}
+    assert m["authorized"] == auth and m["extra"] == {"note": "x"}
     assert [it["protected"] for it in m["items"]] == [i in (0, 2) for i in range(len(ds))]
     assert m["protected_fraction"] == 2 / len(ds)
     for it, sid, y in zip(m["items"], ds.ids, ds.labels.tolist()):

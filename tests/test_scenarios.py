@@ -49,14 +49,15 @@ def test_learnability_ratio():
     assert math.isnan(learnability_ratio(0.3, 0.105, 10))  # clean training failed: no ratio
 
 
-def write_npz(path, n_per_class=12):
-    ds = learnable_dataset(n_per_class=n_per_class, classes=4, size=16)
+def write_npz(path, n_per_class=12, seed=0):
+    ds = learnable_dataset(n_per_class=n_per_class, classes=4, size=16, seed=seed)
     np.savez(path, x=ds.images.permute(0, 2, 3, 1).numpy(), y=ds.labels.numpy(),
              classes=np.array(list(ds.classes)))
 
 
 def test_cli_protect_train_table1_end_to_end(tmp_path, capsys):
     write_npz(tmp_path / "d.npz")
+    write_npz(tmp_path / "t.npz", seed=1)  # other images: the test set
     common = ["--epochs", "2", "--batch-size", "16", "--no-progress"]
     rc = cli.main(["protect", "--method", "uge", "--preset", "paper", "--data", f"npz:{tmp_path / 'd.npz'}",
                    "--authorized", "cnn", "--key-secret", "open sesame", "--rho", "0.04",
@@ -82,8 +83,13 @@ def test_cli_protect_train_table1_end_to_end(tmp_path, capsys):
     assert cli.main(["train", "--authorized", str(key), "--data", str(tmp_path / "pub"),
                      "--out", str(tmp_path / "trained.safetensors"), "--no-progress"]) == 0
     assert (tmp_path / "trained.safetensors").exists()
+    # the training file is refused as the test set; a separate one is taken
+    assert cli.main(["table1", "--published", str(tmp_path / "pub"), "--authorized", str(key),
+                     "--test", f"npz:{tmp_path / 'd.npz'}", "--out", str(tmp_path / "report")]) == 2
+    assert "shares 48 of its 48 images with the training data" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()
     rc = cli.main(["table1", "--published", str(tmp_path / "pub"), "--authorized", str(key),
-                   "--test", f"npz:{tmp_path / 'd.npz'}", "--hackers", "lenet:1", "--distill", "cnn:1",
+                   "--test", f"npz:{tmp_path / 't.npz'}", "--hackers", "lenet:1", "--distill", "cnn:1",
                    "--out", str(tmp_path / "report"), *common])
     out = capsys.readouterr().out
     assert rc == 0 and "| Original" in out and "| paper (pub)" in out and "lenet Normal" in out

@@ -269,9 +269,12 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
     attacker's aux set (items of the published set removed when it is the same source) and the key
     (default: the one shipped in the folder, if any). Other arguments go to `audit`."""
     from .data import load_dataset
-    from .data.published import load_published
+    from .data.base import check_test_set
+    from .data.manifest import manifest_recipe
+    from .data.published import check_writable, load_published
     from .keys import check_key_matches, load_key
 
+    check_writable(out_dir)
     published, manifest = load_published(published_dir)
     src = (manifest.get("extra") or {}).get("source_load")
     clean_set = None
@@ -289,6 +292,10 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
     if not test_spec:
         raise LearnlockError("give the clean test set with `test`")
     test_set = load_dataset(test_spec, "test", per_class=test_per_class, seed=subset_seed)
+    if clean_set is not None:
+        check_test_set(clean_set, test_set)
+    else:  # published pixels moved by up to rho from the source's
+        check_test_set(published, test_set, tolerance=255 * (manifest.get("rho") or 0) + 0.5)
     aux_set = None
     if aux:
         aux_set = load_dataset(aux, aux_split)
@@ -303,7 +310,7 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
     if key_path:
         key = load_key(key_path)
         check_key_matches(key, manifest)
-        key_recipe = Recipe(**manifest["authorized"]["recipe"])
+        key_recipe = manifest_recipe(manifest)
         if device:
             key_recipe = replace(key_recipe, device=device)
     recipe = kwargs["recipe"]

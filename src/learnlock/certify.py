@@ -216,18 +216,18 @@ def certify_folder(published_dir, settings: CertifySettings, *, out_dir, recipe,
     split), with a given surrogate (`weights`, a NetSpec file) or one trained here (`arch`, weight
     noise `train_sigma`, default the certification's sigma)."""
     from .data import load_dataset
-    from .data.published import load_published
+    from .data.base import check_test_set
+    from .data.published import check_writable, load_published
     from .models import NetSpec
 
+    check_writable(out_dir)
     published, manifest = load_published(published_dir)
     src = (manifest.get("extra") or {}).get("source_load")
     test_spec = test or (src["spec"] if src else None)
     if not test_spec:
         raise LearnlockError("give the clean test set with `test`")
     test_set = load_dataset(test_spec, "test", per_class=test_per_class, seed=subset_seed)
-    if test_set.classes != published.classes:
-        raise LearnlockError(f"test set {test_set.source} has classes {list(test_set.classes)[:5]}..., the published "
-                             f"data {list(published.classes)[:5]}...; give the matching `test`")
+    check_test_set(published, test_set, tolerance=255 * (manifest.get("rho") or 0) + 0.5)
     if weights:
         spec = NetSpec.load(weights)
         spec.check_fits(published, "surrogate")

@@ -181,7 +181,7 @@ def cmd_table1(args) -> None:
 
     result = table1(args.published, args.authorized, test=args.test, test_per_class=args.test_per_class,
                     hackers=hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill"),
-                    seeds=args.seeds, hacker_recipe=recipe_from_args(args), device=args.device,
+                    seeds=args.seeds, hacker_recipe=recipe_from_args(args), device=args.device, out=args.out,
                     progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
     print("\nTest accuracy % (mean ± std over seeds) and learnability ratio (acc - chance) / (clean acc - chance):")
     print(f"train {result.train_size} images of {result.source}, test {result.test_size} clean images, authorized "
@@ -190,8 +190,7 @@ def cmd_table1(args) -> None:
     for name, verdict in result.verdict().items():
         print(f"\n{name}: {verdict}")
     if args.out:
-        written = result.save(args.out)
-        print(f"\nwritten: {args.out}/" + ", ".join(p.name for p in written), file=sys.stderr)
+        print(f"\nwritten: {args.out}/table1.json, table1.md, authorized_vs_hackers.png, grid.png", file=sys.stderr)
 
 
 def parse_attack_settings(pairs: list[str]) -> dict[str, dict]:
@@ -474,6 +473,11 @@ def main(argv: list[str] | None = None) -> int:
     except LearnlockError as e:
         command = parser._subparsers._group_actions[0].choices[args.command]
         print(f"error: {as_flags(str(e), command, getattr(args, 'flag_aliases', None))}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the library checks outputs before work; this is what changed during it
+        where = f" {e.filename}" if e.filename else ""
+        print(f"error: cannot read or write{where}: {e.strerror or e}; free space or fix the permissions and rerun "
+              "(finished work is kept where a command resumes)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume where results were saved", file=sys.stderr)

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .data import ImageDataset
+from .data.base import check_test_set
+from .data.outdir import check_writable
 from .errors import LearnlockError
 from .models import MODELS, NetSpec, create_model
 from .provenance import atomic_write_json, provenance
@@ -58,11 +60,9 @@ def evaluate_nets(train: ImageDataset, test: ImageDataset, nets: Sequence[str | 
                   out_dir: str | Path | None = None, progress: bool = True) -> list[dict]:
     """Train and test every (net, seed); returns one row per cell (see `train_one`)."""
     recipe = get_recipe(recipe)
-    if train.classes != test.classes:
-        raise LearnlockError(
-            f"train classes {list(train.classes)} differ from test classes {list(test.classes)}; "
-            "both sets must name the same classes in the same order"
-        )
+    check_test_set(train, test)
+    if out_dir:
+        check_writable(out_dir)
     if not nets or not seeds:
         raise LearnlockError("give at least one network and one seed")
     for net in nets:  # before any work

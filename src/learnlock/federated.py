@@ -350,11 +350,13 @@ def run_federated(data: str, out, *, global_arch: str, global_seed: int | None =
     resume), run, and save a derived global key as out/global.key.safetensors (the server keeps it).
     Other arguments go to `federate`. The result holds `key` and `key_path` too."""
     from .data import load_dataset
+    from .data.base import check_test_set
     from .data.published import check_out_dir
     from .keys import resolve_key
 
     train = load_dataset(data, "train", per_class=per_class, seed=subset_seed)
     test_set = load_dataset(test or data, "test", per_class=test_per_class, seed=subset_seed)
+    check_test_set(train, test_set)
     key = resolve_key(global_arch, train.num_classes, train.in_channels, global_seed, global_secret)
     shards = split_shards(train.labels, train.num_classes, clients, split, split_seed)
     out = Path(out)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from .data.manifest import verify
 from .errors import LearnlockError
 from .lockkey import FORMAT as LOCK_FORMAT
 from .lockkey import LockKey, read_format
@@ -65,6 +66,7 @@ def check_key_matches(key: NetSpec | LockKey, manifest: dict) -> int:
             f"wrong key: {key.arch} {key.fingerprint[:12]}... is not an authorized network of this dataset "
             f"(authorized: {', '.join(p[:12] for p in prints)})"
         )
+    verify(manifest, key, "the published dataset's manifest")
     return prints.index(key.fingerprint)
 
 

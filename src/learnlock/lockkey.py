@@ -203,6 +203,10 @@ class LockKey:
         """The authorized network (as NetSpec.build)."""
         return self.net.build()
 
+    def weights(self) -> dict[str, Tensor]:
+        """The network's weights and the lock's transforms (the key's secret part)."""
+        return {**{f"net.{k}": v for k, v in self.net.state.items()}, **{f"lock.{k}": v for k, v in self.tensors.items()}}
+
     def check_fits(self, data, role: str = "authorized network") -> None:
         check_fits(self, data, role)
 

@@ -60,6 +60,8 @@ def train_published(published_dir, authorized, *, test: str | None = None, test_
     manifest's recipe; with `out`, save the trained weights (NetSpec); with `test` (a dataset
     spec), report clean test accuracy. Returns {"model", "key", "accuracy", "test", "test_size"}."""
     from .data import load_dataset
+    from .data.base import check_test_set
+    from .data.manifest import manifest_recipe
     from .data.published import check_writable, load_published
     from .keys import check_key_matches, load_key
 
@@ -69,9 +71,11 @@ def train_published(published_dir, authorized, *, test: str | None = None, test_
     key = load_key(authorized)
     check_key_matches(key, manifest)
     test_set = load_dataset(test, "test", per_class=test_per_class) if test else None  # bad specs fail first
+    if test_set is not None:  # published pixels moved by up to rho from the source's
+        check_test_set(data, test_set, tolerance=255 * (manifest.get("rho") or 0) + 0.5)
     if out:
         check_writable(out)
-    recipe = Recipe(**manifest["authorized"]["recipe"])
+    recipe = manifest_recipe(manifest)
     if device:
         recipe = replace(recipe, device=device)
     log(f"training {key.arch} ({key.fingerprint[:12]}) on {len(data)} published images with the manifest's "
@@ -212,17 +216,22 @@ class Table1:
 
 def table1(published: Sequence, authorized, *, test: str | None = None, test_per_class: int | None = None,
            hackers: Sequence[Hacker] = (), seeds: Sequence[int] = (0,), hacker_recipe: Recipe | str = "cpu",
-           device: str | None = None, progress: bool = True, log=lambda message: None) -> Table1:
+           device: str | None = None, out=None, progress: bool = True, log=lambda message: None) -> Table1:
     """UGE's Table 1 for published dataset folder(s) of one source and their key (a path or a key).
 
     The clean source is reloaded as the manifest says (the "Original" row); the test set is
     `test` (a dataset spec; default the source's test split). Hacker seeds shift by 10 per
-    evaluation seed, so each seed trains other hackers."""
+    evaluation seed, so each seed trains other hackers. With `out`, checked before any work, the
+    result is saved there (`Table1.save`)."""
     from .data import load_dataset
-    from .data.published import load_published
+    from .data.base import check_test_set
+    from .data.manifest import manifest_recipe
+    from .data.published import check_writable, load_published
     from .keys import check_key_matches, load_key
     from .training import get_recipe
 
+    if out:
+        check_writable(out)
     key = load_key(authorized) if isinstance(authorized, (str, Path)) else authorized
     loaded = []
     for d in published:
@@ -243,7 +252,8 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
             raise LearnlockError(f"{name}: its items are not those of {src['spec']} (ids differ); "
                                  "compare datasets protected from the same source")
     test_set = load_dataset(test or src["spec"], "test", per_class=test_per_class, seed=0)
-    recipe = Recipe(**first["authorized"]["recipe"])
+    check_test_set(clean, test_set)
+    recipe = manifest_recipe(first)
     if device:
         recipe = replace(recipe, device=device)
     hacker_recipe = get_recipe(hacker_recipe)
@@ -256,5 +266,8 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
             rows.setdefault(name, []).append(res)
             log(f"{name} seed {seed}: authorized {100 * res['authorized']:.1f}%")
     name, ds, _ = loaded[0]
-    return Table1(rows, clean.num_classes, len(clean), len(test_set), src["spec"], f"{key.arch} {key.fingerprint[:12]}",
-                  recipe, hacker_recipe, (clean.images, ds.images, clean.labels, clean.classes, name))
+    result = Table1(rows, clean.num_classes, len(clean), len(test_set), src["spec"], f"{key.arch} {key.fingerprint[:12]}",
+                    recipe, hacker_recipe, (clean.images, ds.images, clean.labels, clean.classes, name))
+    if out:
+        result.save(out)
+    return result

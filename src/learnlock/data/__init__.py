@@ -27,6 +27,8 @@ def load_dataset(
     """Load `spec` (see module docstring); `per_class` keeps a seeded subset of N items per class."""
     if split not in SPLITS:
         raise LearnlockError(f"split must be one of {SPLITS}, got {split!r}")
+    if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1):
+        raise LearnlockError(f"per_class is a number of images per class >= 1 (leave it out for all), got {per_class!r}")
     name, arg = parse_spec(spec)
     loader = DATASETS.get(name)
     return loader(arg, split, per_class=per_class, seed=seed)

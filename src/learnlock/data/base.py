@@ -99,6 +99,27 @@ class ImageDataset:
         return ImageDataset(images, self.labels, self.classes, self.ids, source or self.source)
 
 
+def check_test_set(train: ImageDataset, test: ImageDataset, tolerance: float = 0.0) -> None:
+    """Refuse a test set that names other classes than the training set, or that is the training
+    images again (a folder without train/ and test/ subfolders gives the same images for both
+    splits): most test items share an id with a training item and match its pixels up to a mean
+    absolute difference of `tolerance` grey levels (the protection's budget, for published data).
+    Datasets whose splits reuse ids for other images (cifar10's "17") pass."""
+    if tuple(test.classes) != tuple(train.classes):
+        raise LearnlockError(f"test set {test.source} has classes {list(test.classes)[:5]}..., the training data "
+                             f"{list(train.classes)[:5]}...; give a `test` set with the same class names in the same order")
+    where = {item: i for i, item in enumerate(train.ids)}
+    shared = [(where[item], j) for j, item in enumerate(test.ids) if item in where]
+    if len(shared) < len(test) / 2 or train.images.shape[1:] != test.images.shape[1:]:
+        return
+    same = sum(bool((train.images[i].float() - test.images[j].float()).abs().mean() <= tolerance) for i, j in shared)
+    if same >= 0.9 * len(shared):
+        raise LearnlockError(f"test set {test.source} shares {same} of its {len(test)} images with the training data "
+                             f"{train.source} (a dataset without a test split, such as a folder without train/ and test/, gives its training "
+                             "images again); "
+                             "give a separate `test` set")
+
+
 def per_class_index(labels, classes, n: int, seed: int = 0, source: str = "") -> torch.Tensor:
     """Sorted indices of a seeded choice of n items per class (folders use it before decoding)."""
     if n <= 0:

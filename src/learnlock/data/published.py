@@ -34,6 +34,7 @@ from ..errors import LearnlockError
 from ..provenance import provenance
 from . import register_dataset
 from .base import ImageDataset, per_class_index
+from .manifest import authenticate, validate_manifest
 from .outdir import check_out_dir, check_writable, source_path
 
 FORMAT = "learnlock.published"
@@ -109,12 +110,14 @@ def write_published(
     extra: dict | None = None,
     files: dict[str, bytes] | None = None,
     overwrite: bool = False,
+    keys=(),
 ) -> Path:
     """Write `images` (uint8, same shape and order as `source.images`) as a published dataset.
 
     `protected` lists the indices of the items that were changed (None: all of them).
     `authorized` (arch, kwargs, fingerprint, recipe) is filled by the caller; `files` maps
-    extra file names to bytes written beside the manifest. Everything is written into a
+    extra file names to bytes written beside the manifest. The manifest is authenticated for each
+    of `keys` (the authorized keys; see data/manifest.py). Everything is written into a
     temporary sibling folder and renamed to `out_dir` only when complete.
     """
     out = check_out_dir(out_dir, overwrite, source=source)
@@ -205,11 +208,17 @@ def write_published(
             "files": listed,
             **provenance(),
         }
+        validate_manifest(manifest, "the manifest to write", FORMAT_VERSION)  # what readers will require
+        manifest = authenticate(manifest, keys)
         with open(tmp / MANIFEST, "wb") as f:
             f.write(_json_bytes(manifest, "manifest"))
             f.flush()
             os.fsync(f.fileno())
         _move_into_place(tmp, out)
+    except OSError as e:  # a full disk, a quota, permissions changed under us
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise LearnlockError(f"cannot write the published dataset to {out} ({e.strerror or e}); nothing was "
+                             "published: free some space or choose another `out`") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -257,10 +266,7 @@ def read_manifest(path) -> dict:
         raise LearnlockError(
             f"{mpath} has format_version {version}, newer than this learnlock reads ({FORMAT_VERSION}); upgrade learnlock"
         )
-    for key, kind in (("classes", list), ("items", list), ("source", dict)):
-        if not isinstance(manifest.get(key), kind):
-            raise LearnlockError(f"{mpath}: field {key!r} is missing or not a {kind.__name__}; the manifest is damaged")
-    return manifest
+    return validate_manifest(manifest, mpath, version)
 
 
 def _read_verified(path: Path, rel: str, digest: str) -> bytes:
@@ -286,20 +292,10 @@ def load_published(path, per_class: int | None = None, seed: int = 0) -> tuple[I
     """
     path = Path(path)
     manifest = read_manifest(path)
-    classes = tuple(str(c) for c in manifest["classes"])
-    shape = manifest["source"].get("shape")
-    if not (isinstance(shape, list) and len(shape) == 3 and shape[0] in (1, 3)):
-        raise LearnlockError(f"{path / MANIFEST}: source shape {shape!r} is not [C, H, W]; the manifest is damaged")
+    classes = tuple(manifest["classes"])
+    shape = manifest["source"]["shape"]
     items = manifest["items"]
-    if not items:
-        raise LearnlockError(f"{path / MANIFEST} lists no items; the published dataset is empty")
-    labels = []
-    for it in items:
-        label = it.get("label") if isinstance(it, dict) else None
-        if not (isinstance(it, dict) and isinstance(label, int) and 0 <= label < len(classes)
-                and all(isinstance(it.get(k), str) for k in ("file", "source_id", "sha256"))):
-            raise LearnlockError(f"{path / MANIFEST}: malformed item {it!r}; the manifest is damaged")
-        labels.append(label)
+    labels = [it["label"] for it in items]
     for extra in manifest.get("files") or []:
         _read_verified(path, extra["file"], extra["sha256"])
 

@@ -93,6 +93,10 @@ class NetSpec:
 
     # -- identity --------------------------------------------------------------------------
 
+    def weights(self) -> dict[str, Tensor]:
+        """Every tensor of the key (its secret part; see data/manifest.py)."""
+        return dict(self.state)
+
     def check_fits(self, data, role: str = "authorized network") -> None:
         """Refuse data of another channel count or class count than this network takes."""
         check_fits(self, data, role)

@@ -247,7 +247,7 @@ class Protection(ABC):
             seed=self.settings.seed, authorized=authorized or self.authorized_info(),
             protected=self.protected_index.tolist(),
             extra={"norm": self.norm_info(data), **self.manifest_extra(), **(extra or {})},
-            files=files, overwrite=overwrite,
+            files=files, overwrite=overwrite, keys=self.issued_keys(data),  # the keys authenticate the manifest
         )
 
     def norm_info(self, data: ImageDataset) -> dict:
