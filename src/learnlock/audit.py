@@ -276,6 +276,15 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
 
     check_writable(out_dir)
     published, manifest = load_published(published_dir)
+    key, key_recipe = None, None
+    shipped = Path(published_dir) / "authorized_0.safetensors"  # written by protect --include-weights
+    key_path = authorized or (shipped if shipped.exists() else None)
+    if key_path:
+        key = load_key(key_path)
+        check_key_matches(key, manifest)
+        key_recipe = manifest_recipe(manifest)
+        if device:
+            key_recipe = replace(key_recipe, device=device)
     src = (manifest.get("extra") or {}).get("source_load")
     clean_set = None
     if clean:
@@ -304,15 +313,6 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
             aux_set = aux_set.subset([i for i, item in enumerate(aux_set.ids) if item not in taken])
         if aux_per_class:
             aux_set = aux_set.per_class(aux_per_class, seed=subset_seed)
-    key, key_recipe = None, None
-    shipped = Path(published_dir) / "authorized_0.safetensors"  # written by protect --include-weights
-    key_path = authorized or (shipped if shipped.exists() else None)
-    if key_path:
-        key = load_key(key_path)
-        check_key_matches(key, manifest)
-        key_recipe = manifest_recipe(manifest)
-        if device:
-            key_recipe = replace(key_recipe, device=device)
     recipe = kwargs["recipe"]
     log(f"audit of {published_dir}: {len(published)} images, test {len(test_set)}, aux "
         f"{len(aux_set) if aux_set is not None else 'none'}, nets {','.join(kwargs.get('nets', ('cnn',)))}, "

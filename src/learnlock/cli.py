@@ -172,6 +172,8 @@ def hacker_list(text: str, attack: str):
     out = []
     for item in name_list(text or ""):
         arch, _, seed = item.partition(":")
+        if not (seed or "1").lstrip("-").isdigit():
+            raise LearnlockError(f"hackers are given as ARCH:SEED with an integer seed (e.g. cnn:1), got {item!r}")
         out.append(Hacker(attack, arch, int(seed or 1)))
     return out
 

@@ -60,9 +60,9 @@ def evaluate_nets(train: ImageDataset, test: ImageDataset, nets: Sequence[str | 
                   out_dir: str | Path | None = None, progress: bool = True) -> list[dict]:
     """Train and test every (net, seed); returns one row per cell (see `train_one`)."""
     recipe = get_recipe(recipe)
-    check_test_set(train, test)
     if out_dir:
         check_writable(out_dir)
+    check_test_set(train, test)
     if not nets or not seeds:
         raise LearnlockError("give at least one network and one seed")
     for net in nets:  # before any work

@@ -1,0 +1,117 @@
+"""Bad input ends in one `error:` line and exit 2, never a traceback; an edited manifest is
+refused by the key that authenticated it."""
+
+import json
+
+import pytest
+
+from conftest import learnable_dataset
+from learnlock import cli
+from learnlock.data.published import read_manifest, write_published
+from learnlock.errors import LearnlockError
+from learnlock.keys import check_key_matches
+from learnlock.models import NetSpec
+
+RECIPE = {"name": "tiny", "epochs": 1, "batch_size": 8, "augment": "none"}
+
+
+@pytest.fixture
+def keyed_pub(tmp_path):
+    """A published dataset with an authorized cnn key (the key file beside it) and a test set."""
+    data = learnable_dataset(n_per_class=4, classes=3, size=8)
+    key = NetSpec.create("cnn", 3, 3, seed=3)
+    auth = {"networks": [{"arch": "cnn", "kwargs": {}, "num_classes": 3, "in_channels": 3,
+                          "fingerprint": key.fingerprint}], "recipe": RECIPE}
+    pub = write_published(tmp_path / "pub", data, data.images, method="test", rho=8 / 255, settings={}, seed=0,
+                          authorized=auth, keys=[key])
+    key.save(tmp_path / "key.safetensors")
+    test = learnable_dataset(n_per_class=4, classes=3, size=8, seed=1)
+    import numpy as np
+    np.savez(tmp_path / "t.npz", x=test.images.permute(0, 2, 3, 1).numpy(), y=test.labels.numpy(),
+             classes=np.array(list(test.classes)))
+    return pub, tmp_path / "key.safetensors", f"npz:{tmp_path / 't.npz'}"
+
+
+def one_error_line(capsys, rc, expect: str):
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert rc == 2, err
+    assert "Traceback" not in err and len(errors) == 1 and err.rstrip().endswith(errors[0]), err
+    assert expect in errors[0], errors[0]
+
+
+def test_the_key_verifies_its_manifest(keyed_pub):
+    pub, key_path, _ = keyed_pub
+    key = NetSpec.load(key_path)
+    m = read_manifest(pub)
+    assert check_key_matches(key, m) == 0
+    assert set(m["authentication"]["macs"]) == {key.fingerprint}
+    assert m["authentication"]["macs"][key.fingerprint] != key.fingerprint  # not derived from public data
+    # the code is keyed by the weights: another key with the same fingerprint list cannot make it
+    flipped = json.loads(json.dumps(m))
+    flipped["items"][0]["label"] = (flipped["items"][0]["label"] + 1) % 3
+    with pytest.raises(LearnlockError, match="does not match its authentication code"):
+        check_key_matches(key, flipped)
+
+
+MANIFEST_CASES = [  # (what is done to the manifest, the field the error must name)
+    ("flip a label", lambda m: m["items"][0].update(label=(m["items"][0]["label"] + 1) % 3),
+     "does not match its authentication code"),
+    ("drop the authentication", lambda m: m.pop("authentication"), "carries no authentication code"),
+    ("recipe missing", lambda m: m["authorized"].pop("recipe"), "'authorized.recipe' is missing"),
+    ("unknown recipe field", lambda m: m["authorized"]["recipe"].update(warp=9), "'authorized.recipe' must be"),
+    ("files=[{}]", lambda m: m.update(files=[{}]), "'files[0].file' is missing"),
+    ("networks=[{}]", lambda m: m["authorized"].update(networks=[{}]), "'authorized.networks[0].fingerprint'"),
+    ("authorized not an object", lambda m: m.update(authorized=[1]), "'authorized' must be an object"),
+    ("settings missing", lambda m: m.pop("settings"), "'settings' is missing"),
+    ("label out of range", lambda m: m["items"][1].update(label=7), "'items[1].label' must be a class index"),
+    ("items not a list", lambda m: m.update(items={}), "'items' must be a non-empty list"),
+]
+
+
+@pytest.mark.parametrize("name,edit,expect", MANIFEST_CASES, ids=[c[0] for c in MANIFEST_CASES])
+def test_damaged_or_edited_manifest_is_one_error_line(keyed_pub, capsys, name, edit, expect):
+    pub, key_path, test = keyed_pub
+    path = pub / "manifest.json"
+    m = json.loads(path.read_text())
+    edit(m)
+    path.write_text(json.dumps(m))
+    for argv in (["train", "--authorized", str(key_path), "--data", str(pub), "--test", test],
+                 ["table1", "--published", str(pub), "--authorized", str(key_path), "--test", test],
+                 ["audit", str(pub), "--authorized", str(key_path), "--test", test, "--out", str(pub.parent / "a")]):
+        one_error_line(capsys, cli.main(argv + ["--no-progress"]), expect)
+
+
+def test_untouched_manifest_trains(keyed_pub, capsys):
+    pub, key_path, test = keyed_pub
+    assert cli.main(["train", "--authorized", str(key_path), "--data", str(pub), "--test", test,
+                     "--no-progress"]) == 0, capsys.readouterr().err
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def cli_cases(pub, key, test, tmp):
+    """(argv, the phrase of the one error line)."""
+    ro = tmp / "afile"  # outputs under a file cannot be written, whoever runs the tests
+    ro.write_text("not a folder")
+    return [
+        (["table1", "--published", pub, "--authorized", key, "--test", test, "--hackers", "cnn:abc"],
+         "ARCH:SEED with an integer seed"),
+        (["table1", "--published", pub, "--authorized", key, "--test", test, "--out", f"{ro}/t1"], "cannot write"),
+        (["train", "--authorized", key, "--data", pub, "--out", f"{ro}/w.safetensors"], "cannot write"),
+        (["train", "--authorized", key, "--data", pub], "give --test to report test accuracy or --out"),
+        (["audit", pub, "--authorized", key, "--test", test, "--out", f"{ro}/a"], "cannot write"),
+        (["certify", pub, "--test", test, "--arch", "cnn", "--n", "5", "--out", f"{ro}/c"], "cannot write"),
+        (["evaluate", "--train", test, "--out", f"{ro}/e"], "cannot write"),
+        (["protect", "--method", "random", "--data", test, "--per-class", "0", "--out", f"{tmp}/p0"],
+         "per_class is a number of images per class >= 1"),
+        (["protect", "--method", "uge", "--data", test, "--authorized", "cnn", "--key-seed", "1",
+          "--key-out", f"{tmp}/t.npz", "--out", f"{tmp}/p1"], "inside the source"),
+        (["audit", pub, "--authorized", key, "--test", "npz:" + str(tmp / "nothere.npz"), "--out", f"{tmp}/a2"],
+         "nothere.npz"),
+    ]
+
+
+def test_cli_bad_input_is_one_error_line(keyed_pub, capsys, tmp_path):
+    pub, key_path, test = keyed_pub
+    for argv, expect in cli_cases(str(pub), str(key_path), test, tmp_path):
+        one_error_line(capsys, cli.main(argv + ["--no-progress"]), expect)
