@@ -53,26 +53,26 @@ class ProtectionSettings:
 
     def __post_init__(self):
         rho = self.rho
-        if not _is_number(rho) or not math.isfinite(rho):
-            raise LearnlockError(f"rho must be a finite number in (0, 1] ([0,1] pixel units), got {rho!r}")
-        if rho > 1:
-            raise LearnlockError(
-                f"rho is an L-inf radius in [0,1] pixel units; did you mean {rho:g}/255 = {rho / 255:.4f}?"
-            )
-        if rho <= 0:
-            raise LearnlockError(f"rho must be in (0, 1] ([0,1] pixel units, e.g. 8/255 = 0.0314), got {rho}")
-        if not _is_number(self.fraction) or not 0 < self.fraction <= 1:
-            raise LearnlockError(f"fraction is the share of items to protect, in (0, 1]; got {self.fraction!r}")
+        self.require(_is_number(rho) and math.isfinite(rho),
+                     f"rho must be a finite number in (0, 1] ([0,1] pixel units), got {rho!r}")
+        self.require(rho <= 1, f"rho is an L-inf radius in [0,1] pixel units; did you mean {rho:g}/255 = "
+                               f"{rho / 255:.4f}?")
+        self.require(rho > 0, f"rho must be in (0, 1] ([0,1] pixel units, e.g. 8/255 = 0.0314), got {rho}")
+        self.require(_is_number(self.fraction) and 0 < self.fraction <= 1,
+                     f"fraction is the share of items to protect, in (0, 1]; got {self.fraction!r}")
         for f in dataclasses.fields(self):
             kinds = _SIMPLE_TYPES.get(f.type if isinstance(f.type, str) else getattr(f.type, "__name__", ""))
             value = getattr(self, f.name)
             if kinds is None:
                 continue
-            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-                raise LearnlockError(
-                    f"setting {f.name} must be {f.type if isinstance(f.type, str) else f.type.__name__}, "
-                    f"got {value!r} ({type(value).__name__})"
-                )
+            self.require(isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds),
+                         f"setting {f.name} must be {f.type if isinstance(f.type, str) else f.type.__name__}, "
+                         f"got {value!r} ({type(value).__name__})")
+
+    def require(self, ok: bool, message: str) -> None:
+        """Raise LearnlockError naming the settings class unless `ok`; `message` says how to fix the value."""
+        if not ok:
+            raise LearnlockError(f"{type(self).__name__}: {message}")
 
 
 def project_quantize(x: torch.Tensor, x_u: torch.Tensor, rho: float) -> torch.Tensor:

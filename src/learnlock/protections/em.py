@@ -35,7 +35,6 @@ from safetensors.torch import save
 from torch import nn
 
 from ..data.base import ImageDataset
-from ..errors import LearnlockError
 from ..models import create_model, list_models
 from ..provenance import atomic_write_bytes
 from ..training import Callback, ItemTargets, Recipe, cross_entropy, fit
@@ -62,19 +61,18 @@ class EMSettings(ProtectionSettings):
             object.__setattr__(self, "noise_steps", 1 if self.classwise else 20)
         if self.stop_error is None:
             object.__setattr__(self, "stop_error", 0.1 if self.classwise else 0.01)
-        checks = [
-            (self.surrogate in list_models(), f"unknown surrogate {self.surrogate!r}; choose one of {list_models()}"),
-            (isinstance(self.noise_steps, int) and self.noise_steps >= 1, "noise_steps must be an integer >= 1"),
-            (self.train_steps >= 0, "train_steps must be >= 0"),
-            (0 < self.step_size <= 1, f"step_size is in (0, 1] pixel units (0.8/255 = 0.0031), got {self.step_size}"),
-            (isinstance(self.stop_error, (int, float)) and 0 <= self.stop_error < 1, "stop_error must be in [0, 1)"),
-            (self.max_rounds >= 1, "max_rounds must be >= 1"),
-            (self.batch_size >= 2, "batch_size must be >= 2"),
-            (self.lr > 0, "lr must be > 0"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise LearnlockError(f"{type(self).__name__}: {msg}")
+        self.require(self.surrogate in list_models(),
+                     f"unknown surrogate {self.surrogate!r}; choose one of {list_models()}")
+        self.require(isinstance(self.noise_steps, int) and self.noise_steps >= 1,
+                     "noise_steps must be an integer >= 1")
+        self.require(self.train_steps >= 0, "train_steps must be >= 0")
+        self.require(0 < self.step_size <= 1,
+                     f"step_size is in (0, 1] pixel units (0.8/255 = 0.0031), got {self.step_size}")
+        self.require(isinstance(self.stop_error, (int, float)) and 0 <= self.stop_error < 1,
+                     "stop_error must be in [0, 1)")
+        self.require(self.max_rounds >= 1, "max_rounds must be >= 1")
+        self.require(self.batch_size >= 2, "batch_size must be >= 2")
+        self.require(self.lr > 0, "lr must be > 0")
 
 
 class MinMin(Protection):

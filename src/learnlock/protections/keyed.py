@@ -67,15 +67,14 @@ class KeyedSettings(EMSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        if not (isinstance(self.teacher_mix, (int, float)) and 0 <= self.teacher_mix <= 1):
-            raise LearnlockError(f"keyed: teacher_mix is a share in [0, 1], got {self.teacher_mix!r}")
-        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
-            raise LearnlockError(f"keyed: temperature must be > 0, got {self.temperature!r}")
-        if self.family not in list_key_layers():
-            raise LearnlockError(f"keyed: unknown key family {self.family!r}; choose one of {list_key_layers()}")
-        if isinstance(self.luma, str) and self.luma != "auto":
-            raise LearnlockError(f"keyed: luma is auto, null (random colours) or a squared cosine in [0, 1]; "
-                                 f"got {self.luma!r}")
+        self.require(isinstance(self.teacher_mix, (int, float)) and 0 <= self.teacher_mix <= 1,
+                     f"teacher_mix is a share in [0, 1], got {self.teacher_mix!r}")
+        self.require(isinstance(self.temperature, (int, float)) and self.temperature > 0,
+                     f"temperature must be > 0, got {self.temperature!r}")
+        self.require(self.family in list_key_layers(),
+                     f"unknown key family {self.family!r}; choose one of {list_key_layers()}")
+        self.require(not isinstance(self.luma, str) or self.luma == "auto",
+                     f"luma is auto, null (random colours) or a squared cosine in [0, 1]; got {self.luma!r}")
 
     def key_settings(self) -> dict:
         out = {p: getattr(self, p) for p in family_params(self.family)}

@@ -74,22 +74,18 @@ class LockSettings(ProtectionSettings):
         if self.transform_lr is None:
             object.__setattr__(self, "transform_lr", 0.1 if self.variant == "affine" else 0.01)
         eps = math.floor(255 * self.rho + 1e-9) / 255
-        checks = [
-            (self.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {self.variant!r}"),
-            (eps > 0, f"rho {self.rho:.4f} is below one grey level (1/255); the lock changes whole levels"),
-            (self.variant != "residual" or residual_lipschitz(eps) < 1,
-             f"the residual lock is invertible only for eps < 1/9 (28/255); rho {self.rho:.4f} is too large"),
-            (self.surrogate in list_models(), f"unknown surrogate {self.surrogate!r}; choose one of {list_models()}"),
-            (self.width >= 1, "width must be >= 1"),
-            (self.train_steps >= 0 and self.passes >= 1, "train_steps must be >= 0 and passes >= 1"),
-            (self.lr > 0 and self.transform_lr > 0, "lr and transform_lr must be > 0"),
-            (0 <= self.stop_error < 1, "stop_error must be in [0, 1)"),
-            (self.max_rounds >= 1, "max_rounds must be >= 1"),
-            (self.batch_size >= 2, "batch_size must be >= 2"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise LearnlockError(f"lock: {msg}")
+        self.require(self.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        self.require(eps > 0, f"rho {self.rho:.4f} is below one grey level (1/255); the lock changes whole levels")
+        self.require(self.variant != "residual" or residual_lipschitz(eps) < 1,
+                     f"the residual lock is invertible only for eps < 1/9 (28/255); rho {self.rho:.4f} is too large")
+        self.require(self.surrogate in list_models(),
+                     f"unknown surrogate {self.surrogate!r}; choose one of {list_models()}")
+        self.require(self.width >= 1, "width must be >= 1")
+        self.require(self.train_steps >= 0 and self.passes >= 1, "train_steps must be >= 0 and passes >= 1")
+        self.require(self.lr > 0 and self.transform_lr > 0, "lr and transform_lr must be > 0")
+        self.require(0 <= self.stop_error < 1, "stop_error must be in [0, 1)")
+        self.require(self.max_rounds >= 1, "max_rounds must be >= 1")
+        self.require(self.batch_size >= 2, "batch_size must be >= 2")
 
 
 class ClassTransforms(nn.Module):

@@ -82,21 +82,15 @@ class UGESettings(ProtectionSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        checks = [
-            (self.engine in ENGINES, f"engine must be one of {ENGINES}, got {self.engine!r}"),
-            (self.gm_schedule in GM_SCHEDULES, f"gm_schedule must be one of {GM_SCHEDULES}"),
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.lr > 0 and self.generator_lr > 0, "lr and generator_lr must be > 0"),
-            (self.gm_unroll >= 1, "gm_unroll must be >= 1"),
-            (self.encoder_resolution >= 16, "encoder_resolution must be >= 16 pixels"),
-            (all(v >= 0 for v in (self.lambda_gm, self.lambda_fd, self.lambda_ud, self.lambda_adv,
-                                   self.lambda_proxy)),
-             "loss weights must be >= 0"),
-            (self.gm_layers in ("all", "weights", "first", "last"), "gm_layers: all|weights|first|last"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise LearnlockError(f"uge: {msg}")
+        self.require(self.engine in ENGINES, f"engine must be one of {ENGINES}, got {self.engine!r}")
+        self.require(self.gm_schedule in GM_SCHEDULES, f"gm_schedule must be one of {GM_SCHEDULES}")
+        self.require(self.epochs >= 1, "epochs must be >= 1")
+        self.require(self.lr > 0 and self.generator_lr > 0, "lr and generator_lr must be > 0")
+        self.require(self.gm_unroll >= 1, "gm_unroll must be >= 1")
+        self.require(self.encoder_resolution >= 16, "encoder_resolution must be >= 16 pixels")
+        self.require(min(self.lambda_gm, self.lambda_fd, self.lambda_ud, self.lambda_adv, self.lambda_proxy) >= 0,
+                     "loss weights must be >= 0")
+        self.require(self.gm_layers in ("all", "weights", "first", "last"), "gm_layers: all|weights|first|last")
 
 
 PRESETS: dict[str, dict] = {
