@@ -180,3 +180,24 @@ def test_cli_several_authorized_by_arch_and_seed(tmp_path, capsys):
                        "--authorized-seeds", "2"], "not both")):
         assert cli.main([*args, *bad, "--out", str(tmp_path / "x")]) == 2
         assert msg in capsys.readouterr().err
+
+
+def test_linear_probe_is_seeded():
+    """The probe's initial weights come from its seed, not the global RNG: two identical runs give
+    the same delta_linear_probe_acc in the manifest."""
+    from learnlock.diagnostics import linear_probe
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 30, generator=g), torch.randint(0, 4, (40,), generator=g)
+    def probe(seed):
+        return linear_probe(x[:20], y[:20], x[20:], y[20:], 4, steps=1, seed=seed)
+
+    assert len({probe(s) for s in range(4)}) > 1  # one LBFGS step: the result depends on the init
+    accs = []
+    for draw in range(3):
+        torch.rand(draw + 1)  # the global RNG moves between calls
+        accs.append(probe(1))
+    assert accs[0] == accs[1] == accs[2]
+    state = torch.random.get_rng_state()
+    probe(2)
+    assert torch.equal(state, torch.random.get_rng_state())  # the global RNG is left as it was

@@ -276,7 +276,7 @@ def client_probe(clean: Sequence[ImageDataset], published: Sequence[ImageDataset
     (published - clean). Near the majority share: the clients' perturbations look alike. High:
     each client's noise has its own signature, which a network trained on the union can use as a
     shortcut to whatever the clients differ in (with a class split: the class half)."""
-    from .protections.uge import linear_probe
+    from .diagnostics import linear_probe
 
     if len(clean) < 2:
         return None
@@ -284,7 +284,7 @@ def client_probe(clean: Sequence[ImageDataset], published: Sequence[ImageDataset
     client = torch.cat([torch.full((len(c),), k) for k, c in enumerate(clean)])
     perm = torch.randperm(len(client), generator=torch.Generator().manual_seed(seed))
     tr, te = perm[:len(perm) // 2], perm[len(perm) // 2:]
-    return linear_probe(delta[tr], client[tr], delta[te], client[te], len(clean))
+    return linear_probe(delta[tr], client[tr], delta[te], client[te], len(clean), seed=seed)
 
 
 def _weights_digest(path: Path) -> str:

@@ -37,12 +37,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import ImageDataset
+from ..diagnostics import diagnose
 from ..errors import LearnlockError
 from ..losses import (feature_distance_loss, gradient_matching_loss, undistill_loss,
                       unrolled_update_matching_loss)
 from ..models import NetSpec, create_model
 from ..provenance import atomic_write_bytes
-from ..training import Recipe, apply_augment, batch_schedule, get_recipe, state_copy
+from ..training import Recipe, apply_augment, batch_schedule, get_recipe
 from .base import Protection, ProtectionSettings, register_protection
 from .surrogate import model_from, read_checkpoint, train_cached
 
@@ -468,48 +469,3 @@ class UGE(Protection):
         out["authorized_recipe"] = self.recipe.to_dict()
         return out
 
-
-def diagnose(data: ImageDataset, x_u: torch.Tensor, runs: list[AuthorizedRun], recipe: Recipe,
-             seed: int = 0, probe: int = 256) -> dict:
-    """The two numbers that say whether UGE can work (see shared notes):
-    selectivity: gradient cosine clean-vs-protected at the authorized checkpoints minus the same
-    at other initialisations of the same architecture (hacker proxies), on a probe batch;
-    shortcut strength: test accuracy of a linear probe trained on delta alone (half / half)."""
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(data), generator=g)[:probe]
-    dev = x_u.device
-    x, xu, y = data.float_images()[idx].to(dev), x_u[idx.to(dev)], data.labels[idx].to(dev)
-    auth, other = [], []
-    for r in runs:
-        pick = sorted({round(i * (len(r.states) - 1) / 3) for i in range(4)})  # 4 spread checkpoints
-        for st in [r.states[i] for i in pick]:
-            auth.append(1 - gradient_matching_loss(r.model, st, x, xu, y).item())
-        for k in range(3):
-            m = create_model(r.spec.arch, data.num_classes, data.in_channels, seed=seed + 31 + k,
-                             **r.spec.kwargs).to(dev)
-            other.append(1 - gradient_matching_loss(m, state_copy(m), x, xu, y).item())
-    delta = (x_u.cpu() - data.float_images()).flatten(1)
-    half = len(delta) // 2
-    perm = torch.randperm(len(delta), generator=g)
-    tr, te = perm[:half], perm[half:]
-    probe_acc = linear_probe(delta[tr], data.labels[tr], delta[te], data.labels[te], data.num_classes)
-    return {"grad_cos_authorized": sum(auth) / len(auth), "grad_cos_other_inits": sum(other) / len(other),
-            "selectivity_gap": sum(auth) / len(auth) - sum(other) / len(other),
-            "delta_linear_probe_acc": probe_acc, "mean_abs_delta_255": float(delta.abs().mean() * 255)}
-
-
-def linear_probe(xtr, ytr, xte, yte, k, steps=200) -> float:
-    """Multinomial logistic regression (LBFGS) on standardised inputs; test accuracy."""
-    mu, sd = xtr.mean(0), xtr.std(0).clamp_min(1e-6)
-    xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
-    lin = nn.Linear(xtr.shape[1], k)
-    opt = torch.optim.LBFGS(lin.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(lin(xtr), ytr) + 1e-3 * lin.weight.pow(2).sum()
-        loss.backward()
-        return loss
-    opt.step(closure)
-    with torch.no_grad():
-        return (lin(xte).argmax(1) == yte).float().mean().item()
