@@ -20,6 +20,7 @@ from learnlock.lockkey import VARIANTS, LockKey, residual_lipschitz
 from learnlock.models import NetSpec
 from learnlock.protections.base import quantize
 from learnlock.protections.lock import LearnabilityLock
+from learnlock.protections.resumable import Checkpoint
 from learnlock.training import Recipe
 
 RECIPE = Recipe(name="tiny", epochs=1, batch_size=8, device="cpu")
@@ -193,16 +194,16 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     settings = dict(FAST, max_rounds=3, stop_error=0.0, variant="residual")
     full = LearnabilityLock(AUTH, RECIPE, **settings)
     want = full.perturb(data, tmp_path / "a")
-    real = LearnabilityLock._checkpoint
+    real = Checkpoint.save
 
     def crash_after_one(self, *a, **k):
         real(self, *a, **k)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(LearnabilityLock, "_checkpoint", crash_after_one)
+    monkeypatch.setattr(Checkpoint, "save", crash_after_one)
     with pytest.raises(KeyboardInterrupt):
         LearnabilityLock(AUTH, RECIPE, **settings).perturb(data, tmp_path / "b")
-    monkeypatch.setattr(LearnabilityLock, "_checkpoint", real)
+    monkeypatch.setattr(Checkpoint, "save", real)
     resumed = LearnabilityLock(AUTH, RECIPE, **settings)
     got = resumed.perturb(data, tmp_path / "b")
     assert torch.equal(got, want) and resumed.log == full.log

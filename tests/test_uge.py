@@ -10,6 +10,7 @@ from conftest import learnable_dataset
 from learnlock import NetSpec, load_dataset
 from learnlock.errors import LearnlockError
 from learnlock.protections import get_protection
+from learnlock.protections.resumable import Checkpoint
 from learnlock.protections.uge import PRESETS, UGE
 from learnlock.training import Recipe
 
@@ -65,11 +66,15 @@ def test_published_roundtrip_and_manifest(data, key, tmp_path):
 
 @pytest.mark.parametrize("engine", ["generator", "direct"])
 def test_resume_equals_uninterrupted(data, key, tmp_path, monkeypatch, engine):
-    settings = dict(FAST, epochs=3, engine=engine)
-    full = UGE(key, RECIPE, preset="paper", **settings).perturb(data, tmp_path / "a")
+    """A run killed after two of three epochs and resumed publishes the same images and the same
+    manifest (the optimisation log of all three epochs and the diagnostics included)."""
+    import json
+
+    settings = dict(FAST, epochs=3, engine=engine, diagnostics=True)
+    full = UGE(key, RECIPE, preset="paper", **settings).protect(data, tmp_path / "a", workdir=tmp_path / "wa")
 
     calls = {"n": 0}
-    real = UGE._checkpoint
+    real = Checkpoint.save
 
     def crash_after_two(self, *a, **k):
         real(self, *a, **k)
@@ -77,17 +82,22 @@ def test_resume_equals_uninterrupted(data, key, tmp_path, monkeypatch, engine):
         if calls["n"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(UGE, "_checkpoint", crash_after_two)
+    monkeypatch.setattr(Checkpoint, "save", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
-        UGE(key, RECIPE, preset="paper", **settings).perturb(data, tmp_path / "b")
-    monkeypatch.setattr(UGE, "_checkpoint", real)
-    resumed_prot = UGE(key, RECIPE, preset="paper", **settings)
-    resumed = resumed_prot.perturb(data, tmp_path / "b")
-    assert [e["epoch"] for e in resumed_prot.log] == [3]  # only the missing pass ran
-    assert torch.equal(full, resumed)
+        UGE(key, RECIPE, preset="paper", **settings).protect(data, tmp_path / "b", workdir=tmp_path / "wb")
+    monkeypatch.setattr(Checkpoint, "save", real)
+    passes = []
+    real_plan = UGE.plan
+    monkeypatch.setattr(UGE, "plan", lambda self, n, epoch, gen: passes.append(epoch) or real_plan(self, n, epoch, gen))
+    resumed = UGE(key, RECIPE, preset="paper", **settings).protect(data, tmp_path / "b", workdir=tmp_path / "wb")
+    assert passes == [2]  # only the missing pass ran
+    manifest = json.loads((resumed / "manifest.json").read_text())
+    assert [e["epoch"] for e in manifest["extra"]["log"]] == [1, 2, 3]
+    assert manifest == json.loads((full / "manifest.json").read_text())
+    assert torch.equal(load_dataset(f"published:{resumed}").images, load_dataset(f"published:{full}").images)
     # A changed setting must not silently reuse the interrupted state.
-    with pytest.raises(LearnlockError, match="different settings"):
-        UGE(key, RECIPE, preset="paper", **dict(settings, lambda_gm=2.0)).perturb(data, tmp_path / "b")
+    with pytest.raises(LearnlockError, match="other settings or data"):
+        UGE(key, RECIPE, preset="paper", **dict(settings, lambda_gm=2.0)).perturb(data, tmp_path / "wb")
 
 
 def test_bad_inputs(data, key, tmp_path):

@@ -24,22 +24,21 @@ learnlock's single training loop).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save
 from torch import nn
 
 from ..data.base import ImageDataset
 from ..models import create_model, list_models
-from ..provenance import atomic_write_bytes
 from ..training import Callback, ItemTargets, Recipe, cross_entropy, fit
 from .base import Protection, ProtectionSettings, project_quantize, register_protection
-from .surrogate import alternate_rounds, read_checkpoint
+from .resumable import Checkpoint
+from .surrogate import alternate_rounds
 
 
 @dataclass(frozen=True)
@@ -153,13 +152,13 @@ class MinMin(Protection):
         delta = (torch.rand((rows,) + tuple(x.shape[1:]), generator=gen) * 2 - 1).mul_(s.rho).to(dev)
         delta = self.start_delta(delta)
         model = create_model(s.surrogate, data.num_classes, data.in_channels, seed=s.seed).to(dev)
-        self.log: list[dict] = []
-        path = workdir / f"{self.name}-state.safetensors" if workdir else None
         # max_rounds stays out: a finished or killed run can be continued with more rounds
         kept = {k: v for k, v in asdict(s).items() if k != "max_rounds"}
-        ident = json.dumps({"settings": kept, "data": data.fingerprint(), "method": self.name, **self.ident_extra()},
-                           sort_keys=True)
-        start = self._resume(path, ident, delta, model) if path and path.exists() else 0
+        ckpt = Checkpoint(workdir, f"{self.name}-state", {"settings": kept, "data": data.fingerprint(),
+                                                           "method": self.name, **self.ident_extra()}, self.name)
+        extra = SimpleNamespace(state_dict=self.extra_state, load_state_dict=self.load_extra_state)
+        parts = {"delta": delta, "model": model, "extra": extra}
+        start, self.log = ckpt.restore(parts)
 
         def step(r):
             self._train_round(model, data, x, delta, r)
@@ -170,7 +169,7 @@ class MinMin(Protection):
 
         self.converged = alternate_rounds(
             start, s.max_rounds, step, lambda acc: acc >= 1 - s.stop_error and self.can_stop(), self.log,
-            (lambda done: self._checkpoint(path, ident, done, delta, model)) if path else None, self.name, self.progress)
+            lambda done: ckpt.save(done, self.log, parts), self.name, self.progress)
         full = delta[data.labels.to(dev)] if s.classwise else delta
         return (x + full).clamp(0, 1).cpu()
 
@@ -235,25 +234,6 @@ class MinMin(Protection):
                                    self.settings.rho)
             correct += (model(x_q.to(x.device).float().div(255)).argmax(1) == labels[b]).sum().item()
         return correct / len(x)
-
-    # ----------------------------------------------------------------- resume
-    def _checkpoint(self, path: Path, ident: str, done: int, delta, model) -> None:
-        tensors = {"delta": delta.detach().cpu().contiguous()}
-        tensors.update({f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-        tensors.update({f"extra/{k}": v.detach().cpu().contiguous() for k, v in self.extra_state().items()})
-        atomic_write_bytes(path, save(tensors, metadata={"ident": ident, "done": str(done),
-                                                         "log": json.dumps(self.log)}))
-
-    def _resume(self, path: Path, ident: str, delta, model) -> int:
-        tensors, meta = read_checkpoint(
-            path, ident, f"{path} holds an interrupted {self.name} run with other settings or data; "
-                         "delete it or use another --out to start afresh")
-        with torch.no_grad():
-            delta.copy_(tensors["delta"])
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
-        self.load_extra_state({k[6:]: v for k, v in tensors.items() if k.startswith("extra/")})
-        self.log = json.loads(meta["log"])
-        return int(meta["done"])
 
     def manifest_extra(self) -> dict:
         return {"rounds": len(getattr(self, "log", [])), "converged": getattr(self, "converged", None),

@@ -34,7 +34,6 @@ surrogate=resnet18` for the paper's); g has 32 hidden channels like the referenc
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,17 +41,16 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save
 from torch import nn
 
 from ..data.base import ImageDataset
 from ..errors import LearnlockError
 from ..lockkey import VARIANTS, LockKey, lock_images, residual_lipschitz
 from ..models import NetSpec, create_model, list_models
-from ..provenance import atomic_write_bytes
 from ..training import Recipe, fit, get_recipe
 from .base import Protection, ProtectionSettings, project_quantize, register_protection
-from .surrogate import alternate_rounds, read_checkpoint
+from .resumable import Checkpoint
+from .surrogate import alternate_rounds
 
 
 @dataclass(frozen=True)
@@ -218,11 +216,12 @@ class LearnabilityLock(Protection):
         x, y = data.float_images().to(dev), data.labels.to(dev)
         transform = ClassTransforms(s.variant, data.num_classes, tuple(x.shape[1:]), self.eps, s.width, s.seed).to(dev)
         model = create_model(s.surrogate, data.num_classes, data.in_channels, seed=s.seed).to(dev)
-        self.log, self.keys = [], []
-        path = workdir / "lock-state.safetensors" if workdir else None
+        self.keys = []
         kept = {k: v for k, v in asdict(s).items() if k != "max_rounds"}  # more rounds continue a run
-        ident = json.dumps({"settings": kept, "data": data.fingerprint(), "method": self.name}, sort_keys=True)
-        start = self._resume(path, ident, transform, model) if path and path.exists() else 0
+        ckpt = Checkpoint(workdir, "lock-state", {"settings": kept, "data": data.fingerprint(), "method": self.name},
+                          "lock")
+        parts = {"transform": transform, "model": model}
+        start, self.log = ckpt.restore(parts)
 
         def step(r):
             self._train_round(model, transform, data, x, r)
@@ -231,7 +230,7 @@ class LearnabilityLock(Protection):
 
         self.converged = alternate_rounds(
             start, s.max_rounds, step, lambda acc: acc >= 1 - s.stop_error, self.log,
-            (lambda done: self._checkpoint(path, ident, done, transform, model)) if path else None, "lock", self.progress)
+            lambda done: ckpt.save(done, self.log, parts), "lock", self.progress)
         tensors = transform.export()
         self.keys = [LockKey(net, s.variant, self.eps, tensors) for net in self.authorized]
         return self.keys[0].lock(x, y).cpu()
@@ -286,20 +285,6 @@ class LearnabilityLock(Protection):
             x_q = self._locked_uint8(transform, data, x, b).to(x.device)
             correct += (model(x_q.float().div(255)).argmax(1) == data.labels[b].to(x.device)).sum().item()
         return correct / len(data)
-
-    def _checkpoint(self, path: Path, ident: str, done: int, transform, model) -> None:
-        tensors = {f"transform/{k}": v.detach().cpu().contiguous() for k, v in transform.state_dict().items()}
-        tensors.update({f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-        meta = {"ident": ident, "done": str(done), "log": json.dumps(self.log)}
-        atomic_write_bytes(path, save(tensors, metadata=meta))
-
-    def _resume(self, path: Path, ident: str, transform, model) -> int:
-        tensors, meta = read_checkpoint(path, ident, f"{path} holds an interrupted lock run with other settings or "
-                                                    "data; delete it or use another --out to start afresh")
-        transform.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("transform/")})
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
-        self.log = json.loads(meta["log"])
-        return int(meta["done"])
 
     # ----------------------------------------------------------------- what the user receives
     def issued_keys(self, data: ImageDataset | None = None) -> list:

@@ -24,7 +24,6 @@ random checkpoint per batch.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -32,7 +31,6 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -42,10 +40,10 @@ from ..errors import LearnlockError
 from ..losses import (feature_distance_loss, gradient_matching_loss, undistill_loss,
                       unrolled_update_matching_loss)
 from ..models import NetSpec, create_model
-from ..provenance import atomic_write_bytes
 from ..training import Recipe, apply_augment, batch_schedule, get_recipe
 from .base import Protection, ProtectionSettings, register_protection
-from .surrogate import model_from, read_checkpoint, train_cached
+from .resumable import Checkpoint
+from .surrogate import model_from, train_cached
 
 ENGINES = ("direct", "generator")
 GM_SCHEDULES = ("replay", "random")
@@ -350,22 +348,19 @@ class UGE(Protection):
         n = len(data)
         if s.engine == "direct":
             w = torch.zeros_like(x_all, requires_grad=True)
-            params, state = [w], {"w": w}
-            lr = s.lr
+            params, state, lr = [w], w, s.lr
         else:
             with torch.random.fork_rng(devices=[]):  # seeded init, global RNG untouched
                 torch.random.default_generator.manual_seed(s.seed)
                 gen_net = Generator(data.in_channels).to(dev)
-            params, state = list(gen_net.parameters()), gen_net.state_dict(keep_vars=True)
-            lr = s.generator_lr
+            params, state, lr = list(gen_net.parameters()), gen_net, s.generator_lr
         opt = torch.optim.Adam(params, lr=lr)
-        start = 0
-        ckpt = workdir / "engine.safetensors" if workdir else None
-        ident = json.dumps({"settings": asdict(s), "recipe": self.recipe.to_dict(),
-                            "keys": [a.fingerprint for a in self.authorized], "n": n, "source": data.source},
-                           sort_keys=True)
-        if ckpt and ckpt.exists():
-            start = self._resume(ckpt, ident, state, opt)
+        # what continues bit for bit: delta (w) or the generator (BatchNorm buffers too), Adam's moments
+        parts = {"state/w" if s.engine == "direct" else "state": state, "opt": opt}
+        ckpt = Checkpoint(workdir, "engine", {"settings": asdict(s), "recipe": self.recipe.to_dict(), "n": n,
+                                              "keys": [a.fingerprint for a in self.authorized], "source": data.source},
+                          "uge")
+        start, self.log = ckpt.restore(parts)
 
         def delta_of(idx, x):
             if s.engine == "direct":
@@ -398,8 +393,7 @@ class UGE(Protection):
             self.log.append(entry)
             bar.set_postfix({k: f"{v:.3f}" for k, v in sums.items()})
             bar.update(1)
-            if ckpt:
-                self._checkpoint(ckpt, ident, epoch + 1, state, opt)
+            ckpt.save(epoch + 1, self.log, parts)
         bar.close()
         with torch.no_grad():
             if s.engine == "direct":
@@ -427,32 +421,6 @@ class UGE(Protection):
                 out.append((apply_augment(x, st.augment), apply_augment(x_u, st.augment), labels[index]))
             return out
         return for_run
-
-    def _checkpoint(self, path: Path, ident: str, done: int, state: dict, opt) -> None:
-        """Everything needed to continue bit-for-bit: the delta / generator state (BatchNorm
-        buffers included) and Adam's moments."""
-        tensors = {f"state/{k}": v.detach().cpu().contiguous() for k, v in state.items()}
-        state = opt.state_dict()
-        for pid, st in state["state"].items():
-            for k, v in st.items():
-                tensors[f"opt/{pid}/{k}"] = torch.as_tensor(v).cpu().contiguous()
-        atomic_write_bytes(path, save(tensors, metadata={"ident": ident, "done": str(done),
-                                                         "groups": json.dumps(state["param_groups"])}))
-
-    def _resume(self, path: Path, ident: str, module_state: dict, opt) -> int:
-        tensors, meta = read_checkpoint(
-            path, ident, f"{path.parent} holds an interrupted run with different settings or data; "
-                         "delete it or use another --out to start afresh")
-        with torch.no_grad():
-            for k, v in module_state.items():
-                v.copy_(tensors[f"state/{k}"])
-        state = {"state": {}, "param_groups": json.loads(meta["groups"])}
-        for key, v in tensors.items():
-            if key.startswith("opt/"):
-                _, pid, k = key.split("/", 2)
-                state["state"].setdefault(int(pid), {})[k] = v
-        opt.load_state_dict(state)
-        return int(meta["done"])
 
     def authorized_info(self) -> dict:
         return {"networks": [{"arch": k.arch, "kwargs": k.kwargs, "num_classes": k.num_classes,
