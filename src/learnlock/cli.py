@@ -90,7 +90,7 @@ def cmd_protect(args) -> None:
     from .data import load_dataset
     from .data.published import check_out_dir
     from .keys import authorized_keys, load_key
-    from .protections import get_protection
+    from .protections import ProtectionContext, get_protection
 
     cls = get_protection(args.method)
     data = load_dataset(args.data, "train", per_class=args.per_class, seed=args.subset_seed)
@@ -108,16 +108,15 @@ def cmd_protect(args) -> None:
                                  "or --authorized-arch ARCH[,ARCH...] --authorized-seeds N[,N...]")
         keyed = authorized_keys(data.num_classes, data.in_channels, args.authorized, args.authorized_arch,
                                 args.authorized_seeds, args.key_seed, args.key_secret)
-        kwargs = dict(authorized=[k for k, _ in keyed], recipe=recipe_from_args(args), progress=not args.no_progress)
-        if cls.presets:
-            kwargs["preset"] = args.preset
+        kwargs = dict(recipe=recipe_from_args(args))
     elif args.authorized or args.authorized_arch:
         raise LearnlockError(f"{args.method} has no authorized network; --authorized is for methods that take a key "
                              "(see `learnlock list`)")
     else:
         keyed = []
-    prot = cls(**kwargs, **settings)  # validates the settings before any work
-    prot.progress = not args.no_progress
+    context = ProtectionContext([k for k, _ in keyed], progress=not args.no_progress, **kwargs)
+    # validates the settings before any work; --preset only for methods that have presets
+    prot = cls(context, preset=args.preset if cls.presets else None, **settings)
     given = {k.fingerprint for k, derived in keyed if not derived}  # key files the user already holds
     issued = prot.issued_keys(data)
     key_files = {}

@@ -323,7 +323,7 @@ def federate(train: ImageDataset, test: ImageDataset, key: NetSpec, shards: Sequ
     """Run the federated scenario (see the module docstring); `method` is any registered
     protection, uge by default (its authorized network is the global key). Client k uses the
     protection seed `settings["seed"] + k`."""
-    from .protections import get_protection
+    from .protections import ProtectionContext, get_protection
 
     cls = get_protection(method)
     settings = dict(settings or {})
@@ -332,12 +332,8 @@ def federate(train: ImageDataset, test: ImageDataset, key: NetSpec, shards: Sequ
         # Client c protects with seed + c: clients choose their noise independently, and equal
         # seeds would give item i of every client the same random draws.
         own = {**settings, "seed": settings.get("seed", 0) + client}
-        if cls.needs_key:
-            extra = {"preset": preset} if cls.presets else {}
-            return cls(authorized=[k], recipe=recipe, progress=progress, **extra, **own)
-        prot = cls(**own)
-        prot.progress = progress
-        return prot
+        context = ProtectionContext([k] if cls.needs_key else [], recipe, progress=progress)
+        return cls(context, preset=preset if cls.presets else None, **own)
 
     make(key)  # validate the settings before any work
     hacker_recipe = hacker_recipe or recipe

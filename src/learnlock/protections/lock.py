@@ -28,7 +28,7 @@ its box, not at the identity; the surrogate is a cnn, not a ResNet-18 (cost; `--
 surrogate=resnet18` for the paper's); g has 32 hidden channels like the reference's mid_planes.
 
     key = NetSpec.create("cnn", 10, 3, seed=1)
-    prot = LearnabilityLock(key, recipe="cpu", variant="affine")
+    prot = LearnabilityLock(ProtectionContext([key], recipe="cpu"), variant="affine")
     prot.protect(train, "published/");  prot.issued_keys()[0].save("published.key.safetensors")
 """
 
@@ -37,7 +37,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,8 +46,8 @@ from ..data.base import ImageDataset
 from ..errors import LearnlockError
 from ..lockkey import VARIANTS, LockKey, lock_images, residual_lipschitz
 from ..models import NetSpec, create_model, list_models
-from ..training import Recipe, fit, get_recipe
-from .base import Protection, ProtectionSettings, project_quantize, register_protection
+from ..training import Recipe, fit
+from .base import Protection, ProtectionContext, ProtectionSettings, project_quantize, register_protection
 from .resumable import Checkpoint
 from .surrogate import alternate_rounds
 
@@ -170,15 +169,12 @@ class LearnabilityLock(Protection):
     Settings = LockSettings
     needs_key = True
 
-    def __init__(self, authorized: NetSpec | Sequence[NetSpec], recipe: Recipe | str = "cpu",
-                 settings: LockSettings | None = None, progress: bool = True, **overrides):
-        super().__init__(settings, **overrides)
-        self.authorized = [authorized] if isinstance(authorized, NetSpec) else list(authorized)
-        if not self.authorized or not all(isinstance(k, NetSpec) for k in self.authorized):
+    def __init__(self, context: ProtectionContext | None = None, settings: LockSettings | None = None,
+                 preset: str | None = None, **overrides):
+        super().__init__(context, settings, preset, **overrides)
+        if not all(isinstance(k, NetSpec) for k in self.authorized):
             raise LearnlockError("lock needs at least one authorized network as a NetSpec (architecture + initial "
                                  "weights), e.g. --authorized cnn --key-seed 1")
-        self.recipe = get_recipe(recipe)
-        self.progress = progress
         self.keys: list[LockKey] = []
         self.log: list[dict] = []
         self.converged = None
@@ -206,12 +202,7 @@ class LearnabilityLock(Protection):
     # kept short, and trains the surrogate through the one training loop (`fit`).
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
         s = self.settings
-        for k in self.authorized:
-            if k.num_classes != data.num_classes or k.in_channels != data.in_channels:
-                raise LearnlockError(f"authorized network {k.arch} ({k.fingerprint[:12]}) takes {k.in_channels}-"
-                                     f"channel images and {k.num_classes} classes, but {data.source} has "
-                                     f"{data.in_channels} channels and {data.num_classes} classes; create the key "
-                                     "for this dataset")
+        self.check_keys(data)
         dev = self.device()
         x, y = data.float_images().to(dev), data.labels.to(dev)
         transform = ClassTransforms(s.variant, data.num_classes, tuple(x.shape[1:]), self.eps, s.width, s.seed).to(dev)
@@ -293,10 +284,7 @@ class LearnabilityLock(Protection):
         return list(self.keys) if self.keys else [_PendingKey(self, i) for i in range(len(self.authorized))]
 
     def authorized_info(self) -> dict:
-        keys = self.issued_keys()
-        return {"networks": [{"arch": k.arch, "kwargs": k.kwargs, "num_classes": k.num_classes,
-                              "in_channels": k.in_channels, "fingerprint": k.fingerprint} for k in keys],
-                "recipe": self.recipe.to_dict(), "unlock": "lock"}
+        return {**super().authorized_info(), "unlock": "lock"}
 
     def manifest_extra(self) -> dict:
         return {"eps": self.eps, "rounds": len(self.log), "converged": self.converged, "log": self.log}

@@ -19,15 +19,14 @@ checkpoints as the recipe the authorized user will train with) or, as in the pap
 random checkpoint per batch.
 
     key = NetSpec.create("cnn", 10, 3, seed=1234)
-    UGE(authorized=[key], recipe="cpu", preset="paper").protect(train, "published/")
+    UGE(ProtectionContext([key], recipe="cpu"), preset="paper").protect(train, "published/")
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +39,8 @@ from ..errors import LearnlockError
 from ..losses import (feature_distance_loss, gradient_matching_loss, undistill_loss,
                       unrolled_update_matching_loss)
 from ..models import NetSpec, create_model
-from ..training import Recipe, apply_augment, batch_schedule, get_recipe
-from .base import Protection, ProtectionSettings, register_protection
+from ..training import apply_augment, batch_schedule, get_recipe
+from .base import Protection, ProtectionContext, ProtectionSettings, register_protection
 from .resumable import Checkpoint
 from .surrogate import model_from, train_cached
 
@@ -114,16 +113,6 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def settings_for(preset: str | None = None, **overrides) -> UGESettings:
-    if preset is not None and preset not in PRESETS:
-        raise LearnlockError(f"unknown uge preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    valid = {f.name for f in fields(UGESettings)}
-    unknown = sorted(set(overrides) - valid)
-    if unknown:
-        raise LearnlockError(f"uge has no setting {', '.join(unknown)}; settings: {', '.join(sorted(valid))}")
-    return UGESettings(**{**(PRESETS[preset] if preset else {}), **overrides})
-
-
 class Generator(nn.Module):
     """ResNet-style conv encoder / decoder: x -> rho * tanh(G(x)) (same H x W as x)."""
 
@@ -174,47 +163,25 @@ class AuthorizedRun:
 class UGE(Protection):
     """Ungeneralizable Examples (Ye & Wang, CVPR 2024); see the module docstring.
 
-    authorized: one or more NetSpecs (architecture + initial weights: the key);
-    recipe: how the authorized user will train (its data order is replayed by L_gm)."""
+    context.authorized: one or more NetSpecs (architecture + initial weights: the key);
+    context.recipe: how the authorized user will train (its data order is replayed by L_gm)."""
 
     name = "uge"
     needs_key = True
-    presets = tuple(PRESETS)
+    presets = PRESETS
+    default_preset = "paper"
     Settings = UGESettings
 
-    def __init__(self, authorized: NetSpec | Sequence[NetSpec], recipe: Recipe | str = "cpu",
-                 settings: UGESettings | None = None, preset: str | None = "paper",
-                 progress: bool = True, **overrides):
-        if settings is None:
-            settings = settings_for(preset, **overrides)
-        else:
-            preset = None  # explicit settings win over any preset
-            if overrides:
-                settings = replace(settings, **overrides)
-        super().__init__(settings)
-        self.authorized = [authorized] if isinstance(authorized, NetSpec) else list(authorized)
-        if not self.authorized:
-            raise LearnlockError("uge needs at least one authorized network (a NetSpec key)")
-        self.recipe = get_recipe(recipe)
+    def __init__(self, context: ProtectionContext | None = None, settings: UGESettings | None = None,
+                 preset: str | None = None, **overrides):
+        super().__init__(context, settings, preset, **overrides)
         if self.settings.lambda_fd > 0:
             from ..encoders import list_encoders
 
             if self.settings.encoder not in list_encoders():
                 raise LearnlockError(f"unknown encoder {self.settings.encoder!r}; choose one of: "
                                      f"{', '.join(list_encoders())}")
-        self.progress = progress
-        self.preset = preset
         self.log: list[dict] = []
-
-    # ---- inputs --------------------------------------------------------------------------
-    def check_data(self, data: ImageDataset) -> None:
-        for spec in self.authorized:
-            if spec.num_classes != data.num_classes or spec.in_channels != data.in_channels:
-                raise LearnlockError(
-                    f"authorized network {spec.arch} ({spec.fingerprint[:12]}) takes {spec.in_channels}-channel "
-                    f"images and {spec.num_classes} classes, but {data.source} has {data.in_channels} "
-                    f"channels and {data.num_classes} classes; create the key for this dataset"
-                )
 
     def prepare(self, data: ImageDataset, workdir: Path | None):
         s = self.settings
@@ -330,7 +297,7 @@ class UGE(Protection):
 
     # ---- engines -------------------------------------------------------------------------
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
-        self.check_data(data)
+        self.check_keys(data)
         s = self.settings
         workdir = Path(workdir) if workdir else None
         if workdir:
@@ -421,12 +388,6 @@ class UGE(Protection):
                 out.append((apply_augment(x, st.augment), apply_augment(x_u, st.augment), labels[index]))
             return out
         return for_run
-
-    def authorized_info(self) -> dict:
-        return {"networks": [{"arch": k.arch, "kwargs": k.kwargs, "num_classes": k.num_classes,
-                              "in_channels": k.in_channels, "fingerprint": k.fingerprint}
-                             for k in self.authorized],
-                "recipe": self.recipe.to_dict()}
 
     def manifest_extra(self) -> dict:
         return {"diagnostics": getattr(self, "diagnostics", None), "log": self.log}
