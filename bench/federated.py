@@ -32,20 +32,22 @@ from learnlock import cli
 from learnlock.provenance import atomic_write_json, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = "uge"
+SETTINGS = {"uge": ["--set", "encoder_resolution=32"]}  # per method: sized for 2 CPU cores
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--split", default="classes")
-    ap.add_argument("--method", default="uge")
+    ap.add_argument("--method", default=DEFAULT)
     opts = ap.parse_args()
     split, method = opts.split, opts.method
-    name = split.replace(":", "") + ("" if method == "uge" else f"-{method}")
+    name = split.replace(":", "") + ("" if method == DEFAULT else f"-{method}")
     out = ROOT / "runs" / f"bench-federated-{name}"
     args = ["federated", "--data", f"folder:{ROOT.parent / 'shared' / 'datasets' / 'cifar10-jpg'}",
             "--per-class", "100", "--test-per-class", "100", "--clients", "2", "--split", split,
             "--method", method, "--global-arch", "cnn", "--global-seed", "1234",
-            *(["--set", "encoder_resolution=32"] if method == "uge" else []),
+            *SETTINGS.get(method, []),
             "--hackers", "cnn:1,resnet8:1", "--distill", "cnn:1", "--out", str(out)]
     start = time.perf_counter()
     rc = cli.main(args)

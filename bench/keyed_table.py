@@ -38,7 +38,7 @@ from learnlock.data.published import load_published
 from learnlock.keys import load_key
 from learnlock.models import create_model
 from learnlock.models.keyed import keyed_spec
-from learnlock.protections import create_protection
+from learnlock.protections import ProtectionContext, create_protection
 from learnlock.provenance import atomic_write_json, provenance
 from learnlock.report import learnability_ratio, markdown_table
 from learnlock.training import evaluate, fit, get_recipe
@@ -131,13 +131,8 @@ def protect(row: str, train, seed: int):
         work.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         kwargs = dict(settings)
-        prot_cls = __import__("learnlock.protections", fromlist=["get_protection"]).get_protection(method)
-        if prot_cls.needs_key:
-            extra = {"preset": kwargs.pop("preset")} if prot_cls.presets else {}
-            prot = prot_cls(authorized=[key_base(train, seed)], recipe="cpu", progress=True, seed=seed, **extra,
-                            **kwargs)
-        else:
-            prot = create_protection(method, seed=seed, **kwargs)
+        context = ProtectionContext([key_base(train, seed)], recipe="cpu")  # read by methods with a key
+        prot = create_protection(method, context, preset=kwargs.pop("preset", None), seed=seed, **kwargs)
         prot.protect(train, out, workdir=work)
         keys = prot.issued_keys(train)
         if keys:

@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from learnlock import RECIPES, NetSpec
+from learnlock.protections import ProtectionContext
 from learnlock.protections.uge import UGE
 from learnlock.provenance import atomic_write_bytes, atomic_write_json, provenance
 from learnlock.report import learnability_ratio, markdown_table
@@ -77,7 +78,7 @@ def run_set(name, seed, train, test) -> dict:
     cell = OUT / name / f"seed{seed}"
     done = cell / "result.json"
     keys = keys_of(SETS[name])
-    prot = UGE(keys, RECIPES["cpu"], preset="paper", seed=seed, **BASE)
+    prot = UGE(ProtectionContext(keys, RECIPES["cpu"]), preset="paper", seed=seed, **BASE)
     settings = json.loads(json.dumps(prot.manifest_settings()))
     if done.exists():
         cached = json.loads(done.read_text())

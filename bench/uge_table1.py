@@ -28,7 +28,8 @@ import torch
 from safetensors.torch import load_file, save
 
 from learnlock import RECIPES, NetSpec, load_dataset
-from learnlock.protections.uge import UGE, settings_for
+from learnlock.protections import ProtectionContext
+from learnlock.protections.uge import UGE
 from learnlock.provenance import atomic_write_bytes, atomic_write_json, provenance
 from learnlock.report.plots import grouped_bars, image_grid, scatter_front
 from learnlock.scenarios import Hacker, authorized_vs_hackers, ratios, table1_markdown, without_seeds
@@ -105,7 +106,7 @@ def run_cell(kind: str, name: str, config, seed: int, train, test, key, recipe) 
     if config is not None:
         preset, overrides = config
         cache = cell_dir / "protected.safetensors"
-        prot = UGE(key, recipe, preset=preset, seed=seed, **{**BASE, **overrides})
+        prot = UGE(ProtectionContext([key], recipe), preset=preset, seed=seed, **{**BASE, **overrides})
         info["settings"] = prot.manifest_settings()
         if cache.exists():
             images = load_file(str(cache))["images"]
@@ -135,7 +136,7 @@ def same_settings(cached: dict, config, seed, key, recipe) -> bool:
     """Cached cells stay valid when every setting they recorded still has the same value
     (settings added later with their 'off' default do not invalidate them)."""
     preset, overrides = config
-    now = UGE(key, recipe, preset=preset, seed=seed, **{**BASE, **overrides}).manifest_settings()
+    now = UGE(ProtectionContext([key], recipe), preset=preset, seed=seed, **{**BASE, **overrides}).manifest_settings()
     now = json.loads(json.dumps(now))  # tuples -> lists, as in the cached JSON
     return all(now.get(k) == v for k, v in cached.items() if k in now)
 

@@ -33,8 +33,7 @@ from learnlock import RECIPES, NetSpec, load_dataset
 from learnlock.certify import CertifySettings, certify, plot_certificates
 from learnlock.data.published import load_published
 from learnlock.models import create_model
-from learnlock.protections import create_protection
-from learnlock.protections.uge import UGE
+from learnlock.protections import ProtectionContext, create_protection, get_protection
 from learnlock.provenance import atomic_write_json, provenance
 from learnlock.report.plots import grouped_bars
 from learnlock.training import WeightNoiseLoss, evaluate, fit, get_recipe
@@ -85,17 +84,14 @@ def protect(name: str, train, seed: int) -> tuple[Path, float]:
     shutil.rmtree(out, ignore_errors=True)
     work = OUT / "work" / f"{slug(name)}_s{seed}"
     t0 = time.perf_counter()
-    if method == "uge":
-        key = NetSpec.create("cnn", train.num_classes, train.in_channels, seed=KEY_SEED)
-        s = dict(settings)
-        prot = UGE([key], RECIPES["cpu"], preset=s.pop("preset"), seed=seed, progress=True, **s)
-    else:
-        prot = create_protection(method, seed=seed, **settings)
+    s = dict(settings)
+    key = NetSpec.create("cnn", train.num_classes, train.in_channels, seed=KEY_SEED)  # read by methods with a key
+    prot = create_protection(method, ProtectionContext([key], RECIPES["cpu"]), preset=s.pop("preset", None),
+                             seed=seed, **s)
     work.mkdir(parents=True, exist_ok=True)
     prot.protect(train, out, workdir=work)
     seconds = time.perf_counter() - t0
-    atomic_write_json(meta, {"want": want, "seconds": seconds, "extra": prot.manifest_extra()
-                             if method != "uge" else {}})
+    atomic_write_json(meta, {"want": want, "seconds": seconds, "extra": prot.manifest_extra()})
     print(f"[protect] {name} seed {seed}: {seconds:.0f} s", file=sys.stderr, flush=True)
     return out, seconds
 
@@ -143,7 +139,7 @@ def cmd_run(args) -> None:
         for net, net_seeds in NETS.items():
             for s in net_seeds:
                 train_eval(name, seed, path, test, net, s)
-        if name.startswith("uge"):
+        if get_protection(METHODS[name][0]).needs_key:
             train_eval(name, seed, path, test, "cnn", 0, authorized=True)
     cmd_report(args)
 

@@ -17,13 +17,15 @@ from learnlock.errors import LearnlockError
 from learnlock.keys import check_key_matches, load_key
 from learnlock.lockkey import VARIANTS, LockKey, residual_lipschitz
 from learnlock.models import NetSpec
-from learnlock.protections.base import quantize
+from learnlock.protections.base import ProtectionContext, quantize
 from learnlock.protections.lock import LearnabilityLock
+from learnlock.protections.resumable import Checkpoint
 from learnlock.training import Recipe
 
 RECIPE = Recipe(name="tiny", epochs=1, batch_size=8, device="cpu")
-FAST = dict(max_rounds=2, train_steps=2, batch_size=8, progress=False)
+FAST = dict(max_rounds=2, train_steps=2, batch_size=8)
 AUTH = NetSpec.create("cnn", 3, 3, seed=1, width=8)
+CTX = ProtectionContext([AUTH], RECIPE, progress=False)
 K = 8  # grey levels of the default rho = 8/255
 
 
@@ -36,7 +38,7 @@ def grey(n=6, classes=3, size=8, seed=0):
 
 
 def locked(variant, data, **settings):
-    prot = LearnabilityLock(AUTH, RECIPE, variant=variant, **{**FAST, **settings})
+    prot = LearnabilityLock(CTX, variant=variant, **{**FAST, **settings})
     x_q = prot.apply(data)
     return prot, x_q, prot.issued_keys()[0]
 
@@ -156,31 +158,31 @@ def test_settings_and_inputs_validated():
     for bad, match in [(dict(variant="spline"), "variant"), (dict(variant="residual", rho=32 / 255), "1/9"),
                        (dict(rho=0.5 / 255), "below one grey level"), (dict(surrogate="alexnet"), "surrogate")]:
         with pytest.raises(LearnlockError, match=match):
-            LearnabilityLock(AUTH, RECIPE, **bad)
+            LearnabilityLock(CTX, **bad)
     with pytest.raises(LearnlockError, match="NetSpec"):
-        LearnabilityLock([], RECIPE)
+        LearnabilityLock(ProtectionContext([], RECIPE))
     with pytest.raises(LearnlockError, match="classes"):
-        LearnabilityLock(NetSpec.create("cnn", 4, 3, seed=0, width=8), RECIPE, **FAST).apply(grey())
-    prot = LearnabilityLock(AUTH, RECIPE, **FAST)
+        LearnabilityLock(ProtectionContext(NetSpec.create("cnn", 4, 3, seed=0, width=8), RECIPE), **FAST).apply(grey())
+    prot = LearnabilityLock(CTX, **FAST)
     pending = prot.issued_keys()[0]
     assert pending.fingerprint == ""  # matches no key file until the lock is trained
     with pytest.raises(LearnlockError, match="only after"):
         pending.save("never.safetensors")
     prot.apply(grey())
     assert pending.fingerprint == prot.issued_keys()[0].fingerprint  # resolves to the trained key
-    assert LearnabilityLock(AUTH, RECIPE, rho=0.04).eps == 10 / 255  # whole grey levels
+    assert LearnabilityLock(CTX, rho=0.04).eps == 10 / 255  # whole grey levels
 
 
 def test_wrong_key_refused(tmp_path):
     data = grey()
-    prot = LearnabilityLock(AUTH, RECIPE, **FAST)
+    prot = LearnabilityLock(CTX, **FAST)
     out = prot.protect(data, tmp_path / "pub")
     manifest = read_manifest(out)
     key = prot.issued_keys()[0]
     assert manifest["authorized"]["unlock"] == "lock" and check_key_matches(key, manifest) == 0
     assert manifest["authorized"]["networks"][0]["fingerprint"] == key.fingerprint
     assert manifest["extra"]["eps"] == K / 255 and len(manifest["extra"]["log"]) >= 1
-    other = LearnabilityLock(AUTH, RECIPE, seed=1, **FAST)
+    other = LearnabilityLock(CTX, seed=1, **FAST)
     other.apply(data)
     for wrong in (other.issued_keys()[0], AUTH):  # another lock; the bare network without its transform
         with pytest.raises(LearnlockError, match="wrong key"):
@@ -190,23 +192,23 @@ def test_wrong_key_refused(tmp_path):
 def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     data = grey()
     settings = dict(FAST, max_rounds=3, stop_error=0.0, variant="residual")
-    full = LearnabilityLock(AUTH, RECIPE, **settings)
+    full = LearnabilityLock(CTX, **settings)
     want = full.perturb(data, tmp_path / "a")
-    real = LearnabilityLock._checkpoint
+    real = Checkpoint.save
 
     def crash_after_one(self, *a, **k):
         real(self, *a, **k)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(LearnabilityLock, "_checkpoint", crash_after_one)
+    monkeypatch.setattr(Checkpoint, "save", crash_after_one)
     with pytest.raises(KeyboardInterrupt):
-        LearnabilityLock(AUTH, RECIPE, **settings).perturb(data, tmp_path / "b")
-    monkeypatch.setattr(LearnabilityLock, "_checkpoint", real)
-    resumed = LearnabilityLock(AUTH, RECIPE, **settings)
+        LearnabilityLock(CTX, **settings).perturb(data, tmp_path / "b")
+    monkeypatch.setattr(Checkpoint, "save", real)
+    resumed = LearnabilityLock(CTX, **settings)
     got = resumed.perturb(data, tmp_path / "b")
     assert torch.equal(got, want) and resumed.log == full.log
     with pytest.raises(LearnlockError, match="other settings or data"):
-        LearnabilityLock(AUTH, RECIPE, **{**settings, "lr": 0.01}).perturb(data, tmp_path / "b")
+        LearnabilityLock(CTX, **{**settings, "lr": 0.01}).perturb(data, tmp_path / "b")
 
 
 def test_lock_inverse_undoes_a_known_affine_lock():

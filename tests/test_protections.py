@@ -1,5 +1,4 @@
 import dataclasses
-import inspect
 import json
 import math
 import sys
@@ -13,7 +12,8 @@ from learnlock.data.published import read_manifest
 from learnlock.errors import LearnlockError
 from learnlock.models import NetSpec
 from learnlock.protections import (
-    Protection, ProtectionSettings, create_protection, get_protection, list_protections, project_quantize,
+    Protection, ProtectionContext, ProtectionSettings, create_protection, get_protection, list_protections,
+    project_quantize,
 )
 from learnlock.training import Recipe
 
@@ -31,47 +31,42 @@ FAST = {
     "keyed": dict(max_rounds=2, noise_steps=2, train_steps=2, batch_size=8),
     "lock": dict(max_rounds=2, train_steps=2, batch_size=8),
 }
-# Methods that take a key (needs_key) are built as the CLI builds them: with an authorized network
-# for this file's data (3 classes, RGB) and a tiny recipe for the authorized user's training.
-KEY = dict(authorized=[NetSpec.create("cnn", 3, 3, seed=1, width=8)],
-           recipe=Recipe(name="tiny", epochs=1, batch_size=8, device="cpu"))
+# Every method is built the same way, with one context: an authorized network for this file's data
+# (3 classes, RGB) and a tiny recipe for the authorized user's training (read by methods with a key).
+CONTEXT = ProtectionContext([NetSpec.create("cnn", 3, 3, seed=1, width=8)],
+                            Recipe(name="tiny", epochs=1, batch_size=8, device="cpu"), progress=False)
+# Methods whose noise does not depend on the seed (it only picks the protected items).
+SEED_FREE = {"ops"}
 
 
 def make(name, **settings):
-    cls = get_protection(name)
-    inputs = dict(KEY, progress=False) if cls.needs_key else {}
-    prot = cls(**inputs, **{**FAST.get(name, {}), **settings})
-    prot.progress = False
-    return prot
+    return get_protection(name)(CONTEXT, **{**FAST.get(name, {}), **settings})
 
 
-def needs_only_settings(cls) -> bool:
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
-    return all(p.default is not p.empty or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params)
+def one_change_per_class(x_q, x, y):
+    """Items of a class carry the same change, and two classes different ones."""
+    delta = x_q.int() - x.int()
+    for c in y.unique().tolist():
+        d = delta[y == c]
+        assert (d == d[0]).all(), f"items of class {c} carry different patterns"
+    assert not torch.equal(delta[y == 0][0], delta[y == 1][0])
 
 
-def simple_protections():
-    """Every method built from its settings alone, or (needs_key) from settings plus KEY."""
-    out = []
-    for name in list_protections():
-        if needs_only_settings(get_protection(name)) or get_protection(name).needs_key:
-            out.append(name)
-        else:
-            out.append(pytest.param(name, marks=pytest.mark.skip(
-                reason=f"{name} needs inputs beyond its settings; tested in its own test file")))
-    return out
+def one_pixel_colour_per_class(x_q, x, y):
+    """OPS: every item of a class has the same pixel set to the same colour."""
+    for c in y.unique().tolist():
+        d = x_q[y == c]
+        pos = (d != x[y == c]).any(1)
+        assert (pos == pos[0]).all() and pos[0].sum() <= 1
+        assert (d[:, :, pos[0]] == d[0][:, pos[0]]).all()
 
 
-def classwise_protections():
-    """Methods with one pattern per class: a `classwise` setting, or OPS (class-wise by design)."""
-    out = []
-    for name in list_protections():
-        fields = {f.name for f in dataclasses.fields(get_protection(name).Settings)}
-        if "classwise" in fields and needs_only_settings(get_protection(name)):
-            out.append((name, {"classwise": True}))
-        elif name == "ops":
-            out.append((name, {}))
-    return out
+# Methods with one pattern per class: those with a `classwise` setting (switched on), and OPS (by
+# design); how each one's pattern is checked (default: one additive change per class).
+CLASSWISE = {**{name: {"classwise": True} for name in list_protections()
+                if "classwise" in {f.name for f in dataclasses.fields(get_protection(name).Settings)}},
+             "ops": {}}
+PATTERN = {"ops": one_pixel_colour_per_class}
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +104,29 @@ def test_registry():
         assert issubclass(cls.Settings, ProtectionSettings)
         assert cls.norm in ("linf", "l2", "l0")
         assert cls.__doc__ and sys.modules[cls.__module__].__doc__  # paper, norm, defaults, example
+        valid = {f.name for f in dataclasses.fields(cls.Settings)}
+        assert all(set(p) <= valid for p in cls.presets.values())
+        assert cls.default_preset is None or cls.default_preset in cls.presets
 
 
-@pytest.mark.parametrize("name", simple_protections())
+@pytest.mark.parametrize("name", list_protections())
+def test_one_constructor_shape(name):
+    """cls(context, settings=None, preset=None, **settings) for every method; a method with a key
+    refuses a context without one."""
+    cls = get_protection(name)
+    prot = make(name)
+    assert prot.context is CONTEXT and prot.progress is False and prot.recipe is CONTEXT.recipe
+    assert cls(CONTEXT, prot.settings).settings == prot.settings
+    if cls.needs_key:
+        with pytest.raises(LearnlockError, match="needs at least one authorized network"):
+            cls(ProtectionContext(), **FAST.get(name, {}))
+    else:
+        assert cls(ProtectionContext()).issued_keys() == [] and prot.authorized_info() is None
+    with pytest.raises(LearnlockError, match="ProtectionContext"):
+        cls(CONTEXT.authorized[0])
+
+
+@pytest.mark.parametrize("name", list_protections())
 @pytest.mark.parametrize("rho", RHOS)
 def test_norm_ball_uint8_order(name, rho, data):
     prot = make(name, rho=rho, seed=0)
@@ -122,16 +137,15 @@ def test_norm_ball_uint8_order(name, rho, data):
     assert torch.equal(prot.protected_index, torch.arange(len(data)))
 
 
-@pytest.mark.parametrize("name", simple_protections())
+@pytest.mark.parametrize("name", list_protections())
 def test_seeds(name, data):
     a = make(name, seed=0).apply(data)
     b = make(name, seed=0).apply(data)
     assert torch.equal(a, b)
-    if name != "ops":  # OPS is deterministic; its seed only picks the protected items
-        assert not torch.equal(a, make(name, seed=1).apply(data))
+    assert torch.equal(a, make(name, seed=1).apply(data)) == (name in SEED_FREE)
 
 
-@pytest.mark.parametrize("name", simple_protections())
+@pytest.mark.parametrize("name", list_protections())
 def test_fraction(name, data):
     prot = make(name, fraction=0.5, seed=2)
     x_q = prot.apply(data)
@@ -144,30 +158,19 @@ def test_fraction(name, data):
     assert_in_ball(prot, x_q, data.images)
 
 
-@pytest.mark.parametrize("name,settings", classwise_protections(), ids=lambda v: v if isinstance(v, str) else "")
-def test_classwise_one_pattern_per_class(name, settings):
+@pytest.mark.parametrize("name", sorted(CLASSWISE))
+def test_classwise_one_pattern_per_class(name):
     # mid-grey images: no pixel saturates, so the quantised change is the pattern itself
     classes, n = 3, 4
     x = torch.full((classes * n, 3, 8, 8), 128, dtype=torch.uint8)
     x += torch.randint(0, 20, x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     y = torch.arange(classes).repeat(n)
     grey = ImageDataset(x, y, ("a", "b", "c"), tuple(str(i) for i in range(len(y))), source="grey")
-    x_q = make(name, rho=16 / 255, seed=0, **settings).apply(grey)
-    for c in range(classes):
-        if name == "ops":  # one pixel, one colour per class
-            d = x_q[y == c]
-            pos = (d != x[y == c]).any(1)
-            assert (pos == pos[0]).all() and pos[0].sum() <= 1
-            assert (d[:, :, pos[0]] == d[0][:, pos[0]]).all()
-        else:
-            d = x_q[y == c].int() - x[y == c].int()
-            assert (d == d[0]).all(), f"{name}: items of class {c} carry different patterns"
-    if name != "ops":
-        delta = x_q.int() - x.int()
-        assert not torch.equal(delta[y == 0][0], delta[y == 1][0])
+    x_q = make(name, rho=16 / 255, seed=0, **CLASSWISE[name]).apply(grey)
+    PATTERN.get(name, one_change_per_class)(x_q, x, y)
 
 
-@pytest.mark.parametrize("name", simple_protections())
+@pytest.mark.parametrize("name", list_protections())
 def test_protect_publishes(name, data, tmp_path):
     prot = make(name, fraction=0.5, seed=1)
     out = prot.protect(data, tmp_path / "pub")
@@ -226,6 +229,8 @@ def test_settings_validation():
         create_protection("random", epsilon=0.1)
     with pytest.raises(LearnlockError, match="classwise must be bool"):
         create_protection("random", classwise="yes")
+    with pytest.raises(LearnlockError, match="unknown random preset 'paper'.*no presets"):
+        create_protection("random", preset="paper")
     assert ProtectionSettings().rho == 8 / 255 and ProtectionSettings(rho=1).rho == 1
 
 

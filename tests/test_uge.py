@@ -1,7 +1,6 @@
 """UGE end to end on tiny data: bounds, determinism, publishing, resume, bad inputs."""
 
 import math
-from dataclasses import replace
 
 import pytest
 import torch
@@ -9,13 +8,17 @@ import torch
 from conftest import learnable_dataset
 from learnlock import NetSpec, load_dataset
 from learnlock.errors import LearnlockError
-from learnlock.protections import get_protection
+from learnlock.protections import ProtectionContext, get_protection
+from learnlock.protections.resumable import Checkpoint
 from learnlock.protections.uge import PRESETS, UGE
 from learnlock.training import Recipe
 
 RECIPE = Recipe(name="tiny", epochs=2, batch_size=16, lr=0.05, device="cpu")
-FAST = dict(epochs=2, encoder_resolution=32, surrogates=("lenet",), surrogate_epochs=1,
-            diagnostics=False, progress=False)
+FAST = dict(epochs=2, encoder_resolution=32, surrogates=("lenet",), surrogate_epochs=1, diagnostics=False)
+
+
+def ctx(keys):
+    return ProtectionContext(keys, RECIPE, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,7 @@ def key():
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_stays_in_the_ball(data, key, preset):
-    prot = UGE(key, RECIPE, preset=preset, rho=6 / 255, **FAST)
+    prot = UGE(ctx(key), preset=preset, rho=6 / 255, **FAST)
     out = prot.apply(data)
     assert out.dtype == torch.uint8 and out.shape == data.images.shape
     delta = out.int() - data.images.int()
@@ -39,14 +42,14 @@ def test_every_preset_stays_in_the_ball(data, key, preset):
 
 
 def test_same_seed_same_bytes_and_seed_matters(data, key):
-    a = UGE(key, RECIPE, preset="learnlock", seed=3, **FAST).apply(data)
-    b = UGE(key, RECIPE, preset="learnlock", seed=3, **FAST).apply(data)
-    c = UGE(key, RECIPE, preset="learnlock", seed=4, **FAST).apply(data)
+    a = UGE(ctx(key), preset="learnlock", seed=3, **FAST).apply(data)
+    b = UGE(ctx(key), preset="learnlock", seed=3, **FAST).apply(data)
+    c = UGE(ctx(key), preset="learnlock", seed=4, **FAST).apply(data)
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_published_roundtrip_and_manifest(data, key, tmp_path):
-    prot = UGE(key, RECIPE, preset="paper", rho=0.04, **FAST)
+    prot = UGE(ctx(key), preset="paper", rho=0.04, **FAST)
     out = prot.protect(data, tmp_path / "pub")
     pub = load_dataset(f"published:{out}")
     assert pub.ids == data.ids and torch.equal(pub.labels, data.labels)
@@ -65,11 +68,15 @@ def test_published_roundtrip_and_manifest(data, key, tmp_path):
 
 @pytest.mark.parametrize("engine", ["generator", "direct"])
 def test_resume_equals_uninterrupted(data, key, tmp_path, monkeypatch, engine):
-    settings = dict(FAST, epochs=3, engine=engine)
-    full = UGE(key, RECIPE, preset="paper", **settings).perturb(data, tmp_path / "a")
+    """A run killed after two of three epochs and resumed publishes the same images and the same
+    manifest (the optimisation log of all three epochs and the diagnostics included)."""
+    import json
+
+    settings = dict(FAST, epochs=3, engine=engine, diagnostics=True)
+    full = UGE(ctx(key), preset="paper", **settings).protect(data, tmp_path / "a", workdir=tmp_path / "wa")
 
     calls = {"n": 0}
-    real = UGE._checkpoint
+    real = Checkpoint.save
 
     def crash_after_two(self, *a, **k):
         real(self, *a, **k)
@@ -77,39 +84,44 @@ def test_resume_equals_uninterrupted(data, key, tmp_path, monkeypatch, engine):
         if calls["n"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(UGE, "_checkpoint", crash_after_two)
+    monkeypatch.setattr(Checkpoint, "save", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
-        UGE(key, RECIPE, preset="paper", **settings).perturb(data, tmp_path / "b")
-    monkeypatch.setattr(UGE, "_checkpoint", real)
-    resumed_prot = UGE(key, RECIPE, preset="paper", **settings)
-    resumed = resumed_prot.perturb(data, tmp_path / "b")
-    assert [e["epoch"] for e in resumed_prot.log] == [3]  # only the missing pass ran
-    assert torch.equal(full, resumed)
+        UGE(ctx(key), preset="paper", **settings).protect(data, tmp_path / "b", workdir=tmp_path / "wb")
+    monkeypatch.setattr(Checkpoint, "save", real)
+    passes = []
+    real_plan = UGE.plan
+    monkeypatch.setattr(UGE, "plan", lambda self, n, epoch, gen: passes.append(epoch) or real_plan(self, n, epoch, gen))
+    resumed = UGE(ctx(key), preset="paper", **settings).protect(data, tmp_path / "b", workdir=tmp_path / "wb")
+    assert passes == [2]  # only the missing pass ran
+    manifest = json.loads((resumed / "manifest.json").read_text())
+    assert [e["epoch"] for e in manifest["extra"]["log"]] == [1, 2, 3]
+    assert manifest == json.loads((full / "manifest.json").read_text())
+    assert torch.equal(load_dataset(f"published:{resumed}").images, load_dataset(f"published:{full}").images)
     # A changed setting must not silently reuse the interrupted state.
-    with pytest.raises(LearnlockError, match="different settings"):
-        UGE(key, RECIPE, preset="paper", **dict(settings, lambda_gm=2.0)).perturb(data, tmp_path / "b")
+    with pytest.raises(LearnlockError, match="other settings or data"):
+        UGE(ctx(key), preset="paper", **dict(settings, lambda_gm=2.0)).perturb(data, tmp_path / "wb")
 
 
 def test_bad_inputs(data, key, tmp_path):
     with pytest.raises(LearnlockError, match="did you mean 10/255"):
-        UGE(key, RECIPE, rho=10)
+        UGE(ctx(key), rho=10)
     with pytest.raises(LearnlockError, match="unknown encoder 'clip-xl'"):
-        UGE(key, RECIPE, encoder="clip-xl")
+        UGE(ctx(key), encoder="clip-xl")
     with pytest.raises(LearnlockError, match="unknown uge preset"):
-        UGE(key, RECIPE, preset="strong")
+        UGE(ctx(key), preset="strong")
     grey_key = NetSpec.create("cnn", 4, 1, seed=0, width=8)
     with pytest.raises(LearnlockError, match="takes 1-channel images"):
-        UGE(grey_key, RECIPE, **FAST).apply(data)
+        UGE(ctx(grey_key), **FAST).apply(data)
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(LearnlockError, match="cannot write|not a folder|exists"):
-        UGE(key, RECIPE, **FAST).protect(data, blocker / "out")
+        UGE(ctx(key), **FAST).protect(data, blocker / "out")
     assert get_protection("uge") is UGE
 
 
 def test_adversarial_term_alone(data, key):
     """L_adv without the encoder (no anchors): targets come from the surrogates' class count."""
-    prot = UGE(key, RECIPE, preset="paper", engine="direct", lambda_gm=0.0, lambda_fd=0.0, lambda_ud=0.0,
+    prot = UGE(ctx(key), preset="paper", engine="direct", lambda_gm=0.0, lambda_fd=0.0, lambda_ud=0.0,
                lambda_adv=1.0, **FAST)
     out = prot.apply(data)
     assert (out.int() - data.images.int()).abs().max() <= 10 and "adv" in prot.log[-1]
@@ -121,7 +133,7 @@ def test_several_authorized_networks_average_their_losses(data):
     their gradients are the means of the K single-network values; L_fd is shared, not averaged."""
     keys = [NetSpec.create("cnn", 4, 3, seed=11, width=8), NetSpec.create("cnn", 4, 3, seed=12, width=8),
             NetSpec.create("lenet", 4, 3, seed=13)]
-    prot = UGE(keys, RECIPE, preset="paper", **FAST)
+    prot = UGE(ctx(keys), preset="paper", **FAST)
     runs, surrogates, encoder, feats, anchors = prot.prepare(data, None)
     assert len(runs) == 3 and runs[0].states[-1].keys() != runs[2].states[-1].keys()
     idx = torch.arange(12)
@@ -150,7 +162,7 @@ def test_several_authorized_networks_average_their_losses(data):
 def test_anchors_only_for_classes_present(data):
     """A shard holding only some classes (a federated client): no NaN from absent class means."""
     shard = data.subset(torch.nonzero(data.labels < 2).flatten())
-    prot = UGE(NetSpec.create("cnn", 4, 3, seed=11, width=8), RECIPE, preset="paper", **FAST)
+    prot = UGE(ctx(NetSpec.create("cnn", 4, 3, seed=11, width=8)), preset="paper", **FAST)
     out = prot.apply(shard)
     assert prot.anchor_valid.tolist() == [True, True, False, False]
     assert all(math.isfinite(v) for e in prot.log for v in e.values())
@@ -180,3 +192,24 @@ def test_cli_several_authorized_by_arch_and_seed(tmp_path, capsys):
                        "--authorized-seeds", "2"], "not both")):
         assert cli.main([*args, *bad, "--out", str(tmp_path / "x")]) == 2
         assert msg in capsys.readouterr().err
+
+
+def test_linear_probe_is_seeded():
+    """The probe's initial weights come from its seed, not the global RNG: two identical runs give
+    the same delta_linear_probe_acc in the manifest."""
+    from learnlock.diagnostics import linear_probe
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 30, generator=g), torch.randint(0, 4, (40,), generator=g)
+    def probe(seed):
+        return linear_probe(x[:20], y[:20], x[20:], y[20:], 4, steps=1, seed=seed)
+
+    assert len({probe(s) for s in range(4)}) > 1  # one LBFGS step: the result depends on the init
+    accs = []
+    for draw in range(3):
+        torch.rand(draw + 1)  # the global RNG moves between calls
+        accs.append(probe(1))
+    assert accs[0] == accs[1] == accs[2]
+    state = torch.random.get_rng_state()
+    probe(2)
+    assert torch.equal(state, torch.random.get_rng_state())  # the global RNG is left as it was

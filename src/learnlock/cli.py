@@ -71,87 +71,28 @@ def parse_settings(pairs: list[str]) -> dict:
     return out
 
 
-def key_bytes(key) -> bytes:
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return key.save(Path(tmp) / "key.safetensors").read_bytes()
-
-
 def cmd_protect(args) -> None:
-    import shutil
-    from pathlib import Path
+    from .protections.publish import publish
 
-    from .data import load_dataset
-    from .data.published import check_out_dir
-    from .keys import authorized_keys, load_key
-    from .protections import get_protection
-
-    cls = get_protection(args.method)
-    data = load_dataset(args.data, "train", per_class=args.per_class, seed=args.subset_seed)
-    out = check_out_dir(args.out, args.overwrite, source=data)
     settings = parse_settings(args.set)
     if args.rho is not None:
         settings["rho"] = args.rho
     if args.seed is not None:
         settings["seed"] = args.seed
-    kwargs = {}
-    files = {}
-    if cls.needs_key:
-        if not (args.authorized or args.authorized_arch):
-            raise LearnlockError(f"{args.method} needs --authorized KEYFILE or ARCH (with --key-seed or --key-secret), "
-                                 "or --authorized-arch ARCH[,ARCH...] --authorized-seeds N[,N...]")
-        keyed = authorized_keys(data.num_classes, data.in_channels, args.authorized, args.authorized_arch,
-                                args.authorized_seeds, args.key_seed, args.key_secret)
-        kwargs = dict(authorized=[k for k, _ in keyed], recipe=recipe_from_args(args), progress=not args.no_progress)
-        if cls.presets:
-            kwargs["preset"] = args.preset
-    elif args.authorized or args.authorized_arch:
-        raise LearnlockError(f"{args.method} has no authorized network; --authorized is for methods that take a key "
-                             "(see `learnlock list`)")
-    else:
-        keyed = []
-    prot = cls(**kwargs, **settings)  # validates the settings before any work
-    prot.progress = not args.no_progress
-    given = {k.fingerprint for k, derived in keyed if not derived}  # key files the user already holds
-    issued = prot.issued_keys(data)
-    key_files = {}
-    for i, key in enumerate(issued):
-        if key.fingerprint not in given:  # made here (from a seed, a secret or by the method): hand it over
-            key_path = Path(args.key_out or f"{out}.key.safetensors")
-            if len(issued) > 1:
-                key_path = key_path.with_name(key_path.name.replace(".safetensors", f"{i}.safetensors"))
-            # a key trained by the method (lock) has no fingerprint yet: any existing file is another key
-            if key_path.exists() and (not key.fingerprint or load_key(key_path).fingerprint != key.fingerprint):
-                raise LearnlockError(f"{key_path} exists and holds another key; choose another --key-out")
-            key_files[key_path] = i
-        if args.include_weights:
-            if not key.fingerprint:
-                raise LearnlockError(f"{args.method} makes its key while it protects, so it cannot be put inside "
-                                     "the published folder; drop --include-weights and hand over the key file")
-            files[f"authorized_{i}.safetensors"] = key
-    workdir = out.parent / f".{out.name}.work"
-    print(f"protecting {len(data)} images of {data.source} with {args.method} (rho {prot.settings.rho:.4f}); "
-          f"resumable state in {workdir}", file=sys.stderr)
-    files = {name: key_bytes(key) for name, key in files.items()}
-    # How to reload the clean source (for the "Original" row of `learnlock table1`).
-    source_load = {"spec": args.data, "split": "train", "per_class": args.per_class,
-                   "seed": args.subset_seed}
-    path = prot.protect(data, out, overwrite=args.overwrite, files=files or None, workdir=workdir,
-                        extra={"source_load": source_load})
-    shutil.rmtree(workdir, ignore_errors=True)
-    print(f"published {len(data)} images to {path}")
-    issued = prot.issued_keys(data)  # now final, also for keys the method trained
-    for key_path, i in key_files.items():
-        key = issued[i]
-        if not key_path.exists():
-            key.save(key_path)
-        print(f"authorized key: {key_path} (fingerprint {key.fingerprint[:16]}...); give it only to the "
+    result = publish(args.method, args.data, args.out, settings=settings, preset=args.preset,
+                     per_class=args.per_class, subset_seed=args.subset_seed, authorized=args.authorized,
+                     authorized_arch=args.authorized_arch, authorized_seeds=args.authorized_seeds,
+                     key_seed=args.key_seed, key_secret=args.key_secret, key_out=args.key_out,
+                     include_weights=args.include_weights, recipe=recipe_from_args(args), overwrite=args.overwrite,
+                     progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
+    print(f"published {result['size']} images to {result['path']}")
+    for path, key in result["keys"]:
+        print(f"authorized key: {path} (fingerprint {key.fingerprint[:16]}...); give it only to the "
               "authorized user", file=sys.stderr)
-    diag = getattr(prot, "diagnostics", None)
-    if diag:
-        print("diagnostics: " + ", ".join(f"{k} {v:.3f}" for k, v in diag.items()))
+    if result["diagnostics"]:
+        print("diagnostics: " + ", ".join(f"{k} {v:.3f}" for k, v in result["diagnostics"].items()))
+    for warning in result["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def cmd_train(args) -> None:

@@ -273,7 +273,7 @@ def client_probe(clean: Sequence[ImageDataset], published: Sequence[ImageDataset
     (published - clean). Near the majority share: the clients' perturbations look alike. High:
     each client's noise has its own signature, which a network trained on the union can use as a
     shortcut to whatever the clients differ in (with a class split: the class half)."""
-    from .protections.uge import linear_probe
+    from .diagnostics import linear_probe
 
     if len(clean) < 2:
         return None
@@ -281,7 +281,7 @@ def client_probe(clean: Sequence[ImageDataset], published: Sequence[ImageDataset
     client = torch.cat([torch.full((len(c),), k) for k, c in enumerate(clean)])
     perm = torch.randperm(len(client), generator=torch.Generator().manual_seed(seed))
     tr, te = perm[:len(perm) // 2], perm[len(perm) // 2:]
-    return linear_probe(delta[tr], client[tr], delta[te], client[te], len(clean))
+    return linear_probe(delta[tr], client[tr], delta[te], client[te], len(clean), seed=seed)
 
 
 def _weights_digest(path: Path) -> str:
@@ -320,7 +320,7 @@ def federate(train: ImageDataset, test: ImageDataset, key: NetSpec, shards: Sequ
     """Run the federated scenario (see the module docstring); `method` is any registered
     protection, uge by default (its authorized network is the global key). Client k uses the
     protection seed `settings["seed"] + k`."""
-    from .protections import get_protection
+    from .protections import ProtectionContext, get_protection
 
     cls = get_protection(method)
     settings = dict(settings or {})
@@ -329,12 +329,8 @@ def federate(train: ImageDataset, test: ImageDataset, key: NetSpec, shards: Sequ
         # Client c protects with seed + c: clients choose their noise independently, and equal
         # seeds would give item i of every client the same random draws.
         own = {**settings, "seed": settings.get("seed", 0) + client}
-        if cls.needs_key:
-            extra = {"preset": preset} if cls.presets else {}
-            return cls(authorized=[k], recipe=recipe, progress=progress, **extra, **own)
-        prot = cls(**own)
-        prot.progress = progress
-        return prot
+        context = ProtectionContext([k] if cls.needs_key else [], recipe, progress=progress)
+        return cls(context, preset=preset if cls.presets else None, **own)
 
     make(key)  # validate the settings before any work
     hacker_recipe = hacker_recipe or recipe

@@ -101,3 +101,40 @@ def authorized_keys(num_classes: int, in_channels: int, specs: list[str] | None 
         raise LearnlockError(f"the same authorized network is given twice (fingerprint {', '.join(dup)}); "
                              "give each network its own seed, secret or key file")
     return out
+
+
+def key_paths(issued: list, given: set[str], key_out, out: Path, source=None) -> dict[Path, int]:
+    """Where each issued key the user does not already hold (`given` fingerprints) goes: `key_out`
+    (default OUT.key.safetensors; OUT.key0/1... for several). Refused before any work: a path inside
+    the source data, one that cannot be written, or a file that holds another key."""
+    from .data.outdir import check_writable, source_path
+
+    paths = {}
+    src = source_path(source.source if source is not None else "")
+    for i, key in enumerate(issued):
+        if key.fingerprint in given:
+            continue
+        path = Path(key_out or f"{out}.key.safetensors")
+        if len(issued) > 1:
+            path = path.with_name(path.name.replace(".safetensors", f"{i}.safetensors"))
+        if src is not None and (path.resolve() == src.resolve() or path.resolve().is_relative_to(src.resolve())):
+            raise LearnlockError(f"{path} is inside the source dataset {src}; never writing into the input; "
+                                 "choose another `key_out`")
+        check_writable(path)
+        # a key trained by the method (lock) has no fingerprint yet: any existing file is another key
+        if path.exists() and (not key.fingerprint or load_key(path).fingerprint != key.fingerprint):
+            raise LearnlockError(f"{path} exists and holds another key; choose another `key_out`")
+        paths[path] = i
+    return paths
+
+
+def write_key_files(issued: list, paths: dict[Path, int]) -> list[Path]:
+    """Save each key of `paths` (atomically; an identical file already there is kept). Keys whose
+    fingerprint is known go first, before the long protection; a key the method trains goes last."""
+    written = []
+    for path, i in paths.items():
+        key = issued[i]
+        if key.fingerprint and not path.exists():
+            key.save(path)
+        written.append(path)
+    return written

@@ -102,3 +102,20 @@ def check_writable(path) -> Path:
     except OSError as e:
         raise LearnlockError(f"cannot write to {out} ({e.strerror or e}); choose another `out`") from None
     return out
+
+
+def clean_stale_temporaries(out) -> list[Path]:
+    """Remove the temporary folders a killed write of `out` left beside it (.OUT.tmp-XXXXXXXX);
+    returns what was removed."""
+    import re
+    import shutil
+
+    out = Path(out)
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.tmp-[0-9a-f]{{8}}$")
+    removed = []
+    if out.parent.is_dir():
+        for p in sorted(out.parent.iterdir()):
+            if pattern.match(p.name) and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed

@@ -1,4 +1,5 @@
-"""Protections by name: `create_protection("random", rho=8/255, seed=0).protect(data, "out")`.
+"""Protections by name: `create_protection("random", rho=8/255, seed=0).protect(data, "out")`;
+methods with a key take a ProtectionContext: `create_protection("uge", ProtectionContext([key]))`.
 
 Every method is one file here with a `Protection` subclass registered by
 `@register_protection(name)`; the base class owns projection, quantisation and publishing.
@@ -9,6 +10,7 @@ from __future__ import annotations
 from .base import (
     PROTECTIONS,
     Protection,
+    ProtectionContext,
     ProtectionSettings,
     create_protection,
     get_protection,
@@ -23,6 +25,6 @@ from .base import (
 from . import ar, em, keyed, lock, lsp, ops, pue, random_noise, rem, tap, uge  # noqa: E402,F401
 
 __all__ = [
-    "PROTECTIONS", "Protection", "ProtectionSettings", "create_protection", "get_protection",
+    "PROTECTIONS", "Protection", "ProtectionContext", "ProtectionSettings", "create_protection", "get_protection",
     "list_protections", "project_l2_quantize", "project_quantize", "quantize", "register_protection",
 ]

@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 
 from ..data.base import ImageDataset
-from ..errors import LearnlockError
 from .base import Protection, ProtectionSettings, register_protection
 
 WINDOW = [(di, dj) for di in range(3) for dj in range(3) if (di, dj) != (0, 0)]  # causal 3 x 3
@@ -54,8 +53,7 @@ class ARSettings(ProtectionSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0 < self.stability < 1:
-            raise LearnlockError(f"ar: stability must be in (0, 1) for a stable process, got {self.stability}")
+        self.require(0 < self.stability < 1, f"stability must be in (0, 1) for a stable process, got {self.stability}")
 
 
 @register_protection("ar")

@@ -12,8 +12,14 @@ Norms (class attribute `norm`):
         images is rho = 1 / sqrt(3072) = 0.018
   l0    a few whole pixels change by any amount (OPS); the method bounds how many
 
+Every protection is built the same way, `cls(context, settings=None, preset=None, **settings)`;
+the ProtectionContext carries what is not a setting (the authorized networks and their recipe,
+the work folder, progress bars):
+
     prot = get_protection("random")(rho=8 / 255, seed=0)
     out = prot.protect(load_dataset("cifar10", per_class=100), "pub/random")
+    key = NetSpec.create("cnn", 10, 3, seed=1234)
+    uge = get_protection("uge")(ProtectionContext([key], recipe="cpu"), preset="paper")
 """
 
 from __future__ import annotations
@@ -21,15 +27,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..data.base import ImageDataset
 from ..data.published import check_out_dir, write_published
-from ..errors import LearnlockError
+from ..errors import LearnlockError, require
+from ..models import NetSpec
 from ..registry import Registry
+from ..training import Recipe, get_recipe
 
 PROTECTIONS = Registry("protection")
 
@@ -53,26 +61,48 @@ class ProtectionSettings:
 
     def __post_init__(self):
         rho = self.rho
-        if not _is_number(rho) or not math.isfinite(rho):
-            raise LearnlockError(f"rho must be a finite number in (0, 1] ([0,1] pixel units), got {rho!r}")
-        if rho > 1:
-            raise LearnlockError(
-                f"rho is an L-inf radius in [0,1] pixel units; did you mean {rho:g}/255 = {rho / 255:.4f}?"
-            )
-        if rho <= 0:
-            raise LearnlockError(f"rho must be in (0, 1] ([0,1] pixel units, e.g. 8/255 = 0.0314), got {rho}")
-        if not _is_number(self.fraction) or not 0 < self.fraction <= 1:
-            raise LearnlockError(f"fraction is the share of items to protect, in (0, 1]; got {self.fraction!r}")
+        self.require(_is_number(rho) and math.isfinite(rho),
+                     f"rho must be a finite number in (0, 1] ([0,1] pixel units), got {rho!r}")
+        self.require(rho <= 1, f"rho is an L-inf radius in [0,1] pixel units; did you mean {rho:g}/255 = "
+                               f"{rho / 255:.4f}?")
+        self.require(rho > 0, f"rho must be in (0, 1] ([0,1] pixel units, e.g. 8/255 = 0.0314), got {rho}")
+        self.require(_is_number(self.fraction) and 0 < self.fraction <= 1,
+                     f"fraction is the share of items to protect, in (0, 1]; got {self.fraction!r}")
         for f in dataclasses.fields(self):
             kinds = _SIMPLE_TYPES.get(f.type if isinstance(f.type, str) else getattr(f.type, "__name__", ""))
             value = getattr(self, f.name)
             if kinds is None:
                 continue
-            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-                raise LearnlockError(
-                    f"setting {f.name} must be {f.type if isinstance(f.type, str) else f.type.__name__}, "
-                    f"got {value!r} ({type(value).__name__})"
-                )
+            self.require(isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds),
+                         f"setting {f.name} must be {f.type if isinstance(f.type, str) else f.type.__name__}, "
+                         f"got {value!r} ({type(value).__name__})")
+
+    def require(self, ok: bool, message: str) -> None:
+        """Raise LearnlockError naming the settings class unless `ok`; `message` says how to fix the value."""
+        require(ok, f"{type(self).__name__}: {message}")
+
+
+@dataclass(frozen=True)
+class ProtectionContext:
+    """What a protection is given besides its settings, the same for every method; a method uses
+    what it needs (only methods with needs_key read `authorized` and `recipe`).
+
+    authorized: the authorized network(s), NetSpec keys (a single NetSpec is taken as a list of one)
+    recipe: how the authorized user will train, a Recipe or a recipe name
+    workdir: folder for resumable state and cached surrogates, used when apply() is given none
+    progress: show progress bars
+    """
+
+    authorized: list = field(default_factory=list)
+    recipe: Recipe | str = "cpu"
+    workdir: Path | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        keys = self.authorized
+        object.__setattr__(self, "authorized", [keys] if isinstance(keys, NetSpec) else list(keys))
+        object.__setattr__(self, "recipe", get_recipe(self.recipe))
+        object.__setattr__(self, "workdir", None if self.workdir is None else Path(self.workdir))
 
 
 def project_quantize(x: torch.Tensor, x_u: torch.Tensor, rho: float) -> torch.Tensor:
@@ -142,33 +172,53 @@ class Protection(ABC):
     Settings: type[ProtectionSettings] = ProtectionSettings
     norm: str = "linf"  # linf | l2 | l0 (see the module docstring)
     # Protections that take the authorized network(s) say so; the CLI and the scenarios ask this,
-    # never the method's name. They are built as cls(authorized=[NetSpec...], recipe=..., preset=...,
-    # progress=..., **settings), and `issued_keys()` is what the authorized user receives.
+    # never the method's name. They read context.authorized, and `issued_keys()` is what the
+    # authorized user receives.
     needs_key: bool = False
-    presets: tuple[str, ...] = ()  # named presets the constructor accepts (uge's paper, ...)
+    presets: dict[str, dict] = {}  # named groups of settings, chosen with preset=NAME (uge's paper, ...)
+    default_preset: str | None = None  # the preset used when neither a preset nor settings are given
 
-    def __init__(self, settings: ProtectionSettings | None = None, **overrides):
+    def __init__(self, context: ProtectionContext | None = None, settings: ProtectionSettings | None = None,
+                 preset: str | None = None, **overrides):
+        name = self.name or type(self).__name__
+        self.context = ProtectionContext() if context is None else context
+        if not isinstance(self.context, ProtectionContext):
+            raise LearnlockError(f"{name}: the first argument is a ProtectionContext(authorized=[NetSpec...], "
+                                 f"recipe=...), got {type(self.context).__name__}")
+        if settings is not None:
+            preset = None  # explicit settings win over any preset
+        elif preset is None:
+            preset = self.default_preset
+        if preset is not None:
+            if preset not in self.presets:
+                raise LearnlockError(f"unknown {name} preset {preset!r}; choose one of: "
+                                     f"{', '.join(self.presets) or '(none: this method has no presets)'}")
+            overrides = {**self.presets[preset], **overrides}
+        self.preset = preset
         if settings is None:
             settings = self.Settings() if not overrides else None
         elif not isinstance(settings, self.Settings):
             raise LearnlockError(
-                f"{self.name or type(self).__name__}: settings must be {self.Settings.__name__}, "
-                f"got {type(settings).__name__}"
+                f"{name}: settings must be {self.Settings.__name__}, got {type(settings).__name__}"
             )
         valid = [f.name for f in dataclasses.fields(self.Settings)]
         unknown = sorted(set(overrides) - set(valid))
         if unknown:
             raise LearnlockError(
-                f"{self.name or type(self).__name__}: unknown setting(s) {', '.join(unknown)}; "
-                f"valid settings: {', '.join(valid)}"
+                f"{name}: unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(valid)}"
             )
         if settings is None:  # build straight from the overrides: defaults are never half-validated
             settings = self.Settings(**overrides)
         elif overrides:
             settings = dataclasses.replace(settings, **overrides)
         self.settings = settings
+        self.authorized = self.context.authorized
+        self.recipe = self.context.recipe
+        if self.needs_key and not self.authorized:
+            raise LearnlockError(f"{name} needs at least one authorized network (a NetSpec key): "
+                                 "ProtectionContext(authorized=[NetSpec...]), or --authorized on the command line")
         self.protected_index: torch.Tensor | None = None
-        self.progress = True  # progress bars for long optimisations
+        self.progress = self.context.progress  # progress bars for long optimisations
 
     @abstractmethod
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
@@ -183,7 +233,9 @@ class Protection(ABC):
         return torch.randperm(n, generator=g)[:k].sort().values
 
     def apply(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
-        """uint8 protected images: perturb the chosen items, project onto the rho-ball, quantize."""
+        """uint8 protected images: perturb the chosen items, project onto the rho-ball, quantize.
+        `workdir` (default: the context's) keeps resumable state."""
+        workdir = self.context.workdir if workdir is None else workdir
         index = self.choose_protected(len(data))
         out = data.images.clone()
         if len(index):
@@ -261,11 +313,25 @@ class Protection(ABC):
     def issued_keys(self, data: ImageDataset | None = None) -> list:
         """The key(s) the authorized user gets after protection (files to hand over): by default
         the authorized networks given; `keyed` wraps them in its key layer, `lock` adds its transform."""
-        return list(getattr(self, "authorized", []) or [])
+        return list(self.authorized) if self.needs_key else []
+
+    def check_keys(self, data: ImageDataset) -> None:
+        """Refuse authorized networks made for other images (channels) or another class count."""
+        for k in self.authorized:
+            if k.num_classes != data.num_classes or k.in_channels != data.in_channels:
+                raise LearnlockError(
+                    f"authorized network {k.arch} ({k.fingerprint[:12]}) takes {k.in_channels}-channel images "
+                    f"and {k.num_classes} classes, but {data.source} has {data.in_channels} channels and "
+                    f"{data.num_classes} classes; create the key for this dataset"
+                )
 
     def authorized_info(self) -> dict | None:
-        """What the manifest says about the authorized network(s); None for plain protections."""
-        return None
+        """What the manifest says about the issued key(s) and their recipe; None without a key."""
+        if not self.needs_key:
+            return None
+        return {"networks": [{"arch": k.arch, "kwargs": k.kwargs, "num_classes": k.num_classes,
+                              "in_channels": k.in_channels, "fingerprint": k.fingerprint} for k in self.issued_keys()],
+                "recipe": self.recipe.to_dict()}
 
     def manifest_extra(self) -> dict:
         """Method-specific results for the manifest (diagnostics, optimisation log), after apply."""
@@ -295,6 +361,7 @@ def get_protection(name: str) -> type[Protection]:
     return PROTECTIONS.get(name)
 
 
-def create_protection(name: str, settings: ProtectionSettings | None = None, **overrides) -> Protection:
+def create_protection(name: str, context: ProtectionContext | None = None, settings: ProtectionSettings | None = None,
+                      preset: str | None = None, **overrides) -> Protection:
     """`create_protection("random", rho=8/255, seed=1)`: the class by name, built with settings."""
-    return get_protection(name)(settings=settings, **overrides)
+    return get_protection(name)(context, settings, preset, **overrides)

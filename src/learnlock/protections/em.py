@@ -24,23 +24,21 @@ learnlock's single training loop).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save
 from torch import nn
 
 from ..data.base import ImageDataset
-from ..errors import LearnlockError
 from ..models import create_model, list_models
-from ..provenance import atomic_write_bytes
 from ..training import Callback, ItemTargets, Recipe, cross_entropy, fit
 from .base import Protection, ProtectionSettings, project_quantize, register_protection
-from .surrogate import alternate_rounds, read_checkpoint
+from .resumable import Checkpoint
+from .surrogate import alternate_rounds
 
 
 @dataclass(frozen=True)
@@ -62,19 +60,18 @@ class EMSettings(ProtectionSettings):
             object.__setattr__(self, "noise_steps", 1 if self.classwise else 20)
         if self.stop_error is None:
             object.__setattr__(self, "stop_error", 0.1 if self.classwise else 0.01)
-        checks = [
-            (self.surrogate in list_models(), f"unknown surrogate {self.surrogate!r}; choose one of {list_models()}"),
-            (isinstance(self.noise_steps, int) and self.noise_steps >= 1, "noise_steps must be an integer >= 1"),
-            (self.train_steps >= 0, "train_steps must be >= 0"),
-            (0 < self.step_size <= 1, f"step_size is in (0, 1] pixel units (0.8/255 = 0.0031), got {self.step_size}"),
-            (isinstance(self.stop_error, (int, float)) and 0 <= self.stop_error < 1, "stop_error must be in [0, 1)"),
-            (self.max_rounds >= 1, "max_rounds must be >= 1"),
-            (self.batch_size >= 2, "batch_size must be >= 2"),
-            (self.lr > 0, "lr must be > 0"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise LearnlockError(f"{type(self).__name__}: {msg}")
+        self.require(self.surrogate in list_models(),
+                     f"unknown surrogate {self.surrogate!r}; choose one of {list_models()}")
+        self.require(isinstance(self.noise_steps, int) and self.noise_steps >= 1,
+                     "noise_steps must be an integer >= 1")
+        self.require(self.train_steps >= 0, "train_steps must be >= 0")
+        self.require(0 < self.step_size <= 1,
+                     f"step_size is in (0, 1] pixel units (0.8/255 = 0.0031), got {self.step_size}")
+        self.require(isinstance(self.stop_error, (int, float)) and 0 <= self.stop_error < 1,
+                     "stop_error must be in [0, 1)")
+        self.require(self.max_rounds >= 1, "max_rounds must be >= 1")
+        self.require(self.batch_size >= 2, "batch_size must be >= 2")
+        self.require(self.lr > 0, "lr must be > 0")
 
 
 class MinMin(Protection):
@@ -155,13 +152,13 @@ class MinMin(Protection):
         delta = (torch.rand((rows,) + tuple(x.shape[1:]), generator=gen) * 2 - 1).mul_(s.rho).to(dev)
         delta = self.start_delta(delta)
         model = create_model(s.surrogate, data.num_classes, data.in_channels, seed=s.seed).to(dev)
-        self.log: list[dict] = []
-        path = workdir / f"{self.name}-state.safetensors" if workdir else None
         # max_rounds stays out: a finished or killed run can be continued with more rounds
         kept = {k: v for k, v in asdict(s).items() if k != "max_rounds"}
-        ident = json.dumps({"settings": kept, "data": data.fingerprint(), "method": self.name, **self.ident_extra()},
-                           sort_keys=True)
-        start = self._resume(path, ident, delta, model) if path and path.exists() else 0
+        ckpt = Checkpoint(workdir, f"{self.name}-state", {"settings": kept, "data": data.fingerprint(),
+                                                           "method": self.name, **self.ident_extra()}, self.name)
+        extra = SimpleNamespace(state_dict=self.extra_state, load_state_dict=self.load_extra_state)
+        parts = {"delta": delta, "model": model, "extra": extra}
+        start, self.log = ckpt.restore(parts)
 
         def step(r):
             self._train_round(model, data, x, delta, r)
@@ -172,7 +169,7 @@ class MinMin(Protection):
 
         self.converged = alternate_rounds(
             start, s.max_rounds, step, lambda acc: acc >= 1 - s.stop_error and self.can_stop(), self.log,
-            (lambda done: self._checkpoint(path, ident, done, delta, model)) if path else None, self.name, self.progress)
+            lambda done: ckpt.save(done, self.log, parts), self.name, self.progress)
         full = delta[data.labels.to(dev)] if s.classwise else delta
         return (x + full).clamp(0, 1).cpu()
 
@@ -237,25 +234,6 @@ class MinMin(Protection):
                                    self.settings.rho)
             correct += (model(x_q.to(x.device).float().div(255)).argmax(1) == labels[b]).sum().item()
         return correct / len(x)
-
-    # ----------------------------------------------------------------- resume
-    def _checkpoint(self, path: Path, ident: str, done: int, delta, model) -> None:
-        tensors = {"delta": delta.detach().cpu().contiguous()}
-        tensors.update({f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-        tensors.update({f"extra/{k}": v.detach().cpu().contiguous() for k, v in self.extra_state().items()})
-        atomic_write_bytes(path, save(tensors, metadata={"ident": ident, "done": str(done),
-                                                         "log": json.dumps(self.log)}))
-
-    def _resume(self, path: Path, ident: str, delta, model) -> int:
-        tensors, meta = read_checkpoint(
-            path, ident, f"{path} holds an interrupted {self.name} run with other settings or data; "
-                         "delete it or use another --out to start afresh")
-        with torch.no_grad():
-            delta.copy_(tensors["delta"])
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
-        self.load_extra_state({k[6:]: v for k, v in tensors.items() if k.startswith("extra/")})
-        self.log = json.loads(meta["log"])
-        return int(meta["done"])
 
     def manifest_extra(self) -> dict:
         return {"rounds": len(getattr(self, "log", [])), "converged": getattr(self, "converged", None),

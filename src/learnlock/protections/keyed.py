@@ -12,7 +12,7 @@ and then scales it into the rho-ball (scaling keeps it in S; clipping would not)
 manifest (`extra.residual`). Sample-wise by default; the `em` engine does the optimisation.
 
     key = NetSpec.create("cnn", 10, 3, seed=seed_from_secret("my pass phrase"))
-    prot = create_protection("keyed", authorized=[key], family="spectral", rho=8 / 255)
+    prot = create_protection("keyed", ProtectionContext([key]), family="spectral", rho=8 / 255)
     prot.protect(load_dataset("cifar10", per_class=100), "pub/keyed")
     prot.issued_keys(data)[0].save("key.safetensors")   # the keyed network: give it to the user
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +32,8 @@ from ..errors import LearnlockError
 from ..keylayers import KeyLayer, family_params, list_key_layers
 from ..models import NetSpec
 from ..models.keyed import key_layer_of, keyed_spec
-from ..training import Recipe, fit, get_recipe
-from .base import register_protection
+from ..training import fit
+from .base import ProtectionContext, register_protection
 from .em import EMSettings, MinMin
 
 
@@ -67,15 +66,14 @@ class KeyedSettings(EMSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        if not (isinstance(self.teacher_mix, (int, float)) and 0 <= self.teacher_mix <= 1):
-            raise LearnlockError(f"keyed: teacher_mix is a share in [0, 1], got {self.teacher_mix!r}")
-        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
-            raise LearnlockError(f"keyed: temperature must be > 0, got {self.temperature!r}")
-        if self.family not in list_key_layers():
-            raise LearnlockError(f"keyed: unknown key family {self.family!r}; choose one of {list_key_layers()}")
-        if isinstance(self.luma, str) and self.luma != "auto":
-            raise LearnlockError(f"keyed: luma is auto, null (random colours) or a squared cosine in [0, 1]; "
-                                 f"got {self.luma!r}")
+        self.require(isinstance(self.teacher_mix, (int, float)) and 0 <= self.teacher_mix <= 1,
+                     f"teacher_mix is a share in [0, 1], got {self.teacher_mix!r}")
+        self.require(isinstance(self.temperature, (int, float)) and self.temperature > 0,
+                     f"temperature must be > 0, got {self.temperature!r}")
+        self.require(self.family in list_key_layers(),
+                     f"unknown key family {self.family!r}; choose one of {list_key_layers()}")
+        self.require(not isinstance(self.luma, str) or self.luma == "auto",
+                     f"luma is auto, null (random colours) or a squared cosine in [0, 1]; got {self.luma!r}")
 
     def key_settings(self) -> dict:
         out = {p: getattr(self, p) for p in family_params(self.family)}
@@ -91,20 +89,16 @@ class Keyed(MinMin):
     Settings = KeyedSettings
     needs_key = True
 
-    def __init__(self, authorized: NetSpec | Sequence[NetSpec], recipe: Recipe | str = "cpu",
-                 settings: KeyedSettings | None = None, progress: bool = True, **overrides):
-        super().__init__(settings, **overrides)
-        keys = [authorized] if isinstance(authorized, NetSpec) else list(authorized)
-        if len(keys) != 1:
-            raise LearnlockError(f"keyed takes one authorized network, got {len(keys)}: the noise must lie in the "
-                                 "blind spot of every authorized network, and different keys share none")
-        self.base = keys[0]
-        self.progress = progress
-        recipe = get_recipe(recipe)
-        if self.family_of(self.base) == "spectral" and "crop" in recipe.augment:
+    def __init__(self, context: ProtectionContext | None = None, settings: KeyedSettings | None = None,
+                 preset: str | None = None, **overrides):
+        super().__init__(context, settings, preset, **overrides)
+        if len(self.authorized) != 1:
+            raise LearnlockError(f"keyed takes one authorized network, got {len(self.authorized)}: the noise must "
+                                 "lie in the blind spot of every authorized network, and different keys share none")
+        self.base = self.authorized[0]
+        if self.family_of(self.base) == "spectral" and "crop" in self.recipe.augment:
             # zero-padded crops move noise out of a spectral blind spot at the border; circular ones do not
-            recipe = replace(recipe, augment=recipe.augment.replace("crop", "roll"))
-        self.recipe = recipe
+            self.recipe = replace(self.recipe, augment=self.recipe.augment.replace("crop", "roll"))
         self._key: NetSpec | None = None
         self._soft: torch.Tensor | None = None
         self._layer: KeyLayer | None = None
@@ -199,12 +193,6 @@ class Keyed(MinMin):
         return out
 
     # ------------------------------------------------------------------ manifest
-    def authorized_info(self) -> dict:
-        k = self._key
-        return {"networks": [{"arch": k.arch, "kwargs": k.kwargs, "num_classes": k.num_classes,
-                              "in_channels": k.in_channels, "fingerprint": k.fingerprint}],
-                "recipe": self.recipe.to_dict()}
-
     def manifest_settings(self) -> dict:
         return {**asdict(self.settings), "authorized_recipe": self.recipe.to_dict()}
 

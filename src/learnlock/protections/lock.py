@@ -28,31 +28,28 @@ its box, not at the identity; the surrogate is a cnn, not a ResNet-18 (cost; `--
 surrogate=resnet18` for the paper's); g has 32 hidden channels like the reference's mid_planes.
 
     key = NetSpec.create("cnn", 10, 3, seed=1)
-    prot = LearnabilityLock(key, recipe="cpu", variant="affine")
+    prot = LearnabilityLock(ProtectionContext([key], recipe="cpu"), variant="affine")
     prot.protect(train, "published/");  prot.issued_keys()[0].save("published.key.safetensors")
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save
 from torch import nn
 
 from ..data.base import ImageDataset
 from ..errors import LearnlockError
 from ..lockkey import VARIANTS, LockKey, lock_images, residual_lipschitz
 from ..models import NetSpec, create_model, list_models
-from ..provenance import atomic_write_bytes
-from ..training import Recipe, fit, get_recipe
-from .base import Protection, ProtectionSettings, project_quantize, register_protection
-from .surrogate import alternate_rounds, read_checkpoint
+from ..training import Recipe, fit
+from .base import Protection, ProtectionContext, ProtectionSettings, project_quantize, register_protection
+from .resumable import Checkpoint
+from .surrogate import alternate_rounds
 
 
 @dataclass(frozen=True)
@@ -74,22 +71,18 @@ class LockSettings(ProtectionSettings):
         if self.transform_lr is None:
             object.__setattr__(self, "transform_lr", 0.1 if self.variant == "affine" else 0.01)
         eps = math.floor(255 * self.rho + 1e-9) / 255
-        checks = [
-            (self.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {self.variant!r}"),
-            (eps > 0, f"rho {self.rho:.4f} is below one grey level (1/255); the lock changes whole levels"),
-            (self.variant != "residual" or residual_lipschitz(eps) < 1,
-             f"the residual lock is invertible only for eps < 1/9 (28/255); rho {self.rho:.4f} is too large"),
-            (self.surrogate in list_models(), f"unknown surrogate {self.surrogate!r}; choose one of {list_models()}"),
-            (self.width >= 1, "width must be >= 1"),
-            (self.train_steps >= 0 and self.passes >= 1, "train_steps must be >= 0 and passes >= 1"),
-            (self.lr > 0 and self.transform_lr > 0, "lr and transform_lr must be > 0"),
-            (0 <= self.stop_error < 1, "stop_error must be in [0, 1)"),
-            (self.max_rounds >= 1, "max_rounds must be >= 1"),
-            (self.batch_size >= 2, "batch_size must be >= 2"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise LearnlockError(f"lock: {msg}")
+        self.require(self.variant in VARIANTS, f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        self.require(eps > 0, f"rho {self.rho:.4f} is below one grey level (1/255); the lock changes whole levels")
+        self.require(self.variant != "residual" or residual_lipschitz(eps) < 1,
+                     f"the residual lock is invertible only for eps < 1/9 (28/255); rho {self.rho:.4f} is too large")
+        self.require(self.surrogate in list_models(),
+                     f"unknown surrogate {self.surrogate!r}; choose one of {list_models()}")
+        self.require(self.width >= 1, "width must be >= 1")
+        self.require(self.train_steps >= 0 and self.passes >= 1, "train_steps must be >= 0 and passes >= 1")
+        self.require(self.lr > 0 and self.transform_lr > 0, "lr and transform_lr must be > 0")
+        self.require(0 <= self.stop_error < 1, "stop_error must be in [0, 1)")
+        self.require(self.max_rounds >= 1, "max_rounds must be >= 1")
+        self.require(self.batch_size >= 2, "batch_size must be >= 2")
 
 
 class ClassTransforms(nn.Module):
@@ -176,15 +169,12 @@ class LearnabilityLock(Protection):
     Settings = LockSettings
     needs_key = True
 
-    def __init__(self, authorized: NetSpec | Sequence[NetSpec], recipe: Recipe | str = "cpu",
-                 settings: LockSettings | None = None, progress: bool = True, **overrides):
-        super().__init__(settings, **overrides)
-        self.authorized = [authorized] if isinstance(authorized, NetSpec) else list(authorized)
-        if not self.authorized or not all(isinstance(k, NetSpec) for k in self.authorized):
+    def __init__(self, context: ProtectionContext | None = None, settings: LockSettings | None = None,
+                 preset: str | None = None, **overrides):
+        super().__init__(context, settings, preset, **overrides)
+        if not all(isinstance(k, NetSpec) for k in self.authorized):
             raise LearnlockError("lock needs at least one authorized network as a NetSpec (architecture + initial "
                                  "weights), e.g. --authorized cnn --key-seed 1")
-        self.recipe = get_recipe(recipe)
-        self.progress = progress
         self.keys: list[LockKey] = []
         self.log: list[dict] = []
         self.converged = None
@@ -212,21 +202,17 @@ class LearnabilityLock(Protection):
     # kept short, and trains the surrogate through the one training loop (`fit`).
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
         s = self.settings
-        for k in self.authorized:
-            if k.num_classes != data.num_classes or k.in_channels != data.in_channels:
-                raise LearnlockError(f"authorized network {k.arch} ({k.fingerprint[:12]}) takes {k.in_channels}-"
-                                     f"channel images and {k.num_classes} classes, but {data.source} has "
-                                     f"{data.in_channels} channels and {data.num_classes} classes; create the key "
-                                     "for this dataset")
+        self.check_keys(data)
         dev = self.device()
         x, y = data.float_images().to(dev), data.labels.to(dev)
         transform = ClassTransforms(s.variant, data.num_classes, tuple(x.shape[1:]), self.eps, s.width, s.seed).to(dev)
         model = create_model(s.surrogate, data.num_classes, data.in_channels, seed=s.seed).to(dev)
-        self.log, self.keys = [], []
-        path = workdir / "lock-state.safetensors" if workdir else None
+        self.keys = []
         kept = {k: v for k, v in asdict(s).items() if k != "max_rounds"}  # more rounds continue a run
-        ident = json.dumps({"settings": kept, "data": data.fingerprint(), "method": self.name}, sort_keys=True)
-        start = self._resume(path, ident, transform, model) if path and path.exists() else 0
+        ckpt = Checkpoint(workdir, "lock-state", {"settings": kept, "data": data.fingerprint(), "method": self.name},
+                          "lock")
+        parts = {"transform": transform, "model": model}
+        start, self.log = ckpt.restore(parts)
 
         def step(r):
             self._train_round(model, transform, data, x, r)
@@ -235,7 +221,7 @@ class LearnabilityLock(Protection):
 
         self.converged = alternate_rounds(
             start, s.max_rounds, step, lambda acc: acc >= 1 - s.stop_error, self.log,
-            (lambda done: self._checkpoint(path, ident, done, transform, model)) if path else None, "lock", self.progress)
+            lambda done: ckpt.save(done, self.log, parts), "lock", self.progress)
         tensors = transform.export()
         self.keys = [LockKey(net, s.variant, self.eps, tensors) for net in self.authorized]
         return self.keys[0].lock(x, y).cpu()
@@ -291,20 +277,6 @@ class LearnabilityLock(Protection):
             correct += (model(x_q.float().div(255)).argmax(1) == data.labels[b].to(x.device)).sum().item()
         return correct / len(data)
 
-    def _checkpoint(self, path: Path, ident: str, done: int, transform, model) -> None:
-        tensors = {f"transform/{k}": v.detach().cpu().contiguous() for k, v in transform.state_dict().items()}
-        tensors.update({f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-        meta = {"ident": ident, "done": str(done), "log": json.dumps(self.log)}
-        atomic_write_bytes(path, save(tensors, metadata=meta))
-
-    def _resume(self, path: Path, ident: str, transform, model) -> int:
-        tensors, meta = read_checkpoint(path, ident, f"{path} holds an interrupted lock run with other settings or "
-                                                    "data; delete it or use another --out to start afresh")
-        transform.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("transform/")})
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
-        self.log = json.loads(meta["log"])
-        return int(meta["done"])
-
     # ----------------------------------------------------------------- what the user receives
     def issued_keys(self, data: ImageDataset | None = None) -> list:
         """One LockKey per authorized network (all share the transforms); before apply(), stand-ins
@@ -312,10 +284,7 @@ class LearnabilityLock(Protection):
         return list(self.keys) if self.keys else [_PendingKey(self, i) for i in range(len(self.authorized))]
 
     def authorized_info(self) -> dict:
-        keys = self.issued_keys()
-        return {"networks": [{"arch": k.arch, "kwargs": k.kwargs, "num_classes": k.num_classes,
-                              "in_channels": k.in_channels, "fingerprint": k.fingerprint} for k in keys],
-                "recipe": self.recipe.to_dict(), "unlock": "lock"}
+        return {**super().authorized_info(), "unlock": "lock"}
 
     def manifest_extra(self) -> dict:
         return {"eps": self.eps, "rounds": len(self.log), "converged": self.converged, "log": self.log}

@@ -32,8 +32,8 @@ class LSPSettings(ProtectionSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.patch < 1 or not self.class_sep > 0:
-            raise LearnlockError(f"lsp: patch must be >= 1 and class_sep > 0, got {self.patch}, {self.class_sep}")
+        self.require(self.patch >= 1 and self.class_sep > 0,
+                     f"patch must be >= 1 and class_sep > 0, got {self.patch}, {self.class_sep}")
 
 
 def distinct_vertices(k: int, dim: int, gen: torch.Generator, patch: int) -> torch.Tensor:

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 
 from ..data.base import ImageDataset
-from ..errors import LearnlockError
 from .base import Protection, ProtectionSettings, register_protection
 
 
@@ -29,8 +28,7 @@ class OPSSettings(ProtectionSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.pixels != 1:
-            raise LearnlockError(f"ops changes exactly one pixel per image; pixels must be 1, got {self.pixels}")
+        self.require(self.pixels == 1, f"ops changes exactly one pixel per image; pixels must be 1, got {self.pixels}")
 
 
 def search_pixel(x: torch.Tensor) -> tuple[int, int, torch.Tensor]:

@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..errors import LearnlockError
 from ..training import WeightNoiseLoss, cross_entropy, noisy_params
 from .base import register_protection
 from .em import EMSettings, MinMin
@@ -39,9 +38,8 @@ class PUESettings(EMSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        if not (self.sigma > 0 and self.draws >= 1 and self.train_draws >= 1 and 0 <= self.warmup_accuracy <= 1):
-            raise LearnlockError("PUESettings: sigma must be > 0, draws and train_draws >= 1, "
-                                 "warmup_accuracy in [0, 1]")
+        self.require(self.sigma > 0 and self.draws >= 1 and self.train_draws >= 1 and 0 <= self.warmup_accuracy <= 1,
+                     "sigma must be > 0, draws and train_draws >= 1, warmup_accuracy in [0, 1]")
 
 
 @register_protection("pue")

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 
 from ..data.base import ImageDataset
-from ..errors import LearnlockError
 from .base import Protection, ProtectionSettings, register_protection
 
 
@@ -30,8 +29,7 @@ class RandomNoiseSettings(ProtectionSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.patch < 1:
-            raise LearnlockError(f"patch is a block side in pixels, >= 1; got {self.patch}")
+        self.require(self.patch >= 1, f"patch is a block side in pixels, >= 1; got {self.patch}")
 
 
 @register_protection("random")

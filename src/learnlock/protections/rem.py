@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..errors import LearnlockError
 from ..pgd import PGD, PGDCallback
 from .base import register_protection
 from .em import EMSettings, MinMin
@@ -37,9 +36,8 @@ class REMSettings(EMSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        if not (0 <= self.adv_radius <= 1 and self.adv_steps >= 1 and 0 < self.adv_step_size <= 1):
-            raise LearnlockError("REMSettings: adv_radius must be in [0, 1] pixel units, adv_steps >= 1, "
-                                 "adv_step_size in (0, 1]")
+        self.require(0 <= self.adv_radius <= 1 and self.adv_steps >= 1 and 0 < self.adv_step_size <= 1,
+                     "adv_radius must be in [0, 1] pixel units, adv_steps >= 1, adv_step_size in (0, 1]")
 
     def pgd(self) -> PGD:
         return PGD(eps=max(self.adv_radius, 1e-12), step=self.adv_step_size, steps=self.adv_steps)

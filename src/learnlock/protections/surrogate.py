@@ -23,7 +23,7 @@ def alternate_rounds(start: int, max_rounds: int, step, stop, log: list, save, d
     """The alternating optimisation loop of min-min style protections (em and its kin, lock):
     `step(r)` runs round r and returns the surrogate's accuracy, appended to `log`; the loop ends
     once `stop(accuracy)` holds (also for the last logged round of a resumed run) or after
-    `max_rounds`; `save(done)` checkpoints after every round. Returns whether it converged."""
+    `max_rounds`; `save(done)` checkpoints after every round (a resumable.Checkpoint). Returns whether it converged."""
     converged = bool(log) and stop(log[-1]["accuracy"])
     bar = tqdm(total=max_rounds, initial=start, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     try:
@@ -58,20 +58,6 @@ def load_states(path: Path) -> tuple[list[dict[str, torch.Tensor]], dict]:
         i, name = key.split("/", 1)
         states[int(i)][name] = v
     return states, meta
-
-
-def read_checkpoint(path: Path, ident: str, mismatch: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and metadata of a resumable run's safetensors checkpoint; `mismatch` is the error
-    raised when it was written by a run with another identity (settings, data)."""
-    from safetensors import safe_open
-
-    from ..errors import LearnlockError
-
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
-    if meta.get("ident") != ident:
-        raise LearnlockError(mismatch)
-    return load_file(str(path)), meta
 
 
 def train_cached(workdir: Path | None, name: str, spec: NetSpec, data: ImageDataset, recipe: Recipe,

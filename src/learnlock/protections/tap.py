@@ -42,17 +42,13 @@ class TAPSettings(ProtectionSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        checks = [
-            (self.surrogate in list_models(), f"unknown surrogate {self.surrogate!r}; choose one of {list_models()}"),
-            (self.recipe in RECIPES, f"unknown recipe {self.recipe!r}; choose one of {list(RECIPES)}"),
-            (self.steps >= 1, "steps must be >= 1"),
-            (0 < self.step_size <= 1, f"step_size is in (0, 1] pixel units, got {self.step_size}"),
-            (self.shift >= 1, "shift must be >= 1 (0 would target the true class)"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise LearnlockError(f"tap: {msg}")
+        self.require(self.surrogate in list_models(),
+                     f"unknown surrogate {self.surrogate!r}; choose one of {list_models()}")
+        self.require(self.recipe in RECIPES, f"unknown recipe {self.recipe!r}; choose one of {list(RECIPES)}")
+        self.require(self.steps >= 1, "steps must be >= 1")
+        self.require(0 < self.step_size <= 1, f"step_size is in (0, 1] pixel units, got {self.step_size}")
+        self.require(self.shift >= 1, "shift must be >= 1 (0 would target the true class)")
+        self.require(self.batch_size >= 1, "batch_size must be >= 1")
 
 
 @register_protection("tap")

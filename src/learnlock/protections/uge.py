@@ -19,32 +19,30 @@ checkpoints as the recipe the authorized user will train with) or, as in the pap
 random checkpoint per batch.
 
     key = NetSpec.create("cnn", 10, 3, seed=1234)
-    UGE(authorized=[key], recipe="cpu", preset="paper").protect(train, "published/")
+    UGE(ProtectionContext([key], recipe="cpu"), preset="paper").protect(train, "published/")
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import ImageDataset
+from ..diagnostics import diagnose
 from ..errors import LearnlockError
 from ..losses import (feature_distance_loss, gradient_matching_loss, undistill_loss,
                       unrolled_update_matching_loss)
 from ..models import NetSpec, create_model
-from ..provenance import atomic_write_bytes
-from ..training import Recipe, apply_augment, batch_schedule, get_recipe, state_copy
-from .base import Protection, ProtectionSettings, register_protection
-from .surrogate import model_from, read_checkpoint, train_cached
+from ..training import apply_augment, batch_schedule, get_recipe
+from .base import Protection, ProtectionContext, ProtectionSettings, register_protection
+from .resumable import Checkpoint
+from .surrogate import model_from, train_cached
 
 ENGINES = ("direct", "generator")
 GM_SCHEDULES = ("replay", "random")
@@ -82,21 +80,15 @@ class UGESettings(ProtectionSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        checks = [
-            (self.engine in ENGINES, f"engine must be one of {ENGINES}, got {self.engine!r}"),
-            (self.gm_schedule in GM_SCHEDULES, f"gm_schedule must be one of {GM_SCHEDULES}"),
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.lr > 0 and self.generator_lr > 0, "lr and generator_lr must be > 0"),
-            (self.gm_unroll >= 1, "gm_unroll must be >= 1"),
-            (self.encoder_resolution >= 16, "encoder_resolution must be >= 16 pixels"),
-            (all(v >= 0 for v in (self.lambda_gm, self.lambda_fd, self.lambda_ud, self.lambda_adv,
-                                   self.lambda_proxy)),
-             "loss weights must be >= 0"),
-            (self.gm_layers in ("all", "weights", "first", "last"), "gm_layers: all|weights|first|last"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise LearnlockError(f"uge: {msg}")
+        self.require(self.engine in ENGINES, f"engine must be one of {ENGINES}, got {self.engine!r}")
+        self.require(self.gm_schedule in GM_SCHEDULES, f"gm_schedule must be one of {GM_SCHEDULES}")
+        self.require(self.epochs >= 1, "epochs must be >= 1")
+        self.require(self.lr > 0 and self.generator_lr > 0, "lr and generator_lr must be > 0")
+        self.require(self.gm_unroll >= 1, "gm_unroll must be >= 1")
+        self.require(self.encoder_resolution >= 16, "encoder_resolution must be >= 16 pixels")
+        self.require(min(self.lambda_gm, self.lambda_fd, self.lambda_ud, self.lambda_adv, self.lambda_proxy) >= 0,
+                     "loss weights must be >= 0")
+        self.require(self.gm_layers in ("all", "weights", "first", "last"), "gm_layers: all|weights|first|last")
 
 
 PRESETS: dict[str, dict] = {
@@ -119,16 +111,6 @@ PRESETS: dict[str, dict] = {
     "learnlock": dict(engine="direct", lambda_gm=1.0, lambda_fd=1.0, lambda_ud=1.0, lambda_adv=1.0,
                       gm_schedule="replay"),
 }
-
-
-def settings_for(preset: str | None = None, **overrides) -> UGESettings:
-    if preset is not None and preset not in PRESETS:
-        raise LearnlockError(f"unknown uge preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    valid = {f.name for f in fields(UGESettings)}
-    unknown = sorted(set(overrides) - valid)
-    if unknown:
-        raise LearnlockError(f"uge has no setting {', '.join(unknown)}; settings: {', '.join(sorted(valid))}")
-    return UGESettings(**{**(PRESETS[preset] if preset else {}), **overrides})
 
 
 class Generator(nn.Module):
@@ -181,47 +163,25 @@ class AuthorizedRun:
 class UGE(Protection):
     """Ungeneralizable Examples (Ye & Wang, CVPR 2024); see the module docstring.
 
-    authorized: one or more NetSpecs (architecture + initial weights: the key);
-    recipe: how the authorized user will train (its data order is replayed by L_gm)."""
+    context.authorized: one or more NetSpecs (architecture + initial weights: the key);
+    context.recipe: how the authorized user will train (its data order is replayed by L_gm)."""
 
     name = "uge"
     needs_key = True
-    presets = tuple(PRESETS)
+    presets = PRESETS
+    default_preset = "paper"
     Settings = UGESettings
 
-    def __init__(self, authorized: NetSpec | Sequence[NetSpec], recipe: Recipe | str = "cpu",
-                 settings: UGESettings | None = None, preset: str | None = "paper",
-                 progress: bool = True, **overrides):
-        if settings is None:
-            settings = settings_for(preset, **overrides)
-        else:
-            preset = None  # explicit settings win over any preset
-            if overrides:
-                settings = replace(settings, **overrides)
-        super().__init__(settings)
-        self.authorized = [authorized] if isinstance(authorized, NetSpec) else list(authorized)
-        if not self.authorized:
-            raise LearnlockError("uge needs at least one authorized network (a NetSpec key)")
-        self.recipe = get_recipe(recipe)
+    def __init__(self, context: ProtectionContext | None = None, settings: UGESettings | None = None,
+                 preset: str | None = None, **overrides):
+        super().__init__(context, settings, preset, **overrides)
         if self.settings.lambda_fd > 0:
             from ..encoders import list_encoders
 
             if self.settings.encoder not in list_encoders():
                 raise LearnlockError(f"unknown encoder {self.settings.encoder!r}; choose one of: "
                                      f"{', '.join(list_encoders())}")
-        self.progress = progress
-        self.preset = preset
         self.log: list[dict] = []
-
-    # ---- inputs --------------------------------------------------------------------------
-    def check_data(self, data: ImageDataset) -> None:
-        for spec in self.authorized:
-            if spec.num_classes != data.num_classes or spec.in_channels != data.in_channels:
-                raise LearnlockError(
-                    f"authorized network {spec.arch} ({spec.fingerprint[:12]}) takes {spec.in_channels}-channel "
-                    f"images and {spec.num_classes} classes, but {data.source} has {data.in_channels} "
-                    f"channels and {data.num_classes} classes; create the key for this dataset"
-                )
 
     def prepare(self, data: ImageDataset, workdir: Path | None):
         s = self.settings
@@ -337,7 +297,7 @@ class UGE(Protection):
 
     # ---- engines -------------------------------------------------------------------------
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
-        self.check_data(data)
+        self.check_keys(data)
         s = self.settings
         workdir = Path(workdir) if workdir else None
         if workdir:
@@ -355,22 +315,19 @@ class UGE(Protection):
         n = len(data)
         if s.engine == "direct":
             w = torch.zeros_like(x_all, requires_grad=True)
-            params, state = [w], {"w": w}
-            lr = s.lr
+            params, state, lr = [w], w, s.lr
         else:
             with torch.random.fork_rng(devices=[]):  # seeded init, global RNG untouched
                 torch.random.default_generator.manual_seed(s.seed)
                 gen_net = Generator(data.in_channels).to(dev)
-            params, state = list(gen_net.parameters()), gen_net.state_dict(keep_vars=True)
-            lr = s.generator_lr
+            params, state, lr = list(gen_net.parameters()), gen_net, s.generator_lr
         opt = torch.optim.Adam(params, lr=lr)
-        start = 0
-        ckpt = workdir / "engine.safetensors" if workdir else None
-        ident = json.dumps({"settings": asdict(s), "recipe": self.recipe.to_dict(),
-                            "keys": [a.fingerprint for a in self.authorized], "n": n, "source": data.source},
-                           sort_keys=True)
-        if ckpt and ckpt.exists():
-            start = self._resume(ckpt, ident, state, opt)
+        # what continues bit for bit: delta (w) or the generator (BatchNorm buffers too), Adam's moments
+        parts = {"state/w" if s.engine == "direct" else "state": state, "opt": opt}
+        ckpt = Checkpoint(workdir, "engine", {"settings": asdict(s), "recipe": self.recipe.to_dict(), "n": n,
+                                              "keys": [a.fingerprint for a in self.authorized], "source": data.source},
+                          "uge")
+        start, self.log = ckpt.restore(parts)
 
         def delta_of(idx, x):
             if s.engine == "direct":
@@ -403,8 +360,7 @@ class UGE(Protection):
             self.log.append(entry)
             bar.set_postfix({k: f"{v:.3f}" for k, v in sums.items()})
             bar.update(1)
-            if ckpt:
-                self._checkpoint(ckpt, ident, epoch + 1, state, opt)
+            ckpt.save(epoch + 1, self.log, parts)
         bar.close()
         with torch.no_grad():
             if s.engine == "direct":
@@ -433,38 +389,6 @@ class UGE(Protection):
             return out
         return for_run
 
-    def _checkpoint(self, path: Path, ident: str, done: int, state: dict, opt) -> None:
-        """Everything needed to continue bit-for-bit: the delta / generator state (BatchNorm
-        buffers included) and Adam's moments."""
-        tensors = {f"state/{k}": v.detach().cpu().contiguous() for k, v in state.items()}
-        state = opt.state_dict()
-        for pid, st in state["state"].items():
-            for k, v in st.items():
-                tensors[f"opt/{pid}/{k}"] = torch.as_tensor(v).cpu().contiguous()
-        atomic_write_bytes(path, save(tensors, metadata={"ident": ident, "done": str(done),
-                                                         "groups": json.dumps(state["param_groups"])}))
-
-    def _resume(self, path: Path, ident: str, module_state: dict, opt) -> int:
-        tensors, meta = read_checkpoint(
-            path, ident, f"{path.parent} holds an interrupted run with different settings or data; "
-                         "delete it or use another --out to start afresh")
-        with torch.no_grad():
-            for k, v in module_state.items():
-                v.copy_(tensors[f"state/{k}"])
-        state = {"state": {}, "param_groups": json.loads(meta["groups"])}
-        for key, v in tensors.items():
-            if key.startswith("opt/"):
-                _, pid, k = key.split("/", 2)
-                state["state"].setdefault(int(pid), {})[k] = v
-        opt.load_state_dict(state)
-        return int(meta["done"])
-
-    def authorized_info(self) -> dict:
-        return {"networks": [{"arch": k.arch, "kwargs": k.kwargs, "num_classes": k.num_classes,
-                              "in_channels": k.in_channels, "fingerprint": k.fingerprint}
-                             for k in self.authorized],
-                "recipe": self.recipe.to_dict()}
-
     def manifest_extra(self) -> dict:
         return {"diagnostics": getattr(self, "diagnostics", None), "log": self.log}
 
@@ -474,48 +398,3 @@ class UGE(Protection):
         out["authorized_recipe"] = self.recipe.to_dict()
         return out
 
-
-def diagnose(data: ImageDataset, x_u: torch.Tensor, runs: list[AuthorizedRun], recipe: Recipe,
-             seed: int = 0, probe: int = 256) -> dict:
-    """The two numbers that say whether UGE can work (see shared notes):
-    selectivity: gradient cosine clean-vs-protected at the authorized checkpoints minus the same
-    at other initialisations of the same architecture (hacker proxies), on a probe batch;
-    shortcut strength: test accuracy of a linear probe trained on delta alone (half / half)."""
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(data), generator=g)[:probe]
-    dev = x_u.device
-    x, xu, y = data.float_images()[idx].to(dev), x_u[idx.to(dev)], data.labels[idx].to(dev)
-    auth, other = [], []
-    for r in runs:
-        pick = sorted({round(i * (len(r.states) - 1) / 3) for i in range(4)})  # 4 spread checkpoints
-        for st in [r.states[i] for i in pick]:
-            auth.append(1 - gradient_matching_loss(r.model, st, x, xu, y).item())
-        for k in range(3):
-            m = create_model(r.spec.arch, data.num_classes, data.in_channels, seed=seed + 31 + k,
-                             **r.spec.kwargs).to(dev)
-            other.append(1 - gradient_matching_loss(m, state_copy(m), x, xu, y).item())
-    delta = (x_u.cpu() - data.float_images()).flatten(1)
-    half = len(delta) // 2
-    perm = torch.randperm(len(delta), generator=g)
-    tr, te = perm[:half], perm[half:]
-    probe_acc = linear_probe(delta[tr], data.labels[tr], delta[te], data.labels[te], data.num_classes)
-    return {"grad_cos_authorized": sum(auth) / len(auth), "grad_cos_other_inits": sum(other) / len(other),
-            "selectivity_gap": sum(auth) / len(auth) - sum(other) / len(other),
-            "delta_linear_probe_acc": probe_acc, "mean_abs_delta_255": float(delta.abs().mean() * 255)}
-
-
-def linear_probe(xtr, ytr, xte, yte, k, steps=200) -> float:
-    """Multinomial logistic regression (LBFGS) on standardised inputs; test accuracy."""
-    mu, sd = xtr.mean(0), xtr.std(0).clamp_min(1e-6)
-    xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
-    lin = nn.Linear(xtr.shape[1], k)
-    opt = torch.optim.LBFGS(lin.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(lin(xtr), ytr) + 1e-3 * lin.weight.pow(2).sum()
-        loss.backward()
-        return loss
-    opt.step(closure)
-    with torch.no_grad():
-        return (lin(xte).argmax(1) == yte).float().mean().item()

@@ -1,0 +1,98 @@
+"""`learnlock protect` as one library call: load, check every output, protect, publish, hand
+over the keys, and say what a user should know (a near-zero change, no convergence).
+
+    result = publish("uge", "cifar10", "pub/uge", per_class=100, authorized=["cnn"], key_seed=1)
+
+Nothing is lost: outputs are checked before the work; a key known before the protection is
+written first; the resumable work folder is removed only once every output is on disk.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..data import load_dataset
+from ..data.outdir import check_out_dir, clean_stale_temporaries
+from ..errors import LearnlockError
+from ..keys import authorized_keys, key_paths, write_key_files
+from ..training import get_recipe
+from .base import ProtectionContext, get_protection
+
+NEAR_ZERO = 0.01   # warn when fewer than 1% of the protected items' values changed
+
+
+def publish(method: str, data: str, out, *, settings: dict | None = None, preset: str | None = None,
+            per_class: int | None = None, subset_seed: int = 0, authorized: list[str] | None = None,
+            authorized_arch: list[str] | None = None, authorized_seeds: list[int] | None = None,
+            key_seed: int | None = None, key_secret: str | None = None, key_out=None,
+            include_weights: bool = False, recipe="cpu", overwrite: bool = False, progress: bool = True,
+            log=lambda message: None) -> dict:
+    """Protect dataset spec `data` with `method` and publish it to `out`. Keys: key files or
+    architecture names in `authorized` (with `key_seed` or `key_secret`), or `authorized_arch` x
+    `authorized_seeds`. Returns {"path", "keys": [(path, key)], "diagnostics", "warnings"}."""
+    cls = get_protection(method)
+    source = load_dataset(data, "train", per_class=per_class, seed=subset_seed)
+    out = check_out_dir(out, overwrite, source=source)
+    if cls.needs_key and not (authorized or authorized_arch):
+        raise LearnlockError(f"{method} needs `authorized` (a key file, or an architecture with `key_seed` or "
+                             "`key_secret`), or `authorized_arch` with `authorized_seeds`")
+    if not cls.needs_key and (authorized or authorized_arch):
+        raise LearnlockError(f"{method} has no authorized network; `authorized` is for methods that take a key")
+    keyed = authorized_keys(source.num_classes, source.in_channels, authorized, authorized_arch, authorized_seeds,
+                            key_seed, key_secret) if cls.needs_key else []
+    context = ProtectionContext([k for k, _ in keyed], get_recipe(recipe), progress=progress)
+    prot = cls(context, preset=preset if cls.presets else None, **(settings or {}))  # settings checked now
+    issued = prot.issued_keys(source)
+    paths = key_paths(issued, {k.fingerprint for k, derived in keyed if not derived}, key_out, out, source)
+    files = {}
+    if include_weights:
+        if not all(k.fingerprint for k in issued):
+            raise LearnlockError(f"{method} makes its key while it protects, so it cannot be put inside the "
+                                 "published folder; drop `include_weights` and hand over the key file")
+        files = {f"authorized_{i}.safetensors": key_bytes(k) for i, k in enumerate(issued)}
+    for stale in clean_stale_temporaries(out):
+        log(f"removed {stale}, the temporary folder of an interrupted run")
+    write_key_files(issued, paths)  # before the long work: a key that cannot be written fails now
+    workdir = out.parent / f".{out.name}.work"
+    log(f"protecting {len(source)} images of {source.source} with {method} (rho {prot.settings.rho:.4f}); "
+        f"resumable state in {workdir}")
+    # how to reload the clean source (the "Original" row of `learnlock table1`)
+    source_load = {"spec": data, "split": "train", "per_class": per_class, "seed": subset_seed}
+    path = prot.protect(source, out, overwrite=overwrite, files=files or None, workdir=workdir,
+                        extra={"source_load": source_load})
+    issued = prot.issued_keys(source)  # final now, also a key the method trained
+    write_key_files(issued, paths)
+    shutil.rmtree(workdir, ignore_errors=True)  # only once every output is on disk
+    return {"path": path, "keys": [(p, issued[i]) for p, i in paths.items()], "size": len(source),
+            "diagnostics": getattr(prot, "diagnostics", None) or {}, "warnings": warnings(prot, source, path)}
+
+
+def warnings(prot, source, path: Path) -> list[str]:
+    """What the user should hear although nothing failed."""
+    from ..data.published import load_published
+
+    out = []
+    published, _ = load_published(path)
+    index = prot.protected_index if prot.protected_index is not None else torch.arange(len(source))
+    if len(index):
+        delta = (published.images[index].int() - source.images[index].int()).abs()
+        changed = (delta > 0).float().mean().item()
+        if changed < NEAR_ZERO:
+            out.append(f"the published images differ from the source in only {100 * changed:.2f}% of the protected "
+                       f"values (at most {delta.max().item()} grey levels): the protection did almost nothing; "
+                       "train it longer (more epochs or rounds) or raise rho")
+    converged = prot.manifest_extra().get("converged")
+    if converged is False:
+        out.append(f"{prot.name} stopped at its round limit without reaching its stop criterion (see the "
+                   "manifest's log); the noise may be weaker than intended: raise max_rounds")
+    return out
+
+
+def key_bytes(key) -> bytes:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return key.save(Path(tmp) / "key.safetensors").read_bytes()
