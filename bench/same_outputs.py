@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 # `authentication` (the manifest's MAC, issue 15) is new since the reference digest of the refactor
-VOLATILE = {"authentication", "wall_s", "train_seconds", "folder", "learnlock_version", "git_commit", "created", "time_s", "seconds", "elapsed_s"}
+VOLATILE = {"authentication", "wall_s", "train_seconds", "folder", "learnlock_version", "git_commit", "torch_version", "cpu_threads", "created", "time_s", "seconds", "elapsed_s"}
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = f"folder:{ROOT.parent / 'shared' / 'datasets' / 'cifar10-jpg'}"  # RGB, for the colour key
 DATA = ["--data", "fashion-mnist", "--per-class", "6"]

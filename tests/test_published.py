@@ -73,7 +73,8 @@ def test_manifest_fields_and_files(tmp_path):
     m = read_manifest(out)
     assert list(m)[:2] == ["format", "format_version"] and m["format"] == FORMAT and m["format_version"] == 1
     for key in ("method", "rho", "settings", "seed", "source", "classes", "items", "protected_fraction",
-                "authorized", "extra", "files", "learnlock_version", "git_commit"):
+                "authorized", "extra", "files", "learnlock_version", "git_commit", "torch_version",
+                "cpu_threads"):
         assert key in m
     assert m["method"] == "test" and m["rho"] == 8 / 255 and m["settings"] == {"a": 1} and m["seed"] == 0
     assert m["source"] == {"spec": ds.source, "size": len(ds), "shape": [3, 6, 8]}

@@ -115,3 +115,38 @@ def test_cli_bad_input_is_one_error_line(keyed_pub, capsys, tmp_path):
     pub, key_path, test = keyed_pub
     for argv, expect in cli_cases(str(pub), str(key_path), test, tmp_path):
         one_error_line(capsys, cli.main(argv + ["--no-progress"]), expect)
+
+
+def test_same_seed_same_bytes_at_a_recorded_thread_count(tmp_path):
+    """README's claim: same seed, same bytes for the same versions, device and thread count, which
+    every manifest records."""
+    import torch
+
+    from learnlock.protections import ProtectionContext, create_protection
+    from learnlock.training import Recipe
+
+    data = learnable_dataset(n_per_class=4, classes=2, size=8)
+    key = NetSpec.create("cnn", 2, 3, seed=1)
+    outs = []
+    for run in range(2):
+        prot = create_protection("uge", ProtectionContext([key], Recipe(epochs=1, batch_size=8)), epochs=1,
+                                 encoder_resolution=32, diagnostics=False)
+        prot.progress = False
+        outs.append(prot.protect(data, tmp_path / f"run{run}"))
+    a, b = (read_manifest(o) for o in outs)
+    assert a == b and a["cpu_threads"] == torch.get_num_threads() and a["torch_version"] == torch.__version__
+    assert all((outs[0] / it["file"]).read_bytes() == (outs[1] / it["file"]).read_bytes() for it in a["items"])
+
+
+def test_outputs_respect_the_umask(tmp_path):
+    import os
+
+    from learnlock.provenance import atomic_write_json
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "r.json", {"a": 1})
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o644

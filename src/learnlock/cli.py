@@ -7,6 +7,7 @@ import re
 import sys
 
 from .errors import LearnlockError
+from .provenance import version
 
 
 def int_list(text: str) -> list[int]:
@@ -20,9 +21,17 @@ def name_list(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
-def add_recipe_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", default="cpu", help="named training recipe (see `learnlock list`)")
-    p.add_argument("--epochs", type=int, help="override the recipe's epochs")
+def add_recipe_args(p: argparse.ArgumentParser, whose: str = "") -> None:
+    """The training recipe flags; `whose` = "authorized" names them --authorized-epochs etc. (protect:
+    the recipe the authorized user will train with, apart from a method's own --set epochs)."""
+    if whose:
+        p.add_argument(f"--{whose}-recipe", dest="recipe", default="cpu", help=f"named recipe of the {whose} network")
+        p.add_argument(f"--{whose}-epochs", dest="epochs", type=int, help=f"epochs of the {whose} network's recipe")
+        p.add_argument("--epochs", dest="old_epochs", type=int, help=argparse.SUPPRESS)  # deprecated spelling
+        p.add_argument("--recipe", dest="old_recipe", help=argparse.SUPPRESS)
+    else:
+        p.add_argument("--recipe", default="cpu", help="named training recipe (see `learnlock list`)")
+        p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     p.add_argument("--lr", type=float, help="override the recipe's learning rate")
     p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available)")
@@ -30,6 +39,13 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
 
 def recipe_from_args(args):
     from .training import get_recipe
+
+    for old, new in (("old_epochs", "epochs"), ("old_recipe", "recipe")):
+        if getattr(args, old, None) is not None:
+            print(f"note: protect --{new} is deprecated (it reads like the method's own --set epochs); it sets "
+                  f"the authorized network's recipe: write --authorized-{new}", file=sys.stderr)
+            if getattr(args, new) in (None, "cpu"):
+                setattr(args, new, getattr(args, old))
 
     overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
                                      ("batch_size", args.batch_size), ("device", args.device))
@@ -127,8 +143,14 @@ def cmd_table1(args) -> None:
                     seeds=args.seeds, hacker_recipe=recipe_from_args(args), device=args.device, out=args.out,
                     progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
     print("\nTest accuracy % (mean ± std over seeds) and learnability ratio (acc - chance) / (clean acc - chance):")
+    a, h = result.recipe, result.hacker_recipe
     print(f"train {result.train_size} images of {result.source}, test {result.test_size} clean images, authorized "
-          f"{result.key}, hackers trained with recipe {result.hacker_recipe.name}\n")
+          f"{result.key} trained with the manifest's recipe {a.name} ({a.epochs} epochs), hackers with recipe "
+          f"{h.name} ({h.epochs} epochs)\n")
+    if (a.epochs, a.lr, a.batch_size) != (h.epochs, h.lr, h.batch_size):
+        print(f"warning: the hackers train with another recipe than the authorized network ({h.epochs} vs {a.epochs} "
+              f"epochs, lr {h.lr} vs {a.lr}, batch {h.batch_size} vs {a.batch_size}); give --epochs etc. to match",
+              file=sys.stderr)
     print(result.markdown())
     for name, verdict in result.verdict().items():
         print(f"\n{name}: {verdict}")
@@ -241,6 +263,7 @@ def cmd_federated(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="learnlock", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"learnlock {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("evaluate", help="train networks on a dataset and report clean test accuracy")
@@ -278,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset-seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing published dataset at OUT")
     p.add_argument("--no-progress", action="store_true")
-    add_recipe_args(p)
+    add_recipe_args(p, "authorized")
     p.set_defaults(func=cmd_protect)
 
     p = sub.add_parser("train", help="train the authorized network on a published dataset")

@@ -32,7 +32,20 @@ def git_commit() -> str | None:
 
 
 def provenance() -> dict[str, Any]:
-    return {"learnlock_version": version(), "git_commit": git_commit()}
+    """What a result depends on besides its inputs and seeds. "Same seed, same bytes" holds for the
+    same learnlock version, torch version, device and CPU thread count: float reductions (convolutions,
+    matrix products) sum in an order that depends on the thread count, and an optimisation that
+    runs for many steps carries a one-ulp difference into other pixels."""
+    import torch
+
+    return {"learnlock_version": version(), "git_commit": git_commit(), "torch_version": torch.__version__,
+            "cpu_threads": torch.get_num_threads()}
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it; set straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -41,6 +54,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would: mkstemp makes 0600 files
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
