@@ -106,6 +106,8 @@ def cli_cases(pub, key, test, tmp):
          "per_class is a number of images per class >= 1"),
         (["protect", "--method", "uge", "--data", test, "--authorized", "cnn", "--key-seed", "1",
           "--key-out", f"{tmp}/t.npz", "--out", f"{tmp}/p1"], "inside the source"),
+        (["protect", "--method", "uge", "--data", test, "--authorized", "cnn", "--key-seed", "1",
+          "--key-out", f"{ro}/k.safetensors", "--out", f"{tmp}/p2"], "cannot write"),  # before the work
         (["audit", pub, "--authorized", key, "--test", "npz:" + str(tmp / "nothere.npz"), "--out", f"{tmp}/a2"],
          "nothere.npz"),
     ]
@@ -150,3 +152,30 @@ def test_outputs_respect_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_publish_warns_when_the_protection_did_almost_nothing(tmp_path, monkeypatch):
+    from learnlock.data.published import load_published
+    from learnlock.protections import create_protection
+    from learnlock.protections.publish import warnings
+
+    data = learnable_dataset(n_per_class=4, classes=2, size=8)
+    prot = create_protection("random", rho=8 / 255)
+    path = prot.protect(data, tmp_path / "pub")
+    assert warnings(prot, data, path) == []  # random noise uses its budget
+    same, _ = load_published(path)  # compared with itself: no change at all
+    (warning,) = warnings(prot, same, path)
+    assert "did almost nothing" in warning and "0.00 grey levels" in warning
+    monkeypatch.setattr(prot, "manifest_extra", lambda: {"converged": False})
+    assert any("without reaching its stop criterion" in w for w in warnings(prot, data, path))
+
+
+def test_stale_temporaries_of_a_killed_write_are_removed(tmp_path):
+    from learnlock.data.outdir import clean_stale_temporaries
+
+    stale = tmp_path / ".pub.tmp-0a1b2c3d"
+    (stale / "images").mkdir(parents=True)
+    other = tmp_path / ".other.tmp-0a1b2c3d"
+    other.mkdir()
+    assert clean_stale_temporaries(tmp_path / "pub") == [stale]
+    assert not stale.exists() and other.exists()
