@@ -275,7 +275,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-per-class", type=int, help="test on a seeded subset of N images per class")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the per-class subsets")
     p.add_argument("--out", help="folder for results.json (a rerun resumes from it)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_recipe_args(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -300,7 +299,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int, help="protect a seeded subset of N images per class")
     p.add_argument("--subset-seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing published dataset at OUT")
-    p.add_argument("--no-progress", action="store_true")
     add_recipe_args(p, "authorized")
     p.set_defaults(func=cmd_protect)
 
@@ -311,7 +309,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-per-class", type=int)
     p.add_argument("--out", help="write the trained weights here (.safetensors)")
     p.add_argument("--device")
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("table1", help="authorized vs hacker accuracy on published datasets (UGE Table 1)")
@@ -323,7 +320,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill", default="cnn:1", help="ARCH:SEED,... distilled from the authorized net")
     p.add_argument("--seeds", type=int_list, default=[0], help="evaluation seeds (shift hacker seeds)")
     p.add_argument("--out", help="folder for table1.json, table1.md and PNG plots")
-    p.add_argument("--no-progress", action="store_true")
     add_recipe_args(p)
     p.set_defaults(func=cmd_table1)
 
@@ -356,7 +352,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int_list, default=[0])
     p.add_argument("--set", action="append", metavar="ATTACK.NAME=VALUE", help="an attack setting, repeatable")
     p.add_argument("--out", required=True, help="folder for audit.json, audit.md, audit.png and the cell cache")
-    p.add_argument("--no-progress", action="store_true")
     add_recipe_args(p)
     p.set_defaults(func=cmd_audit)
 
@@ -384,7 +379,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--etas", type=float_list, help="comma-separated L2 radii (default: the paper's grid)")
     p.add_argument("--seed", type=int, default=0, help="surrogate init and weight-sample seed")
     p.add_argument("--out", required=True, help="folder for certify.json/.md/.png (a rerun resumes)")
-    p.add_argument("--no-progress", action="store_true")
     add_recipe_args(p)
     p.set_defaults(func=cmd_certify)
 
@@ -414,11 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hackers", default="cnn:1", help="ARCH:SEED,... trained on the published union")
     p.add_argument("--distill", default="cnn:1", help="ARCH:SEED,... distilled from the trained global network")
     p.add_argument("--out", required=True, help="run folder: published shards, cell cache, reports (a rerun resumes)")
-    p.add_argument("--no-progress", action="store_true")
     add_recipe_args(p)
     p.set_defaults(func=cmd_federated, flag_aliases={"authorized": "--global-arch", "key_seed": "--global-seed",
                                                      "key_secret": "--global-secret"})
 
+    for p in sub.choices.values():
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p = sub.add_parser("list", help="list datasets, models and recipes")
     p.set_defaults(func=cmd_list)
     return parser

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .models import frozen
 from .training import Callback
 
 
@@ -32,20 +33,15 @@ class PGD:
             adv = (x + (noise * 2 - 1) * self.eps).clamp(0, 1)
         else:
             adv = x.clone()
-        params = list(model.parameters())
-        flags = [p.requires_grad for p in params]
-        for p in params:
-            p.requires_grad_(False)  # only the input's gradient is needed
         try:
-            for _ in range(self.steps):
-                adv.requires_grad_(True)
-                loss = F.cross_entropy(model(adv), y)
-                (grad,) = torch.autograd.grad(loss, adv)
-                adv = adv.detach() + self.step * grad.sign()
-                adv = torch.min(torch.max(adv, x - self.eps), x + self.eps).clamp(0, 1)
+            with frozen(model):  # only the input's gradient is needed
+                for _ in range(self.steps):
+                    adv.requires_grad_(True)
+                    loss = F.cross_entropy(model(adv), y)
+                    (grad,) = torch.autograd.grad(loss, adv)
+                    adv = adv.detach() + self.step * grad.sign()
+                    adv = torch.min(torch.max(adv, x - self.eps), x + self.eps).clamp(0, 1)
         finally:
-            for p, f in zip(params, flags):
-                p.requires_grad_(f)
             model.train(was_training)
         return adv.detach()
 

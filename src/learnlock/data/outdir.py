@@ -77,22 +77,13 @@ def check_out_dir(out_dir, overwrite: bool = False, source: ImageDataset | str |
                 f"{out} exists and is not a published dataset (no learnlock manifest.json); "
                 "refusing to replace it even with `overwrite`; choose another `out`"
             )
-    parent = _nearest_existing(resolved.parent)
-    if not parent.is_dir():
-        raise LearnlockError(f"cannot write to {out} ({parent} is not a folder); choose another `out`")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".learnlock-write-test-", dir=parent)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as e:
-        raise LearnlockError(f"cannot write to {out} ({e.strerror or e}); choose another `out`") from None
-    return out
+    return check_writable(out)
 
 
 def check_writable(path) -> Path:
     """Refuse, before the work, an output file or folder that could not be written afterwards."""
     out = Path(path)
-    parent = _nearest_existing(out.resolve().parent if not out.is_dir() else out.resolve())
+    parent = _nearest_existing(out.resolve() if out.is_dir() else out.resolve().parent)
     if not parent.is_dir():
         raise LearnlockError(f"cannot write to {out} ({parent} is not a folder); choose another `out`")
     try:

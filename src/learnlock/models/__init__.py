@@ -15,6 +15,7 @@ and importing it at the bottom of this file.
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -24,6 +25,21 @@ from ..registry import Registry
 
 MODELS = Registry("model")
 register_model = MODELS.register
+
+
+@contextmanager
+def frozen(model: nn.Module):
+    """Inside, only inputs get gradients: the parameters stop requiring grad (restored on exit).
+    Noise, transforms and adversarial examples optimise against a fixed model this way."""
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
 
 
 def list_models() -> list[str]:

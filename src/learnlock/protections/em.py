@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.base import ImageDataset
-from ..models import create_model, list_models
+from ..models import create_model, frozen, list_models
 from ..training import Callback, ItemTargets, Recipe, cross_entropy, fit
 from .base import Protection, ProtectionSettings, project_quantize, register_protection
 from .resumable import Checkpoint
@@ -196,13 +196,9 @@ class MinMin(Protection):
     def _noise_round(self, model, x, y, delta, r):
         s = self.settings
         model.eval()
-        params = list(model.parameters())
-        flags = [p.requires_grad for p in params]
-        for p in params:
-            p.requires_grad_(False)  # only delta's gradient is needed
         g = torch.Generator().manual_seed(s.seed * 104_729 + r)
         order = torch.randperm(len(x), generator=g).to(x.device)
-        try:
+        with frozen(model):  # only delta's gradient is needed
             for b in order.split(s.batch_size):
                 xb, yb = x[b], y[b]
                 soft = self.targets(b.cpu())
@@ -220,9 +216,6 @@ class MinMin(Protection):
                     delta[seen] = self.constrain(None, total[seen] / count[seen].view(-1, 1, 1, 1))
                 else:
                     delta[b] = d
-        finally:
-            for p, f in zip(params, flags):
-                p.requires_grad_(f)
 
     @torch.no_grad()
     def _accuracy(self, model, data, x, delta) -> float:

@@ -45,7 +45,7 @@ from torch import nn
 from ..data.base import ImageDataset
 from ..errors import LearnlockError
 from ..lockkey import VARIANTS, LockKey, lock_images, residual_lipschitz
-from ..models import NetSpec, create_model, list_models
+from ..models import NetSpec, create_model, frozen, list_models
 from ..training import Recipe, fit
 from .base import Protection, ProtectionContext, ProtectionSettings, project_quantize, register_protection
 from .resumable import Checkpoint
@@ -247,25 +247,20 @@ class LearnabilityLock(Protection):
     def _transform_round(self, model, transform, x, y, r):
         s = self.settings
         model.eval()
-        params = list(model.parameters())
-        flags = [p.requires_grad for p in params]
-        for p in params:
-            p.requires_grad_(False)
         transform.train()  # residual: spectral_norm refines its norm estimates while training
         opt = torch.optim.Adam(transform.parameters(), lr=s.transform_lr)
         g = torch.Generator().manual_seed(s.seed * 104_729 + r)
         try:
-            for _ in range(s.passes):
-                for b in torch.randperm(len(x), generator=g).to(x.device).split(s.batch_size):
-                    loss = F.cross_entropy(model(transform(x[b], y[b]).clamp(0, 1)), y[b])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    transform.project()
+            with frozen(model):  # only the transform learns
+                for _ in range(s.passes):
+                    for b in torch.randperm(len(x), generator=g).to(x.device).split(s.batch_size):
+                        loss = F.cross_entropy(model(transform(x[b], y[b]).clamp(0, 1)), y[b])
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+                        transform.project()
         finally:
             transform.eval()
-            for p, f in zip(params, flags):
-                p.requires_grad_(f)
 
     @torch.no_grad()
     def _accuracy(self, model, transform, data, x) -> float:
