@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 from learnlock import RECIPES, NetSpec, load_dataset
 from learnlock.attacks import list_attacks
-from learnlock.audit import audit
+from learnlock.scenarios.audit import audit
 from learnlock.protections import create_protection
 from learnlock.provenance import atomic_write_json, provenance
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from learnlock import RECIPES, NetSpec, load_dataset
-from learnlock.certify import CertifySettings, certify, plot_certificates
+from learnlock.scenarios.certify import CertifySettings, certify, plot_certificates
 from learnlock.data.published import load_published
 from learnlock.models import create_model
 from learnlock.protections import ProtectionContext, create_protection, get_protection

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import learnable_dataset
 from learnlock import cli
-from learnlock.audit import audit, load_cells, resolve_attacks
+from learnlock.scenarios.audit import audit, load_cells, resolve_attacks
 from learnlock.errors import LearnlockError
 from learnlock.models import NetSpec
 from learnlock.protections import create_protection

@@ -8,7 +8,7 @@ import torch
 from scipy.stats import norm
 
 from conftest import learnable_dataset
-from learnlock.certify import (CertifySettings, certify, certify_accuracies, order_statistic_index, q_bar,
+from learnlock.scenarios.certify import (CertifySettings, certify, certify_accuracies, order_statistic_index, q_bar,
                                sample_accuracies)
 from learnlock.cli import main
 from learnlock.errors import LearnlockError

@@ -10,7 +10,7 @@ from conftest import learnable_dataset
 from learnlock import NetSpec, cli
 from learnlock.data.published import load_published
 from learnlock.errors import LearnlockError
-from learnlock.federated import concat, federate, group_accuracy, parse_split, split_shards
+from learnlock.scenarios.federated import concat, federate, group_accuracy, parse_split, split_shards
 from learnlock.protections.uge import UGE
 from learnlock.scenarios import Hacker
 from learnlock.training import Recipe
@@ -121,7 +121,7 @@ def test_federated_uge_end_to_end_and_resume(tmp_path, monkeypatch):
     assert "| Server-1" in (out / "federated.md").read_text()
 
     # A rerun trains nothing and reports the same numbers.
-    import learnlock.federated as fed
+    import learnlock.scenarios.federated as fed
     monkeypatch.setattr(fed, "fit", lambda *a, **k: pytest.fail("a cached cell was retrained"))
     again = federate(train, test, key, shards, out, RECIPE, preset="paper", settings=FAST, hackers=hackers,
                      split="classes", progress=False)
@@ -170,7 +170,7 @@ def test_cli_federated(tmp_path, capsys):
 
 
 def test_client_probe_sees_client_signatures():
-    from learnlock.federated import client_probe
+    from learnlock.scenarios.federated import client_probe
 
     d = learnable_dataset(n_per_class=20, classes=4)
     parts = [d.subset(range(0, 40)), d.subset(range(40, 80))]

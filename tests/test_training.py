@@ -7,7 +7,7 @@ import torch
 from conftest import learnable_dataset
 from learnlock import cli
 from learnlock.errors import LearnlockError
-from learnlock.evaluation import evaluate_nets, results_table
+from learnlock.scenarios.evaluation import evaluate_nets, results_table
 from learnlock.models import create_model
 from learnlock.training import (DistillationLoss, Recipe, Trajectory, augment_batch, evaluate,
                                 fit, get_recipe)
@@ -136,7 +136,7 @@ def test_harness_writes_results_and_resumes(tmp_path, monkeypatch):
     assert table.count("\n") == 3 and "cnn" in table and "±" in table
 
     # A rerun with one more seed trains only the new cells.
-    import learnlock.evaluation as ev
+    import learnlock.scenarios.evaluation as ev
     calls = []
     real = ev.train_one
     monkeypatch.setattr(ev, "train_one", lambda *a, **k: calls.append(a[2:4]) or real(*a, **k))

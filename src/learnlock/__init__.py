@@ -5,7 +5,7 @@ Data flow: dataset -> protection -> published dataset -> scenario -> report.
 
 from .data import ImageDataset, list_datasets, load_dataset
 from .errors import LearnlockError
-from .evaluation import evaluate_nets, results_table
+from .scenarios.evaluation import evaluate_nets, results_table
 from .models import NetSpec, create_model, list_models
 from .provenance import version as _version
 from .training import RECIPES, Callback, DistillationLoss, Recipe, Trajectory, evaluate, fit

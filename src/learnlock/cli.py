@@ -55,7 +55,7 @@ def recipe_from_args(args):
 
 def cmd_evaluate(args) -> None:
     from .data import load_dataset
-    from .evaluation import evaluate_nets, results_table
+    from .scenarios.evaluation import evaluate_nets, results_table
 
     recipe = recipe_from_args(args)
     train = load_dataset(args.train, "train", per_class=args.per_class, seed=args.subset_seed)
@@ -171,7 +171,7 @@ def parse_attack_settings(pairs: list[str]) -> dict[str, dict]:
 
 
 def cmd_audit(args) -> None:
-    from .audit import audit_folder
+    from .scenarios.audit import audit_folder
 
     result = audit_folder(args.published, out_dir=args.out, test=args.test, test_per_class=args.test_per_class,
                           clean=args.clean, clean_per_class=args.clean_per_class, aux=args.aux,
@@ -195,7 +195,7 @@ def float_list(text: str) -> list[float]:
 
 
 def cmd_certify(args) -> None:
-    from .certify import DEFAULT_ETAS, CertifySettings, certify_folder
+    from .scenarios.certify import DEFAULT_ETAS, CertifySettings, certify_folder
 
     settings = CertifySettings(q=args.q, sigma=args.sigma, n=args.n, alpha=args.alpha,
                                etas=tuple(args.etas) if args.etas else DEFAULT_ETAS, seed=args.seed)
@@ -236,7 +236,7 @@ def cmd_list(args) -> None:
 
 
 def cmd_federated(args) -> None:
-    from .federated import run_federated, table9_markdown
+    from .scenarios.federated import run_federated, table9_markdown
 
     settings = parse_settings(args.set)
     if args.rho is not None:

@@ -18,14 +18,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from .data import ImageDataset
-from .data.base import check_test_set
-from .data.outdir import check_writable
-from .errors import LearnlockError
-from .models import MODELS, NetSpec, create_model
-from .provenance import atomic_write_json, provenance
-from .report import markdown_table, mean_std
-from .training import Callback, Loss, Recipe, cross_entropy, evaluate, fit, get_recipe
+from ..data import ImageDataset
+from ..data.base import check_test_set
+from ..data.outdir import check_writable
+from ..errors import LearnlockError
+from ..models import MODELS, NetSpec, create_model
+from ..provenance import atomic_write_json, provenance
+from ..report import markdown_table, mean_std
+from ..training import Callback, Loss, Recipe, cross_entropy, evaluate, fit, get_recipe
 
 
 def describe(data: ImageDataset) -> dict:

@@ -36,13 +36,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .data import ImageDataset
-from .data.published import load_published
-from .errors import LearnlockError
-from .models import NetSpec
-from .provenance import atomic_write_json, provenance
-from .scenarios import Hacker
-from .training import Recipe, fit, predict
+from ..data import ImageDataset
+from ..data.published import load_published
+from ..errors import LearnlockError
+from ..models import NetSpec
+from ..provenance import atomic_write_json, provenance
+from ..training import Recipe, fit, predict
+from .table1 import Hacker
 
 SPLITS = ("classes", "iid", "dirichlet")
 
@@ -214,7 +214,7 @@ class Federation:
         return fit(self.key.build(), data, self.recipe, progress=self.progress, desc=desc)
 
     def run(self) -> dict:
-        from .attacks import AttackContext, get_attack
+        from ..attacks import AttackContext, get_attack
 
         self.out.mkdir(parents=True, exist_ok=True)
         split_file = self.out / "split.json"
@@ -273,7 +273,7 @@ def client_probe(clean: Sequence[ImageDataset], published: Sequence[ImageDataset
     (published - clean). Near the majority share: the clients' perturbations look alike. High:
     each client's noise has its own signature, which a network trained on the union can use as a
     shortcut to whatever the clients differ in (with a class split: the class half)."""
-    from .diagnostics import linear_probe
+    from ..diagnostics import linear_probe
 
     if len(clean) < 2:
         return None
@@ -290,7 +290,7 @@ def _weights_digest(path: Path) -> str:
 
 def table9_markdown(result: dict) -> str:
     """The paper's Table 9 layout: rows x (first-half, second-half, all classes), accuracy %."""
-    from .report import markdown_table
+    from ..report import markdown_table
 
     c = result["num_classes"]
     half = (c + 1) // 2
@@ -301,7 +301,7 @@ def table9_markdown(result: dict) -> str:
 
 
 def plot_table9(result: dict, path) -> Path:
-    from .report.plots import grouped_bars
+    from ..report.plots import grouped_bars
 
     rows = result["rows"]
     c = result["num_classes"]
@@ -320,7 +320,7 @@ def federate(train: ImageDataset, test: ImageDataset, key: NetSpec, shards: Sequ
     """Run the federated scenario (see the module docstring); `method` is any registered
     protection, uge by default (its authorized network is the global key). Client k uses the
     protection seed `settings["seed"] + k`."""
-    from .protections import ProtectionContext, get_protection
+    from ..protections import ProtectionContext, get_protection
 
     cls = get_protection(method)
     settings = dict(settings or {})
@@ -345,10 +345,10 @@ def run_federated(data: str, out, *, global_arch: str, global_seed: int | None =
     architecture with a seed or secret, or a key file), check `out` (a fresh folder, or a run to
     resume), run, and save a derived global key as out/global.key.safetensors (the server keeps it).
     Other arguments go to `federate`. The result holds `key` and `key_path` too."""
-    from .data import load_dataset
-    from .data.base import check_test_set
-    from .data.published import check_out_dir
-    from .keys import resolve_key
+    from ..data import load_dataset
+    from ..data.base import check_test_set
+    from ..data.published import check_out_dir
+    from ..keys import resolve_key
 
     train = load_dataset(data, "train", per_class=per_class, seed=subset_seed)
     test_set = load_dataset(test or data, "test", per_class=test_per_class, seed=subset_seed)

@@ -23,13 +23,13 @@ from dataclasses import asdict, is_dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from .attacks import Attack, AttackContext, create_attack, list_attacks
-from .data import ImageDataset
-from .errors import LearnlockError
-from .models import MODELS, NetSpec, create_model
-from .provenance import atomic_write_bytes, atomic_write_json, provenance
-from .report import learnability_ratio, markdown_table
-from .training import Recipe, evaluate, fit
+from ..attacks import Attack, AttackContext, create_attack, list_attacks
+from ..data import ImageDataset
+from ..errors import LearnlockError
+from ..models import MODELS, NetSpec, create_model
+from ..provenance import atomic_write_bytes, atomic_write_json, provenance
+from ..report import learnability_ratio, markdown_table
+from ..training import Recipe, evaluate, fit
 
 CLEAN, AUTHORIZED = "clean", "authorized"
 
@@ -233,7 +233,7 @@ def write_report(results, out: Path, published, test, nets, seeds, recipe, skipp
 
 
 def plot(summary: dict, nets, path: Path, chance: float, title: str) -> None:
-    from .report.plots import grouped_bars
+    from ..report.plots import grouped_bars
 
     groups = list(summary)
     series = {net: [100 * summary[g][net]["mean"] if net in summary[g] else float("nan") for g in groups]
@@ -244,7 +244,7 @@ def plot(summary: dict, nets, path: Path, chance: float, title: str) -> None:
 def plot_recovery(curves: dict, path: Path, chance: float) -> None:
     import matplotlib.pyplot as plt
 
-    from .report.plots import _save
+    from ..report.plots import _save
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for row, by_net in curves.items():
@@ -268,11 +268,11 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
     (default: the source the manifest names), the test set (default: the source's test split), the
     attacker's aux set (items of the published set removed when it is the same source) and the key
     (default: the one shipped in the folder, if any). Other arguments go to `audit`."""
-    from .data import load_dataset
-    from .data.base import check_test_set
-    from .data.manifest import manifest_recipe
-    from .data.published import check_writable, load_published
-    from .keys import check_key_matches, load_key
+    from ..data import load_dataset
+    from ..data.base import check_test_set
+    from ..data.manifest import manifest_recipe
+    from ..data.published import check_writable, load_published
+    from ..keys import check_key_matches, load_key
 
     check_writable(out_dir)
     published, manifest = load_published(published_dir)

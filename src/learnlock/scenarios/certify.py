@@ -33,10 +33,10 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from .data import ImageDataset
-from .errors import LearnlockError, require
-from .provenance import atomic_write_bytes, atomic_write_json, provenance
-from .training import check_compatible, evaluate, noisy_params
+from ..data import ImageDataset
+from ..errors import LearnlockError, require
+from ..provenance import atomic_write_bytes, atomic_write_json, provenance
+from ..training import check_compatible, evaluate, noisy_params
 
 # The eta grid of the paper's certification script (L2 radius in parameter space).
 DEFAULT_ETAS = (0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
@@ -184,8 +184,8 @@ def train_surrogate(published: ImageDataset, arch: str, recipe, *, seed: int = 0
     """The surrogate to certify: `arch` trained on the published data, with Gaussian weight noise
     `sigma` (`draws` samples per step; the paper trains with the certification's sigma). With
     `out_dir` it is saved there and reused by a rerun with the same inputs. Returns (NetSpec, info)."""
-    from .models import MODELS, NetSpec, create_model
-    from .training import WeightNoiseLoss, cross_entropy, fit
+    from ..models import MODELS, NetSpec, create_model
+    from ..training import WeightNoiseLoss, cross_entropy, fit
 
     MODELS.get(arch)
     info = {"arch": arch, "seed": seed, "recipe": recipe.to_dict(), "train_sigma": sigma, "train_draws": draws,
@@ -215,10 +215,10 @@ def certify_folder(published_dir, settings: CertifySettings, *, out_dir, recipe,
     """`certify` a published folder: against `test` (a dataset spec; default the source's test
     split), with a given surrogate (`weights`, a NetSpec file) or one trained here (`arch`, weight
     noise `train_sigma`, default the certification's sigma)."""
-    from .data import load_dataset
-    from .data.base import check_test_set
-    from .data.published import check_writable, load_published
-    from .models import NetSpec
+    from ..data import load_dataset
+    from ..data.base import check_test_set
+    from ..data.published import check_writable, load_published
+    from ..models import NetSpec
 
     check_writable(out_dir)
     published, manifest = load_published(published_dir)
@@ -244,7 +244,7 @@ def certify_folder(published_dir, settings: CertifySettings, *, out_dir, recipe,
 def plot_certificates(certs: dict[str, Certificate], path, chance: float | None = None) -> Path:
     """Certified learnability vs eta, one line per certificate, with its sampled accuracies as a
     strip at eta = 0 and its empirical q-quantile as a dotted line."""
-    from .report.plots import _save, plt
+    from ..report.plots import _save, plt
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 1]})
     for i, (label, c) in enumerate(certs.items()):

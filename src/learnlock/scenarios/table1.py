@@ -19,14 +19,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
-from .attacks import AttackContext, get_attack
-from .data import ImageDataset
-from .errors import LearnlockError
-from .models import NetSpec
-from .provenance import atomic_write_bytes, atomic_write_json, provenance
-from .report import learnability_ratio, markdown_table
-from .report.plots import grouped_bars, image_grid
-from .training import Recipe, evaluate, fit
+from ..attacks import AttackContext, get_attack
+from ..data import ImageDataset
+from ..errors import LearnlockError
+from ..models import NetSpec
+from ..provenance import atomic_write_bytes, atomic_write_json, provenance
+from ..report import learnability_ratio, markdown_table
+from ..report.plots import grouped_bars, image_grid
+from ..training import Recipe, evaluate, fit
 
 # UGE's bar for "separates": the authorized net keeps 90% of its clean learnability, every hacker
 # keeps at most half of its own.
@@ -59,11 +59,11 @@ def train_published(published_dir, authorized, *, test: str | None = None, test_
     """What the authorized user does: train the key's network on a published folder with the
     manifest's recipe; with `out`, save the trained weights (NetSpec); with `test` (a dataset
     spec), report clean test accuracy. Returns {"model", "key", "accuracy", "test", "test_size"}."""
-    from .data import load_dataset
-    from .data.base import check_test_set
-    from .data.manifest import manifest_recipe
-    from .data.published import check_writable, load_published
-    from .keys import check_key_matches, load_key
+    from ..data import load_dataset
+    from ..data.base import check_test_set
+    from ..data.manifest import manifest_recipe
+    from ..data.published import check_writable, load_published
+    from ..keys import check_key_matches, load_key
 
     if not test and not out:
         raise LearnlockError("give `test` to report test accuracy or `out` to save the trained weights (or both)")
@@ -223,12 +223,12 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
     `test` (a dataset spec; default the source's test split). Hacker seeds shift by 10 per
     evaluation seed, so each seed trains other hackers. With `out`, checked before any work, the
     result is saved there (`Table1.save`)."""
-    from .data import load_dataset
-    from .data.base import check_test_set
-    from .data.manifest import manifest_recipe
-    from .data.published import check_writable, load_published
-    from .keys import check_key_matches, load_key
-    from .training import get_recipe
+    from ..data import load_dataset
+    from ..data.base import check_test_set
+    from ..data.manifest import manifest_recipe
+    from ..data.published import check_writable, load_published
+    from ..keys import check_key_matches, load_key
+    from ..training import get_recipe
 
     if out:
         check_writable(out)
