@@ -32,12 +32,13 @@ import torch
 from learnlock import RECIPES, NetSpec, load_dataset
 from learnlock.certify import CertifySettings, certify, plot_certificates
 from learnlock.data.published import load_published
+from learnlock.losses import WeightNoiseLoss
 from learnlock.models import create_model
 from learnlock.protections import create_protection
 from learnlock.protections.uge import UGE
 from learnlock.provenance import atomic_write_json, provenance
 from learnlock.report.plots import grouped_bars
-from learnlock.training import WeightNoiseLoss, evaluate, fit, get_recipe
+from learnlock.training import evaluate, fit, get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = f"folder:{ROOT.parent / 'shared' / 'datasets' / 'cifar10-jpg'}"

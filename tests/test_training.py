@@ -8,9 +8,9 @@ from conftest import learnable_dataset
 from learnlock import cli
 from learnlock.errors import LearnlockError
 from learnlock.evaluation import evaluate_nets, results_table
+from learnlock.losses import DistillationLoss
 from learnlock.models import create_model
-from learnlock.training import (DistillationLoss, Recipe, Trajectory, augment_batch, evaluate,
-                                fit, get_recipe)
+from learnlock.training import Recipe, Trajectory, augment_batch, evaluate, fit, get_recipe
 
 TINY = Recipe(name="tiny", epochs=6, batch_size=32, lr=0.05, augment="flip", device="cpu")
 

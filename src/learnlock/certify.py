@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 from .data import ImageDataset
 from .errors import LearnlockError
 from .provenance import atomic_write_bytes, atomic_write_json, provenance
-from .training import check_compatible, evaluate, noisy_params
+from .losses import noisy_params
+from .training import check_compatible, evaluate
 
 # The eta grid of the paper's certification script (L2 radius in parameter space).
 DEFAULT_ETAS = (0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,

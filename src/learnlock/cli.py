@@ -354,7 +354,8 @@ def cmd_certify(args) -> None:
     from .data.published import load_published
     from .models import NetSpec, create_model, list_models
     from .provenance import atomic_write_json
-    from .training import WeightNoiseLoss, cross_entropy, fit
+    from .losses import WeightNoiseLoss
+    from .training import cross_entropy, fit
 
     settings = CertifySettings(q=args.q, sigma=args.sigma, n=args.n, alpha=args.alpha,
                                etas=tuple(args.etas) if args.etas else DEFAULT_ETAS, seed=args.seed)

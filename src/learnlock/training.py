@@ -183,57 +183,6 @@ def cross_entropy(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tor
     return F.cross_entropy(logits, y)
 
 
-class DistillationLoss:
-    """KL(teacher || student) at temperature T, times T^2 (Hinton et al. 2015), on the same
-    augmented batch the student sees; `alpha` mixes in CE on the labels (0 = pure distillation,
-    as in UGE's Eq. 10 "Distill" hacker)."""
-
-    def __init__(self, teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.0):
-        self.teacher = teacher.eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
-        self.temperature = temperature
-        self.alpha = alpha
-
-    def __call__(self, logits, x, y):
-        t = self.temperature
-        with torch.no_grad():
-            target = F.softmax(self.teacher(x) / t, dim=1)
-        kl = F.kl_div(F.log_softmax(logits / t, dim=1), target, reduction="batchmean") * t * t
-        if self.alpha:
-            return (1 - self.alpha) * kl + self.alpha * F.cross_entropy(logits, y)
-        return kl
-
-
-def noisy_params(model: nn.Module, sigma: float, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """theta + sigma * N(0, I) over every parameter (BatchNorm running statistics are buffers and
-    stay as they are), drawn from `gen` (CPU); differentiable in theta."""
-    return {name: p + sigma * torch.randn(p.shape, generator=gen).to(p.device, p.dtype)
-            for name, p in model.named_parameters()}
-
-
-class WeightNoiseLoss:
-    """Cross-entropy averaged over `draws` Gaussian weight perturbations of scale `sigma`: the
-    gradient reaches theta through theta + noise, so the network learns to work under parametric
-    noise (how PUE trains its surrogates, Wang et al. 2024). The `logits` fit computed with the
-    clean weights are not used."""
-
-    def __init__(self, model: nn.Module, sigma: float, draws: int = 1, seed: int = 0):
-        if not (sigma >= 0 and draws >= 1):
-            raise LearnlockError(f"weight noise needs sigma >= 0 and draws >= 1, got {sigma}, {draws}")
-        self.model, self.sigma, self.draws = model, sigma, draws
-        self.gen = torch.Generator().manual_seed(seed)
-
-    def __call__(self, logits, x, y):
-        from torch.func import functional_call
-
-        total = 0.0
-        for _ in range(self.draws):
-            out = functional_call(self.model, noisy_params(self.model, self.sigma, self.gen), (x,))
-            total = total + F.cross_entropy(out, y)
-        return total / self.draws
-
-
 @dataclass(frozen=True)
 class AugmentDraw:
     """One batch's augmentation: crop offsets (pixels into the padded image) and flip flags.

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ..errors import LearnlockError
-from ..training import WeightNoiseLoss, cross_entropy, noisy_params
+from ..losses import WeightNoiseLoss, noisy_params
+from ..training import cross_entropy
 from .base import register_protection
 from .em import EMSettings, MinMin
 
