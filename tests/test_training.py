@@ -83,6 +83,34 @@ def test_batch_schedule_replays_fit_exactly():
     assert spy.steps == [0, 2, 3, 4, 6]  # every 2 steps, plus epoch ends (after step 2 and 5)
 
 
+def test_fit_with_steps_takes_that_many_steps_on_batches_drawn_with_replacement():
+    """Step-counted training (a DDPM's): exactly `steps` optimiser steps, each on a full batch drawn
+    with replacement, as batch_schedule replays them; on_backward runs once per step."""
+    from learnlock.training import Callback, batch_schedule
+
+    data = learnable_dataset(n_per_class=3)   # 12 items
+    recipe = replace(TINY, batch_size=8)
+    seen, backward = [], []
+
+    class Spy(Callback):
+        def on_batch(self, model, x, y, step):
+            seen.append((step, y.clone()))
+            return x, y
+
+        def on_backward(self, model, step):
+            backward.append(all(p.grad is not None for p in model.parameters()))
+
+    fit(create_model("lenet", 4, 3, seed=0), data, recipe, callbacks=[Spy()], progress=False, steps=5)
+    plan = list(batch_schedule(len(data), recipe, steps=5))
+    assert [s.step for s in plan] == [step for step, _ in seen] == list(range(5))
+    assert all(s.epoch == 1 and len(s.index) == 8 for s in plan)
+    assert all(torch.equal(data.labels[s.index], y) for s, (_, y) in zip(plan, seen))
+    assert any(len(set(s.index.tolist())) < 8 for s in plan)   # some item twice in one batch
+    assert backward == [True] * 5
+    with pytest.raises(LearnlockError, match="steps"):
+        fit(create_model("lenet", 4, 3, seed=0), data, recipe, progress=False, steps=0)
+
+
 def test_distillation_loss_pulls_student_to_teacher():
     data = learnable_dataset(n_per_class=20)
     teacher = fit(create_model("cnn", 4, 3, seed=0), data, TINY, progress=False)

@@ -102,6 +102,9 @@ class Callback:
         y may come back as float class probabilities (N x C, e.g. mixup); the default loss takes both."""
         return x, y
 
+    def on_backward(self, model: nn.Module, step: int) -> None:
+        """After the backward pass, before the optimiser step (e.g. clip the gradients)."""
+
     def on_step_end(self, model: nn.Module, step: int) -> None:
         """After the optimiser step (e.g. project the weights back onto a constraint set)."""
 
@@ -237,12 +240,19 @@ class Step:
     augment: AugmentDraw
 
 
-def batch_schedule(n: int, recipe: Recipe):
-    """Yield the exact batches and augmentations `fit(recipe)` uses on n items, in order.
+def batch_schedule(n: int, recipe: Recipe, steps: int | None = None):
+    """Yield the exact batches and augmentations `fit(recipe, steps=steps)` uses on n items, in
+    order: recipe.epochs shuffled passes, or with `steps`, that many batches of recipe.batch_size
+    items drawn with replacement (all in epoch 1; for step-counted training such as a DDPM's).
 
     UGE matches gradients on the authorized network's actual training run; this is how it
     replays that run without training."""
     gen = torch.Generator().manual_seed(recipe.seed)
+    if steps is not None:
+        for step in range(steps):
+            idx = torch.randint(n, (recipe.batch_size,), generator=gen)
+            yield Step(1, step, idx, draw_augment(len(idx), recipe, gen))
+        return
     batches = math.ceil(n / recipe.batch_size)
     step = 0
     for epoch in range(1, recipe.epochs + 1):
@@ -306,8 +316,11 @@ def fit(
     loss: Loss = cross_entropy,
     progress: bool = True,
     desc: str = "train",
+    steps: int | None = None,
 ) -> nn.Module:
-    """Train `model` on `data` with `recipe`; returns the same model, in eval mode.
+    """Train `model` on `data` with `recipe`; returns the same model, in eval mode. With
+    `steps`, exactly that many optimiser steps on batches drawn with replacement, in place of
+    recipe.epochs passes (see `batch_schedule`).
 
     Deterministic on CPU for fixed model init and `recipe.seed`: data order and augmentation
     come from a private generator, the global RNG is not used.
@@ -315,21 +328,23 @@ def fit(
     recipe = get_recipe(recipe)
     if len(data) < 2:
         raise LearnlockError(f"{data.source}: need at least 2 training images, got {len(data)}")
+    if steps is not None and not (isinstance(steps, int) and steps >= 1):
+        raise LearnlockError(f"steps is a count of optimiser steps and must be an integer >= 1, got {steps!r}")
     device = recipe.resolved_device()
     model.to(device)
     check_compatible(model, data, device)
     images = data.images.to(device)
     labels = data.labels.to(device)
     n = len(data)
-    steps = recipe.epochs * (n // recipe.batch_size + (n % recipe.batch_size >= 2))
-    opt, sched = make_optimizer(model, recipe, steps)
+    total_steps = steps or recipe.epochs * (n // recipe.batch_size + (n % recipe.batch_size >= 2))
+    opt, sched = make_optimizer(model, recipe, total_steps)
     for cb in callbacks:
         cb.on_fit_start(model, recipe)
-    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=total_steps, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     total, count, epoch = 0.0, 0, 1
     try:
         model.train()
-        for s in batch_schedule(n, recipe):
+        for s in batch_schedule(n, recipe, steps):
             if s.epoch != epoch:
                 end_epoch(model, epoch, callbacks, bar, total / max(count, 1))
                 total, count, epoch = 0.0, 0, s.epoch
@@ -349,6 +364,8 @@ def fit(
                 )
             opt.zero_grad(set_to_none=True)
             value.backward()
+            for cb in callbacks:
+                cb.on_backward(model, s.step)
             opt.step()
             sched.step()
             for cb in callbacks:
