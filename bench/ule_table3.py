@@ -226,7 +226,7 @@ def cmd_report(args) -> None:
 def examples(published: dict[str, Path], path: Path, n: int = 6) -> None:
     """One row per protection: the same n images, and the change x10 around grey, so that
     the perturbation's structure shows."""
-    from learnlock.report.plots import _save, plt
+    from learnlock.report.plots import plt, save_figure
 
     sets = {name: load_published(p)[0] for name, p in published.items()}
     clean = sets["clean"].images[:n * 100:100].float() / 255
@@ -242,7 +242,7 @@ def examples(published: dict[str, Path], path: Path, n: int = 6) -> None:
         ax.set_yticks([])
     axes[0, 0].set_title("published images", loc="left", fontsize=8)
     axes[0, n].set_title("change x10 (grey = none)", loc="left", fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -188,7 +188,7 @@ def certify(model: nn.Module, test: ImageDataset, settings: CertifySettings | No
 def plot_certificates(certs: dict[str, Certificate], path, chance: float | None = None) -> Path:
     """Certified learnability vs eta, one line per certificate, with its sampled accuracies as a
     strip at eta = 0 and its empirical q-quantile as a dotted line."""
-    from .report.plots import _save, plt
+    from .report.plots import plt, save_figure
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 1]})
     for i, (label, c) in enumerate(certs.items()):
@@ -211,4 +211,4 @@ def plot_certificates(certs: dict[str, Certificate], path, chance: float | None 
     ax2.set_ylabel("sampled test accuracy (%)")
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -14,7 +14,8 @@ import torch  # noqa: E402
 from ..provenance import atomic_write_bytes  # noqa: E402
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
+    """Write a pyplot figure as PNG (120 dpi, tight box) atomically to `path` and close it."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -44,7 +45,7 @@ def image_grid(clean: torch.Tensor, protected: torch.Tensor, labels, classes, pa
         axes[r][0].set_ylabel(name, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def grouped_bars(groups: list[str], series: dict[str, list[float]], path, ylabel: str = "test accuracy (%)",
@@ -63,7 +64,7 @@ def grouped_bars(groups: list[str], series: dict[str, list[float]], path, ylabel
     ax.legend(fontsize=7, ncol=2)
     if title:
         ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def scatter_front(points: dict[str, tuple[float, float]], path, title: str = "",
@@ -85,7 +86,7 @@ def scatter_front(points: dict[str, tuple[float, float]], path, title: str = "",
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def line_plot(x: list[float], series: dict[str, list[float]], path, xlabel: str, ylabel: str = "test accuracy (%)",
@@ -112,4 +113,4 @@ def line_plot(x: list[float], series: dict[str, list[float]], path, xlabel: str,
     ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
