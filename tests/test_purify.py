@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from learnlock import diffusion
 from learnlock.attacks import AttackContext, get_attack
-from learnlock.attacks import purify as purify_mod
+from learnlock.attacks.purify import DiffPureSettings
 from learnlock.data import ImageDataset
 from learnlock.errors import LearnlockError
 
@@ -76,25 +77,25 @@ def test_zero_guidance_is_diffpure(workdir):
 
 def test_unet_takes_sizes_that_its_levels_do_not_divide():
     """Four levels need sides divisible by 8; 28 x 28 and 30 x 26 are padded and cropped back."""
-    unet = purify_mod.build_unet(purify_mod.DiffPureSettings(channels=(8, 8, 8, 8)), 1, (28, 28))
+    unet = diffusion.build_unet(DiffPureSettings(channels=(8, 8, 8, 8)).ddpm(), 1, (28, 28))
     for shape in [(2, 1, 28, 28), (2, 1, 30, 26)]:
         with torch.no_grad():
-            eps = purify_mod.predict_eps(unet, torch.randn(shape), 7)
+            eps = diffusion.predict_eps(unet, torch.randn(shape), 7)
         assert eps.shape == shape and torch.isfinite(eps).all()
-    unet3 = purify_mod.build_unet(purify_mod.DiffPureSettings(channels=(8, 8, 8, 8)), 3, (32, 32))
+    unet3 = diffusion.build_unet(DiffPureSettings(channels=(8, 8, 8, 8)).ddpm(), 3, (32, 32))
     with torch.no_grad():
-        assert purify_mod.predict_eps(unet3, torch.randn(2, 3, 32, 32), 7).shape == (2, 3, 32, 32)
+        assert diffusion.predict_eps(unet3, torch.randn(2, 3, 32, 32), 7).shape == (2, 3, 32, 32)
 
 
 def test_ddpm_cache(tmp_path, monkeypatch):
     trained = []
-    original = purify_mod.train_ddpm
+    original = diffusion.train_ddpm
 
     def counting(*args, **kwargs):
         trained.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(purify_mod, "train_ddpm", counting)
+    monkeypatch.setattr(diffusion, "train_ddpm", counting)
     published = random_set(3, 1, 28, seed=1, source="published")
     aux = random_set(10, 1, 28, seed=2, source="aux")
     settings = {**TINY, "samples": 4}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import matplotlib
@@ -114,3 +115,23 @@ def line_plot(x: list[float], series: dict[str, list[float]], path, xlabel: str,
     if title:
         ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
+
+
+def grid_png(images: torch.Tensor, title: str) -> bytes:
+    """uint8 N x C x H x W -> PNG bytes of a square grid (e.g. a DDPM's samples). A standalone
+    Figure at 100 dpi, so pyplot's global state is not touched."""
+    from matplotlib.figure import Figure
+
+    n = len(images)
+    k = math.ceil(math.sqrt(n))
+    fig = Figure(figsize=(1.2 * k, 1.2 * k + 0.3))
+    for i in range(k * k):
+        ax = fig.add_subplot(k, k, i + 1)
+        ax.axis("off")
+        if i < n:
+            img = images[i].permute(1, 2, 0).numpy()
+            ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=255)
+    fig.suptitle(title, fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
