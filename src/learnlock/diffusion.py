@@ -3,7 +3,8 @@
 diffusers' `UNet2DModel` and `DDPMScheduler` (epsilon prediction, "fixed small" variance, x0
 clipped to [-1, 1], linear betas 0.1/T .. 20/T: DDPM's 1e-4 .. 0.02 at T = 1000). Pixels are uint8
 outside, float in [-1, 1] inside; any H x W works (reflect-padded to the UNet's multiple and
-cropped back). `train_ddpm` trains one on images in [-1, 1]; `load_or_train` gives the DDPM of an image set and a `DDPMConfig`, from the cache when it can.
+cropped back). `train_ddpm` trains through learnlock's one loop (`training.fit`); `load_or_train`
+gives the DDPM of an image set and a `DDPMConfig`, from the cache when it can.
 
 Cache: workdir/ddpm/<key[:16]>/ holds diffusion_pytorch_model.safetensors and config.json
 (diffusers' names, so `UNet2DModel.from_pretrained` loads it), samples.png, and report.json,
@@ -25,15 +26,17 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from torch import nn
 
 from .data import ImageDataset
-from .errors import LearnlockError
 from .provenance import atomic_write_bytes, atomic_write_json
+from .training import Callback, Recipe, fit
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1                 # bump when the cache layout or the training procedure changes
+# Bump when the cache layout or the training procedure changes. 2: trained through `fit`
+# (its batch draws, and timesteps and noise from a generator of their own).
+CACHE_FORMAT = 2
 WEIGHTS = "diffusion_pytorch_model.safetensors"   # diffusers' file names, so from_pretrained works
 CONFIG = "config.json"
 REPORT = "report.json"           # written last: its presence marks a complete cache entry
@@ -113,41 +116,64 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.detach().clamp(-1, 1) + 1) * 127.5).round_().to("cpu", torch.uint8)
 
 
-def train_ddpm(unet, scheduler, images: torch.Tensor, config: DDPMConfig, progress: bool = True) -> list[float]:
-    """Train `unet` in place on float images in [-1, 1] (N x C x H x W, on the UNet's device) with
-    the epsilon MSE; returns the loss of every step. Draws come from a CPU generator seeded with
-    config.seed, so they do not depend on the device."""
-    device = images.device
-    gen = torch.Generator().manual_seed(config.seed)
-    opt = torch.optim.Adam(unet.parameters(), lr=config.lr)
-    T, b, n = config.num_train_timesteps, config.train_batch_size, len(images)
-    losses: list[float] = []
-    unet.train()
-    bar = tqdm(range(config.train_steps), desc=f"DDPM on aux ({n} images)", disable=not progress,
-               leave=False, dynamic_ncols=True)
-    try:
-        for step in bar:
-            x0 = images[torch.randint(n, (b,), generator=gen).to(device)]
-            if config.flip:
-                flip = (torch.rand(b, generator=gen) < 0.5).to(device)
-                x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
-            t = torch.randint(T, (b,), generator=gen).to(device)
-            noise = torch.randn(x0.shape, generator=gen).to(device)
-            loss = F.mse_loss(predict_eps(unet, scheduler.add_noise(x0, noise, t), t), noise)
-            if not torch.isfinite(loss):
-                raise LearnlockError(f"DDPM training diverged: loss is {loss.item()} at step {step}; "
-                                     f"lower lr (now {config.lr})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-            opt.step()
-            losses.append(loss.item())
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    finally:
-        bar.close()
-    unet.eval()
-    return losses
+# -- training, through training.fit -----------------------------------------------------------
+
+
+class EpsilonError(nn.Module):
+    """A UNet as `fit` trains it: forward takes clean images in [0, 1] (B x C x H x W), draws a
+    timestep and Gaussian noise per image, and returns each image's epsilon MSE, B x 1 (the
+    "logits" of a one-class set). The draws come from its own CPU generator, seeded with
+    seed + 3: apart from fit's batch draws (seed), the report's (seed + 1) and the samples' (seed + 2)."""
+
+    def __init__(self, unet, scheduler, seed: int):
+        super().__init__()
+        self.unet = unet
+        self.abar = scheduler.alphas_cumprod          # CPU, indexed by the CPU timesteps
+        self.draw_seed = seed + 3
+        self.gen = torch.Generator().manual_seed(self.draw_seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x0 = x * 2 - 1
+        t = torch.randint(len(self.abar), (len(x),), generator=self.gen)
+        noise = torch.randn(x0.shape, generator=self.gen).to(x.device)
+        a = self.abar[t].to(x.device)[:, None, None, None]
+        eps = predict_eps(self.unet, a.sqrt() * x0 + (1 - a).sqrt() * noise, t)   # x_t ~ q(x_t | x_0)
+        return (eps - noise).pow(2).flatten(1).mean(1, keepdim=True)
+
+
+class _DDPMSteps(Callback):
+    """DDPM training's loss (the batch mean of EpsilonError; each step's value kept) and hooks."""
+
+    def __init__(self):
+        self.losses: list[torch.Tensor] = []
+
+    def __call__(self, err, x, y):
+        value = err.mean()
+        self.losses.append(value.detach())
+        return value
+
+    def on_fit_start(self, model, recipe):
+        model.gen.manual_seed(model.draw_seed)   # fit's shape check has drawn once; training starts afresh
+
+    def on_backward(self, model, step):
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+
+
+def train_ddpm(unet, scheduler, data: ImageDataset, config: DDPMConfig, device="cpu",
+               progress: bool = True) -> list[float]:
+    """Train `unet` in place on `data` (uint8; labels unused) with the epsilon MSE, through the one
+    loop: config.train_steps Adam steps at the constant config.lr on config.train_batch_size images
+    drawn with replacement, flipped at random with config.flip, gradient norm clipped to 1.
+    Returns every step's loss. Draws come from CPU generators, so they do not depend on the device."""
+    recipe = Recipe(name="ddpm", epochs=1, batch_size=config.train_batch_size, optimizer="adam", lr=config.lr,
+                    weight_decay=0.0, schedule="constant", augment="flip" if config.flip else "none",
+                    seed=config.seed, device=str(device))
+    # one class: the DDPM is unconditional, and fit's shape check then expects B x 1 outputs
+    images = ImageDataset(data.images, torch.zeros(len(data), dtype=torch.long), ("image",), data.ids, data.source)
+    steps = _DDPMSteps()
+    fit(EpsilonError(unet, scheduler, config.seed), images, recipe, callbacks=[steps], loss=steps,
+        progress=progress, desc=f"DDPM on aux ({len(data)} images)", steps=config.train_steps)
+    return torch.stack(steps.losses).tolist()
 
 
 @torch.no_grad()
@@ -257,9 +283,8 @@ def train_entry(images: ImageDataset, config: DDPMConfig, key: str, folder: Path
         torch.manual_seed(config.seed)
         unet = build_unet(config, images.in_channels, images.image_size)
     scheduler = make_scheduler(config.num_train_timesteps)
-    unet.to(device)
     start = time.perf_counter()
-    losses = train_ddpm(unet, scheduler, to_model(images.images[kept], device), config, progress)
+    losses = train_ddpm(unet, scheduler, images.subset(kept), config, device, progress)
     seconds = time.perf_counter() - start
     unet.requires_grad_(False)
     tail = losses[-max(1, len(losses) // 10):]
@@ -306,5 +331,5 @@ def save_samples(unet, images: ImageDataset, config: DDPMConfig, folder: Path, n
     report.update(samples=n, samples_png=str(folder / SAMPLES))
 
 
-__all__ = ["CACHE_FORMAT", "DDPMConfig", "build_unet", "cache_key", "denoising_report",
+__all__ = ["CACHE_FORMAT", "DDPMConfig", "EpsilonError", "build_unet", "cache_key", "denoising_report",
            "load_or_train", "make_scheduler", "predict_eps", "sample", "to_model", "to_uint8", "train_ddpm"]

@@ -28,9 +28,9 @@ size), and trains an unconditional DDPM on the auxiliary set only. Labels are no
 
 DDPM (`learnlock.diffusion`): diffusers' `UNet2DModel` (block_out_channels = `channels`,
 `layers_per_block`, optional self-attention at the lowest resolution) and `DDPMScheduler`
-(epsilon prediction, linear betas 0.1/T .. 20/T, DDPM's 1e-4 .. 0.02 at T = 1000). Trained with
-Adam and the epsilon MSE on the aux images scaled to [-1, 1], random horizontal flips, gradient
-norm clipped to 1. Any H x W works (reflect-padded to the
+(epsilon prediction, linear betas 0.1/T .. 20/T, DDPM's 1e-4 .. 0.02 at T = 1000). Trained through
+the one loop (`training.fit`) with Adam and the epsilon MSE on the aux images scaled to [-1, 1],
+random horizontal flips, gradient norm clipped to 1. Any H x W works (reflect-padded to the
 UNet's multiple and cropped back).
 
 Timesteps: t* and t_switch count in DDPM's 1-based convention (x_t has ᾱ_t = prod_{s<=t}
@@ -94,7 +94,7 @@ class DiffPureSettings(AttackSettings):
     layers_per_block: int = 1          # ResNet blocks per level
     attention: bool = False            # self-attention at the lowest resolution and in the middle block
     train_steps: int = 2000            # Adam steps
-    train_batch_size: int = 32         # aux images per step (drawn with replacement)
+    train_batch_size: int = 32         # aux images per step (drawn with replacement), >= 2
     lr: float = 2e-4                   # Adam learning rate, constant
     flip: bool = True                  # random horizontal flips of the aux images during training
     holdout: int = 128                 # aux images kept out of training for the report (at most 10% of aux)
@@ -112,8 +112,9 @@ class DiffPureSettings(AttackSettings):
         self.require(1 <= self.t_star <= T - 1,
                      f"t_star is a diffusion depth in steps of T = {T}; it must be in [1, {T - 1}], got "
                      f"{self.t_star} (DiffPure uses 0.1 T = {T // 10})")
-        for name in ("rounds", "batch_size", "layers_per_block", "train_steps", "train_batch_size"):
+        for name in ("rounds", "batch_size", "layers_per_block", "train_steps"):
             self.require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        self.require(self.train_batch_size >= 2, f"train_batch_size must be >= 2 images, got {self.train_batch_size}")
         self.require(self.holdout >= 0, f"holdout must be >= 0 images, got {self.holdout}")
         self.require(0 <= self.samples <= 256, f"samples must be in [0, 256], got {self.samples}")
         self.require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
