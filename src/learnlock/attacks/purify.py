@@ -185,12 +185,13 @@ class DiffPure(Attack):
         """The DDPM for this aux set and these settings: from memory, from the workdir cache, or
         trained now. Returns (unet in eval mode with frozen weights, scheduler); sets ddpm_report."""
         s = self.settings
-        key = cache_key(aux, s.ddpm())
+        config = s.ddpm()
+        key = cache_key(aux, config)
         scheduler = make_scheduler(s.num_train_timesteps)
         if self._ddpm is not None and self._ddpm[0] == key:
             self.ddpm_report["cached"] = True
             return self._ddpm[1], scheduler
-        unet, self.ddpm_report = load_or_train(aux, s.ddpm(), context.workdir, s.samples, context.progress)
+        unet, self.ddpm_report = load_or_train(aux, config, context.workdir, s.samples, context.progress)
         self._ddpm = (key, unet)
         return unet, scheduler
 
