@@ -32,11 +32,12 @@ import torch
 from learnlock import RECIPES, NetSpec, load_dataset
 from learnlock.scenarios.certify import CertifySettings, certify, plot_certificates
 from learnlock.data.published import load_published
+from learnlock.losses import WeightNoiseLoss
 from learnlock.models import create_model
 from learnlock.protections import ProtectionContext, create_protection, get_protection
 from learnlock.provenance import atomic_write_json, provenance
 from learnlock.report.plots import grouped_bars
-from learnlock.training import WeightNoiseLoss, evaluate, fit, get_recipe
+from learnlock.training import evaluate, fit, get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = f"folder:{ROOT.parent / 'shared' / 'datasets' / 'cifar10-jpg'}"
@@ -221,7 +222,7 @@ def cmd_report(args) -> None:
 def examples(published: dict[str, Path], path: Path, n: int = 6) -> None:
     """One row per protection: the same n images, and the change x10 around grey, so that
     the perturbation's structure shows."""
-    from learnlock.report.plots import _save, plt
+    from learnlock.report.plots import plt, save_figure
 
     sets = {name: load_published(p)[0] for name, p in published.items()}
     clean = sets["clean"].images[:n * 100:100].float() / 255
@@ -237,7 +238,7 @@ def examples(published: dict[str, Path], path: Path, n: int = 6) -> None:
         ax.set_yticks([])
     axes[0, 0].set_title("published images", loc="left", fontsize=8)
     axes[0, n].set_title("change x10 (grey = none)", loc="left", fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -12,8 +12,9 @@ from learnlock.scenarios.certify import (CertifySettings, certify, certify_accur
                                sample_accuracies)
 from learnlock.cli import main
 from learnlock.errors import LearnlockError
+from learnlock.losses import noisy_params
 from learnlock.models import create_model
-from learnlock.training import fit, get_recipe, noisy_params
+from learnlock.training import fit, get_recipe
 
 
 def brute_force_k(n: int, qb: float, alpha: float):

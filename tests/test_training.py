@@ -7,10 +7,10 @@ import torch
 from conftest import learnable_dataset
 from learnlock import cli
 from learnlock.errors import LearnlockError
+from learnlock.losses import DistillationLoss
 from learnlock.scenarios.evaluation import evaluate_nets, results_table
 from learnlock.models import create_model
-from learnlock.training import (DistillationLoss, Recipe, Trajectory, augment_batch, evaluate,
-                                fit, get_recipe)
+from learnlock.training import Recipe, Trajectory, augment_batch, evaluate, fit, get_recipe
 
 TINY = Recipe(name="tiny", epochs=6, batch_size=32, lr=0.05, augment="flip", device="cpu")
 
@@ -81,6 +81,34 @@ def test_batch_schedule_replays_fit_exactly():
         assert torch.equal(apply_augment(data.images[s.index].float() / 255, s.augment), x)
         assert torch.equal(data.labels[s.index], y)
     assert spy.steps == [0, 2, 3, 4, 6]  # every 2 steps, plus epoch ends (after step 2 and 5)
+
+
+def test_fit_with_steps_takes_that_many_steps_on_batches_drawn_with_replacement():
+    """Step-counted training (a DDPM's): exactly `steps` optimiser steps, each on a full batch drawn
+    with replacement, as batch_schedule replays them; on_backward runs once per step."""
+    from learnlock.training import Callback, batch_schedule
+
+    data = learnable_dataset(n_per_class=3)   # 12 items
+    recipe = replace(TINY, batch_size=8)
+    seen, backward = [], []
+
+    class Spy(Callback):
+        def on_batch(self, model, x, y, step):
+            seen.append((step, y.clone()))
+            return x, y
+
+        def on_backward(self, model, step):
+            backward.append(all(p.grad is not None for p in model.parameters()))
+
+    fit(create_model("lenet", 4, 3, seed=0), data, recipe, callbacks=[Spy()], progress=False, steps=5)
+    plan = list(batch_schedule(len(data), recipe, steps=5))
+    assert [s.step for s in plan] == [step for step, _ in seen] == list(range(5))
+    assert all(s.epoch == 1 and len(s.index) == 8 for s in plan)
+    assert all(torch.equal(data.labels[s.index], y) for s, (_, y) in zip(plan, seen))
+    assert any(len(set(s.index.tolist())) < 8 for s in plan)   # some item twice in one batch
+    assert backward == [True] * 5
+    with pytest.raises(LearnlockError, match="steps"):
+        fit(create_model("lenet", 4, 3, seed=0), data, recipe, progress=False, steps=0)
 
 
 def test_distillation_loss_pulls_student_to_teacher():

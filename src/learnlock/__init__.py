@@ -8,7 +8,8 @@ from .errors import LearnlockError
 from .scenarios.evaluation import evaluate_nets, results_table
 from .models import NetSpec, create_model, list_models
 from .provenance import version as _version
-from .training import RECIPES, Callback, DistillationLoss, Recipe, Trajectory, evaluate, fit
+from .losses import DistillationLoss
+from .training import RECIPES, Callback, Recipe, Trajectory, evaluate, fit
 
 __version__ = _version()
 

@@ -1,4 +1,5 @@
-"""Loss terms shared by protections (UGE, PUE, ...), each with a plain formula in its docstring.
+"""Loss terms shared by protections and attacks (UGE, PUE, distillation), each with a plain
+formula in its docstring. The `fit` losses (`DistillationLoss`, `WeightNoiseLoss`) take (logits, x, y).
 
 Shapes: x, x_u are B x C x H x W floats in [0, 1]; y is B int64; features are B x D, L2-normalised.
 """
@@ -11,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+
+from .errors import LearnlockError
 
 
 def per_layer_cosine_distance(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -111,3 +114,52 @@ def undistill_loss(logits_auth: torch.Tensor, logits_hacker: torch.Tensor, y: to
     log_q = F.log_softmax(logits_hacker, 1)
     kl = (log_p.exp() * (log_p - log_q)).sum(1).mean()
     return F.cross_entropy(logits_auth, y) - omega * kl
+
+
+class DistillationLoss:
+    """KL(teacher || student) at temperature T, times T^2 (Hinton et al. 2015), on the same
+    augmented batch the student sees; `alpha` mixes in CE on the labels (0 = pure distillation,
+    as in UGE's Eq. 10 "Distill" hacker)."""
+
+    def __init__(self, teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.0):
+        self.teacher = teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.temperature = temperature
+        self.alpha = alpha
+
+    def __call__(self, logits, x, y):
+        t = self.temperature
+        with torch.no_grad():
+            target = F.softmax(self.teacher(x) / t, dim=1)
+        kl = F.kl_div(F.log_softmax(logits / t, dim=1), target, reduction="batchmean") * t * t
+        if self.alpha:
+            return (1 - self.alpha) * kl + self.alpha * F.cross_entropy(logits, y)
+        return kl
+
+
+def noisy_params(model: nn.Module, sigma: float, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """theta + sigma * N(0, I) over every parameter (BatchNorm running statistics are buffers and
+    stay as they are), drawn from `gen` (CPU); differentiable in theta."""
+    return {name: p + sigma * torch.randn(p.shape, generator=gen).to(p.device, p.dtype)
+            for name, p in model.named_parameters()}
+
+
+class WeightNoiseLoss:
+    """Cross-entropy averaged over `draws` Gaussian weight perturbations of scale `sigma`: the
+    gradient reaches theta through theta + noise, so the network learns to work under parametric
+    noise (how PUE trains its surrogates, Wang et al. 2024). The `logits` fit computed with the
+    clean weights are not used."""
+
+    def __init__(self, model: nn.Module, sigma: float, draws: int = 1, seed: int = 0):
+        if not (sigma >= 0 and draws >= 1):
+            raise LearnlockError(f"weight noise needs sigma >= 0 and draws >= 1, got {sigma}, {draws}")
+        self.model, self.sigma, self.draws = model, sigma, draws
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def __call__(self, logits, x, y):
+        total = 0.0
+        for _ in range(self.draws):
+            out = functional_call(self.model, noisy_params(self.model, self.sigma, self.gen), (x,))
+            total = total + F.cross_entropy(out, y)
+        return total / self.draws

@@ -102,6 +102,9 @@ class Callback:
         y may come back as float class probabilities (N x C, e.g. mixup); the default loss takes both."""
         return x, y
 
+    def on_backward(self, model: nn.Module, step: int) -> None:
+        """After the backward pass, before the optimiser step (e.g. clip the gradients)."""
+
     def on_step_end(self, model: nn.Module, step: int) -> None:
         """After the optimiser step (e.g. project the weights back onto a constraint set)."""
 
@@ -183,57 +186,6 @@ def cross_entropy(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tor
     return F.cross_entropy(logits, y)
 
 
-class DistillationLoss:
-    """KL(teacher || student) at temperature T, times T^2 (Hinton et al. 2015), on the same
-    augmented batch the student sees; `alpha` mixes in CE on the labels (0 = pure distillation,
-    as in UGE's Eq. 10 "Distill" hacker)."""
-
-    def __init__(self, teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.0):
-        self.teacher = teacher.eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
-        self.temperature = temperature
-        self.alpha = alpha
-
-    def __call__(self, logits, x, y):
-        t = self.temperature
-        with torch.no_grad():
-            target = F.softmax(self.teacher(x) / t, dim=1)
-        kl = F.kl_div(F.log_softmax(logits / t, dim=1), target, reduction="batchmean") * t * t
-        if self.alpha:
-            return (1 - self.alpha) * kl + self.alpha * F.cross_entropy(logits, y)
-        return kl
-
-
-def noisy_params(model: nn.Module, sigma: float, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """theta + sigma * N(0, I) over every parameter (BatchNorm running statistics are buffers and
-    stay as they are), drawn from `gen` (CPU); differentiable in theta."""
-    return {name: p + sigma * torch.randn(p.shape, generator=gen).to(p.device, p.dtype)
-            for name, p in model.named_parameters()}
-
-
-class WeightNoiseLoss:
-    """Cross-entropy averaged over `draws` Gaussian weight perturbations of scale `sigma`: the
-    gradient reaches theta through theta + noise, so the network learns to work under parametric
-    noise (how PUE trains its surrogates, Wang et al. 2024). The `logits` fit computed with the
-    clean weights are not used."""
-
-    def __init__(self, model: nn.Module, sigma: float, draws: int = 1, seed: int = 0):
-        if not (sigma >= 0 and draws >= 1):
-            raise LearnlockError(f"weight noise needs sigma >= 0 and draws >= 1, got {sigma}, {draws}")
-        self.model, self.sigma, self.draws = model, sigma, draws
-        self.gen = torch.Generator().manual_seed(seed)
-
-    def __call__(self, logits, x, y):
-        from torch.func import functional_call
-
-        total = 0.0
-        for _ in range(self.draws):
-            out = functional_call(self.model, noisy_params(self.model, self.sigma, self.gen), (x,))
-            total = total + F.cross_entropy(out, y)
-        return total / self.draws
-
-
 @dataclass(frozen=True)
 class AugmentDraw:
     """One batch's augmentation: crop offsets (pixels into the padded image) and flip flags.
@@ -288,12 +240,19 @@ class Step:
     augment: AugmentDraw
 
 
-def batch_schedule(n: int, recipe: Recipe):
-    """Yield the exact batches and augmentations `fit(recipe)` uses on n items, in order.
+def batch_schedule(n: int, recipe: Recipe, steps: int | None = None):
+    """Yield the exact batches and augmentations `fit(recipe, steps=steps)` uses on n items, in
+    order: recipe.epochs shuffled passes, or with `steps`, that many batches of recipe.batch_size
+    items drawn with replacement (all in epoch 1; for step-counted training such as a DDPM's).
 
     UGE matches gradients on the authorized network's actual training run; this is how it
     replays that run without training."""
     gen = torch.Generator().manual_seed(recipe.seed)
+    if steps is not None:
+        for step in range(steps):
+            idx = torch.randint(n, (recipe.batch_size,), generator=gen)
+            yield Step(1, step, idx, draw_augment(len(idx), recipe, gen))
+        return
     batches = math.ceil(n / recipe.batch_size)
     step = 0
     for epoch in range(1, recipe.epochs + 1):
@@ -357,8 +316,11 @@ def fit(
     loss: Loss = cross_entropy,
     progress: bool = True,
     desc: str = "train",
+    steps: int | None = None,
 ) -> nn.Module:
-    """Train `model` on `data` with `recipe`; returns the same model, in eval mode.
+    """Train `model` on `data` with `recipe`; returns the same model, in eval mode. With
+    `steps`, exactly that many optimiser steps on batches drawn with replacement, in place of
+    recipe.epochs passes (see `batch_schedule`).
 
     Deterministic on CPU for fixed model init and `recipe.seed`: data order and augmentation
     come from a private generator, the global RNG is not used.
@@ -366,21 +328,23 @@ def fit(
     recipe = get_recipe(recipe)
     if len(data) < 2:
         raise LearnlockError(f"{data.source}: need at least 2 training images, got {len(data)}")
+    if steps is not None and not (isinstance(steps, int) and steps >= 1):
+        raise LearnlockError(f"steps is a count of optimiser steps and must be an integer >= 1, got {steps!r}")
     device = recipe.resolved_device()
     model.to(device)
     check_compatible(model, data, device)
     images = data.images.to(device)
     labels = data.labels.to(device)
     n = len(data)
-    steps = recipe.epochs * (n // recipe.batch_size + (n % recipe.batch_size >= 2))
-    opt, sched = make_optimizer(model, recipe, steps)
+    total_steps = steps or recipe.epochs * (n // recipe.batch_size + (n % recipe.batch_size >= 2))
+    opt, sched = make_optimizer(model, recipe, total_steps)
     for cb in callbacks:
         cb.on_fit_start(model, recipe)
-    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=total_steps, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     total, count, epoch = 0.0, 0, 1
     try:
         model.train()
-        for s in batch_schedule(n, recipe):
+        for s in batch_schedule(n, recipe, steps):
             if s.epoch != epoch:
                 end_epoch(model, epoch, callbacks, bar, total / max(count, 1))
                 total, count, epoch = 0.0, 0, s.epoch
@@ -400,6 +364,8 @@ def fit(
                 )
             opt.zero_grad(set_to_none=True)
             value.backward()
+            for cb in callbacks:
+                cb.on_backward(model, s.step)
             opt.step()
             sched.step()
             for cb in callbacks:

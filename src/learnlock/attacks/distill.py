@@ -3,7 +3,7 @@ published images (UGE Eq. 10, "Distill"); temperature T, loss scaled by T^2 (Hin
 
 from dataclasses import dataclass
 
-from ..training import DistillationLoss
+from ..losses import DistillationLoss
 from . import register_attack
 from .base import Attack, AttackSettings
 

@@ -26,23 +26,19 @@ Threat model: the attacker holds the published (protected) images and an auxilia
 (`context.aux`, an ImageDataset disjoint from the protected one, with the same channels and
 size), and trains an unconditional DDPM on the auxiliary set only. Labels are not used.
 
-DDPM: diffusers' `UNet2DModel` (block_out_channels = `channels`, `layers_per_block`, optional
-self-attention at the lowest resolution) and `DDPMScheduler` (epsilon prediction, "fixed small"
-variance, x0 clipped to [-1, 1]; linear betas from 0.1/T to 20/T, which is DDPM's 1e-4 .. 0.02
-at T = 1000 and the same continuous process at other T). Trained with Adam and the epsilon MSE
-on the aux images scaled to [-1, 1], random horizontal flips, gradient norm clipped to 1.
-Images whose side is not a multiple of 2**(len(channels) - 1) (28 x 28 with four levels) are
-reflect-padded to the next multiple before each UNet call and the output is cropped back, in
-training and in sampling alike, so any H x W works.
+DDPM (`learnlock.diffusion`): diffusers' `UNet2DModel` (block_out_channels = `channels`,
+`layers_per_block`, optional self-attention at the lowest resolution) and `DDPMScheduler`
+(epsilon prediction, linear betas 0.1/T .. 20/T, DDPM's 1e-4 .. 0.02 at T = 1000). Trained through
+the one loop (`training.fit`) with Adam and the epsilon MSE on the aux images scaled to [-1, 1],
+random horizontal flips, gradient norm clipped to 1. Any H x W works (reflect-padded to the
+UNet's multiple and cropped back).
 
 Timesteps: t* and t_switch count in DDPM's 1-based convention (x_t has ᾱ_t = prod_{s<=t}
 (1 - beta_s)); diffusers' timestep index is t - 1. Purification runs exactly t* reverse steps,
 as DiffPure's code does; LE's code uses t* = 20 repeated for 4 rounds (`rounds`).
 
-Cache: with `context.workdir`, the trained DDPM is kept in workdir/ddpm/<key>/ as
-diffusion_pytorch_model.safetensors + config.json (loadable with diffusers'
-`UNet2DModel.from_pretrained`) + report.json; the key hashes the aux pixels and ids, the DDPM
-settings, the seed and the diffusers version. Weights are read back with safetensors only.
+Cache: with `context.workdir`, the trained DDPM is kept in workdir/ddpm/<key>/ (layout and key
+in `learnlock.diffusion`); audit cells that share the aux set and DDPM settings share it.
 `attack.ddpm_report` holds the final training loss, held-out denoising errors at a few t, the
 cache path, and (when `samples` > 0 and workdir is set) a PNG grid of unconditional samples.
 
@@ -65,33 +61,19 @@ and `train_batch_size` (128). Purification costs t* * rounds UNet evaluations pe
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import logging
 import math
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, fields
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data import ImageDataset
+from ..diffusion import DDPMConfig, cache_key, load_or_train, make_scheduler, predict_eps, to_model, to_uint8
 from ..errors import LearnlockError
-from ..provenance import atomic_write_bytes, atomic_write_json
 from . import register_attack
 from .base import Attack, AttackContext, AttackSettings
 
-log = logging.getLogger(__name__)
-
-CACHE_FORMAT = 1                 # bump when the cache layout or the training procedure changes
-WEIGHTS = "diffusion_pytorch_model.safetensors"   # diffusers' file names, so from_pretrained works
-CONFIG = "config.json"
-REPORT = "report.json"           # written last: its presence marks a complete cache entry
-SAMPLES = "samples.png"
-REPORT_T_FRACTIONS = (0.05, 0.1, 0.25, 0.5)   # noise levels (fractions of T) of the denoising report
 MIN_T = 50                       # betas 0.1/T .. 20/T stay below 0.4 from here on
 MIN_ENCODER_RESOLUTION = 16      # the encoders downsample by 32 (learnlock.encoders.base)
 
@@ -112,7 +94,7 @@ class DiffPureSettings(AttackSettings):
     layers_per_block: int = 1          # ResNet blocks per level
     attention: bool = False            # self-attention at the lowest resolution and in the middle block
     train_steps: int = 2000            # Adam steps
-    train_batch_size: int = 32         # aux images per step (drawn with replacement)
+    train_batch_size: int = 32         # aux images per step (drawn with replacement), >= 2
     lr: float = 2e-4                   # Adam learning rate, constant
     flip: bool = True                  # random horizontal flips of the aux images during training
     holdout: int = 128                 # aux images kept out of training for the report (at most 10% of aux)
@@ -130,8 +112,9 @@ class DiffPureSettings(AttackSettings):
         self.require(1 <= self.t_star <= T - 1,
                      f"t_star is a diffusion depth in steps of T = {T}; it must be in [1, {T - 1}], got "
                      f"{self.t_star} (DiffPure uses 0.1 T = {T // 10})")
-        for name in ("rounds", "batch_size", "layers_per_block", "train_steps", "train_batch_size"):
+        for name in ("rounds", "batch_size", "layers_per_block", "train_steps"):
             self.require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        self.require(self.train_batch_size >= 2, f"train_batch_size must be >= 2 images, got {self.train_batch_size}")
         self.require(self.holdout >= 0, f"holdout must be >= 0 images, got {self.holdout}")
         self.require(0 <= self.samples <= 256, f"samples must be in [0, 256], got {self.samples}")
         self.require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
@@ -144,12 +127,9 @@ class DiffPureSettings(AttackSettings):
         self.require(isinstance(self.flip, bool), f"flip must be True or False, got {self.flip!r}")
         self.require(isinstance(self.attention, bool), f"attention must be True or False, got {self.attention!r}")
 
-    def ddpm_dict(self) -> dict:
-        """The settings the trained DDPM depends on (part of its cache key)."""
-        return {"num_train_timesteps": self.num_train_timesteps, "channels": list(self.channels),
-                "layers_per_block": self.layers_per_block, "attention": self.attention,
-                "train_steps": self.train_steps, "train_batch_size": self.train_batch_size, "lr": self.lr,
-                "flip": self.flip, "holdout": self.holdout, "seed": self.seed}
+    def ddpm(self) -> DDPMConfig:
+        """The settings the trained DDPM depends on (its cache key holds them)."""
+        return DDPMConfig(**{f.name: getattr(self, f.name) for f in fields(DDPMConfig)})
 
 
 @dataclass(frozen=True)
@@ -183,174 +163,6 @@ class PurifySettings(DiffPureSettings):
         return self.t_star // 2 if self.t_switch is None else self.t_switch
 
 
-# -- the DDPM -------------------------------------------------------------------------------
-
-
-def build_unet(settings: DiffPureSettings, in_channels: int, size: tuple[int, int]):
-    """An untrained diffusers UNet2DModel for C x H x W images (padded to a multiple of
-    2**(levels - 1) inside `predict_eps`)."""
-    from diffusers import UNet2DModel
-
-    ch = tuple(settings.channels)
-    levels = len(ch)
-    attn = settings.attention
-    down = ("DownBlock2D",) * (levels - 1) + ("AttnDownBlock2D" if attn else "DownBlock2D",)
-    up = ("AttnUpBlock2D" if attn else "UpBlock2D",) + ("UpBlock2D",) * (levels - 1)
-    m = 2 ** (levels - 1)
-    sample_size = [math.ceil(s / m) * m for s in size]
-    return UNet2DModel(
-        sample_size=sample_size, in_channels=in_channels, out_channels=in_channels,
-        block_out_channels=ch, layers_per_block=settings.layers_per_block,
-        down_block_types=down, up_block_types=up,
-        add_attention=attn, attention_head_dim=ch[-1],   # one head (lowest-resolution width)
-        norm_num_groups=math.gcd(32, *ch),               # GroupNorm groups must divide every width
-    )
-
-
-def make_scheduler(num_train_timesteps: int):
-    from diffusers import DDPMScheduler
-
-    T = num_train_timesteps
-    return DDPMScheduler(num_train_timesteps=T, beta_schedule="linear", beta_start=0.1 / T, beta_end=20.0 / T,
-                         variance_type="fixed_small", clip_sample=True, prediction_type="epsilon")
-
-
-def predict_eps(unet, x: torch.Tensor, t) -> torch.Tensor:
-    """The UNet's epsilon for x_t (B x C x H x W, any H, W) at diffusers timestep index t (int or
-    B tensor): reflect-pad to a multiple of 2**(levels - 1), run, crop back."""
-    h, w = x.shape[-2:]
-    m = 2 ** (len(unet.config.block_out_channels) - 1)
-    ph, pw = (-h) % m, (-w) % m
-    top, left = ph // 2, pw // 2
-    if ph or pw:
-        # reflect needs each pad narrower than the side; tiny images fall back to edge replication
-        mode = "reflect" if max(top, ph - top) < h and max(left, pw - left) < w else "replicate"
-        x = F.pad(x, (left, pw - left, top, ph - top), mode=mode)
-    if not torch.is_tensor(t):
-        t = torch.full((len(x),), int(t), dtype=torch.long, device=x.device)
-    return unet(x, t.to(x.device)).sample[..., top:top + h, left:left + w]
-
-
-def to_model(images: torch.Tensor, device) -> torch.Tensor:
-    """uint8 -> float in [-1, 1] on device."""
-    return images.to(device).float().div_(127.5).sub_(1)
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Float in [-1, 1] -> uint8 on the CPU (clamped, rounded)."""
-    return ((x.detach().clamp(-1, 1) + 1) * 127.5).round_().to("cpu", torch.uint8)
-
-
-def train_ddpm(unet, scheduler, images: torch.Tensor, settings: DiffPureSettings,
-               progress: bool = True) -> list[float]:
-    """Train `unet` in place on float images in [-1, 1] (N x C x H x W, on the UNet's device) with
-    the epsilon MSE; returns the loss of every step. Draws come from a CPU generator seeded with
-    settings.seed, so they do not depend on the device."""
-    device = images.device
-    gen = torch.Generator().manual_seed(settings.seed)
-    opt = torch.optim.Adam(unet.parameters(), lr=settings.lr)
-    T, b, n = settings.num_train_timesteps, settings.train_batch_size, len(images)
-    losses: list[float] = []
-    unet.train()
-    bar = tqdm(range(settings.train_steps), desc=f"DDPM on aux ({n} images)", disable=not progress,
-               leave=False, dynamic_ncols=True)
-    try:
-        for step in bar:
-            x0 = images[torch.randint(n, (b,), generator=gen).to(device)]
-            if settings.flip:
-                flip = (torch.rand(b, generator=gen) < 0.5).to(device)
-                x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
-            t = torch.randint(T, (b,), generator=gen).to(device)
-            noise = torch.randn(x0.shape, generator=gen).to(device)
-            loss = F.mse_loss(predict_eps(unet, scheduler.add_noise(x0, noise, t), t), noise)
-            if not torch.isfinite(loss):
-                raise LearnlockError(f"DDPM training diverged: loss is {loss.item()} at step {step}; "
-                                     f"lower lr (now {settings.lr})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-            opt.step()
-            losses.append(loss.item())
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    finally:
-        bar.close()
-    unet.eval()
-    return losses
-
-
-@torch.no_grad()
-def denoising_report(unet, scheduler, images: torch.Tensor, seed: int, batch_size: int = 64) -> list[dict]:
-    """Per noise level t (1-based, REPORT_T_FRACTIONS of T): the epsilon MSE (1.0 = predicting 0),
-    and in [0, 1] pixel units squared the MSE of the DDPM's one-step x0 estimate and of the
-    plain rescaled noisy image x_t / sqrt(ᾱ_t) (the baseline the DDPM should beat)."""
-    T = scheduler.config.num_train_timesteps
-    ts = sorted({max(1, round(f * T)) for f in REPORT_T_FRACTIONS})
-    gen = torch.Generator().manual_seed(seed + 1)
-    rows = []
-    for t in ts:
-        abar = scheduler.alphas_cumprod[t - 1].item()
-        sums = {"eps_mse": 0.0, "x0_mse": 0.0, "noisy_mse": 0.0}
-        for i in range(0, len(images), batch_size):
-            x0 = images[i:i + batch_size]
-            noise = torch.randn(x0.shape, generator=gen).to(x0.device)
-            xt = math.sqrt(abar) * x0 + math.sqrt(1 - abar) * noise
-            eps = predict_eps(unet, xt, t - 1)
-            x0_hat = ((xt - math.sqrt(1 - abar) * eps) / math.sqrt(abar)).clamp(-1, 1)
-            naive = (xt / math.sqrt(abar)).clamp(-1, 1)
-            sums["eps_mse"] += F.mse_loss(eps, noise, reduction="sum").item()
-            sums["x0_mse"] += F.mse_loss(x0_hat, x0, reduction="sum").item() / 4   # [-1,1] -> [0,1] units
-            sums["noisy_mse"] += F.mse_loss(naive, x0, reduction="sum").item() / 4
-        count = images.numel()
-        rows.append({"t": t, **{k: v / count for k, v in sums.items()}})
-    return rows
-
-
-@torch.no_grad()
-def sample(unet, scheduler, n: int, shape: tuple[int, int, int], seed: int, device) -> torch.Tensor:
-    """n unconditional samples (float in [-1, 1], n x C x H x W) with the full T-step reverse process."""
-    gen = torch.Generator().manual_seed(seed + 2)
-    x = torch.randn((n, *shape), generator=gen).to(device)
-    for i in reversed(range(scheduler.config.num_train_timesteps)):
-        x = scheduler.step(predict_eps(unet, x, i), i, x, generator=gen).prev_sample
-    return x
-
-
-def grid_png(images: torch.Tensor, title: str) -> bytes:
-    """uint8 N x C x H x W -> PNG bytes of a square grid (matplotlib, no pyplot state)."""
-    from matplotlib.figure import Figure
-
-    n = len(images)
-    k = math.ceil(math.sqrt(n))
-    fig = Figure(figsize=(1.2 * k, 1.2 * k + 0.3))
-    for i in range(k * k):
-        ax = fig.add_subplot(k, k, i + 1)
-        ax.axis("off")
-        if i < n:
-            img = images[i].permute(1, 2, 0).numpy()
-            ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=255)
-    fig.suptitle(title, fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
-
-
-def cache_key(aux: ImageDataset, settings: DiffPureSettings) -> str:
-    """sha256 of the cache format, the diffusers version, the DDPM settings (seed included) and
-    the aux set (shape, pixels, ids): any change trains a new DDPM."""
-    import diffusers
-
-    h = hashlib.sha256()
-    h.update(json.dumps({"format": CACHE_FORMAT, "diffusers": diffusers.__version__,
-                         "ddpm": settings.ddpm_dict(), "aux": aux.fingerprint()},
-                        sort_keys=True).encode())
-    return h.hexdigest()
-
-
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 # -- the attacks ----------------------------------------------------------------------------
 
 
@@ -369,104 +181,19 @@ class DiffPure(Attack):
     def report(self) -> dict | None:
         return self.ddpm_report or None
 
-    # -- DDPM: load or train ------------------------------------------------------------------
-
     def ddpm(self, aux: ImageDataset, context: AttackContext):
         """The DDPM for this aux set and these settings: from memory, from the workdir cache, or
         trained now. Returns (unet in eval mode with frozen weights, scheduler); sets ddpm_report."""
         s = self.settings
-        key = cache_key(aux, s)
+        config = s.ddpm()
+        key = cache_key(aux, config)
         scheduler = make_scheduler(s.num_train_timesteps)
         if self._ddpm is not None and self._ddpm[0] == key:
             self.ddpm_report["cached"] = True
             return self._ddpm[1], scheduler
-        device = _device()
-        folder = Path(context.workdir) / "ddpm" / key[:16] if context.workdir is not None else None
-        unet = self._load(folder, key, aux, device) if folder is not None else None
-        if unet is None:
-            unet = self._train(aux, key, folder, scheduler, device, context.progress)
-        unet.requires_grad_(False)
-        if folder is not None and s.samples and self.ddpm_report.get("samples") != s.samples:
-            self._save_samples(unet, scheduler, aux, folder, device)
-            atomic_write_json(folder / REPORT, self.ddpm_report)
+        unet, self.ddpm_report = load_or_train(aux, config, context.workdir, s.samples, context.progress)
         self._ddpm = (key, unet)
         return unet, scheduler
-
-    def _load(self, folder: Path, key: str, aux: ImageDataset, device):
-        if not (folder / REPORT).is_file() or not (folder / WEIGHTS).is_file():
-            return None
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            report = json.loads((folder / REPORT).read_text())
-            if report.get("cache_key") != key:
-                return None
-            unet = build_unet(self.settings, aux.in_channels, aux.image_size)
-            unet.load_state_dict(load_file(folder / WEIGHTS, device="cpu"), strict=True)
-        except (OSError, ValueError, RuntimeError, SafetensorError) as e:   # unreadable entry: train afresh
-            log.warning("ignoring the DDPM cache in %s (%s); training a new DDPM", folder, e)
-            return None
-        log.info("loaded the cached DDPM from %s", folder)
-        self.ddpm_report = {**report, "cached": True, "folder": str(folder)}
-        if report.get("samples_png"):
-            self.ddpm_report["samples_png"] = str(folder / SAMPLES)
-        return unet.to(device).eval()
-
-    def _train(self, aux: ImageDataset, key: str, folder: Path | None, scheduler, device, progress: bool):
-        s = self.settings
-        n = len(aux)
-        n_hold = min(s.holdout, n // 10)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(s.seed))
-        hold, train = perm[:n_hold].sort().values, perm[n_hold:].sort().values
-        with torch.random.fork_rng(devices=[]):   # seeded init without touching the global RNG
-            torch.manual_seed(s.seed)
-            unet = build_unet(s, aux.in_channels, aux.image_size)
-        unet.to(device)
-        images = to_model(aux.images, device)
-        start = time.perf_counter()
-        losses = train_ddpm(unet, scheduler, images[train.to(device)], s, progress)
-        seconds = time.perf_counter() - start
-        unet.requires_grad_(False)
-        tail = losses[-max(1, len(losses) // 10):]
-        eval_images = images[hold.to(device)] if n_hold else images[train[:128].to(device)]
-        every = max(1, len(losses) // 50)
-        self.ddpm_report = {
-            "cache_key": key,
-            "cached": False,
-            "folder": str(folder) if folder is not None else None,
-            "device": str(device),
-            "parameters": sum(p.numel() for p in unet.parameters()),
-            "aux_images": n,
-            "train_images": len(train),
-            "settings": s.ddpm_dict(),
-            "train_seconds": round(seconds, 2),
-            "final_loss": sum(tail) / len(tail),   # mean epsilon MSE over the last 10% of steps
-            "loss_curve": [sum(losses[i:i + every]) / len(losses[i:i + every]) for i in range(0, len(losses), every)],
-            "loss_curve_every": every,
-            "denoising_split": "heldout" if n_hold else "train (aux too small to hold out 10%)",
-            "denoising_images": len(eval_images),
-            "denoising": denoising_report(unet, scheduler, eval_images, s.seed),
-            "samples": 0,
-            "samples_png": None,
-        }
-        if folder is not None:
-            from safetensors.torch import save
-
-            state = {k: v.detach().to("cpu").contiguous() for k, v in unet.state_dict().items()}
-            atomic_write_bytes(folder / CONFIG, unet.to_json_string().encode())
-            atomic_write_bytes(folder / WEIGHTS, save(state, metadata={"cache_key": key}))
-            if s.samples:
-                self._save_samples(unet, scheduler, aux, folder, device)
-            atomic_write_json(folder / REPORT, self.ddpm_report)
-        return unet.eval()
-
-    def _save_samples(self, unet, scheduler, aux: ImageDataset, folder: Path, device) -> None:
-        s = self.settings
-        x = sample(unet, scheduler, s.samples, (aux.in_channels, *aux.image_size), s.seed, device)
-        title = (f"DDPM samples, {s.train_steps} steps, final loss {self.ddpm_report['final_loss']:.4f}")
-        atomic_write_bytes(folder / SAMPLES, grid_png(to_uint8(x), title))
-        self.ddpm_report.update(samples=s.samples, samples_png=str(folder / SAMPLES))
 
     # -- purification -------------------------------------------------------------------------
 
@@ -606,5 +333,4 @@ class Purify(DiffPure):
         return lambda x_p: _Target(x_p, s, encoder)
 
 
-__all__ = ["DiffPure", "DiffPureSettings", "Purify", "PurifySettings", "build_unet", "cache_key",
-           "make_scheduler", "predict_eps", "train_ddpm"]
+__all__ = ["DiffPure", "DiffPureSettings", "Purify", "PurifySettings"]

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..training import WeightNoiseLoss, cross_entropy, noisy_params
+from ..losses import WeightNoiseLoss, noisy_params
+from ..training import cross_entropy
 from .base import register_protection
 from .em import EMSettings, MinMin
 

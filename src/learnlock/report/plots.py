@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import matplotlib
@@ -14,7 +15,8 @@ import torch  # noqa: E402
 from ..provenance import atomic_write_bytes  # noqa: E402
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
+    """Write a pyplot figure as PNG (120 dpi, tight box) atomically to `path` and close it."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -44,7 +46,7 @@ def image_grid(clean: torch.Tensor, protected: torch.Tensor, labels, classes, pa
         axes[r][0].set_ylabel(name, fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def grouped_bars(groups: list[str], series: dict[str, list[float]], path, ylabel: str = "test accuracy (%)",
@@ -63,7 +65,7 @@ def grouped_bars(groups: list[str], series: dict[str, list[float]], path, ylabel
     ax.legend(fontsize=7, ncol=2)
     if title:
         ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def scatter_front(points: dict[str, tuple[float, float]], path, title: str = "",
@@ -85,7 +87,7 @@ def scatter_front(points: dict[str, tuple[float, float]], path, title: str = "",
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def line_plot(x: list[float], series: dict[str, list[float]], path, xlabel: str, ylabel: str = "test accuracy (%)",
@@ -112,4 +114,24 @@ def line_plot(x: list[float], series: dict[str, list[float]], path, xlabel: str,
     ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+def grid_png(images: torch.Tensor, title: str) -> bytes:
+    """uint8 N x C x H x W -> PNG bytes of a square grid (e.g. a DDPM's samples). A standalone
+    Figure at 100 dpi, so pyplot's global state is not touched."""
+    from matplotlib.figure import Figure
+
+    n = len(images)
+    k = math.ceil(math.sqrt(n))
+    fig = Figure(figsize=(1.2 * k, 1.2 * k + 0.3))
+    for i in range(k * k):
+        ax = fig.add_subplot(k, k, i + 1)
+        ax.axis("off")
+        if i < n:
+            img = images[i].permute(1, 2, 0).numpy()
+            ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=255)
+    fig.suptitle(title, fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()

@@ -244,7 +244,7 @@ def plot(summary: dict, nets, path: Path, chance: float, title: str) -> None:
 def plot_recovery(curves: dict, path: Path, chance: float) -> None:
     import matplotlib.pyplot as plt
 
-    from ..report.plots import _save
+    from ..report.plots import save_figure
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for row, by_net in curves.items():
@@ -257,7 +257,7 @@ def plot_recovery(curves: dict, path: Path, chance: float) -> None:
     ax.set_ylabel("clean test accuracy (%)")
     ax.set_title("weight-space recovery vs eta")
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_class: int | None = None,

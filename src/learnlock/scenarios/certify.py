@@ -35,8 +35,9 @@ from tqdm.auto import tqdm
 
 from ..data import ImageDataset
 from ..errors import LearnlockError, require
+from ..losses import noisy_params
 from ..provenance import atomic_write_bytes, atomic_write_json, provenance
-from ..training import check_compatible, evaluate, noisy_params
+from ..training import check_compatible, evaluate
 
 # The eta grid of the paper's certification script (L2 radius in parameter space).
 DEFAULT_ETAS = (0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
@@ -185,7 +186,8 @@ def train_surrogate(published: ImageDataset, arch: str, recipe, *, seed: int = 0
     `sigma` (`draws` samples per step; the paper trains with the certification's sigma). With
     `out_dir` it is saved there and reused by a rerun with the same inputs. Returns (NetSpec, info)."""
     from ..models import MODELS, NetSpec, create_model
-    from ..training import WeightNoiseLoss, cross_entropy, fit
+    from ..losses import WeightNoiseLoss
+    from ..training import cross_entropy, fit
 
     MODELS.get(arch)
     info = {"arch": arch, "seed": seed, "recipe": recipe.to_dict(), "train_sigma": sigma, "train_draws": draws,
@@ -244,7 +246,7 @@ def certify_folder(published_dir, settings: CertifySettings, *, out_dir, recipe,
 def plot_certificates(certs: dict[str, Certificate], path, chance: float | None = None) -> Path:
     """Certified learnability vs eta, one line per certificate, with its sampled accuracies as a
     strip at eta = 0 and its empirical q-quantile as a dotted line."""
-    from ..report.plots import _save, plt
+    from ..report.plots import plt, save_figure
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [3, 1]})
     for i, (label, c) in enumerate(certs.items()):
@@ -267,4 +269,4 @@ def plot_certificates(certs: dict[str, Certificate], path, chance: float | None 
     ax2.set_ylabel("sampled test accuracy (%)")
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
