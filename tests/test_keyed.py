@@ -207,7 +207,7 @@ def test_item_targets_follow_the_exact_batches():
     import torch.nn.functional as F
 
     from learnlock.models import create_model
-    from learnlock.training import ItemTargets
+    from learnlock.callbacks import ItemTargets
 
     data = learnable_dataset(n_per_class=6, classes=3, size=8)
     recipe = Recipe(name="tiny", epochs=2, batch_size=5, device="cpu")

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from learnlock.losses import (feature_distance_loss, gradient_matching_loss, per_layer_cosine_distance,
                               undistill_loss, unrolled_update_matching_loss)
 from learnlock.models import create_model
-from learnlock.training import state_copy
+from learnlock.callbacks import state_copy
 
 
 def reference_gm(state, x, x_u, y):

@@ -102,6 +102,8 @@ def cli_cases(pub, key, test, tmp):
         (["audit", pub, "--authorized", key, "--test", test, "--out", f"{ro}/a"], "cannot write"),
         (["certify", pub, "--test", test, "--arch", "cnn", "--n", "5", "--out", f"{ro}/c"], "cannot write"),
         (["evaluate", "--train", test, "--out", f"{ro}/e"], "cannot write"),
+        (["evaluate", "--train", test, "--device", "foo"], "device must be auto, cpu, cuda or cuda:N"),
+        (["evaluate", "--train", test, "--test", test, "--device", "cuda:7"], "was asked for, but this machine has"),
         (["protect", "--method", "random", "--data", test, "--per-class", "0", "--out", f"{tmp}/p0"],
          "per_class is a number of images per class >= 1"),
         (["protect", "--method", "uge", "--data", test, "--authorized", "cnn", "--key-seed", "1",

@@ -10,7 +10,8 @@ from learnlock.errors import LearnlockError
 from learnlock.losses import DistillationLoss
 from learnlock.scenarios.evaluation import evaluate_nets, results_table
 from learnlock.models import create_model
-from learnlock.training import Recipe, Trajectory, augment_batch, evaluate, fit, get_recipe
+from learnlock.callbacks import Trajectory
+from learnlock.training import Recipe, augment_batch, evaluate, fit, get_recipe
 
 TINY = Recipe(name="tiny", epochs=6, batch_size=32, lr=0.05, augment="flip", device="cpu")
 

@@ -9,7 +9,8 @@ from .scenarios.evaluation import evaluate_nets, results_table
 from .models import NetSpec, create_model, list_models
 from .provenance import version as _version
 from .losses import DistillationLoss
-from .training import RECIPES, Callback, Recipe, Trajectory, evaluate, fit
+from .callbacks import Trajectory
+from .training import RECIPES, Callback, Recipe, evaluate, fit
 
 __version__ = _version()
 

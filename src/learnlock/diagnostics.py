@@ -15,7 +15,8 @@ from torch import nn
 from .data import ImageDataset
 from .losses import gradient_matching_loss
 from .models import create_model
-from .training import Recipe, state_copy
+from .callbacks import state_copy
+from .training import Recipe
 
 
 def diagnose(data: ImageDataset, x_u: torch.Tensor, runs: list, recipe: Recipe, seed: int = 0,

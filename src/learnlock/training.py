@@ -12,8 +12,8 @@ trajectories, batch transforms), never through a copy of this loop.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import ImageDataset
-from .errors import LearnlockError
+from .errors import LearnlockError, require
 
 AUGMENTS = ("none", "flip", "crop", "crop+flip", "roll", "roll+flip")
 OPTIMIZERS = ("sgd", "adam")
@@ -48,24 +48,29 @@ class Recipe:
     device: str = "auto"          # auto (cuda if available) | cpu | cuda | cuda:N
 
     def __post_init__(self):
-        checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 2, f"batch_size must be >= 2 (BatchNorm), got {self.batch_size}"),
-            (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
-            (self.augment in AUGMENTS, f"augment must be one of {AUGMENTS}, got {self.augment!r}"),
-            (self.crop_padding >= 0, f"crop_padding must be >= 0, got {self.crop_padding}"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise LearnlockError(f"recipe {self.name!r}: {msg}")
+        def need(ok: bool, message: str):
+            require(ok, f"recipe {self.name!r}: {message}")
+
+        need(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        need(self.batch_size >= 2, f"batch_size must be >= 2 (BatchNorm), got {self.batch_size}")
+        need(self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}")
+        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        need(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        need(self.augment in AUGMENTS, f"augment must be one of {AUGMENTS}, got {self.augment!r}")
+        need(self.crop_padding >= 0, f"crop_padding must be >= 0, got {self.crop_padding}")
+        need(isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+             f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
     def resolved_device(self) -> torch.device:
+        """The device to train on; a clear error when this machine has no such device."""
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        device = torch.device(self.device)
+        if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+            raise LearnlockError(f"device {self.device} was asked for, but this machine has "
+                                 f"{torch.cuda.device_count()} CUDA device(s); use `device` cpu or auto")
+        return device
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,74 +114,6 @@ class Callback:
         """After the optimiser step (e.g. project the weights back onto a constraint set)."""
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> None: ...
-
-
-class ItemTargets(Callback):
-    """Trains on per-item targets instead of the labels: `targets[i]` (N x C class probabilities,
-    e.g. a teacher's soft outputs) for item i of the data `fit` receives. It finds each step's items
-    by replaying `batch_schedule`, so the targets follow the exact batches fit draws."""
-
-    def __init__(self, targets: torch.Tensor):
-        self.targets = targets
-        self.index: dict[int, torch.Tensor] = {}
-
-    def on_fit_start(self, model, recipe):
-        self.index = {s.step: s.index for s in batch_schedule(len(self.targets), recipe)}
-
-    def on_batch(self, model, x, y, step):
-        return x, self.targets[self.index[step]].to(x.device)
-
-
-def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-class Trajectory(Callback):
-    """Keeps checkpoints theta_0 (init) .. theta_T, e.g. for UGE's gradient matching: after every
-    `every` epochs, or with `every_steps`, before every k-th optimiser step (finer). `steps[i]`
-    is the number of optimiser steps taken before checkpoint i. With `directory`, each is also
-    written as step_XXXXXX.safetensors."""
-
-    def __init__(self, every: int = 1, every_steps: int | None = None,
-                 directory: str | Path | None = None):
-        self.every = every
-        self.every_steps = every_steps
-        self.directory = Path(directory) if directory else None
-        self.states: list[dict[str, torch.Tensor]] = []
-        self.steps: list[int] = []
-        self.epochs: list[int] = []
-        self._step = 0
-
-    def _keep(self, model, epoch):
-        if self.steps and self.steps[-1] == self._step:
-            return
-        state = state_copy(model)
-        self.states.append(state)
-        self.steps.append(self._step)
-        self.epochs.append(epoch)
-        if self.directory is not None:
-            from safetensors.torch import save
-
-            from .provenance import atomic_write_bytes
-
-            atomic_write_bytes(self.directory / f"step_{self._step:06d}.safetensors",
-                               save({k: v.contiguous() for k, v in state.items()}))
-
-    def on_fit_start(self, model, recipe):
-        self._step, self._epoch = 0, 0
-        self._keep(model, 0)
-
-    def on_batch(self, model, x, y, step):
-        self._step = step
-        if self.every_steps and step % self.every_steps == 0:
-            self._keep(model, self._epoch)
-        return x, y
-
-    def on_epoch_end(self, model, epoch):
-        self._step += 1  # on_batch saw the last step before it was taken
-        self._epoch = epoch
-        if epoch % self.every == 0:
-            self._keep(model, epoch)
 
 
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

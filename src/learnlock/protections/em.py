@@ -35,7 +35,8 @@ from torch import nn
 
 from ..data.base import ImageDataset
 from ..models import create_model, frozen, list_models
-from ..training import Callback, ItemTargets, Recipe, cross_entropy, fit
+from ..callbacks import ItemTargets
+from ..training import Callback, Recipe, cross_entropy, fit
 from .base import Protection, ProtectionSettings, project_quantize, register_protection
 from .resumable import Checkpoint
 from .surrogate import alternate_rounds

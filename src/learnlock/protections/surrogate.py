@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 from ..data import ImageDataset
 from ..models import NetSpec
 from ..provenance import atomic_write_bytes
-from ..training import Recipe, Trajectory, fit
+from ..callbacks import Trajectory
+from ..training import Recipe, fit
 
 
 def alternate_rounds(start: int, max_rounds: int, step, stop, log: list, save, desc: str, progress: bool) -> bool:
