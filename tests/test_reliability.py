@@ -181,3 +181,20 @@ def test_stale_temporaries_of_a_killed_write_are_removed(tmp_path):
     other.mkdir()
     assert clean_stale_temporaries(tmp_path / "pub") == [stale]
     assert not stale.exists() and other.exists()
+
+
+def test_plots_show_one_image_per_class_and_say_abstained(tmp_path):
+    import torch
+
+    from learnlock.report.plots import first_of_each_class, image_grid
+    from learnlock.scenarios.certify import CertifySettings, Certificate, certify_accuracies, plot_certificates
+
+    assert first_of_each_class([0, 0, 1, 0, 2, 1], 8) == [0, 2, 4]
+    assert first_of_each_class([2, 1, 0], 2) == [2, 1]
+    x = torch.randint(0, 255, (6, 3, 8, 8), dtype=torch.uint8)
+    assert image_grid(x, x, [0, 0, 1, 0, 2, 1], ["a", "b", "c"], tmp_path / "grid.png").stat().st_size > 0
+    s = CertifySettings(q=0.9, n=5, etas=(0.0, 0.5))  # 5 samples cannot certify the 0.9-quantile at 99%
+    rows = certify_accuracies([0.1] * 5, s.q, s.sigma, s.etas, s.alpha)
+    assert all(r["abstain"] for r in rows)
+    cert = Certificate(s, [0.1] * 5, 0.1, rows, {}, {})
+    assert plot_certificates({"surrogate": cert}, tmp_path / "c.png").stat().st_size > 0

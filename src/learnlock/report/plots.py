@@ -24,13 +24,25 @@ def save_figure(fig, path) -> Path:
     return Path(path)
 
 
+def first_of_each_class(labels, n: int) -> list[int]:
+    """Index of the first item of each class, in class order, for at most `n` classes."""
+    first: dict[int, int] = {}
+    for i, c in enumerate(labels):
+        first.setdefault(int(c), i)
+    return [first[c] for c in sorted(first)][:n]
+
+
 def image_grid(clean: torch.Tensor, protected: torch.Tensor, labels, classes, path, n: int = 8,
                title: str = "") -> Path:
-    """Clean / noise (scaled to the full range) / protected rows, as the UGE paper's Fig. 4.
+    """Clean / noise (scaled to the full range) / protected rows, as the UGE paper's Fig. 4: the
+    first image of each class (up to `n` classes), so a class-wise pattern shows as such.
     clean, protected: uint8 N x C x H x W."""
-    n = min(n, len(clean))
+    labels = [int(v) for v in labels]
+    pick = first_of_each_class(labels, n)
+    clean, protected, labels = clean[pick], protected[pick], [labels[i] for i in pick]
+    n = len(pick)
     fig, axes = plt.subplots(3, n, figsize=(1.3 * n, 4.2), squeeze=False)
-    noise = protected[:n].float() - clean[:n].float()
+    noise = protected.float() - clean.float()
     scale = noise.abs().amax().clamp_min(1)
     for i in range(n):
         imgs = [clean[i].float() / 255, (noise[i] / scale + 1) / 2, protected[i].float() / 255]
@@ -62,7 +74,7 @@ def grouped_bars(groups: list[str], series: dict[str, list[float]], path, ylabel
     ax.set_ylabel(ylabel)
     if hline is not None:
         ax.axhline(hline, color="gray", ls="--", lw=1, label=hline_label)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)  # beside, never on a bar
     if title:
         ax.set_title(title, fontsize=10)
     return save_figure(fig, path)

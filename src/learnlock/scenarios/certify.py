@@ -254,6 +254,9 @@ def plot_certificates(certs: dict[str, Certificate], path, chance: float | None 
         color = f"C{i}"
         if line:
             ax.plot(*zip(*line), marker="o", color=color, label=f"{label}: certified bound")
+        else:  # every eta abstained: say so rather than leave the panel empty
+            ax.text(0.5, 0.5 - 0.08 * i, f"{label}: abstained at every eta (too few samples for q={c.settings.q}, "
+                    f"alpha={c.settings.alpha})", transform=ax.transAxes, ha="center", color=color, fontsize=8)
         ax.axhline(100 * c.empirical_quantile(), color=color, ls=":", lw=1,
                    label=f"{label}: empirical q-quantile")
         ax2.hist(100 * np.asarray(c.accuracies), bins=20, color=color, alpha=0.5, label=label,
