@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 
@@ -171,6 +172,17 @@ def parse_attack_settings(pairs: list[str]) -> dict[str, dict]:
 
 
 def cmd_audit(args) -> None:
+    """Train hacker networks on a published dataset under each attack (retrain, distill,
+augmentations, ISS, UEraser, adversarial training, diffusion purification, weight-space recovery)
+and report clean test accuracy beside the clean baseline. Finished cells are cached under --out;
+rerun the same command to resume.
+
+example:
+  learnlock audit runs/demo/published --test fashion-mnist --test-per-class 100 \\
+      --aux fashion-mnist --aux-per-class 20 --authorized runs/demo/key.safetensors \\
+      --attacks retrain,distill,iss-jpeg,adversarial-training --nets cnn,lenet --seeds 0,1 \\
+      --set iss-jpeg.quality=10 --out runs/demo/audit
+attacks that need --aux: purify, purify-diffpure, recover, recover-random; distill needs the key (--authorized)"""
     from .scenarios.audit import audit_folder
 
     result = audit_folder(args.published, out_dir=args.out, test=args.test, test_per_class=args.test_per_class,
@@ -195,6 +207,13 @@ def float_list(text: str) -> list[float]:
 
 
 def cmd_certify(args) -> None:
+    """Train a surrogate on the published data (or load one), sample N weight vectors
+theta + sigma*N(0,I), record their clean test accuracies and bound the q-quantile accuracy of any
+smoothed classifier within L2 distance eta (Wang et al. 2024, PUE).
+
+example:
+  learnlock certify runs/pub --test cifar10 --arch cnn --n 1000 --out runs/cert
+  (lower certified learnability = the protection holds for every net near the surrogate)"""
     from .scenarios.certify import DEFAULT_ETAS, CertifySettings, certify_folder
 
     settings = CertifySettings(q=args.q, sigma=args.sigma, n=args.n, alpha=args.alpha,
@@ -208,34 +227,31 @@ def cmd_certify(args) -> None:
 
 
 def cmd_list(args) -> None:
+    from .attacks import list_attacks
     from .data import list_datasets
     from .models import list_models
+    from .protections import get_protection, list_protections
     from .training import RECIPES
 
     print("datasets:", ", ".join(list_datasets()))
     print("models:  ", ", ".join(list_models()))
-    import dataclasses
-
-    from .protections import get_protection, list_protections
-    from .protections.uge import PRESETS
-
-    print(f"protections (--method NAME, --set SETTING=VALUE; uge presets: {', '.join(PRESETS)}):")
+    print("protections (--method NAME, --set SETTING=VALUE, --preset NAME):")
     for name in list_protections():
-        cls = get_protection(name)
-        fields = [f"{f.name}={f.default:.4g}" if isinstance(f.default, float) else f"{f.name}={f.default!r}"
-                  for f in dataclasses.fields(cls.Settings)
-                  if f.default is not dataclasses.MISSING]
-        print(f"  {name} [{cls.norm}]: {', '.join(fields)}")
-    from .attacks import list_attacks
-
+        print(f"  {get_protection(name).describe()}")
     print("attacks:", ", ".join(list_attacks()))
     print("recipes: ")
     for name, r in RECIPES.items():
-        print(f"  {name}: {r.epochs} epochs, {r.optimizer} lr {r.lr}, batch {r.batch_size}, "
-              f"{r.schedule}, {r.augment}")
+        print(f"  {name}: {r.epochs} epochs, {r.optimizer} lr {r.lr}, batch {r.batch_size}, {r.schedule}, {r.augment}")
 
 
 def cmd_federated(args) -> None:
+    """Split --data among clients; each client protects only its own shard against the global
+network; the server trains the global network on the union of the published shards; hackers train
+on the union (Normal) or distil the global network (Distill).
+
+example:
+  learnlock federated --data cifar10 --per-class 100 --test-per-class 100 \\
+      --clients 2 --split classes --global-arch cnn --global-seed 1234 --out runs/fed"""
     from .scenarios.federated import run_federated, table9_markdown
 
     settings = parse_settings(args.set)
@@ -264,7 +280,9 @@ def cmd_federated(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="learnlock", description=__doc__)
     parser.add_argument("--version", action="version", version=f"learnlock {version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    # examples in epilogs keep their line breaks
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=functools.partial(
+        argparse.ArgumentParser, formatter_class=argparse.RawDescriptionHelpFormatter))
 
     p = sub.add_parser("evaluate", help="train networks on a dataset and report clean test accuracy")
     p.add_argument("--train", required=True, help="training set spec, e.g. fashion-mnist, folder:PATH")
@@ -323,20 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_recipe_args(p)
     p.set_defaults(func=cmd_table1)
 
-    p = sub.add_parser(
-        "audit", help="score a published dataset against every attack",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train hacker networks on a published dataset under each attack (retrain, distill, "
-                    "augmentations, ISS, UEraser, adversarial training, diffusion purification, weight-space "
-                    "recovery) and report clean test accuracy beside the clean baseline. Finished cells are "
-                    "cached under --out; rerun the same command to resume.",
-        epilog="example:\n"
-               "  learnlock audit runs/demo/published --test fashion-mnist --test-per-class 100 \\\n"
-               "      --aux fashion-mnist --aux-per-class 20 --authorized runs/demo/key.safetensors \\\n"
-               "      --attacks retrain,distill,iss-jpeg,adversarial-training --nets cnn,lenet --seeds 0,1 \\\n"
-               "      --set iss-jpeg.quality=10 --out runs/demo/audit\n"
-               "attacks that need --aux: purify, purify-diffpure, recover, recover-random; "
-               "distill needs the key (--authorized)")
+    p = sub.add_parser("audit", help="score a published dataset against every attack", description=cmd_audit.__doc__)
     p.add_argument("published", help="published dataset folder")
     p.add_argument("--test", help="clean test set spec (default: the test split of the published data's source)")
     p.add_argument("--test-per-class", type=int)
@@ -355,14 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_recipe_args(p)
     p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser(
-        "certify", help="certified (q, eta)-learnability of a published dataset (parametric smoothing)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train a surrogate on the published data (or load one), sample N weight vectors "
-                    "theta + sigma*N(0,I), record their clean test accuracies and bound the q-quantile "
-                    "accuracy of any smoothed classifier within L2 distance eta (Wang et al. 2024, PUE).",
-        epilog="example:\n  learnlock certify runs/pub --test cifar10 --arch cnn --n 1000 --out runs/cert\n"
-               "  (lower certified learnability = the protection holds for every net near the surrogate)")
+    p = sub.add_parser("certify", help="certified (q, eta)-learnability of a published dataset (parametric smoothing)",
+                       description=cmd_certify.__doc__)
     p.add_argument("published", help="folder written by `learnlock protect`")
     p.add_argument("--test", help="clean test set spec (default: the published source)")
     p.add_argument("--test-per-class", type=int, help="certify on a seeded subset of N test images per class")
@@ -382,14 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_recipe_args(p)
     p.set_defaults(func=cmd_certify)
 
-    p = sub.add_parser(
-        "federated", formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="UGE in federated learning: clients protect their shards against one global network (Table 9)",
-        description="Split --data among clients; each client protects only its own shard against the global "
-                    "network; the server trains the global network on the union of the published shards; "
-                    "hackers train on the union (Normal) or distil the global network (Distill).",
-        epilog="example:\n  learnlock federated --data cifar10 --per-class 100 --test-per-class 100 \\\n"
-               "      --clients 2 --split classes --global-arch cnn --global-seed 1234 --out runs/fed")
+    p = sub.add_parser("federated", description=cmd_federated.__doc__,
+                       help="UGE in federated learning: clients protect their shards against one global network (Table 9)")
     p.add_argument("--data", required=True, help="dataset spec (its train split is shared out)")
     p.add_argument("--test", help="clean test set spec (default: the test split of --data)")
     p.add_argument("--per-class", type=int, help="use a seeded subset of N training images per class")

@@ -337,6 +337,14 @@ class Protection(ABC):
         """Method-specific results for the manifest (diagnostics, optimisation log), after apply."""
         return {}
 
+    @classmethod
+    def describe(cls) -> str:
+        """One line for `learnlock list`: name, norm, presets and every setting's default."""
+        fields = [f"{f.name}={f.default:.4g}" if isinstance(f.default, float) else f"{f.name}={f.default!r}"
+                  for f in dataclasses.fields(cls.Settings) if f.default is not dataclasses.MISSING]
+        presets = f" (presets: {', '.join(cls.presets)})" if cls.presets else ""
+        return f"{cls.name} [{cls.norm}]{presets}: {', '.join(fields)}"
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings})"
 
