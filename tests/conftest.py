@@ -4,8 +4,19 @@ import torch
 from PIL import Image
 
 from learnlock.data import ImageDataset
+from learnlock.device import set_device, using
 
 torch.set_num_threads(1)  # tiny tensors: threads only add sync overhead
+set_device("cpu")  # the suite's exact-bytes checks are CPU facts; `device` below runs tests on each device
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Runs a test on the CPU and, where there is one, on a CUDA GPU (the chosen run device)."""
+    with using(request.param) as dev:
+        yield dev
 
 
 def write_folder(root, per_class=4, classes=("ant", "bee", "cat"), size=(8, 6), mode="RGB", seed=0):

@@ -18,7 +18,7 @@ from learnlock.errors import LearnlockError
 from learnlock.models import create_model
 from learnlock.training import Recipe, evaluate, fit
 
-TINY = Recipe(name="tiny", epochs=10, batch_size=32, lr=0.05, augment="flip", device="cpu")
+TINY = Recipe(name="tiny", epochs=10, batch_size=32, lr=0.05, augment="flip")
 # Small settings so every attack runs in seconds; the defaults are what users get.
 FAST = {
     "adversarial-training": {"steps": 2, "eps": 4 / 255, "step": 2 / 255},

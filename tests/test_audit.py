@@ -14,7 +14,7 @@ from learnlock.protections import create_protection
 from learnlock.training import Recipe
 from test_scenarios import write_npz
 
-TINY = Recipe(name="tiny", epochs=6, batch_size=32, lr=0.05, augment="flip", device="cpu")
+TINY = Recipe(name="tiny", epochs=6, batch_size=32, lr=0.05, augment="flip")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from learnlock.protections.uge import UGE
 from learnlock.scenarios import Hacker
 from learnlock.training import Recipe
 
-RECIPE = Recipe(name="tiny", epochs=8, batch_size=8, lr=0.05, augment="flip", device="cpu")
+RECIPE = Recipe(name="tiny", epochs=8, batch_size=8, lr=0.05, augment="flip")
 FAST = dict(epochs=1, encoder_resolution=32, diagnostics=False)
 
 

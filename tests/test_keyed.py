@@ -17,7 +17,7 @@ from learnlock.models.keyed import KeyedNet, key_layer_of, keyed_spec
 from learnlock.protections import ProtectionContext, create_protection
 from learnlock.training import Recipe, apply_augment, draw_augment, fit
 
-TINY = Recipe(name="tiny", epochs=1, batch_size=8, device="cpu")
+TINY = Recipe(name="tiny", epochs=1, batch_size=8)
 FAST = dict(max_rounds=2, noise_steps=3, train_steps=2, batch_size=8)
 SETTINGS = {"colour": {"dims": 1}, "spectral": {"bins": 0.5}}
 
@@ -210,7 +210,7 @@ def test_item_targets_follow_the_exact_batches():
     from learnlock.callbacks import ItemTargets
 
     data = learnable_dataset(n_per_class=6, classes=3, size=8)
-    recipe = Recipe(name="tiny", epochs=2, batch_size=5, device="cpu")
+    recipe = Recipe(name="tiny", epochs=2, batch_size=5)
     a = fit(create_model("cnn", 3, 3, seed=0, width=8), data, recipe, progress=False)
     b = fit(create_model("cnn", 3, 3, seed=0, width=8), data, recipe, progress=False,
             callbacks=[ItemTargets(F.one_hot(data.labels, 3).float())])

@@ -22,7 +22,7 @@ from learnlock.protections.lock import LearnabilityLock
 from learnlock.protections.resumable import Checkpoint
 from learnlock.training import Recipe
 
-RECIPE = Recipe(name="tiny", epochs=1, batch_size=8, device="cpu")
+RECIPE = Recipe(name="tiny", epochs=1, batch_size=8)
 FAST = dict(max_rounds=2, train_steps=2, batch_size=8)
 AUTH = NetSpec.create("cnn", 3, 3, seed=1, width=8)
 CTX = ProtectionContext([AUTH], RECIPE, progress=False)

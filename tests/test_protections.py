@@ -34,7 +34,7 @@ FAST = {
 # Every method is built the same way, with one context: an authorized network for this file's data
 # (3 classes, RGB) and a tiny recipe for the authorized user's training (read by methods with a key).
 CONTEXT = ProtectionContext([NetSpec.create("cnn", 3, 3, seed=1, width=8)],
-                            Recipe(name="tiny", epochs=1, batch_size=8, device="cpu"), progress=False)
+                            Recipe(name="tiny", epochs=1, batch_size=8), progress=False)
 # Methods whose noise does not depend on the seed (it only picks the protected items).
 SEED_FREE = {"ops"}
 

@@ -17,7 +17,7 @@ from learnlock.report import learnability_ratio
 from learnlock.scenarios import Hacker, authorized_vs_hackers, ratios, table1_markdown
 from learnlock.training import Recipe, evaluate, fit
 
-TINY = Recipe(name="tiny", epochs=4, batch_size=32, lr=0.05, augment="flip", device="cpu")
+TINY = Recipe(name="tiny", epochs=4, batch_size=32, lr=0.05, augment="flip")
 
 
 def test_distill_needs_a_teacher():

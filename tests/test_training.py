@@ -13,7 +13,7 @@ from learnlock.models import create_model
 from learnlock.callbacks import Trajectory
 from learnlock.training import Recipe, augment_batch, evaluate, fit, get_recipe
 
-TINY = Recipe(name="tiny", epochs=6, batch_size=32, lr=0.05, augment="flip", device="cpu")
+TINY = Recipe(name="tiny", epochs=6, batch_size=32, lr=0.05, augment="flip")
 
 
 def test_fit_learns_a_learnable_task():

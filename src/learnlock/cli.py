@@ -48,14 +48,14 @@ def recipe_from_args(args):
             if getattr(args, new) in (None, "cpu"):
                 setattr(args, new, getattr(args, old))
 
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
-                                     ("batch_size", args.batch_size), ("device", args.device))
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size))
                  if v is not None}
     return get_recipe(args.recipe, **overrides)
 
 
 def cmd_evaluate(args) -> None:
     from .data import load_dataset
+    from .device import current_device
     from .scenarios.evaluation import evaluate_nets, results_table
 
     recipe = recipe_from_args(args)
@@ -63,7 +63,7 @@ def cmd_evaluate(args) -> None:
     test = load_dataset(args.test or args.train, "test", per_class=args.test_per_class,
                         seed=args.subset_seed)
     print(f"train: {train.source} ({len(train)} images), test: {test.source} ({len(test)} images), "
-          f"recipe {recipe.name}: {recipe.epochs} epochs on {recipe.resolved_device()}", file=sys.stderr)
+          f"recipe {recipe.name}: {recipe.epochs} epochs on {current_device()}", file=sys.stderr)
     rows = evaluate_nets(train, test, args.nets, args.seeds, recipe, out_dir=args.out,
                          progress=not args.no_progress)
     print(results_table(rows))
@@ -116,7 +116,7 @@ def cmd_train(args) -> None:
     from .scenarios import train_published
 
     result = train_published(args.data, args.authorized, test=args.test, test_per_class=args.test_per_class,
-                             out=args.out, device=args.device, progress=not args.no_progress,
+                             out=args.out, progress=not args.no_progress,
                              log=lambda m: print(m, file=sys.stderr))
     if args.out:
         print(f"trained weights written to {args.out}", file=sys.stderr)
@@ -141,7 +141,7 @@ def cmd_table1(args) -> None:
 
     result = table1(args.published, args.authorized, test=args.test, test_per_class=args.test_per_class,
                     hackers=hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill"),
-                    seeds=args.seeds, hacker_recipe=recipe_from_args(args), device=args.device, out=args.out,
+                    seeds=args.seeds, hacker_recipe=recipe_from_args(args), out=args.out,
                     progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
     print("\nTest accuracy % (mean ± std over seeds) and learnability ratio (acc - chance) / (clean acc - chance):")
     a, h = result.recipe, result.hacker_recipe
@@ -188,7 +188,7 @@ attacks that need --aux: purify, purify-diffpure, recover, recover-random; disti
     result = audit_folder(args.published, out_dir=args.out, test=args.test, test_per_class=args.test_per_class,
                           clean=args.clean, clean_per_class=args.clean_per_class, aux=args.aux,
                           aux_split=args.aux_split, aux_per_class=args.aux_per_class, subset_seed=args.subset_seed,
-                          authorized=args.authorized, device=args.device, attacks=args.attacks, nets=args.nets,
+                          authorized=args.authorized, attacks=args.attacks, nets=args.nets,
                           seeds=args.seeds, recipe=recipe_from_args(args), settings=parse_attack_settings(args.set),
                           progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
     print("\nClean test accuracy % (mean ± std over seeds) and learnability ratio "
@@ -423,6 +423,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "device", None):
+            from .device import set_device
+
+            set_device(args.device)  # the one place a run's device is chosen
         args.func(args)
     except LearnlockError as e:
         command = parser._subparsers._group_actions[0].choices[args.command]

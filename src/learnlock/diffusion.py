@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageDataset
+from .device import current_device
 from .provenance import atomic_write_bytes, atomic_write_json
 from .training import Callback, Recipe, fit
 
@@ -167,7 +168,7 @@ def train_ddpm(unet, scheduler, data: ImageDataset, config: DDPMConfig, device="
     Returns every step's loss. Draws come from CPU generators, so they do not depend on the device."""
     recipe = Recipe(name="ddpm", epochs=1, batch_size=config.train_batch_size, optimizer="adam", lr=config.lr,
                     weight_decay=0.0, schedule="constant", augment="flip" if config.flip else "none",
-                    seed=config.seed, device=str(device))
+                    seed=config.seed)
     # one class: the DDPM is unconditional, and fit's shape check then expects B x 1 outputs
     images = ImageDataset(data.images, torch.zeros(len(data), dtype=torch.long), ("image",), data.ids, data.source)
     steps = _DDPMSteps()
@@ -227,10 +228,6 @@ def cache_key(images: ImageDataset, config: DDPMConfig) -> str:
     return h.hexdigest()
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def load_or_train(images: ImageDataset, config: DDPMConfig, workdir: Path | None = None, samples: int = 0,
                   progress: bool = True):
     """The DDPM of `images` and `config`: from workdir/ddpm/<key[:16]>/ when it holds this key,
@@ -239,7 +236,7 @@ def load_or_train(images: ImageDataset, config: DDPMConfig, workdir: Path | None
     weights, its report: training losses, denoising errors, cache folder)."""
     key = cache_key(images, config)
     folder = Path(workdir) / "ddpm" / key[:16] if workdir is not None else None
-    device = _device()
+    device = current_device()
     loaded = load_entry(folder, key, config, images) if folder is not None else None
     unet, report = loaded if loaded is not None else train_entry(images, config, key, folder, device, progress)
     unet.to(device).requires_grad_(False)
@@ -280,7 +277,7 @@ def train_entry(images: ImageDataset, config: DDPMConfig, key: str, folder: Path
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed))
     hold, kept = perm[:n_hold].sort().values, perm[n_hold:].sort().values
     with torch.random.fork_rng(devices=[]):   # seeded init without touching the global RNG
-        torch.manual_seed(config.seed)
+        torch.random.default_generator.manual_seed(config.seed)  # CPU only: manual_seed would reseed CUDA too
         unet = build_unet(config, images.in_channels, images.image_size)
     scheduler = make_scheduler(config.num_train_timesteps)
     start = time.perf_counter()

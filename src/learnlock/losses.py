@@ -49,9 +49,10 @@ def param_grads(model: nn.Module, state: dict[str, torch.Tensor], names: list[st
                 y: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, ...]:
     """Gradients of CE(f_state(x), y) w.r.t. the parameters `names`, BatchNorm in train mode
     (batch statistics, as during training) without touching the stored running statistics."""
-    params = {n: state[n].detach().requires_grad_(True) for n in names}
-    rest = {k: (v.clone() if k.endswith(("running_mean", "running_var", "num_batches_tracked")) else v)
-            for k, v in state.items() if k not in params}
+    dev = x.device  # a stored (CPU) checkpoint follows the batch to its device
+    params = {n: state[n].detach().to(dev).requires_grad_(True) for n in names}
+    rest = {k: (v.to(dev, copy=True) if k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+                else v.to(dev)) for k, v in state.items() if k not in params}
     model.train()
     loss = F.cross_entropy(functional_call(model, {**rest, **params}, (x,)), y)
     return torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
@@ -130,6 +131,8 @@ class DistillationLoss:
 
     def __call__(self, logits, x, y):
         t = self.temperature
+        if next(self.teacher.parameters()).device != x.device:  # a teacher loaded on the CPU follows the batch
+            self.teacher.to(x.device)
         with torch.no_grad():
             target = F.softmax(self.teacher(x) / t, dim=1)
         kl = F.kl_div(F.log_softmax(logits / t, dim=1), target, reduction="batchmean") * t * t
@@ -140,9 +143,15 @@ class DistillationLoss:
 
 def noisy_params(model: nn.Module, sigma: float, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """theta + sigma * N(0, I) over every parameter (BatchNorm running statistics are buffers and
-    stay as they are), drawn from `gen` (CPU); differentiable in theta."""
-    return {name: p + sigma * torch.randn(p.shape, generator=gen).to(p.device, p.dtype)
+    stay as they are), drawn from `gen` on its own device (make it on the model's: no host
+    round trip); differentiable in theta."""
+    return {name: p + sigma * torch.randn(p.shape, generator=gen, device=gen.device).to(p.device, p.dtype)
             for name, p in model.named_parameters()}
+
+
+def generator_on(device, seed: int) -> torch.Generator:
+    """A seeded generator where the tensors it draws are used (CPU draws stay what they were)."""
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 class WeightNoiseLoss:
@@ -154,10 +163,11 @@ class WeightNoiseLoss:
     def __init__(self, model: nn.Module, sigma: float, draws: int = 1, seed: int = 0):
         if not (sigma >= 0 and draws >= 1):
             raise LearnlockError(f"weight noise needs sigma >= 0 and draws >= 1, got {sigma}, {draws}")
-        self.model, self.sigma, self.draws = model, sigma, draws
-        self.gen = torch.Generator().manual_seed(seed)
+        self.model, self.sigma, self.draws, self.seed = model, sigma, draws, seed
+        self.gen = None  # made at the first call, on the device the model trains on
 
     def __call__(self, logits, x, y):
+        self.gen = self.gen or generator_on(x.device, self.seed)
         total = 0.0
         for _ in range(self.draws):
             out = functional_call(self.model, noisy_params(self.model, self.sigma, self.gen), (x,))

@@ -12,7 +12,6 @@ trajectories, batch transforms), never through a copy of this loop.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, Sequence
 
@@ -22,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import ImageDataset
+from .device import current_device
 from .errors import LearnlockError, require
 
 AUGMENTS = ("none", "flip", "crop", "crop+flip", "roll", "roll+flip")
@@ -45,7 +45,7 @@ class Recipe:
     augment: str = "crop+flip"    # none | flip | crop | crop+flip | roll | roll+flip
     crop_padding: int = 4         # crops: pixels of zero padding; roll: largest circular shift
     seed: int = 0                 # data order and augmentation draws
-    device: str = "auto"          # auto (cuda if available) | cpu | cuda | cuda:N
+    # no device: where a run computes is chosen once (learnlock.device), never stored with a recipe
 
     def __post_init__(self):
         def need(ok: bool, message: str):
@@ -59,18 +59,6 @@ class Recipe:
         need(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         need(self.augment in AUGMENTS, f"augment must be one of {AUGMENTS}, got {self.augment!r}")
         need(self.crop_padding >= 0, f"crop_padding must be >= 0, got {self.crop_padding}")
-        need(isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
-             f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-
-    def resolved_device(self) -> torch.device:
-        """The device to train on; a clear error when this machine has no such device."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        device = torch.device(self.device)
-        if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-            raise LearnlockError(f"device {self.device} was asked for, but this machine has "
-                                 f"{torch.cuda.device_count()} CUDA device(s); use `device` cpu or auto")
-        return device
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -267,7 +255,7 @@ def fit(
         raise LearnlockError(f"{data.source}: need at least 2 training images, got {len(data)}")
     if steps is not None and not (isinstance(steps, int) and steps >= 1):
         raise LearnlockError(f"steps is a count of optimiser steps and must be an integer >= 1, got {steps!r}")
-    device = recipe.resolved_device()
+    device = current_device()
     model.to(device)
     check_compatible(model, data, device)
     images = data.images.to(device)

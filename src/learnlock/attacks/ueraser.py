@@ -64,9 +64,13 @@ class MaxLossAugment(Callback):
     def on_batch(self, model, x, y, step):
         if self.epoch > self.adversarial_epochs:
             return x, y
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed * 1_000_003 + step)
-            draws = [self.aug(x.cpu()).to(x.device).clamp(0, 1) for _ in range(self.s.repeats)]
+        seed = self.seed * 1_000_003 + step
+        cuda = [x.device.index or 0] if x.is_cuda else []
+        with torch.random.fork_rng(devices=cuda):  # seeded draws on x's device; global RNGs untouched
+            torch.random.default_generator.manual_seed(seed)
+            for i in cuda:
+                torch.cuda.default_generators[i].manual_seed(seed)
+            draws = [self.aug(x).clamp(0, 1) for _ in range(self.s.repeats)]
         if len(draws) == 1:
             return draws[0], y
         was_training = model.training

@@ -83,7 +83,7 @@ def validate_manifest(m: dict, where, format_version: int) -> dict:
             need(n, "arch", lambda v: isinstance(v, str), "a string", f"authorized.networks[{i}].")
         from ..training import Recipe  # data never imports training at module level
 
-        fields = set(Recipe.__dataclass_fields__)
+        fields = set(Recipe.__dataclass_fields__) | {"device"}  # manifests before 2026-12 named a device
         need(auth, "recipe", lambda v: isinstance(v, dict) and set(v) <= fields,
              f"an object with only the fields {', '.join(sorted(fields))}", "authorized.")
     mac = m.get("authentication")
@@ -100,7 +100,7 @@ def manifest_recipe(manifest: dict):
     auth = manifest.get("authorized")
     if not auth:
         raise LearnlockError(f"this published dataset ({manifest.get('method')}) names no authorized network")
-    return Recipe(**auth["recipe"])
+    return Recipe(**{k: v for k, v in auth["recipe"].items() if k != "device"})  # the device is chosen per run
 
 
 def key_secret(key) -> bytes:

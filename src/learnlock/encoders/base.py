@@ -66,7 +66,7 @@ class Encoder(nn.Module):
             )
         self.resolution = resolution
         try:
-            self.device = torch.device(device)
+            self._target = torch.device(device)  # where _freeze puts it; afterwards it follows .to()
         except (RuntimeError, TypeError) as e:
             raise LearnlockError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from e
         self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
@@ -93,8 +93,13 @@ class Encoder(nn.Module):
         """Subclasses call this at the end of __init__: no gradients to weights, eval mode, on device."""
         for p in self.parameters():
             p.requires_grad_(False)
-        self.to(self.device)
+        self.to(self._target)
         self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the encoder is now (its buffers' device), also after `.to(...)`: inputs follow it."""
+        return self._mean.device
 
     # -- public API --------------------------------------------------------------------------
 

@@ -91,18 +91,18 @@ class ClipEncoder(Encoder):
         if pretrained is None:
             log.warning("clip encoder %s built with RANDOM weights (pretrained=None): its features and text "
                         "anchors are meaningless; use this only in tests", model)
-            return open_clip.create_model(model, pretrained=None, device=self.device, **kw)
+            return open_clip.create_model(model, pretrained=None, device=self._target, **kw)
         tags = open_clip.list_pretrained_tags_by_model(model)
         if os.path.isfile(pretrained):
             try:
-                return open_clip.create_model(model, pretrained=pretrained, device=self.device, **kw)
+                return open_clip.create_model(model, pretrained=pretrained, device=self._target, **kw)
             except (RuntimeError, OSError, KeyError, ValueError) as e:
                 raise LearnlockError(f"cannot load CLIP weights for {model} from {pretrained}: {e}") from e
         if pretrained not in tags:
             raise LearnlockError(f"pretrained={pretrained!r} is neither a file nor an open_clip tag of {model}; "
                                  f"pass a local weights file or one of: {', '.join(tags) or '(no tags)'}")
         try:
-            return open_clip.create_model(model, pretrained=pretrained, device=self.device,
+            return open_clip.create_model(model, pretrained=pretrained, device=self._target,
                                           cache_dir=cache_dir, **kw)
         except Exception as e:  # hub / network / cache errors of several libraries, reported with cause
             raise LearnlockError(

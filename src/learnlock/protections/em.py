@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import current_device
 from ..data.base import ImageDataset
 from ..models import create_model, frozen, list_models
 from ..callbacks import ItemTargets
@@ -53,7 +54,6 @@ class EMSettings(ProtectionSettings):
     max_rounds: int = 100          # give up after this many rounds (reported in the manifest)
     batch_size: int = 128
     lr: float = 0.1                # surrogate SGD learning rate
-    device: str = "auto"           # auto (cuda if available) | cpu | cuda | cuda:N
 
     def __post_init__(self):
         super().__post_init__()
@@ -132,14 +132,13 @@ class MinMin(Protection):
 
     # ----------------------------------------------------------------- engine
     def device(self) -> torch.device:
-        d = self.settings.device
-        return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if d == "auto" else d)
+        return current_device()
 
     def surrogate_recipe(self, round_: int) -> Recipe:
         s = self.settings
         return Recipe(name=f"{self.name}-surrogate", epochs=1, batch_size=s.batch_size, optimizer="sgd",
                       lr=s.lr, momentum=0.9, nesterov=False, weight_decay=5e-4, schedule="constant",
-                      augment="none", seed=s.seed * 100_003 + round_, device=str(self.device()))
+                      augment="none", seed=s.seed * 100_003 + round_)
 
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
         s = self.settings

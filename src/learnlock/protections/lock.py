@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.base import ImageDataset
+from ..device import current_device
 from ..errors import LearnlockError
 from ..lockkey import VARIANTS, LockKey, lock_images, residual_lipschitz
 from ..models import NetSpec, create_model, frozen, list_models
@@ -64,7 +65,6 @@ class LockSettings(ProtectionSettings):
     stop_error: float = 0.1        # stop at this surrogate error on the locked data
     max_rounds: int = 50           # give up after this many rounds (reported in the manifest)
     batch_size: int = 128
-    device: str = "auto"           # auto (cuda if available) | cpu | cuda | cuda:N
 
     def __post_init__(self):
         super().__post_init__()
@@ -185,14 +185,13 @@ class LearnabilityLock(Protection):
         return math.floor(255 * self.settings.rho + 1e-9) / 255
 
     def device(self) -> torch.device:
-        d = self.settings.device
-        return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if d == "auto" else d)
+        return current_device()
 
     def surrogate_recipe(self, round_: int) -> Recipe:
         s = self.settings
         return Recipe(name="lock-surrogate", epochs=1, batch_size=s.batch_size, optimizer="sgd", lr=s.lr,
                       momentum=0.9, nesterov=False, weight_decay=5e-4, schedule="constant", augment="none",
-                      seed=s.seed * 100_003 + round_, device=str(self.device()))
+                      seed=s.seed * 100_003 + round_)
 
     # Why not em.MinMin: its state is one additive delta per item or class, stepped by signed
     # gradients and clamped to the rho-ball, and it publishes x + delta. Here the state is a set of

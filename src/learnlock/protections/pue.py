@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..losses import WeightNoiseLoss, noisy_params
+from ..losses import WeightNoiseLoss, generator_on, noisy_params
 from ..training import cross_entropy
 from .base import register_protection
 from .em import EMSettings, MinMin
@@ -52,13 +52,18 @@ class ProvablyUnlearnable(MinMin):
     def reset(self):
         self.robust = self.settings.warmup_accuracy <= 0
         self.noisy_rounds = 0
-        self.gen = torch.Generator().manual_seed(self.settings.seed + 32_452_843)
+        self.gen = None  # on the device of the run, made at first use
+
+    def draws(self, model) -> torch.Generator:
+        self.gen = self.gen or generator_on(next(model.parameters()).device, self.settings.seed + 32_452_843)
+        return self.gen
 
     def train_loss(self, model):
         if not self.robust:
             return cross_entropy
+        gen = self.draws(model)
         return WeightNoiseLoss(model, self.settings.sigma, self.settings.train_draws,
-                               seed=int(torch.randint(2**31, (1,), generator=self.gen)))
+                               seed=int(torch.randint(2**31, (1,), generator=gen, device=gen.device)))
 
     def noise_loss(self, model, x_u, y):
         if not self.robust:
@@ -66,7 +71,7 @@ class ProvablyUnlearnable(MinMin):
         total = 0.0
         for _ in range(self.settings.draws):
             total = total + F.cross_entropy(
-                functional_call(model, noisy_params(model, self.settings.sigma, self.gen), (x_u,)), y)
+                functional_call(model, noisy_params(model, self.settings.sigma, self.draws(model)), (x_u,)), y)
         return total / self.settings.draws
 
     def end_round(self, accuracy: float) -> None:

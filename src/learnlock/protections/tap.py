@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.base import ImageDataset
+from ..device import current_device
 from ..errors import LearnlockError
 from ..models import NetSpec, list_models
 from ..training import RECIPES, get_recipe
@@ -38,7 +39,6 @@ class TAPSettings(ProtectionSettings):
     step_size: float = 0.5 / 255   # per step, [0, 1] pixel units
     shift: int = 1                 # target class t = (y + shift) mod K
     batch_size: int = 256
-    device: str = "auto"
 
     def __post_init__(self):
         super().__post_init__()
@@ -62,11 +62,11 @@ class TargetedAdversarialPoisoning(Protection):
         if s.shift % data.num_classes == 0:
             raise LearnlockError(f"tap: shift {s.shift} is a multiple of {data.num_classes} classes; "
                                  "the target would be the true class")
-        recipe = get_recipe(s.recipe, seed=s.seed, device=s.device)
+        recipe = get_recipe(s.recipe, seed=s.seed)
         spec = NetSpec.create(s.surrogate, data.num_classes, data.in_channels, seed=s.seed)
         _, states = train_cached(workdir, f"tap_surrogate_{s.surrogate}", spec, data, recipe,
                                  progress=self.progress)
-        dev = recipe.resolved_device()
+        dev = current_device()
         model = model_from(spec, states[-1]).to(dev)
         for p in model.parameters():
             p.requires_grad_(False)

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from ..data import ImageDataset
 from ..diagnostics import diagnose
+from ..device import current_device
 from ..errors import LearnlockError
 from ..losses import (feature_distance_loss, gradient_matching_loss, undistill_loss,
                       unrolled_update_matching_loss)
@@ -215,7 +216,7 @@ class UGE(Protection):
         if s.lambda_fd > 0:
             from ..encoders import create_encoder
 
-            encoder = create_encoder(s.encoder, resolution=s.encoder_resolution)
+            encoder = create_encoder(s.encoder, resolution=s.encoder_resolution, device=current_device())
             with torch.no_grad():
                 feats = torch.cat([encoder(data.images[i:i + 256].float() / 255)
                                    for i in range(0, len(data), 256)])
@@ -303,8 +304,7 @@ class UGE(Protection):
         if workdir:
             workdir.mkdir(parents=True, exist_ok=True)
         runs, surrogates, encoder, feats, anchors = self.prepare(data, workdir)
-        # Everything lives on the authorized recipe's device (cuda when available).
-        dev = self.recipe.resolved_device()
+        dev = current_device()  # everything follows from here: keys, encoder, generator, surrogates
         for r in runs + self.proxies:
             r.to(dev)
         surrogates = [m.to(dev) for m in surrogates]

@@ -263,7 +263,7 @@ def plot_recovery(curves: dict, path: Path, chance: float) -> None:
 def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_class: int | None = None,
                  clean: str | None = None, clean_per_class: int | None = None, aux: str | None = None,
                  aux_split: str = "train", aux_per_class: int | None = None, subset_seed: int = 0,
-                 authorized=None, device: str | None = None, log=lambda message: None, **kwargs) -> dict:
+                 authorized=None, log=lambda message: None, **kwargs) -> dict:
     """`audit` of a published folder, its inputs given as dataset specs: the clean baseline
     (default: the source the manifest names), the test set (default: the source's test split), the
     attacker's aux set (items of the published set removed when it is the same source) and the key
@@ -283,8 +283,6 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
         key = load_key(key_path)
         check_key_matches(key, manifest)
         key_recipe = manifest_recipe(manifest)
-        if device:
-            key_recipe = replace(key_recipe, device=device)
     src = (manifest.get("extra") or {}).get("source_load")
     clean_set = None
     if clean:

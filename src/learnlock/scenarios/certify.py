@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from ..data import ImageDataset
 from ..errors import LearnlockError, require
-from ..losses import noisy_params
+from ..losses import generator_on, noisy_params
 from ..provenance import atomic_write_bytes, atomic_write_json, provenance
 from ..training import check_compatible, evaluate
 
@@ -105,7 +105,7 @@ def sample_accuracies(model: nn.Module, test: ImageDataset, sigma: float, n: int
     out = list(done)
     for i in tqdm(range(len(out), n), desc="certify (weight samples)", disable=not progress, leave=False,
                   initial=len(out), total=n):
-        params = noisy_params(model, sigma, torch.Generator().manual_seed(seed * 1_000_003 + i))
+        params = noisy_params(model, sigma, generator_on(device, seed * 1_000_003 + i))
         correct = 0
         for j in range(0, len(x), batch_size):
             logits = functional_call(model, params, (x[j:j + batch_size].float().div(255),))
@@ -219,6 +219,7 @@ def certify_folder(published_dir, settings: CertifySettings, *, out_dir, recipe,
     noise `train_sigma`, default the certification's sigma)."""
     from ..data import load_dataset
     from ..data.base import check_test_set
+    from ..device import current_device
     from ..data.published import check_writable, load_published
     from ..models import NetSpec
 
@@ -240,7 +241,7 @@ def certify_folder(published_dir, settings: CertifySettings, *, out_dir, recipe,
                                           draws=train_draws, progress=progress, log=log)
     surrogate["method"] = manifest.get("method")
     return certify(spec.build(), test_set, settings, out_dir=out_dir, surrogate=surrogate, progress=progress,
-                   device=recipe.resolved_device())
+                   device=current_device())
 
 
 def plot_certificates(certs: dict[str, Certificate], path, chance: float | None = None) -> Path:

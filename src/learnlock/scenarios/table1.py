@@ -55,7 +55,7 @@ def train_authorized(train: ImageDataset, key: NetSpec, recipe: Recipe, progress
 
 
 def train_published(published_dir, authorized, *, test: str | None = None, test_per_class: int | None = None,
-                    out=None, device: str | None = None, progress: bool = True, log=lambda message: None) -> dict:
+                    out=None, progress: bool = True, log=lambda message: None) -> dict:
     """What the authorized user does: train the key's network on a published folder with the
     manifest's recipe; with `out`, save the trained weights (NetSpec); with `test` (a dataset
     spec), report clean test accuracy. Returns {"model", "key", "accuracy", "test", "test_size"}."""
@@ -76,8 +76,6 @@ def train_published(published_dir, authorized, *, test: str | None = None, test_
     if out:
         check_writable(out)
     recipe = manifest_recipe(manifest)
-    if device:
-        recipe = replace(recipe, device=device)
     log(f"training {key.arch} ({key.fingerprint[:12]}) on {len(data)} published images with the manifest's "
         f"recipe ({recipe.epochs} epochs, seed {recipe.seed})")
     model = fit(key.build(), key.prepare(data), recipe, progress=progress, desc="authorized")
@@ -216,7 +214,7 @@ class Table1:
 
 def table1(published: Sequence, authorized, *, test: str | None = None, test_per_class: int | None = None,
            hackers: Sequence[Hacker] = (), seeds: Sequence[int] = (0,), hacker_recipe: Recipe | str = "cpu",
-           device: str | None = None, out=None, progress: bool = True, log=lambda message: None) -> Table1:
+           out=None, progress: bool = True, log=lambda message: None) -> Table1:
     """UGE's Table 1 for published dataset folder(s) of one source and their key (a path or a key).
 
     The clean source is reloaded as the manifest says (the "Original" row); the test set is
@@ -254,8 +252,6 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
     test_set = load_dataset(test or src["spec"], "test", per_class=test_per_class, seed=0)
     check_test_set(clean, test_set)
     recipe = manifest_recipe(first)
-    if device:
-        recipe = replace(recipe, device=device)
     hacker_recipe = get_recipe(hacker_recipe)
     rows: dict[str, list[dict]] = {}
     for seed in seeds:
