@@ -146,7 +146,7 @@ def test_several_authorized_networks_average_their_losses(data):
         total, terms = prot.batch_loss(x, (x + d).clamp(0, 1), y, idx, 3, which, surrogates, encoder, feats,
                                        anchors, None)
         total.backward()
-        return total.item(), terms, d.grad
+        return total.item(), {k: float(v) for k, v in terms.items()}, d.grad  # terms stay tensors until read
 
     total, terms, grad = loss_and_grad(runs)
     singles = [loss_and_grad([r]) for r in runs]

@@ -6,6 +6,8 @@ Shapes: x, x_u are B x C x H x W floats in [0, 1]; y is B int64; features are B 
 
 from __future__ import annotations
 
+import functools
+
 from typing import Sequence
 
 import torch
@@ -16,12 +18,19 @@ from torch.func import functional_call
 from .errors import LearnlockError
 
 
+@functools.lru_cache(maxsize=64)
+def _segments(sizes: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Layer index of every flattened gradient value; built once per model and device (UGE calls
+    the distance every batch: no host-to-device copy or size sync each time)."""
+    return torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device),
+                                   output_size=sum(sizes))
+
+
 def per_layer_cosine_distance(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
     """mean over tensors l of 1 - cos(a_l, b_l) (each tensor flattened); 0 when all align."""
     flat_a = torch.cat([t.reshape(-1) for t in a])
     flat_b = torch.cat([t.reshape(-1) for t in b])
-    sizes = torch.tensor([t.numel() for t in a], device=flat_a.device)
-    seg = torch.repeat_interleave(torch.arange(len(a), device=flat_a.device), sizes)
+    seg = _segments(tuple(t.numel() for t in a), flat_a.device)
     dots = torch.zeros(len(a), device=flat_a.device, dtype=flat_a.dtype).index_add_(0, seg, flat_a * flat_b)
     na = torch.zeros_like(dots).index_add_(0, seg, flat_a * flat_a)
     nb = torch.zeros_like(dots).index_add_(0, seg, flat_b * flat_b)

@@ -277,7 +277,7 @@ class UGE(Protection):
                 adv.append(F.cross_entropy(logits, (y + 1) % logits.shape[1]))  # targeted: class y+1
             terms["adv"] = torch.stack(adv).mean()
             total = total + s.lambda_adv * terms["adv"]
-        return total, {k: float(v.detach()) for k, v in terms.items()}
+        return total, {k: v.detach() for k, v in terms.items()}  # read once per epoch: no per-batch sync
 
     def plan(self, n: int, epoch: int, gen: torch.Generator):
         """Batches for optimisation pass `epoch` (0-based): (index, step, augment draw)."""
@@ -340,6 +340,7 @@ class UGE(Protection):
         for epoch in range(start, s.epochs):
             gen = torch.Generator().manual_seed(s.seed * 100003 + epoch)
             sums: dict[str, float] = {}
+            seen: dict[str, list] = {}
             batches = self.plan(n, epoch, gen)
             for idx, step, augment in batches:
                 idx = idx.to(dev)
@@ -355,6 +356,9 @@ class UGE(Protection):
                 loss.backward()
                 opt.step()
                 for k, v in terms.items():
+                    seen.setdefault(k, []).append(v)
+            for k, vs in seen.items():  # one host read per term and epoch, summed as before
+                for v in torch.stack(vs).tolist():
                     sums[k] = sums.get(k, 0.0) + v / len(batches)
             entry = {"epoch": epoch + 1, **{k: round(v, 5) for k, v in sums.items()}}
             self.log.append(entry)
