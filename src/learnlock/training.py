@@ -11,9 +11,11 @@ trajectories, batch transforms), never through a copy of this loop.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +29,7 @@ from .errors import LearnlockError, require
 AUGMENTS = ("none", "flip", "crop", "crop+flip", "roll", "roll+flip")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant", "step")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class Recipe:
     augment: str = "crop+flip"    # none | flip | crop | crop+flip | roll | roll+flip
     crop_padding: int = 4         # crops: pixels of zero padding; roll: largest circular shift
     seed: int = 0                 # data order and augmentation draws
+    precision: str = "auto"       # auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16
     # no device: where a run computes is chosen once (learnlock.device), never stored with a recipe
 
     def __post_init__(self):
@@ -59,9 +63,15 @@ class Recipe:
         need(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         need(self.augment in AUGMENTS, f"augment must be one of {AUGMENTS}, got {self.augment!r}")
         need(self.crop_padding >= 0, f"crop_padding must be >= 0, got {self.crop_padding}")
+        need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings as written into manifests and cache keys. precision "auto" is left out: it
+        computes what recipes before the field computed (fp32 on CPU), so their keys do not change."""
+        d = asdict(self)
+        if d["precision"] == "auto":
+            del d["precision"]
+        return d
 
 
 RECIPES: dict[str, Recipe] = {
@@ -226,11 +236,33 @@ def check_compatible(model: nn.Module, data: ImageDataset, device: torch.device)
         )
 
 
-def end_epoch(model, epoch, callbacks, bar, mean_loss):
-    bar.set_postfix(epoch=epoch, loss=f"{mean_loss:.3f}")
-    model.eval()
-    for cb in callbacks:
-        cb.on_epoch_end(model, epoch)
+def on_device(chunk: list[Step], device: torch.device) -> list[Step]:
+    """Steps of batch_schedule moved to `device` in one copy: indices and draws stacked into one
+    int64 tensor (pinned on CUDA, copied without blocking), then sliced per step on the device."""
+    def parts(s: Step) -> list[torch.Tensor]:
+        return [s.index] + [f for f in (s.augment.oy, s.augment.ox, s.augment.flip) if f is not None]
+
+    stacked = torch.stack([torch.cat(column).long() for column in zip(*map(parts, chunk))])
+    if device.type == "cuda":
+        stacked = stacked.pin_memory()
+    moved, out, at = stacked.to(device, non_blocking=True), [], 0
+    for s in chunk:
+        a, cols = s.augment, iter(moved[:, at:at + len(s.index)])
+        index = next(cols)
+        oy, ox = (next(cols) if a.oy is not None else None), (next(cols) if a.ox is not None else None)
+        flip = next(cols).bool() if a.flip is not None else None
+        out.append(Step(s.epoch, s.step, index, AugmentDraw(oy, ox, flip, a.padding, a.circular)))
+        at += len(s.index)
+    return out
+
+
+def epoch_plans(n: int, recipe: Recipe, steps: int | None, device: torch.device) -> Iterator[list[Step]]:
+    """batch_schedule in chunks on `device`: one chunk per epoch (with `steps`, per epoch's worth of
+    batches), so the host draws and copies once per epoch, never per step."""
+    per_epoch = math.ceil(n / recipe.batch_size)
+    key = (lambda s: s.epoch) if steps is None else (lambda s: s.step // per_epoch)
+    for _, chunk in itertools.groupby(batch_schedule(n, recipe, steps), key=key):
+        yield on_device(list(chunk), device)
 
 
 def fit(
@@ -248,15 +280,24 @@ def fit(
     recipe.epochs passes (see `batch_schedule`).
 
     Deterministic on CPU for fixed model init and `recipe.seed`: data order and augmentation
-    come from a private generator, the global RNG is not used.
+    come from a private generator, the global RNG is not used. Keeps an accelerator busy: data
+    stay on the device as uint8, each epoch's batches are copied there at once, the loss is read
+    (and checked for divergence) once per epoch; on CUDA channels_last and, with precision auto
+    or bf16, bf16 autocast of the forward pass and loss.
     """
     recipe = get_recipe(recipe)
+    device = current_device()
     if len(data) < 2:
         raise LearnlockError(f"{data.source}: need at least 2 training images, got {len(data)}")
     if steps is not None and not (isinstance(steps, int) and steps >= 1):
         raise LearnlockError(f"steps is a count of optimiser steps and must be an integer >= 1, got {steps!r}")
-    device = current_device()
     model.to(device)
+    cuda = device.type == "cuda"
+    if cuda:  # no change of layout on CPU: fp32 there computes exactly what it always did
+        torch.backends.cudnn.benchmark = True
+        model.to(memory_format=torch.channels_last)
+    bf16 = recipe.precision == "bf16" or (recipe.precision == "auto" and cuda)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     check_compatible(model, data, device)
     images = data.images.to(device)
     labels = data.labels.to(device)
@@ -266,39 +307,44 @@ def fit(
     for cb in callbacks:
         cb.on_fit_start(model, recipe)
     bar = tqdm(total=total_steps, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-    total, count, epoch = 0.0, 0, 1
     try:
-        model.train()
-        for s in batch_schedule(n, recipe, steps):
-            if s.epoch != epoch:
-                end_epoch(model, epoch, callbacks, bar, total / max(count, 1))
-                total, count, epoch = 0.0, 0, s.epoch
-                model.train()
-            idx = s.index.to(device)
-            x = apply_augment(images[idx].float().div_(255), s.augment)
-            y = labels[idx]
-            for cb in callbacks:
-                x, y = cb.on_batch(model, x, y, s.step)
+        for plan in epoch_plans(n, recipe, steps, device):
+            losses = torch.zeros(len(plan), device=device)   # each step's loss, read once per epoch
             model.train()
-            value = loss(model(x), x, y)
-            if not torch.isfinite(value):
+            for i, s in enumerate(plan):
+                x = apply_augment(images[s.index].float().div_(255), s.augment)
+                y = labels[s.index]
+                for cb in callbacks:
+                    x, y = cb.on_batch(model, x, y, s.step)
+                model.train()
+                if cuda and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast():
+                    value = loss(model(x), x, y)
+                opt.zero_grad(set_to_none=True)
+                value.backward()
+                for cb in callbacks:
+                    cb.on_backward(model, s.step)
+                opt.step()
+                sched.step()
+                for cb in callbacks:
+                    cb.on_step_end(model, s.step)
+                losses[i] = value.detach()
+                bar.update(1)
+            values = losses.tolist()   # the one host sync of an epoch
+            bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+            if bad:
                 raise LearnlockError(
-                    f"training diverged: loss is {value.item()} at epoch {s.epoch}, step {s.step}; "
-                    f"lower the learning rate (recipe {recipe.name!r} has lr={recipe.lr}) "
-                    "or check the data for NaN"
+                    f"training diverged: loss is {values[bad[0]]} at epoch {plan[bad[0]].epoch}, "
+                    f"step {plan[bad[0]].step}; "
+                    f"lower the learning rate (recipe {recipe.name!r} has lr={recipe.lr}) or check the data for NaN"
                 )
-            opt.zero_grad(set_to_none=True)
-            value.backward()
-            for cb in callbacks:
-                cb.on_backward(model, s.step)
-            opt.step()
-            sched.step()
-            for cb in callbacks:
-                cb.on_step_end(model, s.step)
-            total += value.item() * len(idx)
-            count += len(idx)
-            bar.update(1)
-        end_epoch(model, epoch, callbacks, bar, total / max(count, 1))
+            mean = sum(v * len(s.index) for v, s in zip(values, plan)) / sum(len(s.index) for s in plan)
+            bar.set_postfix(epoch=plan[-1].epoch, loss=f"{mean:.3f}")
+            if steps is None or plan[-1].step == steps - 1:
+                model.eval()
+                for cb in callbacks:
+                    cb.on_epoch_end(model, plan[-1].epoch)
     finally:
         bar.close()
     return model.eval()
