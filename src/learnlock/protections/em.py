@@ -146,6 +146,8 @@ class MinMin(Protection):
         dev = self.device()
         x = data.float_images().to(dev)
         y = data.labels.to(dev)
+        # uploaded once: every round's surrogate training then finds its images on the device
+        on_dev = ImageDataset(data.images.to(dev), y, data.classes, data.ids, data.source)
         n = len(data)
         gen = torch.Generator().manual_seed(s.seed)
         rows = data.num_classes if s.classwise else n
@@ -161,7 +163,7 @@ class MinMin(Protection):
         start, self.log = ckpt.restore(parts)
 
         def step(r):
-            self._train_round(model, data, x, delta, r)
+            self._train_round(model, on_dev, x, delta, r)
             self._noise_round(model, x, y, delta, r)
             acc = self._accuracy(model, data, x, delta)
             self.end_round(acc)
@@ -185,9 +187,9 @@ class MinMin(Protection):
         g = torch.Generator().manual_seed(s.seed * 7919 + r)
         need = s.train_steps * s.batch_size
         idx = torch.cat([torch.randperm(n, generator=g) for _ in range(math.ceil(need / n))])[:need]
-        labels = data.labels.to(x.device)
-        x_q = project_quantize(data.images[idx], self._perturbed(x, delta, labels, idx.to(x.device)).cpu(), s.rho)
-        sub = ImageDataset(x_q, data.labels[idx], data.classes, tuple(str(i) for i in idx.tolist()), data.source)
+        at = idx.to(x.device)
+        x_q = project_quantize(data.images[at], self._perturbed(x, delta, data.labels, at), s.rho)
+        sub = ImageDataset(x_q, data.labels[at], data.classes, tuple(str(i) for i in idx.tolist()), data.source)
         soft = self.targets(idx)
         extra = [ItemTargets(soft)] if soft is not None else []
         fit(model, sub, self.surrogate_recipe(r), callbacks=self.train_callbacks(model) + extra,
