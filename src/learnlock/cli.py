@@ -65,7 +65,7 @@ def cmd_evaluate(args) -> None:
     print(f"train: {train.source} ({len(train)} images), test: {test.source} ({len(test)} images), "
           f"recipe {recipe.name}: {recipe.epochs} epochs on {recipe.resolved_device()}", file=sys.stderr)
     rows = evaluate_nets(train, test, args.nets, args.seeds, recipe, out_dir=args.out,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, jobs=args.jobs)
     print(results_table(rows))
     if args.out:
         print(f"\nresults written to {args.out}/results.json", file=sys.stderr)
@@ -142,7 +142,7 @@ def cmd_table1(args) -> None:
     result = table1(args.published, args.authorized, test=args.test, test_per_class=args.test_per_class,
                     hackers=hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill"),
                     seeds=args.seeds, hacker_recipe=recipe_from_args(args), device=args.device, out=args.out,
-                    progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
+                    progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr), jobs=args.jobs)
     print("\nTest accuracy % (mean ± std over seeds) and learnability ratio (acc - chance) / (clean acc - chance):")
     a, h = result.recipe, result.hacker_recipe
     print(f"train {result.train_size} images of {result.source}, test {result.test_size} clean images, authorized "
@@ -190,7 +190,7 @@ attacks that need --aux: purify, purify-diffpure, recover, recover-random; disti
                           aux_split=args.aux_split, aux_per_class=args.aux_per_class, subset_seed=args.subset_seed,
                           authorized=args.authorized, device=args.device, attacks=args.attacks, nets=args.nets,
                           seeds=args.seeds, recipe=recipe_from_args(args), settings=parse_attack_settings(args.set),
-                          progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
+                          progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr), jobs=args.jobs)
     print("\nClean test accuracy % (mean ± std over seeds) and learnability ratio "
           "(acc - chance) / (clean acc - chance); lower = the protection holds:\n")
     print(result["table"])
@@ -263,7 +263,7 @@ example:
                            split=args.split, split_seed=args.split_seed, recipe=recipe_from_args(args),
                            method=args.method, preset=args.preset, settings=settings,
                            hackers=hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill"),
-                           progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
+                           progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr), jobs=args.jobs)
     if result["key_path"]:
         print(f"global key: {result['key_path']} (the server keeps it)", file=sys.stderr)
     print(f"\nTest accuracy % of the {result['key'].arch} global network and of the hackers "
@@ -407,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for p in sub.choices.values():
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    for name in ("evaluate", "table1", "audit", "federated"):  # independent cells: learnlock.jobs
+        sub.choices[name].add_argument("--jobs", type=int, default=1, help="cells trained at once in worker "
+                                       "processes, spread over the GPUs (default 1; results as with 1)")
     p = sub.add_parser("list", help="list datasets, models and recipes")
     p.set_defaults(func=cmd_list)
     return parser
