@@ -22,9 +22,11 @@ N workers of T threads each oversubscribe the cores: to use --jobs there, lower 
 of the run (OMP_NUM_THREADS or torch.set_num_threads before it), and compare runs made at the same
 thread count. On GPUs the CPU threads matter little.
 
-Modules and tensors cross between processes on the CPU: `to_cpu` in the sender, `arrive` in the
-receiving cell (a no-op in the serial path). If a cell fails, the cells already running finish
-(and cache themselves), the rest are cancelled and the error is raised here.
+Modules and tensors cross between processes on the CPU (`to_cpu` in the sender, `arrive` in the
+receiving cell, a no-op in the serial path), as plain pickles: each worker holds its own copy of
+`shared`, and nothing goes through shared memory (a container's /dev/shm is often too small for
+a dataset). If a cell fails, the cells already running finish (and cache themselves), the rest are
+cancelled and the error is raised here.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import copy
 import fcntl
 import os
+import pickle
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Any, Callable, Sequence
@@ -56,7 +59,7 @@ def worker_devices() -> list[str]:
     return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
 
 
-def _init(shared, counter, devices: list[str], threads: int) -> None:
+def _init(shared: bytes, counter, devices: list[str], threads: int) -> None:
     global _shared, _worker
     with counter.get_lock():
         index = counter.value
@@ -66,11 +69,16 @@ def _init(shared, counter, devices: list[str], threads: int) -> None:
     if _worker.startswith("cuda"):
         torch.cuda.set_device(torch.device(_worker))  # "cuda" without an index means this one too
     torch.set_num_threads(threads)
-    _shared = shared
+    _shared = pickle.loads(shared)
 
 
-def _call(fn: Callable, args: tuple):
-    return to_cpu(fn(_shared, *args))
+def _call(fn: Callable, args: bytes) -> bytes:
+    return _dumps(to_cpu(fn(_shared, *pickle.loads(args))))
+
+
+def _dumps(obj) -> bytes:
+    """A plain pickle: tensors travel as bytes (torch's own reducers would use shared memory)."""
+    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def to_cpu(obj):
@@ -115,7 +123,7 @@ class Workers:
             ctx = torch.multiprocessing.get_context("spawn")
             self.pool = ProcessPoolExecutor(
                 self.jobs, mp_context=ctx, initializer=_init,
-                initargs=(self.shared, ctx.Value("i", 0), worker_devices(), torch.get_num_threads()))
+                initargs=(_dumps(to_cpu(self.shared)), ctx.Value("i", 0), worker_devices(), torch.get_num_threads()))
         return self.pool
 
     def map(self, fn: Callable, calls: Sequence[tuple], on_done: Callable[[int, Any], None] | None = None) -> list:
@@ -131,11 +139,11 @@ class Workers:
         if not calls:
             return results
         pool = self._start()
-        pending = {pool.submit(_call, fn, args): i for i, args in enumerate(calls)}
+        pending = {pool.submit(_call, fn, _dumps(to_cpu(args))): i for i, args in enumerate(calls)}
         try:
             for future in as_completed(pending):
                 i = pending[future]
-                results[i] = future.result()  # raises the cell's error
+                results[i] = pickle.loads(future.result())  # raises the cell's error
                 if on_done:
                     on_done(i, results[i])
         except BaseException:
