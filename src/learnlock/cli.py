@@ -11,11 +11,21 @@ from .errors import LearnlockError
 from .provenance import version
 
 
-def int_list(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+def say(message: str) -> None:  # progress and notes go to stderr; results to stdout
+    print(message, file=sys.stderr)
+
+
+def number_list(kind):
+    """An argparse type: comma-separated numbers of `kind` (int or float)."""
+    def parse(text: str) -> list:
+        try:
+            return [kind(s) for s in text.split(",") if s.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from None
+    return parse
+
+
+int_list, float_list = number_list(int), number_list(float)
 
 
 def name_list(text: str) -> list[str]:
@@ -43,11 +53,10 @@ def recipe_from_args(args):
 
     for old, new in (("old_epochs", "epochs"), ("old_recipe", "recipe")):
         if getattr(args, old, None) is not None:
-            print(f"note: protect --{new} is deprecated (it reads like the method's own --set epochs); it sets "
-                  f"the authorized network's recipe: write --authorized-{new}", file=sys.stderr)
+            say(f"note: protect --{new} is deprecated (it reads like the method's own --set epochs); it sets "
+                f"the authorized network's recipe: write --authorized-{new}")
             if getattr(args, new) in (None, "cpu"):
                 setattr(args, new, getattr(args, old))
-
     overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size))
                  if v is not None}
     return get_recipe(args.recipe, **overrides)
@@ -60,15 +69,14 @@ def cmd_evaluate(args) -> None:
 
     recipe = recipe_from_args(args)
     train = load_dataset(args.train, "train", per_class=args.per_class, seed=args.subset_seed)
-    test = load_dataset(args.test or args.train, "test", per_class=args.test_per_class,
-                        seed=args.subset_seed)
+    test = load_dataset(args.test or args.train, "test", per_class=args.test_per_class, seed=args.subset_seed)
     print(f"train: {train.source} ({len(train)} images), test: {test.source} ({len(test)} images), "
           f"recipe {recipe.name}: {recipe.epochs} epochs on {current_device()}", file=sys.stderr)
     rows = evaluate_nets(train, test, args.nets, args.seeds, recipe, out_dir=args.out,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, jobs=args.jobs)
     print(results_table(rows))
     if args.out:
-        print(f"\nresults written to {args.out}/results.json", file=sys.stderr)
+        say(f"\nresults written to {args.out}/results.json")
 
 
 def parse_settings(pairs: list[str]) -> dict:
@@ -101,7 +109,7 @@ def cmd_protect(args) -> None:
                      authorized_arch=args.authorized_arch, authorized_seeds=args.authorized_seeds,
                      key_seed=args.key_seed, key_secret=args.key_secret, key_out=args.key_out,
                      include_weights=args.include_weights, recipe=recipe_from_args(args), overwrite=args.overwrite,
-                     progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
+                     progress=not args.no_progress, log=say)
     print(f"published {result['size']} images to {result['path']}")
     for path, key in result["keys"]:
         print(f"authorized key: {path} (fingerprint {key.fingerprint[:16]}...); give it only to the "
@@ -109,17 +117,16 @@ def cmd_protect(args) -> None:
     if result["diagnostics"]:
         print("diagnostics: " + ", ".join(f"{k} {v:.3f}" for k, v in result["diagnostics"].items()))
     for warning in result["warnings"]:
-        print(f"warning: {warning}", file=sys.stderr)
+        say(f"warning: {warning}")
 
 
 def cmd_train(args) -> None:
     from .scenarios import train_published
 
     result = train_published(args.data, args.authorized, test=args.test, test_per_class=args.test_per_class,
-                             out=args.out, progress=not args.no_progress,
-                             log=lambda m: print(m, file=sys.stderr))
+                             out=args.out, progress=not args.no_progress, log=say)
     if args.out:
-        print(f"trained weights written to {args.out}", file=sys.stderr)
+        say(f"trained weights written to {args.out}")
     if result["accuracy"] is not None:
         print(f"test accuracy: {100 * result['accuracy']:.2f}% on {result['test_size']} images of {result['test']}")
 
@@ -142,21 +149,20 @@ def cmd_table1(args) -> None:
     result = table1(args.published, args.authorized, test=args.test, test_per_class=args.test_per_class,
                     hackers=hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill"),
                     seeds=args.seeds, hacker_recipe=recipe_from_args(args), out=args.out,
-                    progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
+                    progress=not args.no_progress, log=say, jobs=args.jobs)
     print("\nTest accuracy % (mean ± std over seeds) and learnability ratio (acc - chance) / (clean acc - chance):")
     a, h = result.recipe, result.hacker_recipe
     print(f"train {result.train_size} images of {result.source}, test {result.test_size} clean images, authorized "
           f"{result.key} trained with the manifest's recipe {a.name} ({a.epochs} epochs), hackers with recipe "
           f"{h.name} ({h.epochs} epochs)\n")
     if (a.epochs, a.lr, a.batch_size) != (h.epochs, h.lr, h.batch_size):
-        print(f"warning: the hackers train with another recipe than the authorized network ({h.epochs} vs {a.epochs} "
-              f"epochs, lr {h.lr} vs {a.lr}, batch {h.batch_size} vs {a.batch_size}); give --epochs etc. to match",
-              file=sys.stderr)
+        say(f"warning: the hackers train with another recipe than the authorized network ({h.epochs} vs {a.epochs} "
+            f"epochs, lr {h.lr} vs {a.lr}, batch {h.batch_size} vs {a.batch_size}); give --epochs etc. to match")
     print(result.markdown())
     for name, verdict in result.verdict().items():
         print(f"\n{name}: {verdict}")
     if args.out:
-        print(f"\nwritten: {args.out}/table1.json, table1.md, authorized_vs_hackers.png, grid.png", file=sys.stderr)
+        say(f"\nwritten: {args.out}/table1.json, table1.md, authorized_vs_hackers.png, grid.png")
 
 
 def parse_attack_settings(pairs: list[str]) -> dict[str, dict]:
@@ -190,20 +196,13 @@ attacks that need --aux: purify, purify-diffpure, recover, recover-random; disti
                           aux_split=args.aux_split, aux_per_class=args.aux_per_class, subset_seed=args.subset_seed,
                           authorized=args.authorized, attacks=args.attacks, nets=args.nets,
                           seeds=args.seeds, recipe=recipe_from_args(args), settings=parse_attack_settings(args.set),
-                          progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
+                          progress=not args.no_progress, log=say, jobs=args.jobs)
     print("\nClean test accuracy % (mean ± std over seeds) and learnability ratio "
           "(acc - chance) / (clean acc - chance); lower = the protection holds:\n")
     print(result["table"])
     if result["skipped"]:
         print(f"\nskipped: {'; '.join(result['skipped'])}")
-    print(f"\nwritten: {args.out}/audit.json, audit.md, audit.png", file=sys.stderr)
-
-
-def float_list(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    say(f"\nwritten: {args.out}/audit.json, audit.md, audit.png")
 
 
 def cmd_certify(args) -> None:
@@ -221,9 +220,9 @@ example:
     cert = certify_folder(args.published, settings, out_dir=args.out, recipe=recipe_from_args(args), test=args.test,
                           test_per_class=args.test_per_class, subset_seed=args.subset_seed, arch=args.arch,
                           weights=args.weights, train_sigma=args.train_sigma, train_draws=args.train_draws,
-                          progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
+                          progress=not args.no_progress, log=say)
     print(cert.markdown())
-    print(f"written: {args.out}/certify.json, certify.md, certify.png", file=sys.stderr)
+    say(f"written: {args.out}/certify.json, certify.md, certify.png")
 
 
 def cmd_list(args) -> None:
@@ -263,9 +262,9 @@ example:
                            split=args.split, split_seed=args.split_seed, recipe=recipe_from_args(args),
                            method=args.method, preset=args.preset, settings=settings,
                            hackers=hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill"),
-                           progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
+                           progress=not args.no_progress, log=say, jobs=args.jobs)
     if result["key_path"]:
-        print(f"global key: {result['key_path']} (the server keeps it)", file=sys.stderr)
+        say(f"global key: {result['key_path']} (the server keeps it)")
     print(f"\nTest accuracy % of the {result['key'].arch} global network and of the hackers "
           f"({result['method']}, {result['train_size']} images of {result['source']}):\n")
     print(table9_markdown(result))
@@ -273,8 +272,7 @@ example:
         print(f"\nclient probe: a linear probe tells the client from the perturbation alone with accuracy "
               f"{result['client_probe_acc']:.2f} (majority share {result['client_probe_chance']:.2f}); high "
               "means each client's noise is a signature a network can use as a shortcut")
-    print(f"\nwritten: {args.out}/federated.json, federated.md, federated.png, client_*/ (published shards)",
-          file=sys.stderr)
+    say(f"\nwritten: {args.out}/federated.json, federated.md, federated.png, client_*/ (published shards)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -407,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for p in sub.choices.values():
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    for name in ("evaluate", "table1", "audit", "federated"):  # independent cells: learnlock.jobs
+        sub.choices[name].add_argument("--jobs", type=int, default=1, help="cells trained at once in worker "
+                                       "processes, spread over the GPUs (default 1; results as with 1)")
     p = sub.add_parser("list", help="list datasets, models and recipes")
     p.set_defaults(func=cmd_list)
     return parser
@@ -430,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except LearnlockError as e:
         command = parser._subparsers._group_actions[0].choices[args.command]
-        print(f"error: {as_flags(str(e), command, getattr(args, 'flag_aliases', None))}", file=sys.stderr)
+        say(f"error: {as_flags(str(e), command, getattr(args, 'flag_aliases', None))}")
         return 2
     except OSError as e:  # the library checks outputs before work; this is what changed during it
         where = f" {e.filename}" if e.filename else ""
@@ -438,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
               "(finished work is kept where a command resumes)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume where results were saved", file=sys.stderr)
+        say("interrupted; rerun the same command to resume where results were saved")
         return 130
     return 0
 

@@ -123,5 +123,11 @@ class Attack:
         """What the attack learned besides a model (a DDPM's losses, a key estimate), after transform."""
         return None
 
+    def __getstate__(self) -> dict:
+        """What travels to a worker process (an audit with `jobs`): the settings and what
+        `transform` learned (public attributes); private attributes are this process's caches (a
+        DDPM, an encoder) and arrive empty."""
+        return {k: None if k.startswith("_") else v for k, v in self.__dict__.items()}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings})"

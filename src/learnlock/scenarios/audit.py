@@ -26,6 +26,7 @@ from typing import Sequence
 from ..attacks import Attack, AttackContext, create_attack, list_attacks
 from ..data import ImageDataset
 from ..errors import LearnlockError
+from ..jobs import Workers, arrive, to_cpu
 from ..models import MODELS, NetSpec, create_model
 from ..provenance import atomic_write_bytes, atomic_write_json, provenance
 from ..report import learnability_ratio, markdown_table
@@ -89,9 +90,11 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
           clean: ImageDataset | None = None, aux: ImageDataset | None = None,
           key: NetSpec | None = None, key_recipe: Recipe | None = None,
           settings: dict[str, dict] | None = None, scheme: dict | None = None, progress: bool = True,
-          log=print) -> dict:
+          log=print, jobs: int = 1) -> dict:
     """Run the clean baseline, the authorized net and every selected attack; write audit.json,
-    audit.md and audit.png under `out_dir`; return the audit dict (with its markdown `table`)."""
+    audit.md and audit.png under `out_dir`; return the audit dict (with its markdown `table`).
+    `jobs` > 1 trains that many cells at once in worker processes (learnlock.jobs); the cells and
+    the report are those of the serial run."""
     out = Path(out_dir)
     settings = settings or {}
     if test.num_classes != published.num_classes or test.images.shape[1:] != published.images.shape[1:]:
@@ -114,61 +117,71 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
     data_fp = {"published": published.fingerprint(), "test": test.fingerprint(),
                "aux": aux.fingerprint() if aux is not None else None}
     base_config = {"recipe": _jsonable(recipe), **data_fp}
-    results: dict[str, dict[str, list[dict]]] = {}
-    extras: dict[str, dict] = {}
-
-    def run(row: str, net: str, seed: int, config: dict, job) -> None:
-        cell = cells.get(row, net, seed, config)
-        if cell is None:
-            start = time.perf_counter()
-            cell = job()
-            cell["wall_s"] = round(time.perf_counter() - start, 1)
-            cell = cells.put(row, net, seed, config, cell)
-            log(f"{row} {net} seed {seed}: {100 * cell['accuracy']:.1f}% ({cell['wall_s']} s)")
-        else:
-            log(f"{row} {net} seed {seed}: {100 * cell['accuracy']:.1f}% (cached)")
-        results.setdefault(row, {}).setdefault(net, []).append(cell)
-
+    specs: list[tuple[str, str, int, dict]] = []  # (row, net, seed, config) of every cell, in table order
     if clean is not None:
         clean_config = {**base_config, "clean": clean.fingerprint()}
-        for net in nets:
-            for seed in seeds:
-                def job(net=net, seed=seed):
-                    model = create_model(net, clean.num_classes, clean.in_channels, seed=seed)
-                    fit(model, clean, replace(recipe, seed=seed), progress=progress, desc=f"clean {net} seed {seed}")
-                    return {"accuracy": evaluate(model, test)}
-                run(CLEAN, net, seed, clean_config, job)
-
-    teacher = None
-    if key is not None:
-        teacher, auth_cell = authorized_model(published, test, key, key_recipe or recipe, out, data_fp, progress)
-        results[AUTHORIZED] = {key.arch: [auth_cell]}
-        log(f"authorized {key.arch} {key.fingerprint[:12]}: {100 * auth_cell['accuracy']:.1f}%")
-
+        specs += [(CLEAN, net, seed, clean_config) for net in nets for seed in seeds]
     for name, attack in objs.items():
         config = {**base_config, "attack": name, "settings": _jsonable(attack.settings)}
         if "teacher" in attack.needs:
             config["teacher"] = key.fingerprint
-        # one work folder: attacks that share a trained model (a DDPM) find it by its own cache key
-        context = AttackContext(teacher=teacher, aux=aux, workdir=out / "work", scheme=scheme, progress=progress)
-        prepared: list[ImageDataset] = []  # transform once per attack, and only if a cell needs it
+        specs += [(name, net, seed, config) for net in nets for seed in seeds]
+    cached = [cells.get(*spec) for spec in specs]
+    for (row, net, seed, _), cell in zip(specs, cached):
+        if cell is not None:
+            log(f"{row} {net} seed {seed}: {100 * cell['accuracy']:.1f}% (cached)")
 
-        def data_for(attack=attack, context=context, prepared=prepared):
-            if not prepared:
-                prepared.append(attack.transform(published, context))
-                report = attack.report()
-                if report:
-                    extras[attack.name] = report
-            return prepared[0]
+    # What every cell shares is computed once, here, before the cells fan out (`jobs`): the
+    # authorized network (distill's teacher) and each attack's transform of the published data
+    # (purify's DDPM), only for attacks with a cell to compute.
+    teacher = None
+    if key is not None:
+        teacher, auth_cell = authorized_model(published, test, key, key_recipe or recipe, out, data_fp, progress)
+        log(f"authorized {key.arch} {key.fingerprint[:12]}: {100 * auth_cell['accuracy']:.1f}%")
+    # one work folder: attacks that share a trained model (a DDPM) find it by its own cache key
+    context = AttackContext(teacher=teacher, aux=aux, workdir=out / "work", scheme=scheme, progress=progress)
+    extras: dict[str, dict] = {}
+    data: dict[str, ImageDataset] = {}
+    for name in dict.fromkeys(row for (row, *_), cell in zip(specs, cached) if cell is None and row != CLEAN):
+        data[name] = objs[name].transform(published, context)
+        report = objs[name].report()
+        if report:
+            extras[name] = report
+    todo = [i for i, cell in enumerate(cached) if cell is None]
+    shared = {"clean": clean, "test": test, "recipe": recipe, "attacks": objs, "data": data, "out": out,
+              "context": replace(context, teacher=to_cpu(teacher) if jobs > 1 else teacher,
+                                 progress=progress and jobs == 1)}
 
-        for net in nets:
-            for seed in seeds:
-                def job(attack=attack, net=net, seed=seed, context=context, data_for=data_for):
-                    return attack.evaluate(data_for(), test, net, seed, replace(recipe, seed=seed), context,
-                                           progress)
-                run(name, net, seed, config, job)
+    def done(_, cell: dict) -> None:
+        log(f"{cell['row']} {cell['net']} seed {cell['seed']}: {100 * cell['accuracy']:.1f}% ({cell['wall_s']} s)")
 
+    with Workers(jobs, shared) as pool:
+        for i, cell in zip(todo, pool.map(_cell, [specs[i] for i in todo], on_done=done)):
+            cached[i] = cell
+    results: dict[str, dict[str, list[dict]]] = {}
+    for (row, net, _, _), cell in zip(specs, cached):
+        if row != CLEAN and key is not None and AUTHORIZED not in results:
+            results[AUTHORIZED] = {key.arch: [auth_cell]}
+        results.setdefault(row, {}).setdefault(net, []).append(cell)
+    if key is not None and AUTHORIZED not in results:
+        results[AUTHORIZED] = {key.arch: [auth_cell]}
     return write_report(results, out, published, test, nets, seeds, recipe, skipped, extras, key)
+
+
+def _cell(shared: dict, row: str, net: str, seed: int, config: dict) -> dict:
+    """One audit cell, trained and written to the cell cache at once (in a worker with `jobs`)."""
+    start = time.perf_counter()
+    recipe, test, context = replace(shared["recipe"], seed=seed), shared["test"], shared["context"]
+    if row == CLEAN:
+        clean = shared["clean"]
+        model = create_model(net, clean.num_classes, clean.in_channels, seed=seed)
+        fit(model, clean, recipe, progress=context.progress, desc=f"clean {net} seed {seed}")
+        cell = {"accuracy": evaluate(model, test)}
+    else:
+        context = replace(context, teacher=arrive(context.teacher))
+        cell = shared["attacks"][row].evaluate(shared["data"][row], test, net, seed, recipe, context, context.progress)
+    cell["wall_s"] = round(time.perf_counter() - start, 1)
+    return Cells(shared["out"]).put(row, net, seed, config, cell)
 
 
 def authorized_model(published, test, key: NetSpec, recipe: Recipe, out: Path, data_fp: dict, progress: bool):

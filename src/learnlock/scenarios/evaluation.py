@@ -6,7 +6,9 @@
 
 Seed s sets both the network's initial weights and the data order / augmentation draws, so the
 spread over seeds covers both sources of run-to-run noise. With `out_dir`, every finished cell
-is saved at once to results.json and a rerun skips it (a killed run resumes).
+is saved at once to results.json and a rerun skips it (a killed run resumes). With `jobs` > 1 the
+cells train in worker processes (see learnlock.jobs), each saving its row as it finishes; the
+finished results.json holds the same rows in the same order as a serial run.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..data import ImageDataset
 from ..data.base import check_test_set
 from ..data.outdir import check_writable
 from ..errors import LearnlockError
+from ..jobs import Workers, locked
 from ..models import MODELS, NetSpec, create_model
 from ..provenance import atomic_write_json, provenance
 from ..report import markdown_table, mean_std
@@ -57,8 +60,9 @@ def train_one(train: ImageDataset, test: ImageDataset, net: str | NetSpec, seed:
 
 def evaluate_nets(train: ImageDataset, test: ImageDataset, nets: Sequence[str | NetSpec],
                   seeds: Sequence[int], recipe: Recipe | str = "cpu",
-                  out_dir: str | Path | None = None, progress: bool = True) -> list[dict]:
-    """Train and test every (net, seed); returns one row per cell (see `train_one`)."""
+                  out_dir: str | Path | None = None, progress: bool = True, jobs: int = 1) -> list[dict]:
+    """Train and test every (net, seed); returns one row per cell (see `train_one`), in the order
+    of nets and seeds after the rows a previous run left in `out_dir`. `jobs`: cells at once."""
     recipe = get_recipe(recipe)
     if out_dir:
         check_writable(out_dir)
@@ -83,16 +87,26 @@ def evaluate_nets(train: ImageDataset, test: ImageDataset, nets: Sequence[str | 
             )
         rows = old.get("rows", [])
     done = {(r["net"], r["seed"]) for r in rows}
-    for net in nets:
-        for seed in seeds:
-            name = f"{net.arch}@{net.fingerprint[:8]}" if isinstance(net, NetSpec) else net
-            if (name, seed) in done:
-                continue
-            row, _ = train_one(train, test, net, seed, recipe, progress=progress)
-            rows.append(row)
-            if path:
-                atomic_write_json(path, {**header, **provenance(), "rows": rows})
+    todo = [(net, seed) for net in nets for seed in seeds
+            if (f"{net.arch}@{net.fingerprint[:8]}" if isinstance(net, NetSpec) else net, seed) not in done]
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with Workers(jobs, (train, test, recipe, path, header, progress and jobs == 1)) as pool:
+        rows = rows + pool.map(_cell, todo)
+    if path and todo:  # the rows in a fixed order, whatever order the workers finished in
+        atomic_write_json(path, {**header, **provenance(), "rows": rows})
     return rows
+
+
+def _cell(shared, net, seed) -> dict:
+    """One (net, seed), its row added to results.json at once (under a lock: workers share the file)."""
+    train, test, recipe, path, header, progress = shared
+    row, _ = train_one(train, test, net, seed, recipe, progress=progress)
+    if path:
+        with locked(path.parent):
+            saved = json.loads(path.read_text())["rows"] if path.exists() else []
+            atomic_write_json(path, {**header, **provenance(), "rows": saved + [row]})
+    return row
 
 
 def results_table(rows: Sequence[dict]) -> str:

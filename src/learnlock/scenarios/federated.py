@@ -24,6 +24,7 @@ resumes; a changed setting is refused for a shard and recomputed for a cell.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -39,6 +40,7 @@ import torch
 from ..data import ImageDataset
 from ..data.published import load_published
 from ..errors import LearnlockError
+from ..jobs import Workers
 from ..models import NetSpec
 from ..provenance import atomic_write_json, provenance
 from ..training import Recipe, fit, predict
@@ -193,9 +195,9 @@ class Federation:
         return json.loads(path.read_text())["wall_s"] if path.exists() else None
 
     # ---- training cells --------------------------------------------------------------------
-    def cell(self, name: str, data: ImageDataset, train_fn, ident: dict) -> tuple[dict, torch.nn.Module | None]:
-        """Train with `train_fn(data)` unless `name` is cached with the same ident; returns the
-        accuracies (and the model when it was trained now)."""
+    def cell(self, name: str, data: ImageDataset, what: tuple, ident: dict) -> tuple[dict, torch.nn.Module | None]:
+        """Train as `what` says (`train_cell`) unless `name` is cached with the same ident; returns
+        the accuracies (and the model when it was trained now)."""
         path = self.out / "cells" / f"{_slug(name)}.json"
         ident = _ident(**ident, data=data.fingerprint(), test=self.test_fingerprint)
         if path.exists():
@@ -203,54 +205,41 @@ class Federation:
             if cached.get("ident") == ident:
                 return cached, None
         start = time.perf_counter()
-        model = train_fn(data)
+        model = self.train_cell(data, what)
         acc = group_accuracy(predict(model, self.test), self.test.labels, self.test.num_classes)
         res = {"name": name, "ident": ident, "train_size": len(data), **acc,
                "wall_s": round(time.perf_counter() - start, 1)}
         atomic_write_json(path, res)
         return res, model
 
-    def train_key(self, data: ImageDataset, desc: str):
-        return fit(self.key.build(), data, self.recipe, progress=self.progress, desc=desc)
-
-    def run(self) -> dict:
+    def train_cell(self, data: ImageDataset, what: tuple):
+        """("key", desc): the global key trained on `data`; ("hacker", Hacker, teacher weights or
+        None): a hacker network."""
         from ..attacks import AttackContext, get_attack
 
+        if what[0] == "key":
+            return fit(self.key.build(), data, self.recipe, progress=self.progress, desc=what[1])
+        _, h, weights = what
+        teacher = NetSpec.load(weights).build() if weights else None
+        context = AttackContext(teacher=teacher, progress=self.progress)
+        return get_attack(h.attack)().train(data, h.arch, h.seed, self.hacker_recipe, context, self.progress)
+
+    def run(self, jobs: int = 1) -> dict:
+        """Every client's shard, then every cell; `jobs` > 1 runs that many at once in worker
+        processes (learnlock.jobs; `make_protection` must then be picklable, e.g. a partial of a
+        module-level function), with the serial run's files and result."""
         self.out.mkdir(parents=True, exist_ok=True)
         split_file = self.out / "split.json"
         split = {"split": self.split, "clients": [[self.train.ids[i] for i in s.tolist()] for s in self.shards]}
         if split_file.exists() and json.loads(split_file.read_text()) != split:
             raise LearnlockError(f"{split_file} records another split of the data; use another `out`")
         atomic_write_json(split_file, split)
-        published = [self.publish(k) for k in range(len(self.shards))]
-        union = concat([d for d, _ in published], source="federated union")
-        clean_parts = [self.train.subset(s) for s in self.shards]
-        base = {"key": self.key.fingerprint, "recipe": self.recipe.to_dict()}
-        rows = {}
-        rows["Joint"], _ = self.cell("Joint", concat(clean_parts), lambda d: self.train_key(d, "joint"), base)
-        for k, part in enumerate(clean_parts):
-            rows[f"Separate-{k + 1}"], _ = self.cell(f"Separate-{k + 1}", part,
-                                                     lambda d: self.train_key(d, f"separate {k + 1}"), base)
-        for k, (data, _) in enumerate(published):
-            rows[f"Server-{k + 1}"], _ = self.cell(f"Server-{k + 1}", data,
-                                                   lambda d: self.train_key(d, f"server {k + 1}"), base)
-        weights = self.out / "global.safetensors"  # the distillation teacher
-        if not weights.exists():
-            (self.out / "cells" / "Global.json").unlink(missing_ok=True)
-        rows["Global"], model = self.cell("Global", union, lambda d: self.train_key(d, "global"), base)
-        if model is not None:
-            NetSpec.from_model(self.key.arch, model, self.key.num_classes, self.key.in_channels,
-                               self.key.kwargs).save(weights, overwrite=True)
-        for h in self.hackers:
-            label = get_attack(h.attack).label
-            name = f"{label} ({h.arch})"
-            attack = get_attack(h.attack)()
-            teacher = NetSpec.load(weights).build() if "teacher" in attack.needs else None
-            context = AttackContext(teacher=teacher, progress=self.progress)
-            rows[name], _ = self.cell(
-                name, union, lambda d: attack.train(d, h.arch, h.seed, self.hacker_recipe, context, self.progress),
-                {**base, "hacker": [h.attack, h.arch, h.seed], "hacker_recipe": self.hacker_recipe.to_dict(),
-                 "teacher": _weights_digest(weights) if teacher is not None else None})
+        if jobs > 1:
+            self.progress = False  # bars of several processes would garble each other
+        with Workers(jobs, self) as pool:
+            published = pool.map(Federation.publish, [(k,) for k in range(len(self.shards))])
+            clean_parts = [self.train.subset(s) for s in self.shards]
+            rows = self.train_cells(pool, published, clean_parts)
         probe = client_probe(clean_parts, [d for d, _ in published])
         result = {"split": self.split, "clients": len(self.shards), "shard_sizes": [len(s) for s in self.shards],
                   "shard_classes": [sorted(set(self.train.labels[s].tolist())) for s in self.shards],
@@ -267,6 +256,37 @@ class Federation:
         plot_table9(result, self.out / "federated.png")
         return result
 
+    def train_cells(self, pool: Workers, published, clean_parts) -> dict:
+        """Joint, Separate-k, Server-k, Global and the hackers that need no teacher at once; then
+        the distilling hackers, taught by the trained Global network. Rows in the report's order."""
+        from ..attacks import get_attack
+
+        union = concat([d for d, _ in published], source="federated union")
+        base = {"key": self.key.fingerprint, "recipe": self.recipe.to_dict()}
+        weights = self.out / "global.safetensors"  # the distillation teacher
+        if not weights.exists():
+            (self.out / "cells" / "Global.json").unlink(missing_ok=True)
+        calls = [("Joint", concat(clean_parts), ("key", "joint"), base)]
+        calls += [(f"Separate-{k + 1}", part, ("key", f"separate {k + 1}"), base) for k, part in enumerate(clean_parts)]
+        calls += [(f"Server-{k + 1}", data, ("key", f"server {k + 1}"), base) for k, (data, _) in enumerate(published)]
+        calls.append(("Global", union, ("key", "global"), base))
+        hackers = [(f"{get_attack(h.attack).label} ({h.arch})", h, "teacher" in get_attack(h.attack).needs,
+                    {**base, "hacker": [h.attack, h.arch, h.seed], "hacker_recipe": self.hacker_recipe.to_dict()})
+                   for h in self.hackers]
+        order = [c[0] for c in calls] + [name for name, *_ in hackers]
+        calls += [(name, union, ("hacker", h, None), {**ident, "teacher": None})
+                  for name, h, taught, ident in hackers if not taught]
+        rows = {}
+        for (name, *_), (res, model) in zip(calls, pool.map(Federation.cell, calls)):
+            rows[name] = res
+            if name == "Global" and model is not None:
+                NetSpec.from_model(self.key.arch, model, self.key.num_classes, self.key.in_channels,
+                                   self.key.kwargs).save(weights, overwrite=True)
+        calls = [(name, union, ("hacker", h, weights), {**ident, "teacher": _weights_digest(weights)})
+                 for name, h, taught, ident in hackers if taught]
+        for (name, *_), (res, _) in zip(calls, pool.map(Federation.cell, calls)):
+            rows[name] = res
+        return {name: rows[name] for name in order}
 
 def client_probe(clean: Sequence[ImageDataset], published: Sequence[ImageDataset], seed: int = 0) -> float | None:
     """Held-out accuracy of a linear probe that tells the client from the perturbation alone
@@ -316,25 +336,30 @@ def plot_table9(result: dict, path) -> Path:
 def federate(train: ImageDataset, test: ImageDataset, key: NetSpec, shards: Sequence[torch.Tensor], out,
              recipe: Recipe, method: str = "uge", preset: str | None = "paper", settings: dict | None = None,
              hackers: Sequence[Hacker] = (Hacker("retrain", "cnn", 1), Hacker("distill", "cnn", 1)),
-             hacker_recipe: Recipe | None = None, split: str = "", progress: bool = True) -> dict:
+             hacker_recipe: Recipe | None = None, split: str = "", progress: bool = True, jobs: int = 1) -> dict:
     """Run the federated scenario (see the module docstring); `method` is any registered
     protection, uge by default (its authorized network is the global key). Client k uses the
-    protection seed `settings["seed"] + k`."""
-    from ..protections import ProtectionContext, get_protection
+    protection seed `settings["seed"] + k`. `jobs` > 1: clients protect, then cells train, that
+    many at once in worker processes (learnlock.jobs), with the serial run's files and result."""
+    from ..protections import get_protection
 
     cls = get_protection(method)
-    settings = dict(settings or {})
-
-    def make(k, client=0):
-        # Client c protects with seed + c: clients choose their noise independently, and equal
-        # seeds would give item i of every client the same random draws.
-        own = {**settings, "seed": settings.get("seed", 0) + client}
-        context = ProtectionContext([k] if cls.needs_key else [], recipe, progress=progress)
-        return cls(context, preset=preset if cls.presets else None, **own)
-
+    progress = progress and jobs == 1
+    make = functools.partial(_make_protection, cls, dict(settings or {}), preset, recipe, progress)
     make(key)  # validate the settings before any work
     hacker_recipe = hacker_recipe or recipe
-    return Federation(train, test, key, shards, out, recipe, make, hackers, hacker_recipe, split, progress).run()
+    return Federation(train, test, key, shards, out, recipe, make, hackers, hacker_recipe, split, progress).run(jobs)
+
+
+def _make_protection(cls, settings: dict, preset, recipe: Recipe, progress: bool, key: NetSpec, client: int = 0):
+    """The protection client `client` applies (a module-level function: workers receive it by name).
+    Client c protects with seed + c: clients choose their noise independently, and equal seeds
+    would give item i of every client the same random draws."""
+    from ..protections import ProtectionContext
+
+    own = {**settings, "seed": settings.get("seed", 0) + client}
+    context = ProtectionContext([key] if cls.needs_key else [], recipe, progress=progress)
+    return cls(context, preset=preset if cls.presets else None, **own)
 
 
 def run_federated(data: str, out, *, global_arch: str, global_seed: int | None = None,

@@ -22,6 +22,7 @@ from typing import Sequence
 from ..attacks import AttackContext, get_attack
 from ..data import ImageDataset
 from ..errors import LearnlockError
+from ..jobs import Workers, arrive
 from ..models import NetSpec
 from ..provenance import atomic_write_bytes, atomic_write_json, provenance
 from ..report import learnability_ratio, markdown_table
@@ -87,23 +88,66 @@ def train_published(published_dir, authorized, *, test: str | None = None, test_
 
 def authorized_vs_hackers(train: ImageDataset, test: ImageDataset, keys: Sequence[NetSpec], recipe: Recipe,
                           hackers: Sequence[Hacker], hacker_recipe: Recipe, progress: bool = True,
-                          published: bool = True) -> dict:
+                          published: bool = True, jobs: int = 1) -> dict:
     """Test accuracy of each authorized key and each hacker trained on `train` (published data, or
-    the clean source with published=False)."""
-    start = time.perf_counter()
-    auth_models, auth_acc = [], []
-    for key in keys:
-        model = train_authorized(train, key, recipe, progress, published)
-        auth_models.append(model)
-        auth_acc.append(evaluate(model, test))
-    out = {"authorized": statistics.fmean(auth_acc), "authorized_each": auth_acc, "hackers": {}}
-    for h in hackers:
-        context = AttackContext(teacher=auth_models[0])
-        model = get_attack(h.attack)().train(train, h.arch, h.seed, replace(hacker_recipe, seed=h.seed),
-                                             context, progress)
-        out["hackers"][h.label] = evaluate(model, test)
-    out["wall_s"] = round(time.perf_counter() - start, 1)
+    the clean source with published=False); `jobs`: trainings at once (learnlock.jobs)."""
+    return authorized_vs_hackers_many([("", train, published, hackers)], test, keys, recipe, hacker_recipe,
+                                      progress, jobs)[0]
+
+
+def authorized_vs_hackers_many(cases: Sequence[tuple[str, ImageDataset, bool, Sequence[Hacker]]], test: ImageDataset,
+                               keys: Sequence[NetSpec], recipe: Recipe, hacker_recipe: Recipe, progress: bool = True,
+                               jobs: int = 1, log=lambda message: None) -> list[dict]:
+    """`authorized_vs_hackers` of each case (name, train, published, hackers), as independent trainings:
+    every authorized net and every hacker that needs no teacher, then the distilling hackers with
+    the trained first key of their case as teacher. "wall_s" sums a case's training seconds."""
+    first, second = [], []  # (case, what, which) calls of the two rounds
+    for i, (_, _, _, hs) in enumerate(cases):
+        first += [(i, "authorized", k) for k in range(len(keys))]
+        for h in hs:
+            (second if "teacher" in get_attack(h.attack).needs else first).append((i, "hacker", h))
+    shared = {"cases": [(d, p) for _, d, p, _ in cases], "test": test, "keys": list(keys), "recipe": recipe,
+              "hacker_recipe": hacker_recipe, "progress": progress and jobs == 1,
+              "teachers": bool(second)}
+    done: dict[tuple, tuple] = {}
+
+    def note(calls):
+        def on_done(j, result):
+            i, what, which = calls[j][:3]
+            name = f"{keys[which].arch} (authorized)" if what == "authorized" else which.label
+            log(f"{cases[i][0]}: {name} {100 * result[0]:.1f}% ({result[1]} s)")
+        return on_done
+
+    with Workers(jobs, shared) as pool:
+        for call, result in zip(first, pool.map(_train_cell, first, note(first))):
+            done[call] = result
+        second = [(i, "hacker", h, done[(i, "authorized", 0)][2]) for i, _, h in second]
+        for call, result in zip(second, pool.map(_train_cell, second, note(second))):
+            done[call[:3]] = result
+    out = []
+    for i, (_, _, _, hs) in enumerate(cases):
+        auth = [done[(i, "authorized", k)] for k in range(len(keys))]
+        hack = {h.label: done[(i, "hacker", h)] for h in hs}
+        out.append({"authorized": statistics.fmean(a[0] for a in auth), "authorized_each": [a[0] for a in auth],
+                    "hackers": {label: r[0] for label, r in hack.items()},
+                    "wall_s": round(sum(r[1] for r in [*auth, *hack.values()]), 1)})
     return out
+
+
+def _train_cell(shared: dict, i: int, what: str, which, teacher=None) -> tuple:
+    """(test accuracy, seconds, the model when later cells distil it) of one training of case i."""
+    start = time.perf_counter()
+    train, published = shared["cases"][i]
+    if what == "authorized":
+        model = train_authorized(train, shared["keys"][which], shared["recipe"], shared["progress"], published)
+    else:
+        context = AttackContext(teacher=arrive(teacher))
+        model = get_attack(which.attack)().train(train, which.arch, which.seed,
+                                                 replace(shared["hacker_recipe"], seed=which.seed), context,
+                                                 shared["progress"])
+    acc = evaluate(model, shared["test"])
+    keep = what == "authorized" and which == 0 and shared["teachers"]
+    return acc, round(time.perf_counter() - start, 1), model if keep else None
 
 
 def without_seeds(res: dict, hackers: Sequence[Hacker]) -> dict:
@@ -214,13 +258,14 @@ class Table1:
 
 def table1(published: Sequence, authorized, *, test: str | None = None, test_per_class: int | None = None,
            hackers: Sequence[Hacker] = (), seeds: Sequence[int] = (0,), hacker_recipe: Recipe | str = "cpu",
-           out=None, progress: bool = True, log=lambda message: None) -> Table1:
+           out=None, progress: bool = True, log=lambda message: None, jobs: int = 1) -> Table1:
     """UGE's Table 1 for published dataset folder(s) of one source and their key (a path or a key).
 
     The clean source is reloaded as the manifest says (the "Original" row); the test set is
     `test` (a dataset spec; default the source's test split). Hacker seeds shift by 10 per
     evaluation seed, so each seed trains other hackers. With `out`, checked before any work, the
-    result is saved there (`Table1.save`)."""
+    result is saved there (`Table1.save`). `jobs` > 1 runs that many trainings at once (learnlock.jobs)
+    with the serial run's results."""
     from ..data import load_dataset
     from ..data.base import check_test_set
     from ..data.manifest import manifest_recipe
@@ -253,14 +298,13 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
     check_test_set(clean, test_set)
     recipe = manifest_recipe(first)
     hacker_recipe = get_recipe(hacker_recipe)
+    order = [(name, ds, seed) for seed in seeds for name, ds in [("Original", clean)] + [(n, d) for n, d, _ in loaded]]
+    cases = [(f"{name} seed {seed}", ds, ds is not clean, [replace(h, seed=h.seed + 10 * seed) for h in hackers])
+             for name, ds, seed in order]
     rows: dict[str, list[dict]] = {}
-    for seed in seeds:
-        hs = [replace(h, seed=h.seed + 10 * seed) for h in hackers]
-        for name, ds in [("Original", clean)] + [(n, d) for n, d, _ in loaded]:
-            res = without_seeds(authorized_vs_hackers(ds, test_set, [key], recipe, hs, hacker_recipe, progress,
-                                                      published=ds is not clean), hs)
-            rows.setdefault(name, []).append(res)
-            log(f"{name} seed {seed}: authorized {100 * res['authorized']:.1f}%")
+    results = authorized_vs_hackers_many(cases, test_set, [key], recipe, hacker_recipe, progress, jobs, log)
+    for (name, _, _), case, res in zip(order, cases, results):
+        rows.setdefault(name, []).append(without_seeds(res, case[3]))
     name, ds, _ = loaded[0]
     result = Table1(rows, clean.num_classes, len(clean), len(test_set), src["spec"], f"{key.arch} {key.fingerprint[:12]}",
                     recipe, hacker_recipe, (clean.images, ds.images, clean.labels, clean.classes, name))
