@@ -335,8 +335,7 @@ class UGE(Protection):
             gen_net.train()
             return s.rho * torch.tanh(gen_net(x))
 
-        bar = tqdm(total=s.epochs, initial=start, desc="uge", disable=not self.progress, leave=False,
-                   dynamic_ncols=True)
+        bar = tqdm(total=s.epochs, initial=start, desc="uge", disable=not self.progress, leave=False, dynamic_ncols=True)
         for epoch in range(start, s.epochs):
             gen = torch.Generator().manual_seed(s.seed * 100003 + epoch)
             sums: dict[str, float] = {}
@@ -344,12 +343,9 @@ class UGE(Protection):
             batches = self.plan(n, epoch, gen)
             for idx, step, augment in batches:
                 idx = idx.to(dev)
-                x = x_all[idx]
-                y = labels[idx]
+                x, y = x_all[idx], labels[idx]
                 x_u = (x + delta_of(idx, x)).clamp(0, 1)
-                unroll = None
-                if s.gm_unroll > 1:
-                    unroll = self._unroll_batches(x_all, labels, step, delta_of)
+                unroll = self._unroll_batches(x_all, labels, step, delta_of) if s.gm_unroll > 1 else None
                 loss, terms = self.batch_loss(x, x_u, y, idx, step, runs, surrogates, encoder, feats,
                                               anchors, augment, unroll)
                 opt.zero_grad(set_to_none=True)
