@@ -17,19 +17,27 @@ RECIPE = {"name": "tiny", "epochs": 1, "batch_size": 8, "augment": "none"}
 
 @pytest.fixture
 def keyed_pub(tmp_path):
-    """A published dataset with an authorized cnn key (the key file beside it) and a test set."""
-    data = learnable_dataset(n_per_class=4, classes=3, size=8)
+    """A published dataset with an authorized cnn key (the key file beside it), its clean source
+    (an npz the manifest names) and a separate test set."""
+    import numpy as np
+
+    from learnlock.data import load_dataset
+
+    def npz(path, seed):
+        d = learnable_dataset(n_per_class=4, classes=3, size=8, seed=seed)
+        np.savez(path, x=d.images.permute(0, 2, 3, 1).numpy(), y=d.labels.numpy(), classes=np.array(list(d.classes)))
+        return f"npz:{path}"
+
+    source, test = npz(tmp_path / "d.npz", 0), npz(tmp_path / "t.npz", 1)
+    data = load_dataset(source)
     key = NetSpec.create("cnn", 3, 3, seed=3)
     auth = {"networks": [{"arch": "cnn", "kwargs": {}, "num_classes": 3, "in_channels": 3,
                           "fingerprint": key.fingerprint}], "recipe": RECIPE}
     pub = write_published(tmp_path / "pub", data, data.images, method="test", rho=8 / 255, settings={}, seed=0,
-                          authorized=auth, keys=[key])
+                          authorized=auth, keys=[key],
+                          extra={"source_load": {"spec": source, "split": "train", "per_class": None, "seed": 0}})
     key.save(tmp_path / "key.safetensors")
-    test = learnable_dataset(n_per_class=4, classes=3, size=8, seed=1)
-    import numpy as np
-    np.savez(tmp_path / "t.npz", x=test.images.permute(0, 2, 3, 1).numpy(), y=test.labels.numpy(),
-             classes=np.array(list(test.classes)))
-    return pub, tmp_path / "key.safetensors", f"npz:{tmp_path / 't.npz'}"
+    return pub, tmp_path / "key.safetensors", test
 
 
 def one_error_line(capsys, rc, expect: str):
@@ -198,3 +206,55 @@ def test_plots_show_one_image_per_class_and_say_abstained(tmp_path):
     assert all(r["abstain"] for r in rows)
     cert = Certificate(s, [0.1] * 5, 0.1, rows, {}, {})
     assert plot_certificates({"surrogate": cert}, tmp_path / "c.png").stat().st_size > 0
+
+
+def test_a_full_disk_while_publishing_is_one_error_line_and_leaves_nothing(keyed_pub, capsys, tmp_path, monkeypatch):
+    import errno
+
+    import learnlock.data.published as published
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(published, "_move_into_place", full)
+    _, _, test = keyed_pub
+    rc = cli.main(["protect", "--method", "random", "--data", test, "--out", str(tmp_path / "p"), "--no-progress"])
+    one_error_line(capsys, rc, "No space left on device")
+    assert not (tmp_path / "p").exists() and not list(tmp_path.glob(".p.tmp-*"))
+
+
+def test_test_set_with_other_class_names_is_refused(keyed_pub, capsys, tmp_path):
+    import numpy as np
+
+    pub, key_path, _ = keyed_pub
+    other = learnable_dataset(n_per_class=4, classes=3, size=8, seed=5)
+    np.savez(tmp_path / "o.npz", x=other.images.permute(0, 2, 3, 1).numpy(), y=other.labels.numpy(),
+             classes=np.array(["x", "y", "z"]))
+    rc = cli.main(["train", "--authorized", str(key_path), "--data", str(pub), "--test", f"npz:{tmp_path / 'o.npz'}"])
+    one_error_line(capsys, rc, "give a --test set with the same class names in the same order")
+
+
+def test_table1_names_both_recipes_and_warns_when_they_differ(keyed_pub, capsys):
+    pub, key_path, test = keyed_pub
+    base = ["table1", "--published", str(pub), "--authorized", str(key_path), "--test", test, "--hackers", "cnn:1",
+            "--distill", "", "--batch-size", "8", "--no-progress"]
+    assert cli.main(base + ["--epochs", "1"]) == 0  # the manifest's recipe: 1 epoch, batch 8, lr 0.05
+    captured = capsys.readouterr()
+    assert "authorized cnn" in captured.out and "recipe tiny (1 epochs), hackers with recipe cpu (1 epochs)" in \
+        captured.out and "warning" not in captured.err
+    assert cli.main(base + ["--epochs", "2"]) == 0
+    assert "warning: the hackers train with another recipe than the authorized network (2 vs 1 epochs" in \
+        capsys.readouterr().err
+
+
+def test_version_and_the_deprecated_epochs_spelling(capsys, tmp_path):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("learnlock ")
+    data = learnable_dataset(n_per_class=3, classes=2, size=8)
+    import numpy as np
+    np.savez(tmp_path / "d.npz", x=data.images.permute(0, 2, 3, 1).numpy(), y=data.labels.numpy(),
+             classes=np.array(list(data.classes)))
+    rc = cli.main(["protect", "--method", "random", "--data", f"npz:{tmp_path / 'd.npz'}", "--epochs", "3",
+                   "--out", str(tmp_path / "p"), "--no-progress"])
+    assert rc == 0 and "protect --epochs is deprecated" in capsys.readouterr().err
