@@ -21,10 +21,12 @@ class ItemTargets(Callback):
         self.index: dict[int, torch.Tensor] = {}
 
     def on_fit_start(self, model, recipe):
-        self.index = {s.step: s.index for s in batch_schedule(len(self.targets), recipe)}
+        dev = next(model.parameters()).device  # fit has moved the model: targets and indices go there once
+        self.targets = self.targets.to(dev)
+        self.index = {s.step: s.index.to(dev) for s in batch_schedule(len(self.targets), recipe)}
 
     def on_batch(self, model, x, y, step):
-        return x, self.targets[self.index[step]].to(x.device)
+        return x, self.targets[self.index[step]]
 
 
 def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
