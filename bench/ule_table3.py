@@ -140,7 +140,7 @@ def cmd_run(args) -> None:
         for net, net_seeds in NETS.items():
             for s in net_seeds:
                 train_eval(name, seed, path, test, net, s)
-        if get_protection(METHODS[name][0]).needs_key:
+        if name != "clean" and get_protection(METHODS[name][0]).needs_key:
             train_eval(name, seed, path, test, "cnn", 0, authorized=True)
     cmd_report(args)
 

@@ -104,7 +104,8 @@ def test_federated_uge_end_to_end_and_resume(tmp_path, monkeypatch):
         assert pub.ids == clean.ids and torch.equal(pub.labels, clean.labels)
         assert (pub.images.int() - clean.images.int()).abs().max() <= round(0.04 * 255)
         assert manifest["authorized"]["networks"][0]["fingerprint"] == key.fingerprint
-        assert manifest["extra"]["federated"] == {"client": k, "clients": 2, "split": "classes"}
+        assert manifest["extra"]["federated"] == {"client": k, "clients": 2, "split": "classes",
+                                                  "source": clean.fingerprint()}  # a resume checks the pixels
     assert set(res["rows"]) == {"Joint", "Separate-1", "Separate-2", "Server-1", "Server-2", "Global",
                                 "Normal (lenet)", "Distill (cnn)"}
     rows = res["rows"]

@@ -74,6 +74,9 @@ MANIFEST_CASES = [  # (what is done to the manifest, the field the error must na
     ("settings missing", lambda m: m.pop("settings"), "'settings' is missing"),
     ("label out of range", lambda m: m["items"][1].update(label=7), "'items[1].label' must be a class index"),
     ("items not a list", lambda m: m.update(items={}), "'items' must be a non-empty list"),
+    ("a code that is not hex", lambda m: m["authentication"]["macs"].update({k: "\u00e9" * 64 for k in
+                                                                              m["authentication"]["macs"]}),
+     "carries no authentication code"),
 ]
 
 
@@ -111,6 +114,8 @@ def cli_cases(pub, key, test, tmp):
         (["certify", pub, "--test", test, "--arch", "cnn", "--n", "5", "--out", f"{ro}/c"], "cannot write"),
         (["evaluate", "--train", test, "--out", f"{ro}/e"], "cannot write"),
         (["evaluate", "--train", test, "--device", "foo"], "device must be auto, cpu, cuda or cuda:N"),
+        (["protect", "--method", "em", "--preset", "unlearn", "--data", test, "--out", f"{tmp}/p3"],
+         "has no presets"),
         (["evaluate", "--train", test, "--test", test, "--device", "cuda:7"], "was asked for, but this machine has"),
         (["protect", "--method", "random", "--data", test, "--per-class", "0", "--out", f"{tmp}/p0"],
          "per_class is a number of images per class >= 1"),
@@ -258,3 +263,32 @@ def test_version_and_the_deprecated_epochs_spelling(capsys, tmp_path):
     rc = cli.main(["protect", "--method", "random", "--data", f"npz:{tmp_path / 'd.npz'}", "--epochs", "3",
                    "--out", str(tmp_path / "p"), "--no-progress"])
     assert rc == 0 and "protect --epochs is deprecated" in capsys.readouterr().err
+
+
+def test_review_fixes_keys_bounds_and_the_device_choice(tmp_path, capsys):
+    import os
+
+    from learnlock import device
+    from learnlock.data.manifest import change_bound
+    from learnlock.keys import key_paths, write_key_files
+
+    keys = [NetSpec.create("cnn", 3, 3, seed=s) for s in (1, 2)]
+    paths = key_paths(keys, set(), tmp_path / "mykey", tmp_path / "pub")  # no suffix: still one file per key
+    assert sorted(p.name for p in paths) == ["mykey0", "mykey1"]
+    old = os.umask(0o022)
+    try:
+        written = write_key_files(keys, paths)
+    finally:
+        os.umask(old)
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in written)  # a key is a secret: its owner only
+    # the test-set check tolerates what the norm allows, never a whole grey range (OPS stores rho 1.0)
+    ops = {"rho": 1.0, "source": {"shape": [3, 32, 32]}, "extra": {"norm": {"norm": "l0", "pixels": 1}}}
+    assert change_bound(ops) < 1 and change_bound({"rho": 1.0, "source": {"shape": [3, 8, 8]}}) == 16.5
+    data = learnable_dataset(n_per_class=3, classes=2, size=8)
+    import numpy as np
+    np.savez(tmp_path / "d.npz", x=data.images.permute(0, 2, 3, 1).numpy(), y=data.labels.numpy(),
+             classes=np.array(list(data.classes)))
+    with device.using("auto"):  # a command's --device holds for that command only
+        assert cli.main(["protect", "--method", "random", "--data", f"npz:{tmp_path / 'd.npz'}", "--device", "cpu",
+                         "--out", str(tmp_path / "p"), "--no-progress"]) == 0
+        assert device._choice == "auto"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import re
 import sys
@@ -306,9 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-seed", type=int, help="init seed of an authorized architecture given by name")
     p.add_argument("--key-secret", help="pass phrase hashed into the init seed (instead of --key-seed)")
     p.add_argument("--key-out", help="where to write a derived key (default OUT.key.safetensors)")
-    p.add_argument("--include-weights", action="store_true", help="also put the key's weights in OUT")
-    p.add_argument("--preset", default="paper",
-                   help="uge preset: paper (default), unlearn, undistill, paper-no-ud, contrast, learnlock")
+    p.add_argument("--include-weights", action="store_true",
+                   help="also put the key's weights in OUT (makes the key public: no protection, no authentication)")
+    p.add_argument("--preset", help="uge preset: paper (default), unlearn, undistill, paper-no-ud, contrast, learnlock")
     p.add_argument("--rho", type=float, help="L-inf radius in [0,1] pixel units (e.g. 0.04 or 8/255=0.0314)")
     p.add_argument("--seed", type=int, help="protection seed")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="any method setting, repeatable")
@@ -393,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--global-seed", type=int, help="init seed of the global network")
     p.add_argument("--global-secret", help="pass phrase hashed into the init seed (instead of --global-seed)")
     p.add_argument("--method", default="uge", help="protection each client applies (default uge)")
-    p.add_argument("--preset", default="paper", help="uge preset")
+    p.add_argument("--preset", help="preset of the protection (uge: paper, the default, ...)")
     p.add_argument("--rho", type=float, help="L-inf radius in [0,1] pixel units")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="a protection setting, repeatable")
     p.add_argument("--hackers", default="cnn:1", help="ARCH:SEED,... trained on the published union")
@@ -424,11 +425,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if getattr(args, "device", None):
-            from .device import set_device
+        from .device import using
 
-            set_device(args.device)  # the one place a run's device is chosen
-        args.func(args)
+        # the one place a run's device is chosen, for this command only
+        with using(args.device) if getattr(args, "device", None) else contextlib.nullcontext():
+            args.func(args)
     except LearnlockError as e:
         command = parser._subparsers._group_actions[0].choices[args.command]
         say(f"error: {as_flags(str(e), command, getattr(args, 'flag_aliases', None))}")

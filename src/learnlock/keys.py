@@ -116,11 +116,11 @@ def key_paths(issued: list, given: set[str], key_out, out: Path, source=None) ->
             continue
         path = Path(key_out or f"{out}.key.safetensors")
         if len(issued) > 1:
-            path = path.with_name(path.name.replace(".safetensors", f"{i}.safetensors"))
+            path = path.with_name(f"{path.stem}{i}{path.suffix}")
         if src is not None and (path.resolve() == src.resolve() or path.resolve().is_relative_to(src.resolve())):
             raise LearnlockError(f"{path} is inside the source dataset {src}; never writing into the input; "
                                  "choose another `key_out`")
-        check_writable(path)
+        check_writable(path, "key_out")
         # a key trained by the method (lock) has no fingerprint yet: any existing file is another key
         if path.exists() and (not key.fingerprint or load_key(path).fingerprint != key.fingerprint):
             raise LearnlockError(f"{path} exists and holds another key; choose another `key_out`")
@@ -135,6 +135,6 @@ def write_key_files(issued: list, paths: dict[Path, int]) -> list[Path]:
     for path, i in paths.items():
         key = issued[i]
         if key.fingerprint and not path.exists():
-            key.save(path)
+            key.save(path, private=True)  # the secret: its owner only
         written.append(path)
     return written

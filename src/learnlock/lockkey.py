@@ -256,8 +256,9 @@ class LockKey:
 
     # -- files -----------------------------------------------------------------------------
 
-    def save(self, path: str | Path, overwrite: bool = False) -> Path:
-        """Write one safetensors file (atomically); refuses to replace a file unless overwrite."""
+    def save(self, path: str | Path, overwrite: bool = False, private: bool = False) -> Path:
+        """Write one safetensors file (atomically); refuses to replace a file unless overwrite.
+        `private`: readable by its owner only (0600), for a key that must stay secret."""
         path = Path(path)
         if path.exists() and not overwrite:
             raise LearnlockError(f"{path} already exists; pass overwrite=True to replace it")
@@ -270,7 +271,7 @@ class LockKey:
             "fingerprint": self.fingerprint,
         }
         tensors = dict(sorted(tensors.items()))
-        atomic_write_bytes(path, _canonical(safetensors.torch.save(tensors, metadata=metadata)))
+        atomic_write_bytes(path, _canonical(safetensors.torch.save(tensors, metadata=metadata)), private=private)
         return path
 
     @classmethod

@@ -137,11 +137,13 @@ class DistillationLoss:
             p.requires_grad_(False)
         self.temperature = temperature
         self.alpha = alpha
+        self._on = None  # the device the teacher was last moved to
 
     def __call__(self, logits, x, y):
         t = self.temperature
-        if next(self.teacher.parameters()).device != x.device:  # a teacher loaded on the CPU follows the batch
+        if self._on != x.device:  # a teacher loaded on the CPU follows the batch (every parameter and buffer)
             self.teacher.to(x.device)
+            self._on = x.device
         with torch.no_grad():
             target = F.softmax(self.teacher(x) / t, dim=1)
         kl = F.kl_div(F.log_softmax(logits / t, dim=1), target, reduction="batchmean") * t * t

@@ -43,18 +43,25 @@ def provenance() -> dict[str, Any]:
 
 
 def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it; set straight back
+    try:  # Linux shows it without changing it (os.umask would, process-wide, for a moment)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)  # elsewhere: read by setting a strict mask, and put it straight back
     os.umask(mask)
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write via a temp file in the same folder + os.replace, so a crash never leaves half a file."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, private: bool = False) -> None:
+    """Write via a temp file in the same folder + os.replace, so a crash never leaves half a file.
+    Permissions as open() gives (the umask applies); `private` files (keys) are 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # as open() would: mkstemp makes 0600 files
+        os.fchmod(fd, 0o600 if private else 0o666 & ~_umask())  # mkstemp alone makes every file 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -19,6 +19,8 @@ the trained authorized network is at hand (1: S fully found, ~dim S_est / dim: c
 
 from __future__ import annotations
 
+import copy
+
 from dataclasses import dataclass, replace
 
 import torch
@@ -68,7 +70,7 @@ class KeyEstimate(Attack):
         self.estimate = type(like).estimate(data.images, ref, like).eval()
         teacher = context.teacher
         if isinstance(teacher, KeyedNet):  # the true key is known: say how much of it was found
-            self.agreement = teacher.key.cpu().agreement(self.estimate)
+            self.agreement = copy.deepcopy(teacher.key).cpu().agreement(self.estimate)  # the teacher stays put
         return data
 
     def train_on(self, data, arch, seed, recipe, context, progress=True):

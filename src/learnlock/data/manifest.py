@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from pathlib import Path
 
 from ..errors import LearnlockError
@@ -93,6 +94,21 @@ def validate_manifest(m: dict, where, format_version: int) -> dict:
     return m
 
 
+def change_bound(manifest: dict, cap: float = 16.0) -> float:
+    """Grey levels by which a published item's mean absolute change from its source may go, from
+    the norm the manifest records (L-inf radius, L2 radius, L0 pixels), capped at `cap`: enough to
+    recognise the source's own images, never so much that unrelated images pass as the same."""
+    norm = (manifest.get("extra") or {}).get("norm") or {}
+    c, h, w = manifest["source"]["shape"]
+    if norm.get("norm") == "l2":
+        bound = 255 * norm.get("radius", 0) / (c * h * w) ** 0.5   # mean |d| <= rms |d|
+    elif norm.get("norm") == "l0":
+        bound = 255 * norm.get("pixels", 1) / (h * w)
+    else:
+        bound = 255 * (manifest.get("rho") or 0)
+    return min(bound, cap) + 0.5
+
+
 def manifest_recipe(manifest: dict):
     """The authorized user's training Recipe the manifest names (validated on read)."""
     from ..training import Recipe
@@ -135,7 +151,7 @@ def verify(manifest: dict, key, where: str | Path = "the manifest") -> None:
     without an authentication code for this key."""
     macs = (manifest.get("authentication") or {}).get("macs") or {}
     code = macs.get(key.fingerprint)
-    if not isinstance(code, str):
+    if not (isinstance(code, str) and re.fullmatch(r"[0-9a-f]{64}", code)):
         raise LearnlockError(f"{where} carries no authentication code for key {key.fingerprint[:12]}: it was "
                              "written by an older learnlock or edited by hand; publish the dataset again")
     if not hmac.compare_digest(code, mac(manifest, key)):

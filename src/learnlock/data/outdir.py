@@ -80,18 +80,19 @@ def check_out_dir(out_dir, overwrite: bool = False, source: ImageDataset | str |
     return check_writable(out)
 
 
-def check_writable(path) -> Path:
-    """Refuse, before the work, an output file or folder that could not be written afterwards."""
+def check_writable(path, what: str = "out") -> Path:
+    """Refuse, before the work, an output file or folder that could not be written afterwards;
+    `what` names the parameter in the message."""
     out = Path(path)
     parent = _nearest_existing(out.resolve() if out.is_dir() else out.resolve().parent)
     if not parent.is_dir():
-        raise LearnlockError(f"cannot write to {out} ({parent} is not a folder); choose another `out`")
+        raise LearnlockError(f"cannot write to {out} ({parent} is not a folder); choose another `{what}`")
     try:
         fd, tmp = tempfile.mkstemp(prefix=".learnlock-write-test-", dir=parent)
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise LearnlockError(f"cannot write to {out} ({e.strerror or e}); choose another `out`") from None
+        raise LearnlockError(f"cannot write to {out} ({e.strerror or e}); choose another `{what}`") from None
     return out
 
 

@@ -44,7 +44,7 @@ def publish(method: str, data: str, out, *, settings: dict | None = None, preset
     keyed = authorized_keys(source.num_classes, source.in_channels, authorized, authorized_arch, authorized_seeds,
                             key_seed, key_secret) if cls.needs_key else []
     context = ProtectionContext([k for k, _ in keyed], get_recipe(recipe), progress=progress)
-    prot = cls(context, preset=preset if cls.presets else None, **(settings or {}))  # settings checked now
+    prot = cls(context, preset=preset, **(settings or {}))  # settings (and a preset) checked now
     issued = prot.issued_keys(source)
     paths = key_paths(issued, {k.fingerprint for k, derived in keyed if not derived}, key_out, out, source)
     files = {}

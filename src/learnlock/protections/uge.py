@@ -325,7 +325,7 @@ class UGE(Protection):
         # what continues bit for bit: delta (w) or the generator (BatchNorm buffers too), Adam's moments
         parts = {"state/w" if s.engine == "direct" else "state": state, "opt": opt}
         ckpt = Checkpoint(workdir, "engine", {"settings": asdict(s), "recipe": self.recipe.to_dict(), "n": n,
-                                              "keys": [a.fingerprint for a in self.authorized], "source": data.source},
+                                              "keys": [a.fingerprint for a in self.authorized], "data": data.fingerprint()},
                           "uge")
         start, self.log = ckpt.restore(parts)
 

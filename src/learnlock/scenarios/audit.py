@@ -283,7 +283,7 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
     (default: the one shipped in the folder, if any). Other arguments go to `audit`."""
     from ..data import load_dataset
     from ..data.base import check_test_set
-    from ..data.manifest import manifest_recipe
+    from ..data.manifest import change_bound, manifest_recipe
     from ..data.published import check_writable, load_published
     from ..keys import check_key_matches, load_key
 
@@ -292,6 +292,9 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
     key, key_recipe = None, None
     shipped = Path(published_dir) / "authorized_0.safetensors"  # written by protect --include-weights
     key_path = authorized or (shipped if shipped.exists() else None)
+    if key_path and not authorized:
+        log(f"note: using the key shipped in {published_dir}; a key that travels with the data cannot "
+            "authenticate it (anyone holding the folder can re-sign an edited manifest)")
     if key_path:
         key = load_key(key_path)
         check_key_matches(key, manifest)
@@ -315,7 +318,7 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
     if clean_set is not None:
         check_test_set(clean_set, test_set)
     else:  # published pixels moved by up to rho from the source's
-        check_test_set(published, test_set, tolerance=255 * (manifest.get("rho") or 0) + 0.5)
+        check_test_set(published, test_set, tolerance=change_bound(manifest))
     aux_set = None
     if aux:
         aux_set = load_dataset(aux, aux_split)

@@ -155,8 +155,10 @@ def certify(model: nn.Module, test: ImageDataset, settings: CertifySettings | No
     base = evaluate(model, test, device=device)
     out = Path(out_dir) if out_dir else None
     state_path = out / ".certify-samples.json" if out else None
+    drawn_on = (torch.device(device) if device else next(model.parameters()).device).type
     ident = {"settings": {k: v for k, v in asdict(s).items() if k not in ("etas", "n")},
-             "surrogate": surrogate or {}, "test": test.fingerprint()}
+             "surrogate": surrogate or {}, "test": test.fingerprint(),
+             "drawn_on": drawn_on}  # weight noise is drawn on the device: a GPU run's samples are not a CPU run's
     done: list[float] = []
     if state_path and state_path.exists():
         saved = json.loads(state_path.read_text())
@@ -219,6 +221,7 @@ def certify_folder(published_dir, settings: CertifySettings, *, out_dir, recipe,
     noise `train_sigma`, default the certification's sigma)."""
     from ..data import load_dataset
     from ..data.base import check_test_set
+    from ..data.manifest import change_bound
     from ..device import current_device
     from ..data.published import check_writable, load_published
     from ..models import NetSpec
@@ -230,7 +233,7 @@ def certify_folder(published_dir, settings: CertifySettings, *, out_dir, recipe,
     if not test_spec:
         raise LearnlockError("give the clean test set with `test`")
     test_set = load_dataset(test_spec, "test", per_class=test_per_class, seed=subset_seed)
-    check_test_set(published, test_set, tolerance=255 * (manifest.get("rho") or 0) + 0.5)
+    check_test_set(published, test_set, tolerance=change_bound(manifest))
     if weights:
         spec = NetSpec.load(weights)
         spec.check_fits(published, "surrogate")

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from ..data import ImageDataset
+from ..data.manifest import verify
 from ..data.published import load_published
 from ..errors import LearnlockError
 from ..jobs import Workers
@@ -177,14 +178,18 @@ class Federation:
         if (path / "manifest.json").exists():
             data, manifest = load_published(path)
             auth = json.loads(json.dumps(prot.authorized_info(), default=str))
+            made_from = (manifest.get("extra") or {}).get("federated", {}).get("source")
             if (manifest["method"] != prot.name or manifest["settings"] != want or data.ids != shard.ids
-                    or manifest.get("authorized") != auth):
+                    or manifest.get("authorized") != auth or made_from != shard.fingerprint()):
                 raise LearnlockError(f"{path} holds client {k}'s data from another configuration (method, "
-                                     "settings, key or split); use another `out`")
+                                     "settings, key, split or source pixels); use another `out`")
+            if prot.issued_keys(shard):  # the global key authenticates what the server receives
+                verify(manifest, prot.issued_keys(shard)[0], path / "manifest.json")
             return data, manifest
         start = time.perf_counter()
         prot.protect(shard, path, workdir=self.out / f".client_{k}.work",
-                     extra={"federated": {"client": k, "clients": len(self.shards), "split": self.split}})
+                     extra={"federated": {"client": k, "clients": len(self.shards), "split": self.split,
+                                          "source": shard.fingerprint()}})
         atomic_write_json(self.out / "cells" / f"protect_client_{k}.json",
                           {"wall_s": round(time.perf_counter() - start, 1), "images": len(shard)})
         shutil.rmtree(self.out / f".client_{k}.work", ignore_errors=True)
@@ -334,7 +339,7 @@ def plot_table9(result: dict, path) -> Path:
 
 
 def federate(train: ImageDataset, test: ImageDataset, key: NetSpec, shards: Sequence[torch.Tensor], out,
-             recipe: Recipe, method: str = "uge", preset: str | None = "paper", settings: dict | None = None,
+             recipe: Recipe, method: str = "uge", preset: str | None = None, settings: dict | None = None,
              hackers: Sequence[Hacker] = (Hacker("retrain", "cnn", 1), Hacker("distill", "cnn", 1)),
              hacker_recipe: Recipe | None = None, split: str = "", progress: bool = True, jobs: int = 1) -> dict:
     """Run the federated scenario (see the module docstring); `method` is any registered
@@ -359,7 +364,7 @@ def _make_protection(cls, settings: dict, preset, recipe: Recipe, progress: bool
 
     own = {**settings, "seed": settings.get("seed", 0) + client}
     context = ProtectionContext([key] if cls.needs_key else [], recipe, progress=progress)
-    return cls(context, preset=preset if cls.presets else None, **own)
+    return cls(context, preset=preset, **own)
 
 
 def run_federated(data: str, out, *, global_arch: str, global_seed: int | None = None,
@@ -392,5 +397,5 @@ def run_federated(data: str, out, *, global_arch: str, global_seed: int | None =
     if not Path(global_arch).exists():
         key_path = out / "global.key.safetensors"
         if not key_path.exists():
-            key.save(key_path)
+            key.save(key_path, private=True)
     return {**result, "key": key, "key_path": key_path, "train_size": len(train), "source": train.source}

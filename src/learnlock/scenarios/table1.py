@@ -62,7 +62,7 @@ def train_published(published_dir, authorized, *, test: str | None = None, test_
     spec), report clean test accuracy. Returns {"model", "key", "accuracy", "test", "test_size"}."""
     from ..data import load_dataset
     from ..data.base import check_test_set
-    from ..data.manifest import manifest_recipe
+    from ..data.manifest import change_bound, manifest_recipe
     from ..data.published import check_writable, load_published
     from ..keys import check_key_matches, load_key
 
@@ -73,7 +73,7 @@ def train_published(published_dir, authorized, *, test: str | None = None, test_
     check_key_matches(key, manifest)
     test_set = load_dataset(test, "test", per_class=test_per_class) if test else None  # bad specs fail first
     if test_set is not None:  # published pixels moved by up to rho from the source's
-        check_test_set(data, test_set, tolerance=255 * (manifest.get("rho") or 0) + 0.5)
+        check_test_set(data, test_set, tolerance=change_bound(manifest))
     if out:
         check_writable(out)
     recipe = manifest_recipe(manifest)
