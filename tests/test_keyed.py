@@ -265,3 +265,14 @@ def test_cone_estimate_uses_the_stated_luma_share():
         est = cone_direction(cp, cr, luma)
         assert abs(float(est @ LUMA_AXIS) ** 2 - luma) < 1e-6
         assert abs(float(est @ b)) > 0.999
+
+
+@pytest.mark.parametrize("family", list_key_layers())
+def test_key_layer_keeps_its_blind_spot_under_bf16_autocast(family):
+    """fit trains in bf16 autocast on a GPU: the key layer must still remove all of S."""
+    layer = create_key_layer(family, 3, 8, seed=3, **SETTINGS[family])
+    g = torch.Generator().manual_seed(0)
+    p = layer.project(torch.randn(4, 3, 8, 8, generator=g))  # noise inside the blind spot
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(p)
+    assert out.dtype == torch.float32 and out.abs().max() < 1e-5

@@ -48,6 +48,8 @@ def set_device(spec: str | torch.device | None) -> torch.device:
     global _choice
     device = resolve(spec)
     _choice = parse(spec)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # also what "current device" means to torch (pinned memory, contexts)
     return device
 
 

@@ -16,8 +16,9 @@ auto or cuda), worker i computes on cuda:(i mod the number of visible GPUs) (CUD
 chooses them; an explicit cuda:N keeps every worker on N); otherwise on the CPU.
 
 Threads: every worker uses this process's torch thread count. Float sums (convolutions, matrix
-products) then run in the same order as here, so each cell's result is byte-identical to the
-serial run (another thread count changes the summation order, see `provenance`). On a CPU machine
+products) then run in the same order as here, so on a CPU each cell's result is byte-identical to
+the serial run (another thread count changes the summation order, see `provenance`; GPU runs are
+never bit for bit). On a CPU machine
 N workers of T threads each oversubscribe the cores: to use --jobs there, lower the thread count
 of the run (OMP_NUM_THREADS or torch.set_num_threads before it), and compare runs made at the same
 thread count. On GPUs the CPU threads matter little.

@@ -32,10 +32,12 @@ def git_commit() -> str | None:
 
 
 def provenance() -> dict[str, Any]:
-    """What a result depends on besides its inputs and seeds. "Same seed, same bytes" holds for the
-    same learnlock version, torch version, device and CPU thread count: float reductions (convolutions,
-    matrix products) sum in an order that depends on the thread count, and an optimisation that
-    runs for many steps carries a one-ulp difference into other pixels."""
+    """What a result depends on besides its inputs and seeds. "Same seed, same bytes" holds on a CPU
+    for the same learnlock version, torch version and CPU thread count: float reductions
+    (convolutions, matrix products) sum in an order that depends on the thread count, and an
+    optimisation that runs for many steps carries a one-ulp difference into other pixels. On a GPU
+    it does not hold bit for bit (cuDNN autotuning, atomic adds in backward passes, bf16 autocast):
+    reruns agree in distribution, not in bytes."""
     import torch
 
     return {"learnlock_version": version(), "git_commit": git_commit(), "torch_version": torch.__version__,

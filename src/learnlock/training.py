@@ -224,7 +224,11 @@ def check_compatible(model: nn.Module, data: ImageDataset, device: torch.device)
     try:
         with torch.no_grad():
             out = model(x)
+    except torch.OutOfMemoryError:
+        raise
     except RuntimeError as e:
+        if "device" in str(e):  # a placement fault is not a shape problem: show it as it is
+            raise
         raise LearnlockError(
             f"model cannot take images of shape {tuple(data.images.shape[1:])} from {data.source} "
             f"(check in_channels={data.in_channels}): {str(e).splitlines()[0]}"

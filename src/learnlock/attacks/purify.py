@@ -45,7 +45,7 @@ cache path, and (when `samples` > 0 and workdir is set) a PNG grid of unconditio
 Defaults: T = 1000, t* = 100 (DiffPure's 0.1 T), one round, channels (32, 64, 64), 2000 Adam
 steps of 32 images at lr 2e-4, guidance 0.1 (pixel) and 0.1 (perceptual) with t_switch = t*/2.
 Shapes: published and aux images uint8 N x C x H x W, C = 1 or 3; the output has the input's
-shape, labels and ids. Same seed, batch size and device: same bytes.
+shape, labels and ids. Same seed and batch size on a CPU: same bytes.
 
     attack = get_attack("purify")(t_star=100)
     model = attack.train(published, "cnn", seed=1, recipe=RECIPES["cpu"],

@@ -53,7 +53,10 @@ class KeyLayer(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x - self.project(x)
+        # fp32 even inside bf16 autocast: a bf16 projection would let part of the blind spot through
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            return x - self.project(x)
 
     def dim(self) -> int:
         """The dimension of S per image (the values the key layer removes)."""
