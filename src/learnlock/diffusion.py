@@ -123,21 +123,24 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 class EpsilonError(nn.Module):
     """A UNet as `fit` trains it: forward takes clean images in [0, 1] (B x C x H x W), draws a
     timestep and Gaussian noise per image, and returns each image's epsilon MSE, B x 1 (the
-    "logits" of a one-class set). The draws come from its own CPU generator, seeded with
+    "logits" of a one-class set). The draws come from its own generator on the batch's device, seeded with
     seed + 3: apart from fit's batch draws (seed), the report's (seed + 1) and the samples' (seed + 2)."""
 
     def __init__(self, unet, scheduler, seed: int):
         super().__init__()
         self.unet = unet
-        self.abar = scheduler.alphas_cumprod          # CPU, indexed by the CPU timesteps
+        self.abar = scheduler.alphas_cumprod
         self.draw_seed = seed + 3
-        self.gen = torch.Generator().manual_seed(self.draw_seed)
+        self.gen = None  # made at the first batch, on its device: no host draw per step
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x0 = x * 2 - 1
-        t = torch.randint(len(self.abar), (len(x),), generator=self.gen)
-        noise = torch.randn(x0.shape, generator=self.gen).to(x.device)
-        a = self.abar[t].to(x.device)[:, None, None, None]
+        if self.gen is None:
+            self.gen = torch.Generator(device=x.device).manual_seed(self.draw_seed)
+            self.abar = self.abar.to(x.device)
+        t = torch.randint(len(self.abar), (len(x),), generator=self.gen, device=x.device)
+        noise = torch.randn(x0.shape, generator=self.gen, device=x.device)
+        a = self.abar[t][:, None, None, None]
         eps = predict_eps(self.unet, a.sqrt() * x0 + (1 - a).sqrt() * noise, t)   # x_t ~ q(x_t | x_0)
         return (eps - noise).pow(2).flatten(1).mean(1, keepdim=True)
 
@@ -165,7 +168,7 @@ def train_ddpm(unet, scheduler, data: ImageDataset, config: DDPMConfig, device="
     """Train `unet` in place on `data` (uint8; labels unused) with the epsilon MSE, through the one
     loop: config.train_steps Adam steps at the constant config.lr on config.train_batch_size images
     drawn with replacement, flipped at random with config.flip, gradient norm clipped to 1.
-    Returns every step's loss. Draws come from CPU generators, so they do not depend on the device."""
+    Returns every step's loss. On a CPU the draws are those of every earlier CPU run; on a GPU they come from the GPU's generator."""
     recipe = Recipe(name="ddpm", epochs=1, batch_size=config.train_batch_size, optimizer="adam", lr=config.lr,
                     weight_decay=0.0, schedule="constant", augment="flip" if config.flip else "none",
                     seed=config.seed)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .losses import generator_on
 from .models import frozen
 from .training import Callback
 
@@ -29,7 +30,8 @@ class PGD:
         model.eval()
         x = x.detach()
         if self.random_start:
-            noise = torch.rand(x.shape, generator=gen).to(x.device) if gen is not None else torch.rand_like(x)
+            noise = (torch.rand(x.shape, generator=gen, device=gen.device).to(x.device) if gen is not None
+                     else torch.rand_like(x))
             adv = (x + (noise * 2 - 1) * self.eps).clamp(0, 1)
         else:
             adv = x.clone()
@@ -53,8 +55,8 @@ class PGDCallback(Callback):
     def __init__(self, pgd: PGD):
         self.pgd = pgd
 
-    def on_fit_start(self, model, recipe):
-        self.gen = torch.Generator().manual_seed(recipe.seed + 104729)
+    def on_fit_start(self, model, recipe):  # on the model's device: no host draw per batch
+        self.gen = generator_on(next(model.parameters()).device, recipe.seed + 104729)
 
     def on_batch(self, model, x, y, step):
         return self.pgd(model, x, y, self.gen), y

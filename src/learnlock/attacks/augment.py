@@ -81,8 +81,9 @@ class MixCallback(Callback):
         # cutmix: one box of area ~(1 - lam) for the batch, pasted from the permuted batch; the
         # label weight is the box's actual area after clipping at the border.
         side = (1 - lam) ** 0.5
-        mask = box_mask(h, w, round(side * h), round(side * w), 1, rng).to(x.device)
-        area = mask.float().mean().item()
+        mask = box_mask(h, w, round(side * h), round(side * w), 1, rng)
+        area = mask.float().mean().item()  # on the host mask: no device sync
+        mask = mask.to(x.device)
         return torch.where(mask, x[perm], x), (1 - area) * y + area * y[perm]
 
 

@@ -203,7 +203,7 @@ class MinMin(Protection):
         with frozen(model):  # only delta's gradient is needed
             for b in order.split(s.batch_size):
                 xb, yb = x[b], y[b]
-                soft = self.targets(b.cpu())
+                soft = self.targets(b)
                 tb = yb if soft is None else soft.to(x.device)
                 d = (delta[yb] if s.classwise else delta[b]).clone()
                 for _ in range(s.noise_steps):

@@ -167,7 +167,7 @@ class Keyed(MinMin):
         return {"key": self._key.fingerprint if self._key else None}
 
     def targets(self, idx):
-        return None if self._soft is None else self._soft[idx]
+        return None if self._soft is None else self._soft[idx.to(self._soft.device)]
 
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
         self.key_for(data)

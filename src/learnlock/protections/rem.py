@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 
+from ..losses import generator_on
 from ..pgd import PGD, PGDCallback
 from .base import register_protection
 from .em import EMSettings, MinMin
@@ -50,13 +50,14 @@ class RobustErrorMinimizing(MinMin):
     Settings = REMSettings
 
     def reset(self):
-        self._gen = torch.Generator().manual_seed(self.settings.seed + 15_485_863)  # PGD random starts
+        self._gen = None  # PGD random starts, drawn on the run's device (made at first use)
 
     def train_callbacks(self, model):
         return [PGDCallback(self.settings.pgd())] if self.settings.adv_radius > 0 else []
 
     def noise_loss(self, model, x_u, y):
         if self.settings.adv_radius > 0:
+            self._gen = self._gen or generator_on(x_u.device, self.settings.seed + 15_485_863)
             a = self.settings.pgd()(model, x_u.detach(), y, self._gen) - x_u.detach()
             x_u = (x_u + a).clamp(0, 1)
         return F.cross_entropy(model(x_u), y)
