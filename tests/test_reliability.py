@@ -177,12 +177,12 @@ def test_publish_warns_when_the_protection_did_almost_nothing(tmp_path, monkeypa
     data = learnable_dataset(n_per_class=4, classes=2, size=8)
     prot = create_protection("random", rho=8 / 255)
     path = prot.protect(data, tmp_path / "pub")
-    assert warnings(prot, data, path) == []  # random noise uses its budget
+    assert warnings(prot, data, prot.published_images) == []  # random noise uses its budget
     same, _ = load_published(path)  # compared with itself: no change at all
-    (warning,) = warnings(prot, same, path)
+    (warning,) = warnings(prot, same, same.images)
     assert "did almost nothing" in warning and "0.00 grey levels" in warning
     monkeypatch.setattr(prot, "manifest_extra", lambda: {"converged": False})
-    assert any("without reaching its stop criterion" in w for w in warnings(prot, data, path))
+    assert any("without reaching its stop criterion" in w for w in warnings(prot, data, prot.published_images))
 
 
 def test_stale_temporaries_of_a_killed_write_are_removed(tmp_path):

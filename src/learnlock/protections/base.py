@@ -292,7 +292,7 @@ class Protection(ABC):
     ) -> Path:
         """Check `out_dir` first, then apply and write the published dataset; returns its path."""
         check_out_dir(out_dir, overwrite, source=data)
-        images = self.apply(data, workdir)
+        images = self.published_images = self.apply(data, workdir)  # kept: publish's checks need no reread
         return write_published(
             out_dir, data, images,
             method=self.name, rho=self.settings.rho, settings=self.manifest_settings(),

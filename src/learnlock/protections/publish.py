@@ -67,18 +67,16 @@ def publish(method: str, data: str, out, *, settings: dict | None = None, preset
     write_key_files(issued, paths)
     shutil.rmtree(workdir, ignore_errors=True)  # only once every output is on disk
     return {"path": path, "keys": [(p, issued[i]) for p, i in paths.items()], "size": len(source),
-            "diagnostics": getattr(prot, "diagnostics", None) or {}, "warnings": warnings(prot, source, path)}
+            "diagnostics": getattr(prot, "diagnostics", None) or {},
+            "warnings": warnings(prot, source, prot.published_images)}
 
 
-def warnings(prot, source, path: Path) -> list[str]:
-    """What the user should hear although nothing failed."""
-    from ..data.published import load_published
-
+def warnings(prot, source, published: torch.Tensor) -> list[str]:
+    """What the user should hear although nothing failed; `published` are the uint8 images written."""
     out = []
-    published, _ = load_published(path)
     index = prot.protected_index if prot.protected_index is not None else torch.arange(len(source))
     if len(index) and prot.norm in ("linf", "l2"):  # l0 methods change a few pixels by design
-        delta = (published.images[index].int() - source.images[index].int()).abs()
+        delta = (published[index].int() - source.images[index].int()).abs()
         budget = 255 * prot.settings.rho
         if delta.float().mean().item() < NEAR_ZERO * budget:
             out.append(f"the published images differ from the source by {delta.float().mean().item():.2f} grey levels "

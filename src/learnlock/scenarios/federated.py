@@ -183,8 +183,8 @@ class Federation:
                     or manifest.get("authorized") != auth or made_from != shard.fingerprint()):
                 raise LearnlockError(f"{path} holds client {k}'s data from another configuration (method, "
                                      "settings, key, split or source pixels); use another `out`")
-            if prot.issued_keys(shard):  # the global key authenticates what the server receives
-                verify(manifest, prot.issued_keys(shard)[0], path / "manifest.json")
+            for key in prot.issued_keys(shard)[:1]:  # the global key authenticates what the server receives
+                verify(manifest, key, path / "manifest.json")
             return data, manifest
         start = time.perf_counter()
         prot.protect(shard, path, workdir=self.out / f".client_{k}.work",
