@@ -12,6 +12,7 @@ trajectories, batch transforms), never through a copy of this loop.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 from dataclasses import asdict, dataclass, replace
@@ -28,8 +29,11 @@ from .errors import LearnlockError, require
 
 AUGMENTS = ("none", "flip", "crop", "crop+flip", "roll", "roll+flip")
 OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("cosine", "constant", "step")
-PRECISIONS = ("auto", "fp32", "bf16")
+SCHEDULES = ("cosine", "constant", "step", "onecycle")
+PRECISIONS = ("auto", "fp32", "bf16", "native")
+# fields added after recipes were first written into manifests and cache keys: left out of
+# to_dict at these defaults, so every older recipe keeps its key
+LATER_DEFAULTS = {"precision": "auto", "label_smoothing": 0.0, "test_flip": False, "warmup": 0.25}
 
 
 @dataclass(frozen=True)
@@ -45,10 +49,15 @@ class Recipe:
     nesterov: bool = True         # sgd only
     weight_decay: float = 5e-4
     schedule: str = "cosine"      # cosine (per step, to 0) | constant | step (x0.1 at 50% and 75%)
+    #                               | onecycle (linear from 0 up to lr over `warmup` of the steps, then down to 0)
     augment: str = "crop+flip"    # none | flip | crop | crop+flip | roll | roll+flip
     crop_padding: int = 4         # crops: pixels of zero padding; roll: largest circular shift
     seed: int = 0                 # data order and augmentation draws
     precision: str = "auto"       # auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16
+    #                               | native (bf16 wherever the hardware has it: CUDA, or a CPU with bf16 instructions)
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (the default loss only)
+    test_flip: bool = False       # evaluate averages the logits of each test image and its mirror
+    warmup: float = 0.25          # onecycle: share of the steps spent rising to lr
     # no device: where a run computes is chosen once (learnlock.device), never stored with a recipe
 
     def __post_init__(self):
@@ -64,14 +73,32 @@ class Recipe:
         need(self.augment in AUGMENTS, f"augment must be one of {AUGMENTS}, got {self.augment!r}")
         need(self.crop_padding >= 0, f"crop_padding must be >= 0, got {self.crop_padding}")
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        need(0 < self.warmup < 1, f"warmup must be in (0, 1), got {self.warmup}")
 
     def to_dict(self) -> dict:
-        """The settings as written into manifests and cache keys. precision "auto" is left out: it
-        computes what recipes before the field computed (fp32 on CPU), so their keys do not change."""
-        d = asdict(self)
-        if d["precision"] == "auto":
-            del d["precision"]
-        return d
+        """The settings as written into manifests and cache keys. Fields added later are left out at
+        their defaults (precision "auto" computes what recipes before the field computed, fp32 on
+        CPU), so older keys do not change."""
+        return {k: v for k, v in asdict(self).items() if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
+
+    def uses_bf16(self, device: torch.device) -> bool:
+        """Whether fit trains this recipe under bf16 autocast on `device`. Same seed, same bytes
+        holds per (precision actually used, CPU instruction set, thread count): bf16 kernels differ
+        between CPUs with and without bf16 instructions, so a cell records what it used."""
+        if self.precision == "native":
+            return device.type == "cuda" or native_bf16()
+        return self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
+
+
+def native_bf16() -> bool:
+    """This CPU computes bf16 in hardware (AVX512-BF16 or AMX): bf16 autocast then trains about
+    1.7x faster than fp32 (bench/speed.py); without it bf16 is emulated and slower."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
 RECIPES: dict[str, Recipe] = {
@@ -82,6 +109,13 @@ RECIPES: dict[str, Recipe] = {
     # light nets of the zoo tolerate without BatchNorm-free heads diverging.
     "cpu": Recipe(name="cpu", epochs=15, batch_size=128, lr=0.05, momentum=0.9,
                   nesterov=True, weight_decay=5e-4, schedule="cosine", augment="crop+flip"),
+    # The evaluator of the 10k tier, for `fastnet` (airbench94's recipe, simplified): batch 256,
+    # Nesterov SGD lr 0.2 with a one-cycle schedule, label smoothing 0.2, flip + 2-pixel
+    # translation, flip at test time, bf16 where the hardware has it. 10 epochs: 10,000 CIFAR-10
+    # images in about 3.5 minutes on 2 CPU cores (BENCHMARKS.md).
+    "fast": Recipe(name="fast", epochs=10, batch_size=256, lr=0.2, momentum=0.9, nesterov=True,
+                   weight_decay=5e-4, schedule="onecycle", augment="crop+flip", crop_padding=2,
+                   precision="native", label_smoothing=0.2, test_flip=True),
 }
 
 
@@ -114,11 +148,28 @@ class Callback:
     def on_epoch_end(self, model: nn.Module, epoch: int) -> None: ...
 
 
+class EpochAccuracy(Callback):
+    """Accuracy on each named dataset after every epoch, e.g. EpochAccuracy(dev=dev_set): a cell
+    reports its final and its best-on-dev accuracy (early stopping is itself a defence)."""
+
+    def __init__(self, **sets: ImageDataset):
+        self.sets = sets
+        self.history: dict[str, list[float]] = {k: [] for k in sets}
+
+    def on_epoch_end(self, model: nn.Module, epoch: int) -> None:
+        for name, data in self.sets.items():
+            self.history[name].append(evaluate(model, data))
+
+
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def cross_entropy(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y)
+
+
+def smoothed_cross_entropy(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
+    return F.cross_entropy(logits, y, label_smoothing=smoothing)
 
 
 @dataclass(frozen=True)
@@ -212,6 +263,9 @@ def make_optimizer(model: nn.Module, recipe: Recipe, steps: int):
         factor = lambda s: 0.5 * (1 + math.cos(math.pi * s / steps))  # noqa: E731
     elif recipe.schedule == "step":
         factor = lambda s: 0.1 ** ((s >= steps // 2) + (s >= 3 * steps // 4))  # noqa: E731
+    elif recipe.schedule == "onecycle":
+        peak = max(1, round(recipe.warmup * steps))
+        factor = lambda s: (s + 1) / peak if s < peak else max(0.0, (steps - s) / max(1, steps - peak))  # noqa: E731
     else:
         factor = lambda s: 1.0  # noqa: E731
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
@@ -300,7 +354,9 @@ def fit(
     if cuda:  # no change of layout on CPU: fp32 there computes exactly what it always did
         torch.backends.cudnn.benchmark = True
         model.to(memory_format=torch.channels_last)
-    bf16 = recipe.precision == "bf16" or (recipe.precision == "auto" and cuda)
+    bf16 = recipe.uses_bf16(device)
+    if recipe.label_smoothing and loss is cross_entropy:
+        loss = functools.partial(smoothed_cross_entropy, smoothing=recipe.label_smoothing)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     check_compatible(model, data, device)
     images = data.images.to(device)
@@ -308,6 +364,7 @@ def fit(
     n = len(data)
     total_steps = steps or recipe.epochs * (n // recipe.batch_size + (n % recipe.batch_size >= 2))
     opt, sched = make_optimizer(model, recipe, total_steps)
+    model.test_flip = recipe.test_flip  # how the recipe tests what it trains (read by predict)
     for cb in callbacks:
         cb.on_fit_start(model, recipe)
     bar = tqdm(total=total_steps, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
@@ -357,13 +414,19 @@ def fit(
 @torch.no_grad()
 def predict(model: nn.Module, data: ImageDataset, batch_size: int = 512,
             device: torch.device | str | None = None) -> torch.Tensor:
-    """Logits for every item, in order (float32, on CPU)."""
+    """Logits for every item, in order (float32, on CPU). A model trained with a recipe's
+    `test_flip` averages the logits of each image and its mirror (fit marks it), in fp32."""
     device = torch.device(device) if device else next(model.parameters()).device
     model.to(device).eval()
     check_compatible(model, data, device)
+    flip = getattr(model, "test_flip", False)
     out = []
     for i in range(0, len(data), batch_size):
-        out.append(model(data.images[i:i + batch_size].to(device).float().div_(255)).float().cpu())
+        x = data.images[i:i + batch_size].to(device).float().div_(255)
+        logits = model(x).float()
+        if flip:
+            logits = (logits + model(x.flip(3)).float()) / 2
+        out.append(logits.cpu())
     return torch.cat(out)
 
 

@@ -16,6 +16,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 from torch import nn
 
@@ -102,18 +103,19 @@ class Attack:
         return self.train_on(self.transform(published, context), arch, seed, recipe, context, progress)
 
     def train_on(self, data: ImageDataset, arch: str, seed: int, recipe: Recipe,
-                 context: AttackContext, progress: bool = True) -> nn.Module:
+                 context: AttackContext, progress: bool = True, callbacks: Sequence[Callback] = ()) -> nn.Module:
         """Train on data `transform` already gave (the audit transforms once per attack and
-        trains several nets and seeds on the result)."""
+        trains several nets and seeds on the result). `callbacks`: the caller's own (e.g. an
+        EpochAccuracy on a dev split), after the attack's."""
         model = create_model(arch, data.num_classes, data.in_channels, seed=seed)
-        return fit(model, data, replace(recipe, seed=seed), callbacks=self.callbacks(context),
+        return fit(model, data, replace(recipe, seed=seed), callbacks=self.callbacks(context) + list(callbacks),
                    loss=self.loss(context), progress=progress, desc=f"{self.name} {arch} seed {seed}")
 
     def evaluate(self, data: ImageDataset, test: ImageDataset, arch: str, seed: int, recipe: Recipe,
-                 context: AttackContext, progress: bool = True) -> dict:
+                 context: AttackContext, progress: bool = True, callbacks: Sequence[Callback] = ()) -> dict:
         """One audit cell: train on `data` (already transformed) and score on the clean test set as
         the attacker's model sees it; {"accuracy": ...} plus whatever else the attack measures."""
-        model = self.train_on(data, arch, seed, recipe, context, progress)
+        model = self.train_on(data, arch, seed, recipe, context, progress, callbacks)
         return {"accuracy": evaluate(model, self.transform_test(test))}
 
     def manifest_settings(self) -> dict:

@@ -73,12 +73,12 @@ class KeyEstimate(Attack):
             self.agreement = copy.deepcopy(teacher.key).cpu().agreement(self.estimate)  # the teacher stays put
         return data
 
-    def train_on(self, data, arch, seed, recipe, context, progress=True):
+    def train_on(self, data, arch, seed, recipe, context, progress=True, callbacks=()):
         if self.estimate is None:
             raise LearnlockError("key-estimate: call transform (or train) first")
         net = create_model(arch, data.num_classes, data.in_channels, seed=seed)
         model = KeyedNet(self.estimate, net)
-        return fit(model, data, replace(recipe, seed=seed), progress=progress,
+        return fit(model, data, replace(recipe, seed=seed), callbacks=callbacks, progress=progress,
                    desc=f"{self.name} {arch} seed {seed}")
 
     def report(self) -> dict | None:

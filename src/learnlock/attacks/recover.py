@@ -92,11 +92,11 @@ class Recover(Attack):
     def recover(self, model: nn.Module, aux: ImageDataset, recipe: Recipe, eta: float, progress: bool) -> nn.Module:
         raise NotImplementedError
 
-    def train_on(self, published, arch, seed, recipe, context, progress=True):
+    def train_on(self, published, arch, seed, recipe, context, progress=True, callbacks=()):
         model = self.base_model(published, arch, seed, recipe, progress)
         return self.recover(model, context.aux, replace(recipe, seed=seed), self.settings.eta, progress)
 
-    def evaluate(self, data, test, arch, seed, recipe, context, progress=True) -> dict:
+    def evaluate(self, data, test, arch, seed, recipe, context, progress=True, callbacks=()) -> dict:
         """The cell's accuracy at `eta`, and the whole curve over `etas` (and `eta`) from one base model."""
         etas = sorted({*self.settings.etas, self.settings.eta})
         curve = type(self)(replace(self.settings, etas=tuple(etas))).curve(data, self.transform_test(test), arch,

@@ -1,0 +1,222 @@
+"""The 10k tier: calibrate learnlock's evaluator against the published unlearnable-example tables.
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/tier10k.py --stage clean          # the evaluator alone
+    OMP_NUM_THREADS=2 .venv/bin/python bench/tier10k.py --stage calibrate --seeds 0
+    .venv/bin/python bench/tier10k.py --stage calibrate --per-class 20 --test-per-class 10 --epochs 1  # tiny
+
+Data: CIFAR-10 from ../shared/datasets/cifar10-jpg (re-encoded as JPEG at quality ~75: pixels are
+not the pickle release's, and full-size accuracies on it run a few points under published ones),
+with the fixed splits of `learnlock.data.splits`: owner items 0-999 per class (protected), dev
+2000-2199 per class (per-epoch accuracy, every choice), the full 10,000 test images (frozen rows).
+
+Cells: every protection of --protections is applied to the owner set once (its pixels cached), then
+for every seed, protection and defence (none, ISS grayscale, ISS JPEG-10) a `fastnet` hacker trains
+with the `fast` recipe; {clean, em} also under UEraser and adversarial training (1 seed, the
+first); and the em row again with the old evaluator (`cnn`, `cpu` recipe) to compare verdicts.
+Every cell is cached in --cache under a hash of its inputs and of the code (learnlock.cells): rerun
+the same command to resume, add seeds to extend. The summary (JSON + markdown with the published
+anchors and pass marks) is rewritten after every cell.
+
+Ratios are learnability ratios (acc - chance) / (clean acc - chance) against the same defence and
+evaluator on clean data, so "EM ratio 0.2" is comparable with the published 0.09-0.13.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from learnlock.attacks import AttackContext, create_attack
+from learnlock.cells import CellCache, code_version
+from learnlock.data.splits import load_split
+from learnlock.device import current_device
+from learnlock.protections import create_protection
+from learnlock.provenance import atomic_write_bytes, atomic_write_json, provenance
+from learnlock.training import EpochAccuracy, evaluate, get_recipe, native_bf16
+
+DATA = "folder:" + str(Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10-jpg")
+CHANCE = 0.1
+# published anchors (ResNet-18, full CIFAR-10; ISS README and ECLIPSE): test accuracy %
+ANCHORS = {("clean", "none"): "94.7-95.0", ("clean", "iss-grayscale"): "92.4", ("clean", "iss-jpeg"): "85.4",
+           ("em", "none"): "17.6-21.1", ("em", "iss-grayscale"): "88.4-93.0", ("em", "iss-jpeg"): "78.4-81.5",
+           ("ar", "none"): "13.3", ("ar", "iss-grayscale"): "34.0", ("ar", "iss-jpeg"): "85.2",
+           ("lsp", "none"): "19.1", ("lsp", "iss-grayscale"): "82.5", ("lsp", "iss-jpeg"): "83.0",
+           ("em", "adversarial-training"): "68.3"}
+DEFENCES = {"none": ("retrain", {}), "iss-grayscale": ("iss-grayscale", {}), "iss-jpeg": ("iss-jpeg", {"quality": 10}),
+            "ueraser": ("ueraser", {}), "adversarial-training": ("adversarial-training", {"eps": 8 / 255, "steps": 5})}
+# each protection's settings at this tier: the papers' budgets; surrogates that fit 2 CPU cores
+PROTECTIONS = {"clean": None, "em": ("em", {"surrogate": "cnn", "max_rounds": 20}), "ar": ("ar", {}),
+               "lsp": ("lsp", {})}
+
+
+def protect(cache: CellCache, name: str, owner, log) -> tuple[torch.Tensor, dict]:
+    if PROTECTIONS[name] is None:
+        return owner.images, {"wall_time_s": 0.0}
+    method, settings = PROTECTIONS[name]
+    inputs = {"data": owner.fingerprint(), "method": method, "settings": settings}
+    record = {}
+
+    def compute():
+        prot = create_protection(method, **settings)
+        work = cache.path("protect", inputs, ".work")
+        work.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        images = prot.apply(owner, work)
+        record.update(wall_time_s=round(time.perf_counter() - start, 1), settings=prot.manifest_settings(),
+                      extra=prot.manifest_extra())
+        log(f"protected with {name} in {record['wall_time_s']} s")
+        return {"images": images}
+
+    images = cache.run_tensors("protect", inputs, compute, meta=lambda: record)["images"]
+    return images, cache.get("protect", inputs) or record
+
+
+def train_cell(cache: CellCache, owner, images, dev, test, prot: str, defence: str, net: str, recipe, seed: int,
+               progress: bool) -> dict:
+    attack_name, settings = DEFENCES[defence]
+    data = owner.with_images(images, source=f"{owner.source} [{prot}]")
+    inputs = {"data": data.fingerprint(), "dev": dev.fingerprint(), "test": test.fingerprint(), "attack": attack_name,
+              "settings": settings, "net": net, "seed": seed, "recipe": recipe.to_dict(),
+              "bf16": recipe.uses_bf16(current_device())}  # what fit will use here: bf16 and fp32 differ
+
+    def compute():
+        attack = create_attack(attack_name, **settings)
+        context = AttackContext(progress=progress)
+        trained = attack.transform(data, context)
+        seen_dev, seen_test = attack.transform_test(dev), attack.transform_test(test)
+        epochs = EpochAccuracy(dev=seen_dev)
+        start = time.perf_counter()
+        model = attack.train_on(trained, net, seed, recipe, context, progress, callbacks=[epochs])
+        wall = time.perf_counter() - start
+        dev_acc = epochs.history["dev"]
+        best = max(range(len(dev_acc)), key=dev_acc.__getitem__)
+        return {"accuracy": evaluate(model, seen_test), "dev_per_epoch": dev_acc, "best_dev_epoch": best + 1,
+                "best_dev": dev_acc[best], "final_dev": dev_acc[-1], "train_s": round(wall, 1)}
+
+    return cache.run("train", inputs, compute)
+
+
+def ratio(acc: float, clean: float) -> float | None:
+    """None where the clean reference itself is near chance (no ratio means anything there)."""
+    return (acc - CHANCE) / (clean - CHANCE) if clean - CHANCE >= 0.05 else None
+
+
+def summarise(rows: list[dict], meta: dict) -> tuple[dict, str]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["net"], r["protection"], r["defence"]), []).append(r)
+    table = []
+    for (net, prot, defence), rs in groups.items():
+        accs = [r["accuracy"] for r in rs]
+        clean = groups.get((net, "clean", defence))
+        clean_mean = statistics.mean(r["accuracy"] for r in clean) if clean else None
+        mean = statistics.mean(accs)
+        table.append({"net": net, "protection": prot, "defence": defence, "seeds": [r["seed"] for r in rs],
+                      "accuracy": accs, "mean": mean, "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                      "best_dev_mean": statistics.mean(r["best_dev"] for r in rs),
+                      "final_dev_mean": statistics.mean(r["final_dev"] for r in rs),
+                      "ratio": ratio(mean, clean_mean) if clean_mean is not None else None,
+                      "train_s": statistics.mean(r["train_s"] for r in rs),
+                      "published": ANCHORS.get((prot, defence), "") if net == "fastnet" else ""})
+    get = {(t["net"], t["protection"], t["defence"]): t for t in table}
+
+    def check(name, key, test, mark):
+        t = get.get(key)
+        return {"check": name, "mark": mark, "value": None if t is None else t["ratio"],
+                "passed": None if t is None or t["ratio"] is None else test(t["ratio"])}
+
+    checks = [check("EM ratio, no defence", ("fastnet", "em", "none"), lambda r: r <= 0.2, "<= 0.2"),
+              check("EM under grayscale vs clean under grayscale", ("fastnet", "em", "iss-grayscale"),
+                    lambda r: r >= 0.85, ">= 0.85"),
+              check("EM under JPEG-10 vs clean under JPEG-10", ("fastnet", "em", "iss-jpeg"), lambda r: r >= 0.85, ">= 0.85"),
+              check("AR under grayscale (negative control)", ("fastnet", "ar", "iss-grayscale"), lambda r: r <= 0.5,
+                    "<= 0.5"),
+              check("UEraser restores EM", ("fastnet", "em", "ueraser"), lambda r: r >= 0.8, ">= 0.8")]
+    cnn, fast = get.get(("cnn", "em", "none")), get.get(("fastnet", "em", "none"))
+    if cnn and fast and cnn["ratio"] is not None and fast["ratio"] is not None:
+        checks.append({"check": "EM ratio: cpu/cnn agrees with fast/fastnet", "mark": "within 0.15",
+                       "value": abs(cnn["ratio"] - fast["ratio"]), "passed": abs(cnn["ratio"] - fast["ratio"]) <= 0.15})
+    lines = [f"CIFAR-10 (JPEG re-encoded copy), {meta['owner']} owner images, {meta['test']} test images, "
+             f"dev {meta['dev']} images; code {meta['code_version']}; {meta['date']}", "",
+             "| net | protection | defence | seeds | test acc % | ratio | best-dev / final-dev % | published % | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for t in table:
+        ratio_text = f"{t['ratio']:.2f}" if t["ratio"] is not None else "-"
+        lines.append(f"| {t['net']} | {t['protection']} | {t['defence']} | {len(t['seeds'])} | "
+                     f"{100 * t['mean']:.1f} ± {100 * t['std']:.1f} | {ratio_text} | "
+                     f"{100 * t['best_dev_mean']:.1f} / {100 * t['final_dev_mean']:.1f} | {t['published']} | "
+                     f"{t['train_s']:.0f} |")
+    lines += ["", "| pass mark | target | measured | verdict |", "|---|---|---|---|"]
+    for c in checks:
+        verdict = {True: "reproduced", False: "NOT reproduced", None: "not measured"}[c["passed"]]
+        value = "-" if c["value"] is None else f"{c['value']:.2f}"
+        lines.append(f"| {c['check']} | {c['mark']} | {value} | {verdict} |")
+    return {"table": table, "checks": checks}, "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=("clean", "calibrate"), default="calibrate")
+    p.add_argument("--data", default=DATA, help="folder:PATH with train/ and test/ (CIFAR-10 layout)")
+    p.add_argument("--seeds", default="0", help="comma-separated hacker seeds")
+    p.add_argument("--protections", default="clean,em,ar,lsp")
+    p.add_argument("--defences", default="none,iss-grayscale,iss-jpeg")
+    p.add_argument("--extra-defences", default="ueraser,adversarial-training", help="for clean and em, first seed")
+    p.add_argument("--no-cnn-row", action="store_true", help="skip the em row under cpu/cnn")
+    p.add_argument("--per-class", type=int, default=1000, help="owner images per class (1000 = the 10k tier)")
+    p.add_argument("--dev-per-class", type=int, default=200)
+    p.add_argument("--test-per-class", type=int, help="default: the full test split")
+    p.add_argument("--epochs", type=int, help="override the recipes' epochs (tiny runs)")
+    p.add_argument("--cache", default="runs/cells", help="cell cache folder (shared by every bench script)")
+    p.add_argument("--out", default="docs/bench/cifar10k", help="where calibration.json and .md go")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(torch.get_num_threads())
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    seeds = [int(s) for s in args.seeds.split(",")]
+    cache = CellCache(args.cache)
+    t0 = time.perf_counter()
+    owner = load_split(args.data, "owner", args.per_class)
+    dev = load_split(args.data, "dev", args.dev_per_class)
+    test = load_split(args.data, "test", args.test_per_class)
+    log(f"loaded owner {len(owner)}, dev {len(dev)}, test {len(test)} in {time.perf_counter() - t0:.1f} s; "
+        f"native bf16: {native_bf16()}; code {code_version()}")
+    over = {"epochs": args.epochs} if args.epochs else {}
+    fast, cpu = get_recipe("fast", **over), get_recipe("cpu", **over)
+    prots = ["clean"] if args.stage == "clean" else args.protections.split(",")
+    plan = [("fastnet", fast, s, p, d) for s in seeds for p in prots for d in args.defences.split(",")]
+    if args.stage == "calibrate":
+        extra = [d for d in args.extra_defences.split(",") if d]
+        plan += [("fastnet", fast, seeds[0], p, d) for d in extra for p in ("clean", "em") if p in prots]
+        if not args.no_cnn_row and "em" in prots:
+            plan += [("cnn", cpu, seeds[0], p, d) for p in ("clean", "em") for d in args.defences.split(",")]
+    meta = {"owner": len(owner), "dev": len(dev), "test": len(test), "code_version": code_version(),
+            "date": time.strftime("%Y-%m-%d"), "data": args.data, **provenance(), "native_bf16": native_bf16(),
+            "recipes": {"fast": fast.to_dict(), "cpu": cpu.to_dict()}, "protections": {}}
+    protected = {}
+    rows = []
+    out = Path(args.out)
+    for i, (net, recipe, seed, prot, defence) in enumerate(plan, 1):
+        if prot not in protected:
+            protected[prot], meta["protections"][prot] = protect(cache, prot, owner, log)
+        start = time.perf_counter()
+        row = train_cell(cache, owner, protected[prot], dev, test, prot, defence, net, recipe, seed,
+                         not args.no_progress)
+        rows.append({"net": net, "protection": prot, "defence": defence, "seed": seed, **row})
+        log(f"[{i}/{len(plan)}] {net} {prot} {defence} seed {seed}: {100 * row['accuracy']:.1f} % "
+            f"(best dev epoch {row['best_dev_epoch']}, {time.perf_counter() - start:.0f} s)")
+        summary, text = summarise(rows, meta)
+        name = "calibration" if args.stage == "calibrate" else "evaluator"
+        atomic_write_json(out / f"{name}.json", {**meta, "rows": rows, **summary})
+        atomic_write_bytes(out / f"{name}.md", text.encode())
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
