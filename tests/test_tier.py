@@ -1,0 +1,181 @@
+"""The 10k tier's parts: fastnet and the fast recipe, the fixed splits, the cell cache, and
+bench/tier10k.py end to end at tiny size."""
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from learnlock.cells import CellCache, cell_key, code_version
+from learnlock.data.splits import RANGES, load_split, split_index
+from learnlock.errors import LearnlockError
+from learnlock.models import create_model
+from learnlock.training import EpochAccuracy, Recipe, RECIPES, fit, make_optimizer, predict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_splits_are_disjoint_nested_and_in_file_order():
+    labels = [c for c in range(3) for _ in range(2300)]
+    parts = {name: split_index(labels, 3, name) for name in RANGES}
+    assert [len(parts[n]) for n in RANGES] == [3000, 3000, 600]
+    assert not set(parts["owner"]) & set(parts["aux"]) and not set(parts["aux"]) & set(parts["dev"])
+    assert not set(parts["owner"]) & set(parts["dev"])
+    small = split_index(labels, 3, "owner", per_class=100)
+    assert set(small) <= set(parts["owner"]) and len(small) == 300      # the 1k tier sits inside the 10k tier
+    assert split_index(labels, 3, "aux", per_class=5)[:5] == list(range(1000, 1005))
+    with pytest.raises(LearnlockError, match="holds 200 images per class"):
+        split_index(labels, 3, "dev", per_class=201)
+    with pytest.raises(LearnlockError, match="needs 2200"):
+        split_index(labels[:2100 * 3], 3, "dev")
+
+
+def test_load_split_reads_only_its_range(tmp_path):
+    for c in ("a", "b"):
+        (tmp_path / "train" / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((4, 4, 3), i, np.uint8)).save(tmp_path / "train" / c / f"{i:04d}.png")
+    owner = load_split(f"folder:{tmp_path}", "owner", per_class=3)
+    assert owner.ids == ("a/0000.png", "a/0001.png", "a/0002.png", "b/0000.png", "b/0001.png", "b/0002.png")
+    assert owner.images[2].max().item() == 2 and owner.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(LearnlockError, match="needs 1001"):
+        load_split(f"folder:{tmp_path}", "aux", per_class=1)
+    with pytest.raises(LearnlockError, match="folder:PATH"):
+        load_split("cifar10", "owner")
+
+
+def test_cell_cache_computes_once_and_keys_on_inputs(tmp_path):
+    cache, calls = CellCache(tmp_path), []
+
+    def compute():
+        calls.append(1)
+        return {"accuracy": 0.5}
+
+    assert cache.run("train", {"seed": 0}, compute) == {"accuracy": 0.5}
+    assert cache.run("train", {"seed": 0}, compute) == {"accuracy": 0.5} and len(calls) == 1
+    cache.run("train", {"seed": 1}, compute)
+    assert len(calls) == 2
+    record = json.loads(cache.path("train", {"seed": 0}).read_text())
+    assert record["code_version"] == code_version() and "git_commit" in record and "wall_time_s" in record
+    assert cell_key("train", {"a": 1, "b": 2}) == cell_key("train", {"b": 2, "a": 1})
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_cell_cache_failure_writes_nothing_and_tensors_round_trip(tmp_path):
+    cache = CellCache(tmp_path)
+    with pytest.raises(RuntimeError):
+        cache.run("train", {"x": 1}, lambda: (_ for _ in ()).throw(RuntimeError("killed")))
+    assert not cache.path("train", {"x": 1}).exists()   # a failed cell is computed again next time
+    x = torch.randint(0, 256, (3, 1, 4, 4), dtype=torch.uint8)
+    out = cache.run_tensors("protect", {"m": "em"}, lambda: {"images": x}, meta=lambda: {"rounds": 3})
+    again = cache.run_tensors("protect", {"m": "em"}, lambda: pytest.fail("recomputed"))
+    assert torch.equal(out["images"], x) and torch.equal(again["images"], x)
+    assert cache.get("protect", {"m": "em"}) == {"rounds": 3}
+
+
+def test_code_version_follows_the_source(tmp_path, monkeypatch):
+    import learnlock.cells as cells
+
+    assert len(code_version()) == 16 and code_version() == code_version()
+    fake = tmp_path / "pkg"
+    fake.mkdir()
+    (fake / "cells.py").write_text("a = 1\n")
+    monkeypatch.setattr(cells, "__file__", str(fake / "cells.py"))
+    cells.code_version.cache_clear()
+    first = cells.code_version()
+    (fake / "cells.py").write_text("a = 2\n")
+    cells.code_version.cache_clear()
+    assert cells.code_version() != first
+    cells.code_version.cache_clear()
+
+
+def test_old_recipes_keep_their_keys_and_new_fields_are_checked():
+    assert set(RECIPES["cpu"].to_dict()) == {"name", "epochs", "batch_size", "optimizer", "lr", "momentum",
+                                             "nesterov", "weight_decay", "schedule", "augment", "crop_padding", "seed"}
+    fast = RECIPES["fast"].to_dict()
+    assert fast["precision"] == "native" and fast["label_smoothing"] == 0.2 and fast["test_flip"] is True
+    assert Recipe(**fast) == RECIPES["fast"]      # a manifest's recipe gives the recipe back
+    for bad, match in ((dict(label_smoothing=1.0), "label_smoothing"), (dict(warmup=0), "warmup"),
+                       (dict(precision="fp16"), "precision")):
+        with pytest.raises(LearnlockError, match=match):
+            Recipe(**bad)
+
+
+def test_onecycle_rises_to_lr_then_falls_to_zero():
+    model = torch.nn.Linear(2, 2)
+    recipe = Recipe(schedule="onecycle", lr=0.2, warmup=0.25)
+    opt, sched = make_optimizer(model, recipe, steps=100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    peak = max(range(100), key=lrs.__getitem__)
+    assert peak == 24 and math.isclose(lrs[peak], 0.2) and lrs[0] < 0.01 and lrs[-1] < 0.01
+    assert all(a <= b for a, b in zip(lrs[:peak], lrs[1:peak + 1]))
+    assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1:]))
+
+
+def test_fast_recipe_trains_fastnet_with_smoothing_and_flip_at_test_time(learnable):
+    data = learnable(n_per_class=24, classes=3)
+    recipe = replace(RECIPES["fast"], epochs=3, batch_size=16, precision="fp32")
+    history = EpochAccuracy(train=data)
+    model = fit(create_model("fastnet", 3, 3, seed=0), data, recipe, callbacks=[history], progress=False)
+    assert len(history.history["train"]) == 3
+    assert model.test_flip is True
+    logits = predict(model, data)
+    with torch.no_grad():
+        x = data.images.float() / 255
+        both = (model(x) + model(x.flip(3))) / 2
+    assert torch.allclose(logits, both, atol=1e-5)          # the test-time flip average
+    model.test_flip = False
+    assert not torch.allclose(predict(model, data), both, atol=1e-5)
+
+
+def test_label_smoothing_reaches_the_loss(learnable):
+    """Same init, same batches: only the smoothing differs, so the trained weights must differ,
+    and smoothing 0 is exactly the old loss."""
+    data = learnable(n_per_class=8, classes=3)
+    weights = {}
+    for smoothing in (0.0, 0.5):
+        recipe = Recipe(epochs=1, batch_size=24, label_smoothing=smoothing, augment="none", precision="fp32")
+        model = fit(create_model("cnn", 3, 3, seed=0), data, recipe, progress=False)
+        weights[smoothing] = torch.cat([p.flatten() for p in model.parameters()])
+    plain = fit(create_model("cnn", 3, 3, seed=0), data, Recipe(epochs=1, batch_size=24, augment="none",
+                                                                precision="fp32"), progress=False)
+    assert torch.equal(weights[0.0], torch.cat([p.flatten() for p in plain.parameters()]))
+    assert not torch.allclose(weights[0.0], weights[0.5])
+
+
+def test_tier10k_runs_end_to_end_at_tiny_size(tmp_path):
+    """The calibration script on a tiny CIFAR-like folder (2 classes, 2,200 train images each)."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 2200), ("test", 6)):
+        for c in ("cat", "dog"):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+                    tmp_path / "data" / split / c / f"{i:04d}.png")
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "tier10k.py"), "--data", f"folder:{tmp_path / 'data'}",
+                          "--per-class", "8", "--dev-per-class", "4", "--epochs", "1", "--protections", "clean,ar",
+                          "--defences", "none,iss-grayscale", "--extra-defences", "", "--cache", str(tmp_path / "cells"),
+                          "--out", str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    assert {(r["protection"], r["defence"]) for r in result["rows"]} == {
+        ("clean", "none"), ("clean", "iss-grayscale"), ("ar", "none"), ("ar", "iss-grayscale")}
+    assert all(len(r["dev_per_epoch"]) == 1 for r in result["rows"])
+    assert "| pass mark |" in (tmp_path / "out" / "calibration.md").read_text()
+    cells = sorted((tmp_path / "cells" / "train").glob("*.json"))
+    assert len(cells) == 4
+    again = subprocess.run(out.args, capture_output=True, text=True, timeout=300)   # a rerun trains nothing
+    assert again.returncode == 0 and sorted((tmp_path / "cells" / "train").glob("*.json")) == cells
+    assert json.loads((tmp_path / "out" / "calibration.json").read_text())["rows"] == result["rows"]
