@@ -64,17 +64,11 @@ def recipe_from_args(args):
 
 
 def cmd_evaluate(args) -> None:
-    from .data import load_dataset
-    from .device import current_device
-    from .scenarios.evaluation import evaluate_nets, results_table
+    from .scenarios.evaluation import evaluate_specs, results_table
 
-    recipe = recipe_from_args(args)
-    train = load_dataset(args.train, "train", per_class=args.per_class, seed=args.subset_seed)
-    test = load_dataset(args.test or args.train, "test", per_class=args.test_per_class, seed=args.subset_seed)
-    print(f"train: {train.source} ({len(train)} images), test: {test.source} ({len(test)} images), "
-          f"recipe {recipe.name}: {recipe.epochs} epochs on {current_device()}", file=sys.stderr)
-    rows = evaluate_nets(train, test, args.nets, args.seeds, recipe, out_dir=args.out,
-                         progress=not args.no_progress, jobs=args.jobs)
+    rows = evaluate_specs(args.train, args.test, args.nets, args.seeds, recipe_from_args(args),
+                          per_class=args.per_class, test_per_class=args.test_per_class, subset_seed=args.subset_seed,
+                          log=say, out_dir=args.out, progress=not args.no_progress, jobs=args.jobs)
     print(results_table(rows))
     if args.out:
         say(f"\nresults written to {args.out}/results.json")

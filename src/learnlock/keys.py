@@ -70,6 +70,54 @@ def check_key_matches(key: NetSpec | LockKey, manifest: dict) -> int:
     return prints.index(key.fingerprint)
 
 
+def check_key_specs(specs: list[str] | None = None, archs: list[str] | None = None, seeds: list[int] | None = None,
+                    key_seed: int | None = None, key_secret: str | None = None) -> None:
+    """What `authorized_keys` can refuse before the data are loaded: names that are neither a
+    key file nor a model, a name without exactly one of seed or secret, an empty secret."""
+    for a in archs or []:
+        if a not in list_models():
+            raise LearnlockError(f"`authorized_arch` {a!r} is not a model name ({', '.join(list_models())})")
+    for spec in specs or []:
+        if spec.endswith(".safetensors") or Path(spec).exists():
+            load_key(spec)  # a small file: a wrong one fails now, not after the data are loaded
+            continue
+        if spec not in list_models():
+            raise LearnlockError(f"`authorized` {spec!r} is neither a NetSpec .safetensors file nor a model name "
+                                 f"({', '.join(list_models())})")
+        if (key_seed is None) == (key_secret is None):
+            raise LearnlockError(f"`authorized` {spec}: give exactly one of `key_seed` or `key_secret` to derive "
+                                 "its initial weights")
+        if key_secret is not None:
+            seed_from_secret(key_secret)  # refuses an empty pass phrase
+
+
+def check_key_out(key_out, out, source_spec: str | None = None) -> None:
+    """Refuse, before any work, a `key_out` that is the output folder or inside it (the key would
+    be written first and the output then refused), inside the source data, or an existing file
+    that is not a learnlock key (never overwritten, never read as an input)."""
+    from .data.outdir import check_writable, source_path
+
+    if not key_out:
+        return
+    path, out = Path(key_out), Path(out)
+    if path.resolve() == out.resolve() or path.resolve().is_relative_to(out.resolve()):
+        raise LearnlockError(f"`key_out` {path} is the published folder `out` or inside it; the key must be a file "
+                             "of its own beside the data (e.g. OUT.key.safetensors); choose another `key_out`")
+    src = source_path(source_spec or "")
+    if src is not None and (path.resolve() == src.resolve() or path.resolve().is_relative_to(src.resolve())):
+        raise LearnlockError(f"{path} is inside the source dataset {src}; never writing into the input; "
+                             "choose another `key_out`")
+    if path.exists() or path.is_symlink():
+        if path.is_dir():
+            raise LearnlockError(f"`key_out` {path} is a folder; give a file name such as {path}/key.safetensors")
+        try:
+            load_key(path)
+        except LearnlockError:
+            raise LearnlockError(f"`key_out` {path} exists and is not a learnlock key file; it is never overwritten; "
+                                 "choose another `key_out`") from None
+    check_writable(path, "key_out")
+
+
 def authorized_keys(num_classes: int, in_channels: int, specs: list[str] | None = None,
                     archs: list[str] | None = None, seeds: list[int] | None = None,
                     key_seed: int | None = None, key_secret: str | None = None) -> list[tuple[NetSpec, bool]]:
@@ -107,7 +155,7 @@ def key_paths(issued: list, given: set[str], key_out, out: Path, source=None) ->
     """Where each issued key the user does not already hold (`given` fingerprints) goes: `key_out`
     (default OUT.key.safetensors; OUT.key0/1... for several). Refused before any work: a path inside
     the source data, one that cannot be written, or a file that holds another key."""
-    from .data.outdir import check_writable, source_path
+    from .data.outdir import source_path
 
     paths = {}
     src = source_path(source.source if source is not None else "")
@@ -120,7 +168,7 @@ def key_paths(issued: list, given: set[str], key_out, out: Path, source=None) ->
         if src is not None and (path.resolve() == src.resolve() or path.resolve().is_relative_to(src.resolve())):
             raise LearnlockError(f"{path} is inside the source dataset {src}; never writing into the input; "
                                  "choose another `key_out`")
-        check_writable(path, "key_out")
+        check_key_out(path, out)
         # a key trained by the method (lock) has no fingerprint yet: any existing file is another key
         if path.exists() and (not key.fingerprint or load_key(path).fingerprint != key.fingerprint):
             raise LearnlockError(f"{path} exists and holds another key; choose another `key_out`")
