@@ -46,13 +46,13 @@ class Hacker:
 
 
 def train_authorized(train: ImageDataset, key: NetSpec, recipe: Recipe, progress: bool = True,
-                     published: bool = True):
+                     published: bool = True, desc: str | None = None):
     """The authorized user's network trained on `train`: published data go through the key first
     (`key.prepare`: a lock key unlocks them); clean data (published=False, Table 1's Original row)
     are trained on as they are."""
     key.check_fits(train)
     data = key.prepare(train) if published else train
-    return fit(key.build(), data, recipe, progress=progress, desc=f"authorized {key.arch}")
+    return fit(key.build(), data, recipe, progress=progress, desc=desc or f"authorized {key.arch}")
 
 
 def train_published(published_dir, authorized, *, test: str | None = None, test_per_class: int | None = None,
