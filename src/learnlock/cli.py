@@ -415,18 +415,40 @@ def as_flags(message: str, parser: argparse.ArgumentParser, aliases: dict | None
     return re.sub(r"`([a-z_]+)`", lambda m: flags.get(m.group(1), m.group(0)), message)
 
 
+@contextlib.contextmanager
+def warnings_as_lines(flags):
+    """Each LearnlockWarning the library raises becomes one `warning:` line, every time."""
+    import warnings
+
+    from .errors import LearnlockWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", LearnlockWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, *rest, **kw):
+            if issubclass(category, LearnlockWarning):
+                say(f"warning: {flags(str(message))}")
+            else:
+                shown(message, category, *rest, **kw)
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    command = parser._subparsers._group_actions[0].choices[args.command]
+    flags = functools.partial(as_flags, parser=command, aliases=getattr(args, "flag_aliases", None))
     try:
         from .device import using
 
         # the one place a run's device is chosen, for this command only
-        with using(args.device) if getattr(args, "device", None) else contextlib.nullcontext():
+        with using(args.device) if getattr(args, "device", None) else contextlib.nullcontext(), \
+                warnings_as_lines(flags):
             args.func(args)
     except LearnlockError as e:
-        command = parser._subparsers._group_actions[0].choices[args.command]
-        say(f"error: {as_flags(str(e), command, getattr(args, 'flag_aliases', None))}")
+        say(f"error: {flags(str(e))}")
         return 2
     except OSError as e:  # the library checks outputs before work; this is what changed during it
         where = f" {e.filename}" if e.filename else ""
