@@ -5,6 +5,7 @@ class-wise transforms its holder inverts before training; `load_key` reads eithe
 from __future__ import annotations
 
 import hashlib
+import secrets
 from pathlib import Path
 
 from .data.manifest import verify
@@ -14,16 +15,44 @@ from .lockkey import LockKey, read_format
 from .models import NetSpec, list_models
 
 
-def seed_from_secret(secret: str) -> int:
-    """A 63-bit init seed from a pass phrase (sha256), so the key never has to be stored."""
+# scrypt (RFC 7914) at N = 2**14, r = 8: 16 MiB and about 50 ms per guess on one CPU core, and
+# the memory makes GPU guessing costly; the manifest publishes the keyed network's fingerprint, so a
+# pass phrase must resist offline guessing. Keys made before 2026-12 used one sha256 ("sha256").
+SCRYPT = {"kdf": "scrypt", "n": 2 ** 14, "r": 8, "p": 1}
+DEFAULT_SALT = "6c6561726e6c6f636b2e6b65792d73656564"  # "learnlock.key-seed": only where no salt is given
+
+
+def new_derivation() -> dict:
+    """How a new key is derived from its pass phrase: scrypt with a fresh random 16-byte salt. It is
+    public (recorded in the manifest); without it the pass phrase does not give the key back."""
+    return {**SCRYPT, "salt": secrets.token_hex(16)}
+
+
+def seed_from_secret(secret: str, derivation: dict | None = None) -> int:
+    """A 63-bit init seed from a pass phrase, so the key never has to be stored: scrypt with the
+    `derivation`'s salt and cost (default: SCRYPT with a fixed salt), or {"kdf": "sha256"}, the
+    one hash of keys made before scrypt (kept so their pass phrases still give the same key)."""
     if not secret:
         raise LearnlockError("the key secret is empty; give a pass phrase")
-    return int.from_bytes(hashlib.sha256(secret.encode()).digest()[:8], "big") >> 1
+    d = derivation or {**SCRYPT, "salt": DEFAULT_SALT}
+    if d.get("kdf") == "sha256":
+        return int.from_bytes(hashlib.sha256(secret.encode()).digest()[:8], "big") >> 1
+    try:
+        if d.get("kdf") != "scrypt":
+            raise ValueError(f"unknown kdf {d.get('kdf')!r}")
+        n, r, p = int(d["n"]), int(d["r"]), int(d["p"])
+        raw = hashlib.scrypt(secret.encode(), salt=bytes.fromhex(d["salt"]), n=n, r=r, p=p,
+                             maxmem=256 * r * n + (1 << 20), dklen=8)
+    except (KeyError, TypeError, ValueError) as e:
+        raise LearnlockError(f"cannot derive the key from the pass phrase with {d} ({e}); the recorded "
+                             "derivation is damaged") from None
+    return int.from_bytes(raw, "big") >> 1
 
 
 def resolve_key(spec: str, num_classes: int, in_channels: int, seed: int | None = None,
-                secret: str | None = None) -> NetSpec:
-    """`spec` is a NetSpec .safetensors file, or an architecture name with `seed` or `secret`."""
+                secret: str | None = None, derivation: dict | None = None) -> NetSpec:
+    """`spec` is a NetSpec .safetensors file, or an architecture name with `seed` or `secret`
+    (derived as `derivation` says, see `seed_from_secret`)."""
     path = Path(spec)
     if spec.endswith(".safetensors") or path.exists():
         key = NetSpec.load(path)
@@ -38,7 +67,7 @@ def resolve_key(spec: str, num_classes: int, in_channels: int, seed: int | None 
                 f"`authorized` {spec}: give exactly one of `key_seed` or `key_secret` to derive "
                 "its initial weights"
             )
-        key = NetSpec.create(spec, num_classes, in_channels, seed=seed if seed is not None else seed_from_secret(secret))
+        key = NetSpec.create(spec, num_classes, in_channels, seed=seed if seed is not None else seed_from_secret(secret, derivation))
     if key.num_classes != num_classes or key.in_channels != in_channels:
         raise LearnlockError(
             f"authorized network {key.arch} ({key.fingerprint[:12]}) takes {key.in_channels}-channel images "
@@ -120,7 +149,8 @@ def check_key_out(key_out, out, source_spec: str | None = None) -> None:
 
 def authorized_keys(num_classes: int, in_channels: int, specs: list[str] | None = None,
                     archs: list[str] | None = None, seeds: list[int] | None = None,
-                    key_seed: int | None = None, key_secret: str | None = None) -> list[tuple[NetSpec, bool]]:
+                    key_seed: int | None = None, key_secret: str | None = None,
+                    derivation: dict | None = None) -> list[tuple[NetSpec, bool]]:
     """The authorized networks of a protection, each as (key, derived): `specs` are key files or
     architecture names (one --key-seed / --key-secret for all), or `archs` x `seeds` pair up
     (one of them may be a single value, repeated). `derived` is True when the key was made here
@@ -141,7 +171,7 @@ def authorized_keys(num_classes: int, in_channels: int, specs: list[str] | None 
                                  f"{len(seeds)} seeds; give one seed per network (or one for all)")
         out = [(resolve_key(a, num_classes, in_channels, seed=s), True) for a, s in zip(archs, seeds)]
     else:
-        out = [(resolve_key(s, num_classes, in_channels, key_seed, key_secret), not Path(s).exists())
+        out = [(resolve_key(s, num_classes, in_channels, key_seed, key_secret, derivation), not Path(s).exists())
                for s in specs or []]
     prints = [k.fingerprint for k, _ in out]
     dup = sorted({p[:12] for p in prints if prints.count(p) > 1})

@@ -79,8 +79,8 @@ def exclusive(workdir: Path, out: Path):
         try:
             yield
         except BaseException:
-            if created and workdir.is_dir() and not any(workdir.iterdir()):
-                workdir.rmdir()  # a run refused after the lock leaves nothing behind
+            if created and workdir.is_dir() and not any(workdir.glob("*.safetensors")):
+                shutil.rmtree(workdir, ignore_errors=True)  # a run refused before its work leaves nothing behind
             raise
     finally:
         os.close(fd)  # releases the lock
@@ -108,13 +108,33 @@ def damaged_state(path: Path, error) -> str:
             f"{path.parent} and rerun to start afresh")
 
 
+def key_derivation(workdir: Path) -> dict:
+    """The pass phrase's derivation (scrypt, a fresh salt) for this run, kept in the work folder so
+    a resumed run derives the same key."""
+    import json
+
+    from ..keys import new_derivation
+    from ..provenance import atomic_write_json
+
+    path = workdir / "key-derivation.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            raise LearnlockError(damaged_state(path, "not valid JSON")) from None
+    derivation = new_derivation()
+    atomic_write_json(path, derivation)
+    return derivation
+
+
 def _publish(cls, data: str, out: Path, workdir: Path, *, settings, preset, per_class, subset_seed, authorized,
              authorized_arch, authorized_seeds, key_seed, key_secret, key_out, include_weights, recipe, overwrite,
              progress, log) -> dict:
     method = cls.name
     source = load_dataset(data, "train", per_class=per_class, seed=subset_seed)
+    derivation = key_derivation(workdir) if key_secret is not None else None
     keyed = authorized_keys(source.num_classes, source.in_channels, authorized, authorized_arch, authorized_seeds,
-                            key_seed, key_secret) if cls.needs_key else []
+                            key_seed, key_secret, derivation) if cls.needs_key else []
     context = ProtectionContext([k for k, _ in keyed], recipe, progress=progress)
     prot = cls(context, preset=preset, **(settings or {}))
     issued = prot.issued_keys(source)
@@ -135,8 +155,9 @@ def _publish(cls, data: str, out: Path, workdir: Path, *, settings, preset, per_
         f"resumable state in {workdir}")
     # how to reload the clean source (the "Original" row of `learnlock table1`)
     source_load = {"spec": data, "split": "train", "per_class": per_class, "seed": subset_seed}
-    path = prot.protect(source, out, overwrite=overwrite, files=files or None, workdir=workdir,
-                        extra={"source_load": source_load})
+    # how a pass phrase became the key (kdf, salt, cost): public, and needed to derive it again
+    extra = {"source_load": source_load, **({"key_derivation": derivation} if derivation else {})}
+    path = prot.protect(source, out, overwrite=overwrite, files=files or None, workdir=workdir, extra=extra)
     issued = prot.issued_keys(source)  # final now, also a key the method trained
     write_key_files(issued, paths)
     shutil.rmtree(workdir, ignore_errors=True)  # only once every output is on disk (the lock's fd stays valid)

@@ -454,7 +454,15 @@ def run_federated(data: str, out, *, global_arch: str, global_seed: int | None =
     train = load_dataset(data, "train", per_class=per_class, seed=subset_seed)
     test_set = load_dataset(test or data, "test", per_class=test_per_class, seed=subset_seed)
     check_test_set(train, test_set)
-    key = resolve_key(global_arch, train.num_classes, train.in_channels, global_seed, global_secret)
+    derivation = None
+    if global_secret is not None:  # scrypt with a salt of this run, kept beside it (public, like the manifest's)
+        from ..keys import new_derivation
+
+        kept = out / "global.key-derivation.json"
+        derivation = json.loads(kept.read_text()) if kept.exists() else new_derivation()
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(kept, derivation)
+    key = resolve_key(global_arch, train.num_classes, train.in_channels, global_seed, global_secret, derivation)
     shards = split_shards(train.labels, train.num_classes, clients, split, split_seed)
     log(f"{clients} clients ({split}): " + ", ".join(f"client {k + 1} {len(s)} images" for k, s in enumerate(shards))
         + f"; global {key.arch} {key.fingerprint[:12]}; test {len(test_set)} clean images")
