@@ -11,6 +11,7 @@ from learnlock import NetSpec, cli
 from learnlock.data.published import load_published
 from learnlock.errors import LearnlockError
 from learnlock.scenarios.federated import concat, federate, group_accuracy, parse_split, split_shards
+from learnlock.protections import get_protection, list_protections
 from learnlock.protections.uge import UGE
 from learnlock.scenarios import Hacker
 from learnlock.training import Recipe
@@ -123,7 +124,7 @@ def test_federated_uge_end_to_end_and_resume(tmp_path, monkeypatch):
 
     # A rerun trains nothing and reports the same numbers.
     import learnlock.scenarios.federated as fed
-    monkeypatch.setattr(fed, "fit", lambda *a, **k: pytest.fail("a cached cell was retrained"))
+    monkeypatch.setattr(fed.Federation, "train_cell", lambda *a, **k: pytest.fail("a cached cell was retrained"))
     again = federate(train, test, key, shards, out, RECIPE, preset="paper", settings=FAST, hackers=hackers,
                      split="classes", progress=False)
     assert again["rows"] == res["rows"] and len(seen) == 2
@@ -133,6 +134,59 @@ def test_federated_uge_end_to_end_and_resume(tmp_path, monkeypatch):
                  hackers=hackers, split="classes", progress=False)
     with pytest.raises(LearnlockError, match="partition"):
         federate(train, test, key, [shards[0], shards[0]], tmp_path / "x", RECIPE, settings=FAST, progress=False)
+
+
+# Tiny settings of every protection that needs a key (the federated test loops over the registry).
+KEYED_FAST = {"uge": FAST, "keyed": dict(max_rounds=2, noise_steps=2, train_steps=2, batch_size=8),
+              "lock": dict(max_rounds=2, train_steps=2, batch_size=8)}
+
+
+@pytest.mark.parametrize("method", [m for m in list_protections() if get_protection(m).needs_key])
+def test_federated_trains_the_issued_key(method, tmp_path, monkeypatch):
+    """The server trains what each client issued, as the authorized user would: keyed's network
+    (key layer + base), lock's base network on the shards unlocked with each client's LockKey."""
+    import importlib
+
+    import learnlock.scenarios.federated as fed
+    from learnlock.keys import load_key
+
+    t1 = importlib.import_module("learnlock.scenarios.table1")  # the package exports a function of that name
+
+    train = learnable_dataset(n_per_class=6, classes=4, size=16)
+    test = learnable_dataset(n_per_class=3, classes=4, size=16, seed=1)
+    key = NetSpec.create("cnn", 4, 3, seed=7, width=8)
+    shards = split_shards(train.labels, 4, 2, "classes")
+    trained = {}
+    real = t1.fit
+
+    def spy(model, data, recipe, **kw):  # what each server cell starts from and trains on
+        trained[kw.get("desc")] = ({k: v.clone() for k, v in model.state_dict().items()}, data.images.clone())
+        return real(model, data, recipe, **kw)
+
+    monkeypatch.setattr(t1, "fit", spy)
+    recipe = Recipe(name="tiny", epochs=1, batch_size=8, lr=0.05, augment="flip")
+    out = tmp_path / "fed"
+    res = federate(train, test, key, shards, out, recipe, method=method, settings=KEYED_FAST.get(method, {}),
+                   hackers=[], split="classes", progress=False)
+    issued = [load_key(out / f"client_{k}.key.safetensors") for k in range(2)]
+    assert res["issued"] == [k.fingerprint for k in issued]
+    published = [load_published(out / f"client_{k}")[0] for k in range(2)]
+    start, images = trained["global"]
+    want = issued[0].build().state_dict()
+    assert start.keys() == want.keys() and all(torch.equal(start[n], want[n]) for n in want)
+    if method == "keyed":  # the issued network is not the plain base network
+        assert issued[0].arch == "keyed" and start.keys() != key.build().state_dict().keys()
+    unlocked = torch.cat([k.prepare(p).images for k, p in zip(issued, published)])
+    assert torch.equal(images, unlocked)  # the union as each client's key prepares it
+    if method == "lock":  # unlocking changed the pixels: the server did not train on locked images
+        assert not torch.equal(unlocked, torch.cat([p.images for p in published]))
+    for k in range(2):
+        assert torch.equal(trained[f"server {k + 1}"][1], issued[k].prepare(published[k]).images)
+    # A rerun reads the kept keys back, trains nothing and reports the same rows.
+    monkeypatch.setattr(fed.Federation, "train_cell", lambda *a, **k: pytest.fail("a cached cell was retrained"))
+    again = federate(train, test, key, shards, out, recipe, method=method, settings=KEYED_FAST.get(method, {}),
+                     hackers=[], split="classes", progress=False)
+    assert again["rows"] == res["rows"] and again["issued"] == res["issued"]
 
 
 def test_cli_federated(tmp_path, capsys):

@@ -64,17 +64,11 @@ def recipe_from_args(args):
 
 
 def cmd_evaluate(args) -> None:
-    from .data import load_dataset
-    from .device import current_device
-    from .scenarios.evaluation import evaluate_nets, results_table
+    from .scenarios.evaluation import evaluate_specs, results_table
 
-    recipe = recipe_from_args(args)
-    train = load_dataset(args.train, "train", per_class=args.per_class, seed=args.subset_seed)
-    test = load_dataset(args.test or args.train, "test", per_class=args.test_per_class, seed=args.subset_seed)
-    print(f"train: {train.source} ({len(train)} images), test: {test.source} ({len(test)} images), "
-          f"recipe {recipe.name}: {recipe.epochs} epochs on {current_device()}", file=sys.stderr)
-    rows = evaluate_nets(train, test, args.nets, args.seeds, recipe, out_dir=args.out,
-                         progress=not args.no_progress, jobs=args.jobs)
+    rows = evaluate_specs(args.train, args.test, args.nets, args.seeds, recipe_from_args(args),
+                          per_class=args.per_class, test_per_class=args.test_per_class, subset_seed=args.subset_seed,
+                          log=say, out_dir=args.out, progress=not args.no_progress, jobs=args.jobs)
     print(results_table(rows))
     if args.out:
         say(f"\nresults written to {args.out}/results.json")
@@ -421,18 +415,40 @@ def as_flags(message: str, parser: argparse.ArgumentParser, aliases: dict | None
     return re.sub(r"`([a-z_]+)`", lambda m: flags.get(m.group(1), m.group(0)), message)
 
 
+@contextlib.contextmanager
+def warnings_as_lines(flags):
+    """Each LearnlockWarning the library raises becomes one `warning:` line, every time."""
+    import warnings
+
+    from .errors import LearnlockWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", LearnlockWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, *rest, **kw):
+            if issubclass(category, LearnlockWarning):
+                say(f"warning: {flags(str(message))}")
+            else:
+                shown(message, category, *rest, **kw)
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    command = parser._subparsers._group_actions[0].choices[args.command]
+    flags = functools.partial(as_flags, parser=command, aliases=getattr(args, "flag_aliases", None))
     try:
         from .device import using
 
         # the one place a run's device is chosen, for this command only
-        with using(args.device) if getattr(args, "device", None) else contextlib.nullcontext():
+        with using(args.device) if getattr(args, "device", None) else contextlib.nullcontext(), \
+                warnings_as_lines(flags):
             args.func(args)
     except LearnlockError as e:
-        command = parser._subparsers._group_actions[0].choices[args.command]
-        say(f"error: {as_flags(str(e), command, getattr(args, 'flag_aliases', None))}")
+        say(f"error: {flags(str(e))}")
         return 2
     except OSError as e:  # the library checks outputs before work; this is what changed during it
         where = f" {e.filename}" if e.filename else ""

@@ -14,3 +14,8 @@ def require(ok: bool, message: str) -> None:
     `message` what was wrong and how to fix it."""
     if not ok:
         raise LearnlockError(message)
+
+
+class LearnlockWarning(UserWarning):
+    """Something the user should hear although nothing failed (an input that could not be
+    verified); the CLI prints each as one `warning:` line, every time it happens."""

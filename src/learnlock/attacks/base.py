@@ -64,6 +64,10 @@ class Attack:
     label = ""   # how tables name its hackers (UGE's "Normal", "Distill"); default: the name
     Settings: type[AttackSettings] = AttackSettings
     needs: tuple[str, ...] = ()   # fields of AttackContext that must be set
+    # What aux data (context.aux) must share with the published set, when the attack uses them:
+    # "size" (any images of the same channels and size: a DDPM, a key estimate) or "classes" (also
+    # the same class names in the same order: per-class statistics, fine-tuning on aux labels).
+    aux_match: str = "size"
 
     def __init__(self, settings: AttackSettings | None = None, **overrides):
         valid = [f.name for f in dataclasses.fields(self.Settings)]
@@ -73,6 +77,19 @@ class Attack:
                                  f"valid settings: {', '.join(valid) or '(none)'}")
         settings = settings or self.Settings()
         self.settings = replace(settings, **overrides) if overrides else settings
+
+    def check_aux(self, aux: ImageDataset, published: ImageDataset) -> None:
+        """Refuse aux data this attack cannot use with `published` (see `aux_match`)."""
+        if aux.in_channels != published.in_channels or aux.images.shape[-2:] != published.images.shape[-2:]:
+            raise LearnlockError(f"attack {self.name!r}: aux {aux.source} has {aux.in_channels}-channel "
+                                 f"{tuple(aux.images.shape[-2:])} images, the published data "
+                                 f"{published.in_channels}-channel {tuple(published.images.shape[-2:])}; give an "
+                                 "`aux` set of the published images' size")
+        if self.aux_match == "classes" and tuple(aux.classes) != tuple(published.classes):
+            raise LearnlockError(f"attack {self.name!r} uses per-class statistics of the aux data, but aux "
+                                 f"{aux.source} has classes {list(aux.classes)[:4]}..., the published data "
+                                 f"{list(published.classes)[:4]}...; give an `aux` set with the same class names in "
+                                 "the same order")
 
     def loss(self, context: AttackContext) -> Loss:
         return cross_entropy

@@ -79,6 +79,7 @@ class LockInverse(Attack):
     """Estimate and invert a class-wise per-pixel affine lock from image statistics (see the module docstring)."""
 
     Settings = LockInverseSettings
+    aux_match = "classes"  # each class is matched to the aux class of the same name
 
     def transform(self, data: ImageDataset, context: AttackContext) -> ImageDataset:
         s = self.settings
@@ -86,8 +87,8 @@ class LockInverse(Attack):
         if use_aux and context.aux is None:
             raise LearnlockError("lock-inverse with reference=aux needs an auxiliary clean set (`aux`)")
         aux = context.aux if use_aux else None
-        if aux is not None and (aux.num_classes != data.num_classes or aux.images.shape[1:] != data.images.shape[1:]):
-            raise LearnlockError(f"lock-inverse: aux {aux.source} does not match the published classes or image size")
+        if aux is not None:
+            self.check_aux(aux, data)
         images = match_moments(data, aux, s.min_std)
         ref = "aux" if aux is not None else "pooled"
         return data.with_images(images, source=f"{data.source} [lock-inverse, {ref}]")

@@ -83,6 +83,7 @@ class SphereProjection(Callback):
 class Recover(Attack):
     Settings = RecoverSettings
     needs = ("aux",)
+    aux_match = "classes"  # fine-tunes on the aux labels
 
     def base_model(self, published: ImageDataset, arch: str, seed: int, recipe: Recipe, progress: bool) -> nn.Module:
         model = create_model(arch, published.num_classes, published.in_channels, seed=seed)

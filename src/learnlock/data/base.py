@@ -100,7 +100,8 @@ class ImageDataset:
 
 
 def check_test_set(train: ImageDataset, test: ImageDataset, tolerance: float = 0.0) -> None:
-    """Refuse a test set that names other classes than the training set, or that is the training
+    """Refuse a test set that names other classes than the training set, has another image size or
+    channel count, or that is the training
     images again (a folder without train/ and test/ subfolders gives the same images for both
     splits): most test items share an id with a training item and match its pixels up to a mean
     absolute difference of `tolerance` grey levels (the protection's budget, for published data).
@@ -108,9 +109,15 @@ def check_test_set(train: ImageDataset, test: ImageDataset, tolerance: float = 0
     if tuple(test.classes) != tuple(train.classes):
         raise LearnlockError(f"test set {test.source} has classes {list(test.classes)[:5]}..., the training data "
                              f"{list(train.classes)[:5]}...; give a `test` set with the same class names in the same order")
+    if tuple(test.images.shape[1:]) != tuple(train.images.shape[1:]):  # a net with global pooling would still run
+        c, h, w = test.images.shape[1:]
+        c0, h0, w0 = train.images.shape[1:]
+        raise LearnlockError(f"test set {test.source} has {c}-channel {w}x{h} images, the training data {train.source} "
+                             f"{c0}-channel {w0}x{h0}; accuracies across image sizes mean nothing; give a `test` set "
+                             "of the training images' size")
     where = {item: i for i, item in enumerate(train.ids)}
     shared = [(where[item], j) for j, item in enumerate(test.ids) if item in where]
-    if len(shared) < len(test) / 2 or train.images.shape[1:] != test.images.shape[1:]:
+    if len(shared) < len(test) / 2:
         return
     same = sum(bool((train.images[i].float() - test.images[j].float()).abs().mean() <= tolerance) for i, j in shared)
     if same >= 0.9 * len(shared):

@@ -17,6 +17,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LEARNLOCK_CACHE", Path.home() / ".cache" / "learnlock"))
 
 
+def system_dir(path: Path) -> Path | None:
+    """`path`, a dataset folder a system package installs (/usr/share/datasets/...), or None when
+    LEARNLOCK_NO_SYSTEM_DATA=1: the test suite then sees what a fresh machine sees, so a test
+    that quietly depends on an installed dataset fails here and not on a new user's machine."""
+    return None if os.environ.get("LEARNLOCK_NO_SYSTEM_DATA", "") not in ("", "0") else Path(path)
+
+
 def md5_file(path: Path) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:

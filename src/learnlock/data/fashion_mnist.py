@@ -1,7 +1,8 @@
 """Fashion-MNIST (Xiao et al. 2017): 28x28 grey, 10 classes, 60k train / 10k test, IDX files.
 
 Looked for in `fashion-mnist:DIR` if given, else in /usr/share/datasets/fashion-mnist (Debian
-package `dataset-fashion-mnist`), else downloaded into the cache.
+package `dataset-fashion-mnist`; skipped when LEARNLOCK_NO_SYSTEM_DATA=1, see `download.system_dir`),
+else downloaded into the cache.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from ..errors import LearnlockError
 from . import register_dataset
 from .base import ImageDataset
-from .download import cache_dir, download
+from .download import cache_dir, download, system_dir
 
 CLASSES = (
     "t-shirt", "trouser", "pullover", "dress", "coat",
@@ -66,8 +67,9 @@ def find_dir(arg: str | None) -> Path:
         if not d.is_dir():
             raise LearnlockError(f"fashion-mnist: folder {d} does not exist")
         return d
-    if (SYSTEM_DIR / FILES["train"][0][0]).exists():
-        return SYSTEM_DIR
+    system = system_dir(SYSTEM_DIR)
+    if system is not None and (system / FILES["train"][0][0]).exists():
+        return system
     return download_fashion_mnist(cache_dir() / "fashion-mnist")
 
 

@@ -49,13 +49,29 @@ def list_items(root: Path) -> tuple[list[str], list[Path], list[int]]:
     return classes, files, labels
 
 
+SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
+
+
 def read_image(path: Path) -> np.ndarray:
-    """H x W x C uint8 (C = 1 for grey modes, else 3); clear error for corrupt or truncated files."""
+    """H x W x C uint8 (C = 1 for grey modes, else 3); clear error for corrupt or truncated files.
+
+    16-bit grey images (PNG) are scaled to 8 bits, v * 255 / 65535 rounded: Pillow's convert("L")
+    clips them instead (every value above 255 becomes white). 16-bit colour PNGs Pillow already
+    reads as 8-bit RGB (the high byte). 32-bit integer and float images other than a PNG's are
+    refused: their range is unknown."""
     try:
         with Image.open(path) as im:
             im.load()  # decode now: a truncated file fails here, not later
-            im = im.convert("L" if im.mode in GREY_MODES else "RGB")
-            arr = np.asarray(im, dtype=np.uint8)
+            if im.mode in SIXTEEN_BIT or (im.mode == "I" and im.format == "PNG"):  # older Pillow: 16-bit PNG as "I"
+                wide = np.asarray(im).astype(np.float64)
+                arr = np.round(wide.clip(0, 65535) * (255 / 65535)).astype(np.uint8)
+            elif im.mode in ("I", "F"):
+                raise LearnlockError(f"{path}: a {im.mode} ({'32-bit integer' if im.mode == 'I' else 'float'}) image "
+                                     "has no known range for 8-bit pixels; convert it to 8-bit (or 16-bit PNG) first")
+            else:
+                arr = np.asarray(im.convert("L" if im.mode in GREY_MODES else "RGB"), dtype=np.uint8)
+    except LearnlockError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise LearnlockError(f"{path}: corrupt or unreadable image ({e}); remove or replace it") from None
     return arr[:, :, None] if arr.ndim == 2 else arr

@@ -146,6 +146,24 @@ def authenticate(manifest: dict, keys) -> dict:
     return {**manifest, "authentication": {"algorithm": MAC_ALGORITHM, "macs": macs}} if macs else manifest
 
 
+def unverified(manifest: dict, where: str | Path = "the manifest") -> None:
+    """Say (a LearnlockWarning) that `manifest` is used without its authentication code checked:
+    no key was given, or it carries no code at all. Its files still match their sha256, but its
+    labels, settings and file list may have been edited by anyone."""
+    import warnings
+
+    from ..errors import LearnlockWarning
+
+    if not (manifest.get("authentication") or {}).get("macs"):
+        why = ("manifest carries no authentication code" + (" (its authentication block was deleted, or an older "
+               "learnlock wrote it)" if manifest.get("authorized") else
+               f" ({manifest.get('method')} publishes without a key, so nothing can authenticate it)"))
+    else:
+        why = "manifest not verified: no key given"
+    warnings.warn(f"{where}: {why}; its labels and file list are used unchecked (only a key holder can "
+                  "check them)", LearnlockWarning, stacklevel=2)
+
+
 def verify(manifest: dict, key, where: str | Path = "the manifest") -> None:
     """Refuse a manifest that `key` did not authenticate: edited after publishing, or written
     without an authentication code for this key."""

@@ -68,10 +68,10 @@ def check_out_dir(out_dir, overwrite: bool = False, source: ImageDataset | str |
                     "never writing over the input; choose another `out`"
                 )
     if out.exists() or out.is_symlink():
+        if out.is_symlink() or not out.is_dir():  # `overwrite` never replaces a file: do not suggest it
+            raise LearnlockError(f"{out} exists and is not a folder; it is never replaced; choose another `out`")
         if not overwrite:
             raise LearnlockError(f"{out} exists; choose another `out` or pass `overwrite`")
-        if out.is_symlink() or not out.is_dir():
-            raise LearnlockError(f"{out} exists and is not a folder; refusing to replace it; choose another `out`")
         if any(out.iterdir()) and not _is_published_dir(out):
             raise LearnlockError(
                 f"{out} exists and is not a published dataset (no learnlock manifest.json); "

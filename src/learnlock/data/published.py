@@ -34,7 +34,7 @@ from ..errors import LearnlockError
 from ..provenance import provenance
 from . import register_dataset
 from .base import ImageDataset, per_class_index
-from .manifest import authenticate, validate_manifest
+from .manifest import authenticate, unverified, validate_manifest
 from .outdir import check_out_dir, check_writable, source_path
 
 FORMAT = "learnlock.published"
@@ -336,7 +336,9 @@ def load_published_dataset(arg, split, per_class=None, seed=0) -> ImageDataset:
         raise LearnlockError("published dataset needs a path: published:DIR")
     if split != "train":
         raise LearnlockError("a published dataset is a training set; evaluate on the clean test split of its source")
-    return load_published(arg, per_class=per_class, seed=seed)[0]
+    ds, manifest = load_published(arg, per_class=per_class, seed=seed)
+    unverified(manifest, Path(arg) / MANIFEST)  # a spec carries no key
+    return ds
 
 
 __all__ = [

@@ -185,33 +185,7 @@ class Protection(ABC):
         if not isinstance(self.context, ProtectionContext):
             raise LearnlockError(f"{name}: the first argument is a ProtectionContext(authorized=[NetSpec...], "
                                  f"recipe=...), got {type(self.context).__name__}")
-        if settings is not None:
-            preset = None  # explicit settings win over any preset
-        elif preset is None:
-            preset = self.default_preset
-        if preset is not None:
-            if preset not in self.presets:
-                raise LearnlockError(f"unknown {name} preset {preset!r}; choose one of: "
-                                     f"{', '.join(self.presets) or '(none: this method has no presets)'}")
-            overrides = {**self.presets[preset], **overrides}
-        self.preset = preset
-        if settings is None:
-            settings = self.Settings() if not overrides else None
-        elif not isinstance(settings, self.Settings):
-            raise LearnlockError(
-                f"{name}: settings must be {self.Settings.__name__}, got {type(settings).__name__}"
-            )
-        valid = [f.name for f in dataclasses.fields(self.Settings)]
-        unknown = sorted(set(overrides) - set(valid))
-        if unknown:
-            raise LearnlockError(
-                f"{name}: unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(valid)}"
-            )
-        if settings is None:  # build straight from the overrides: defaults are never half-validated
-            settings = self.Settings(**overrides)
-        elif overrides:
-            settings = dataclasses.replace(settings, **overrides)
-        self.settings = settings
+        self.preset, self.settings = self.resolve_settings(settings, preset, **overrides)
         self.authorized = self.context.authorized
         self.recipe = self.context.recipe
         if self.needs_key and not self.authorized:
@@ -219,6 +193,39 @@ class Protection(ABC):
                                  "ProtectionContext(authorized=[NetSpec...]), or --authorized on the command line")
         self.protected_index: torch.Tensor | None = None
         self.progress = self.context.progress  # progress bars for long optimisations
+
+    @classmethod
+    def resolve_settings(cls, settings: ProtectionSettings | None = None, preset: str | None = None,
+                         **overrides) -> tuple[str | None, ProtectionSettings]:
+        """(preset, settings) from explicit settings, a preset name and overrides, every value
+        checked; needs no data and no key, so a command refuses a bad setting before it loads data."""
+        name = cls.name or cls.__name__
+        if settings is not None:
+            preset = None  # explicit settings win over any preset
+        elif preset is None:
+            preset = cls.default_preset
+        if preset is not None:
+            if preset not in cls.presets:
+                raise LearnlockError(f"unknown {name} preset {preset!r}; choose one of: "
+                                     f"{', '.join(cls.presets) or '(none: this method has no presets)'}")
+            overrides = {**cls.presets[preset], **overrides}
+        if settings is None:
+            settings = cls.Settings() if not overrides else None
+        elif not isinstance(settings, cls.Settings):
+            raise LearnlockError(
+                f"{name}: settings must be {cls.Settings.__name__}, got {type(settings).__name__}"
+            )
+        valid = [f.name for f in dataclasses.fields(cls.Settings)]
+        unknown = sorted(set(overrides) - set(valid))
+        if unknown:
+            raise LearnlockError(
+                f"{name}: unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(valid)}"
+            )
+        if settings is None:  # build straight from the overrides: defaults are never half-validated
+            settings = cls.Settings(**overrides)
+        elif overrides:
+            settings = dataclasses.replace(settings, **overrides)
+        return preset, settings
 
     @abstractmethod
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:

@@ -9,7 +9,10 @@ written first; the resumable work folder is removed only once every output is on
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -17,7 +20,7 @@ import torch
 from ..data import load_dataset
 from ..data.outdir import check_out_dir, clean_stale_temporaries
 from ..errors import LearnlockError
-from ..keys import authorized_keys, key_paths, write_key_files
+from ..keys import authorized_keys, check_key_out, check_key_specs, key_paths, write_key_files
 from ..training import get_recipe
 from .base import ProtectionContext, get_protection
 
@@ -34,17 +37,106 @@ def publish(method: str, data: str, out, *, settings: dict | None = None, preset
     architecture names in `authorized` (with `key_seed` or `key_secret`), or `authorized_arch` x
     `authorized_seeds`. Returns {"path", "keys": [(path, key)], "diagnostics", "warnings"}."""
     cls = get_protection(method)
-    source = load_dataset(data, "train", per_class=per_class, seed=subset_seed)
-    out = check_out_dir(out, overwrite, source=source)
+    # everything that needs no data is checked first: a bad name or setting never waits for a download
     if cls.needs_key and not (authorized or authorized_arch):
         raise LearnlockError(f"{method} needs `authorized` (a key file, or an architecture with `key_seed` or "
                              "`key_secret`), or `authorized_arch` with `authorized_seeds`")
     if not cls.needs_key and (authorized or authorized_arch):
         raise LearnlockError(f"{method} has no authorized network; `authorized` is for methods that take a key")
+    cls.resolve_settings(None, preset, **(settings or {}))
+    recipe = get_recipe(recipe)
+    if cls.needs_key:
+        check_key_specs(authorized, authorized_arch, authorized_seeds, key_seed, key_secret)
+    out = check_out_dir(out, overwrite, source=data)
+    check_key_out(key_out, out, data)
+    workdir = out.parent / f".{out.name}.work"
+    with exclusive(workdir, out):
+        return _publish(cls, data, out, workdir, settings=settings, preset=preset, per_class=per_class,
+                        subset_seed=subset_seed, authorized=authorized, authorized_arch=authorized_arch,
+                        authorized_seeds=authorized_seeds, key_seed=key_seed, key_secret=key_secret,
+                        key_out=key_out, include_weights=include_weights, recipe=recipe, overwrite=overwrite,
+                        progress=progress, log=log)
+
+
+@contextmanager
+def exclusive(workdir: Path, out: Path):
+    """Hold an exclusive flock on `workdir` (created if missing) for the whole run: a second run to
+    the same `out` is refused at once instead of doing all its work and colliding at the end. The
+    kernel releases the lock when the holder dies (kill -9 included), so a killed run never leaves
+    a stale lock; its work folder is then resumed."""
+    created = not workdir.exists()
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(workdir, os.O_RDONLY)
+    except OSError as e:
+        raise LearnlockError(f"cannot create the work folder {workdir} ({e.strerror or e}); choose another `out`") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LearnlockError(f"another learnlock run is writing {out} now (it holds {workdir}); wait for it to "
+                                 "finish, or choose another `out`") from None
+        try:
+            yield
+        except BaseException:
+            if created and workdir.is_dir() and not any(workdir.glob("*.safetensors")):
+                shutil.rmtree(workdir, ignore_errors=True)  # a run refused before its work leaves nothing behind
+            raise
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def resumable_state(workdir: Path) -> list[str]:
+    """What an interrupted run left in `workdir`: 'NAME (N rounds done)' per state file; a damaged
+    one is refused here, before any work."""
+    from safetensors import SafetensorError, safe_open
+
+    found = []
+    for path in sorted(workdir.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt") as f:
+                done = (f.metadata() or {}).get("done")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise LearnlockError(damaged_state(path, e)) from None
+        if done is not None:
+            found.append(f"{path.name} ({done} rounds done)")
+    return found
+
+
+def damaged_state(path: Path, error) -> str:
+    return (f"the resumable state in {path.parent} is damaged ({path.name}: {error}); delete the folder "
+            f"{path.parent} and rerun to start afresh")
+
+
+def key_derivation(workdir: Path) -> dict:
+    """The pass phrase's derivation (scrypt, a fresh salt) for this run, kept in the work folder so
+    a resumed run derives the same key."""
+    import json
+
+    from ..keys import new_derivation
+    from ..provenance import atomic_write_json
+
+    path = workdir / "key-derivation.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            raise LearnlockError(damaged_state(path, "not valid JSON")) from None
+    derivation = new_derivation()
+    atomic_write_json(path, derivation)
+    return derivation
+
+
+def _publish(cls, data: str, out: Path, workdir: Path, *, settings, preset, per_class, subset_seed, authorized,
+             authorized_arch, authorized_seeds, key_seed, key_secret, key_out, include_weights, recipe, overwrite,
+             progress, log) -> dict:
+    method = cls.name
+    source = load_dataset(data, "train", per_class=per_class, seed=subset_seed)
+    derivation = key_derivation(workdir) if key_secret is not None else None
     keyed = authorized_keys(source.num_classes, source.in_channels, authorized, authorized_arch, authorized_seeds,
-                            key_seed, key_secret) if cls.needs_key else []
-    context = ProtectionContext([k for k, _ in keyed], get_recipe(recipe), progress=progress)
-    prot = cls(context, preset=preset, **(settings or {}))  # settings (and a preset) checked now
+                            key_seed, key_secret, derivation) if cls.needs_key else []
+    context = ProtectionContext([k for k, _ in keyed], recipe, progress=progress)
+    prot = cls(context, preset=preset, **(settings or {}))
     issued = prot.issued_keys(source)
     paths = key_paths(issued, {k.fingerprint for k, derived in keyed if not derived}, key_out, out, source)
     files = {}
@@ -55,17 +147,20 @@ def publish(method: str, data: str, out, *, settings: dict | None = None, preset
         files = {f"authorized_{i}.safetensors": key_bytes(k) for i, k in enumerate(issued)}
     for stale in clean_stale_temporaries(out):
         log(f"removed {stale}, the temporary folder of an interrupted run")
+    resumed = resumable_state(workdir)
     write_key_files(issued, paths)  # before the long work: a key that cannot be written fails now
-    workdir = out.parent / f".{out.name}.work"
+    if resumed:
+        log(f"resuming an interrupted run from {workdir}: {', '.join(resumed)}")
     log(f"protecting {len(source)} images of {source.source} with {method} (rho {prot.settings.rho:.4f}); "
         f"resumable state in {workdir}")
     # how to reload the clean source (the "Original" row of `learnlock table1`)
     source_load = {"spec": data, "split": "train", "per_class": per_class, "seed": subset_seed}
-    path = prot.protect(source, out, overwrite=overwrite, files=files or None, workdir=workdir,
-                        extra={"source_load": source_load})
+    # how a pass phrase became the key (kdf, salt, cost): public, and needed to derive it again
+    extra = {"source_load": source_load, **({"key_derivation": derivation} if derivation else {})}
+    path = prot.protect(source, out, overwrite=overwrite, files=files or None, workdir=workdir, extra=extra)
     issued = prot.issued_keys(source)  # final now, also a key the method trained
     write_key_files(issued, paths)
-    shutil.rmtree(workdir, ignore_errors=True)  # only once every output is on disk
+    shutil.rmtree(workdir, ignore_errors=True)  # only once every output is on disk (the lock's fd stays valid)
     return {"path": path, "keys": [(p, issued[i]) for p, i in paths.items()], "size": len(source),
             "diagnostics": getattr(prot, "diagnostics", None) or {},
             "warnings": warnings(prot, source, prot.published_images)}

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from ..errors import LearnlockError
@@ -56,11 +56,15 @@ class Checkpoint:
             return 0, []
         mismatch = (f"{self.path} holds an interrupted {self.what} run with other settings or data; "
                     "delete it or use another --out to start afresh")
-        with safe_open(str(self.path), "pt") as f:
-            meta = f.metadata()
-        if meta.get("ident") != self.ident:
-            raise LearnlockError(mismatch)
-        tensors = load_file(str(self.path))
+        try:  # a truncated file (a full disk, a copy cut short) must not end in a SafetensorError traceback
+            with safe_open(str(self.path), "pt") as f:
+                meta = f.metadata() or {}
+            if meta.get("ident") != self.ident:
+                raise LearnlockError(mismatch)
+            tensors = load_file(str(self.path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise LearnlockError(f"the resumable state in {self.path.parent} is damaged ({self.path.name}: {e}); "
+                                 f"delete the folder {self.path.parent} and rerun to start afresh") from None
         try:
             for name, part in parts.items():
                 if isinstance(part, torch.Tensor):

@@ -10,14 +10,14 @@ dataset specs (what the CLI forwards) as well as loaded datasets.
 
 from .audit import audit, audit_folder, load_cells, resolve_attacks
 from .certify import CertifySettings, certify, certify_accuracies, certify_folder, train_surrogate
-from .evaluation import evaluate_nets, results_table
+from .evaluation import evaluate_nets, evaluate_specs, results_table
 from .federated import federate, run_federated, split_shards, table9_markdown
 from .table1 import (Hacker, Table1, authorized_vs_hackers, ratios, table1, table1_markdown, train_authorized,
                      train_published, without_seeds)
 
 __all__ = [
     "CertifySettings", "Hacker", "Table1", "audit", "audit_folder", "authorized_vs_hackers", "certify",
-    "certify_accuracies", "certify_folder", "evaluate_nets", "federate", "load_cells", "ratios", "resolve_attacks",
+    "certify_accuracies", "certify_folder", "evaluate_nets", "evaluate_specs", "federate", "load_cells", "ratios", "resolve_attacks",
     "results_table", "run_federated", "split_shards", "table1", "table1_markdown", "table9_markdown",
     "train_authorized", "train_published", "train_surrogate", "without_seeds",
 ]

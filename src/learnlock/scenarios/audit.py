@@ -41,12 +41,36 @@ def _jsonable(x):
     return json.loads(json.dumps(x, default=list))
 
 
+def attack_names(names: str | Sequence[str]) -> list[str]:
+    """'all' -> every registered attack, else the given names (a comma-separated string or a list)."""
+    if isinstance(names, str):
+        return list_attacks() if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
+    return list(names)
+
+
+def check_cheap(attacks: str | Sequence[str], nets: Sequence[str], settings: dict[str, dict] | None = None) -> None:
+    """What an audit refuses before any data are loaded: no attack, an unknown attack or net, a
+    setting an attack does not have or that names an attack not in the audit."""
+    names = attack_names(attacks)
+    if not names:
+        raise LearnlockError(f"`attacks` names no attack ({attacks!r}); give all, or comma-separated names "
+                             f"from: {', '.join(list_attacks())}")
+    if not nets:
+        raise LearnlockError("`nets` names no network; give at least one hacker architecture")
+    for net in nets:
+        MODELS.get(net)
+    unknown = sorted(set(settings or {}) - set(names))
+    if unknown:
+        raise LearnlockError(f"settings given for attacks not in the audit: {', '.join(unknown)}")
+    for n in names:
+        create_attack(n, **(settings or {}).get(n, {}))
+
+
 def resolve_attacks(names: str | Sequence[str], has_teacher: bool, has_aux: bool) -> tuple[list[str], list[str]]:
     """'all' -> every registered attack whose threat-model input is available (the rest are
     returned as skipped, with why); explicit names are all required."""
     explicit = names != "all"
-    if isinstance(names, str):
-        names = list_attacks() if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
+    names = attack_names(names)
     have = {"teacher": has_teacher, "aux": has_aux}
     chosen, skipped = [], []
     for n in names:
@@ -101,17 +125,18 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
         raise LearnlockError(
             f"test set {test.source} ({test.num_classes} classes, images {tuple(test.images.shape[1:])}) does not "
             f"match the published data ({published.num_classes} classes, {tuple(published.images.shape[1:])})")
-    for name, other in (("clean", clean), ("aux", aux)):
-        if other is not None and (other.num_classes != published.num_classes
-                                  or other.images.shape[1:] != published.images.shape[1:]):
-            raise LearnlockError(f"`{name}` {other.source} does not match the published data's classes or image size")
-    for net in nets:  # before any work
-        MODELS.get(net)
+    if clean is not None and (clean.num_classes != published.num_classes
+                              or clean.images.shape[1:] != published.images.shape[1:]):
+        raise LearnlockError(f"`clean` {clean.source} does not match the published data's classes or image size")
+    check_cheap(attacks, nets, settings)
     chosen, skipped = resolve_attacks(attacks, key is not None, aux is not None)
     unknown = sorted(set(settings) - set(chosen))
     if unknown:
         raise LearnlockError(f"settings given for attacks not in the audit: {', '.join(unknown)}")
     objs: dict[str, Attack] = {n: create_attack(n, **settings.get(n, {})) for n in chosen}
+    if aux is not None:  # each attack says what it needs of aux data (`Attack.aux_match`)
+        for attack in objs.values() or [Attack()]:
+            attack.check_aux(aux, published)
 
     cells = Cells(out)
     data_fp = {"published": published.fingerprint(), "test": test.fingerprint(),
@@ -283,11 +308,14 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
     (default: the one shipped in the folder, if any). Other arguments go to `audit`."""
     from ..data import load_dataset
     from ..data.base import check_test_set
-    from ..data.manifest import change_bound, manifest_recipe
+    from ..data.manifest import change_bound, manifest_recipe, unverified
     from ..data.published import check_writable, load_published
     from ..keys import check_key_matches, load_key
 
+    check_cheap(kwargs.get("attacks", "all"), kwargs.get("nets", ("cnn",)), kwargs.get("settings"))
     check_writable(out_dir)
+    if authorized:
+        load_key(authorized)  # a wrong file fails before any data are read
     published, manifest = load_published(published_dir)
     key, key_recipe = None, None
     shipped = Path(published_dir) / "authorized_0.safetensors"  # written by protect --include-weights
@@ -299,6 +327,8 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
         key = load_key(key_path)
         check_key_matches(key, manifest)
         key_recipe = manifest_recipe(manifest)
+    else:
+        unverified(manifest, Path(published_dir) / "manifest.json")
     src = (manifest.get("extra") or {}).get("source_load")
     clean_set = None
     if clean:

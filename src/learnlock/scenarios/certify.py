@@ -221,13 +221,17 @@ def certify_folder(published_dir, settings: CertifySettings, *, out_dir, recipe,
     noise `train_sigma`, default the certification's sigma)."""
     from ..data import load_dataset
     from ..data.base import check_test_set
-    from ..data.manifest import change_bound
+    from ..data.manifest import change_bound, unverified
     from ..device import current_device
     from ..data.published import check_writable, load_published
-    from ..models import NetSpec
+    from ..models import MODELS, NetSpec
 
     check_writable(out_dir)
+    spec = NetSpec.load(weights) if weights else None  # a wrong file or name fails before any data are read
+    if spec is None:
+        MODELS.get(arch)
     published, manifest = load_published(published_dir)
+    unverified(manifest, Path(published_dir) / "manifest.json")  # certify takes no key
     src = (manifest.get("extra") or {}).get("source_load")
     test_spec = test or (src["spec"] if src else None)
     if not test_spec:
@@ -235,7 +239,6 @@ def certify_folder(published_dir, settings: CertifySettings, *, out_dir, recipe,
     test_set = load_dataset(test_spec, "test", per_class=test_per_class, seed=subset_seed)
     check_test_set(published, test_set, tolerance=change_bound(manifest))
     if weights:
-        spec = NetSpec.load(weights)
         spec.check_fits(published, "surrogate")
         surrogate = {"weights": str(weights), "fingerprint": spec.fingerprint}
     else:

@@ -58,20 +58,45 @@ def train_one(train: ImageDataset, test: ImageDataset, net: str | NetSpec, seed:
     return {"net": name, "seed": seed, "accuracy": acc, "wall_time_s": round(wall, 2)}, model
 
 
+def check_cheap(nets: Sequence[str | NetSpec], seeds: Sequence[int], recipe: Recipe | str = "cpu",
+                out_dir=None) -> Recipe:
+    """What `evaluate_nets` can refuse without data (network names, seeds, recipe, `out_dir`); the
+    resolved recipe."""
+    recipe = get_recipe(recipe)
+    if out_dir:
+        check_writable(out_dir)
+    if not nets or not seeds:
+        raise LearnlockError("give at least one network and one seed")
+    for net in nets:
+        if not isinstance(net, NetSpec):
+            MODELS.get(net)
+    return recipe
+
+
+def evaluate_specs(train: str, test: str | None, nets: Sequence[str | NetSpec], seeds: Sequence[int],
+                   recipe: Recipe | str = "cpu", *, per_class: int | None = None, test_per_class: int | None = None,
+                   subset_seed: int = 0, log=lambda message: None, **kwargs) -> list[dict]:
+    """`evaluate_nets` from dataset specs (the test split of `train` when `test` is None): every
+    argument is checked before a dataset is loaded (or downloaded). Other arguments go to
+    `evaluate_nets`."""
+    from ..data import load_dataset
+    from ..device import current_device
+
+    recipe = check_cheap(nets, seeds, recipe, kwargs.get("out_dir"))
+    train_set = load_dataset(train, "train", per_class=per_class, seed=subset_seed)
+    test_set = load_dataset(test or train, "test", per_class=test_per_class, seed=subset_seed)
+    log(f"train: {train_set.source} ({len(train_set)} images), test: {test_set.source} ({len(test_set)} images), "
+        f"recipe {recipe.name}: {recipe.epochs} epochs on {current_device()}")
+    return evaluate_nets(train_set, test_set, nets, seeds, recipe, **kwargs)
+
+
 def evaluate_nets(train: ImageDataset, test: ImageDataset, nets: Sequence[str | NetSpec],
                   seeds: Sequence[int], recipe: Recipe | str = "cpu",
                   out_dir: str | Path | None = None, progress: bool = True, jobs: int = 1) -> list[dict]:
     """Train and test every (net, seed); returns one row per cell (see `train_one`), in the order
     of nets and seeds after the rows a previous run left in `out_dir`. `jobs`: cells at once."""
-    recipe = get_recipe(recipe)
-    if out_dir:
-        check_writable(out_dir)
+    recipe = check_cheap(nets, seeds, recipe, out_dir)
     check_test_set(train, test)
-    if not nets or not seeds:
-        raise LearnlockError("give at least one network and one seed")
-    for net in nets:  # before any work
-        if not isinstance(net, NetSpec):
-            MODELS.get(net)
     header = {"recipe": recipe.to_dict(), "train": describe(train), "test": describe(test)}
     rows: list[dict] = []
     path = Path(out_dir) / "results.json" if out_dir else None

@@ -44,7 +44,7 @@ from ..errors import LearnlockError
 from ..jobs import Workers
 from ..models import NetSpec
 from ..provenance import atomic_write_json, provenance
-from ..training import Recipe, fit, predict
+from ..training import Recipe, predict
 from .table1 import Hacker
 
 SPLITS = ("classes", "iid", "dirichlet")
@@ -169,31 +169,61 @@ class Federation:
     def client_dir(self, k: int) -> Path:
         return self.out / f"client_{k}"
 
-    def publish(self, k: int) -> tuple[ImageDataset, dict]:
-        """Client k protects its own shard against the global key (cached in client_k/)."""
+    def key_file(self, k: int) -> Path:
+        return self.out / f"client_{k}.key.safetensors"
+
+    def publish(self, k: int) -> tuple[ImageDataset, dict, object]:
+        """Client k protects its own shard against the global key (cached in client_k/); returns
+        (published shard, manifest, the key it issued or None). A protection that needs a key
+        issues the network the server must train (keyed: key layer + base; lock: a LockKey that
+        unlocks the shard); the server keeps it as client_k.key.safetensors."""
         shard = self.train.subset(self.shards[k])
         prot = self.make_protection(self.key, k)
         path = self.client_dir(k)
         want = json.loads(json.dumps(prot.manifest_settings(), default=str))
         if (path / "manifest.json").exists():
             data, manifest = load_published(path)
-            auth = json.loads(json.dumps(prot.authorized_info(), default=str))
+            issued = self.kept_key(prot, shard, k)
+            auth = manifest.get("authorized") or {}
+            names = [n["fingerprint"] for n in auth.get("networks", [])]
             made_from = (manifest.get("extra") or {}).get("federated", {}).get("source")
             if (manifest["method"] != prot.name or manifest["settings"] != want or data.ids != shard.ids
-                    or manifest.get("authorized") != auth or made_from != shard.fingerprint()):
+                    or names != ([issued.fingerprint] if issued is not None else [])
+                    or (issued is not None and auth.get("recipe") != prot.recipe.to_dict())
+                    or made_from != shard.fingerprint()):
                 raise LearnlockError(f"{path} holds client {k}'s data from another configuration (method, "
                                      "settings, key, split or source pixels); use another `out`")
-            for key in prot.issued_keys(shard)[:1]:  # the global key authenticates what the server receives
-                verify(manifest, key, path / "manifest.json")
-            return data, manifest
+            if issued is not None:  # the issued key authenticates what the server receives
+                verify(manifest, issued, path / "manifest.json")
+            return data, manifest, issued
         start = time.perf_counter()
         prot.protect(shard, path, workdir=self.out / f".client_{k}.work",
                      extra={"federated": {"client": k, "clients": len(self.shards), "split": self.split,
                                           "source": shard.fingerprint()}})
+        issued = prot.issued_keys(shard)[0] if prot.needs_key else None  # final now (lock trained its key)
+        if issued is not None:
+            issued.save(self.key_file(k), overwrite=True, private=True)
         atomic_write_json(self.out / "cells" / f"protect_client_{k}.json",
                           {"wall_s": round(time.perf_counter() - start, 1), "images": len(shard)})
         shutil.rmtree(self.out / f".client_{k}.work", ignore_errors=True)
-        return load_published(path)  # read back: what the server receives is what was verified
+        data, manifest = load_published(path)  # read back: what the server receives is what was verified
+        return data, manifest, issued
+
+    def kept_key(self, prot, shard: ImageDataset, k: int):
+        """The key client k issued for its published shard (None for a protection without a key):
+        the file the server kept, or one the protection derives again without training."""
+        from ..keys import load_key
+
+        if not prot.needs_key:
+            return None
+        if self.key_file(k).exists():
+            return load_key(self.key_file(k))
+        key = prot.issued_keys(shard)[0]
+        if not key.fingerprint:  # made while protecting (lock): only the kept file has it
+            raise LearnlockError(f"{self.key_file(k)} is missing: client {k}'s key cannot be made again without "
+                                 f"protecting again; delete {self.client_dir(k)} to protect it afresh, or use "
+                                 "another `out`")
+        return key
 
     def protect_wall(self, k: int) -> float | None:
         path = self.out / "cells" / f"protect_client_{k}.json"
@@ -218,12 +248,15 @@ class Federation:
         return res, model
 
     def train_cell(self, data: ImageDataset, what: tuple):
-        """("key", desc): the global key trained on `data`; ("hacker", Hacker, teacher weights or
-        None): a hacker network."""
+        """("key", desc, key, published): the server's network of `key` trained on `data` the way the
+        authorized user trains (`train_authorized`: published data go through the key first);
+        ("hacker", Hacker, teacher weights or None): a hacker network."""
         from ..attacks import AttackContext, get_attack
+        from .table1 import train_authorized
 
         if what[0] == "key":
-            return fit(self.key.build(), data, self.recipe, progress=self.progress, desc=what[1])
+            _, desc, key, published = what
+            return train_authorized(data, key, self.recipe, self.progress, published, desc=desc)
         _, h, weights = what
         teacher = NetSpec.load(weights).build() if weights else None
         context = AttackContext(teacher=teacher, progress=self.progress)
@@ -245,12 +278,13 @@ class Federation:
             published = pool.map(Federation.publish, [(k,) for k in range(len(self.shards))])
             clean_parts = [self.train.subset(s) for s in self.shards]
             rows = self.train_cells(pool, published, clean_parts)
-        probe = client_probe(clean_parts, [d for d, _ in published])
+        probe = client_probe(clean_parts, [d for d, *_ in published])
         result = {"split": self.split, "clients": len(self.shards), "shard_sizes": [len(s) for s in self.shards],
                   "shard_classes": [sorted(set(self.train.labels[s].tolist())) for s in self.shards],
                   "train_size": len(self.train), "test_size": len(self.test), "num_classes": self.train.num_classes,
                   "global": {"arch": self.key.arch, "fingerprint": self.key.fingerprint},
                   "method": published[0][1]["method"], "settings": published[0][1]["settings"],
+                  "issued": [k.fingerprint if k is not None else None for _, _, k in published],
                   "recipe": self.recipe.to_dict(), "hacker_recipe": self.hacker_recipe.to_dict(),
                   "client_probe_acc": probe, "client_probe_chance": max(len(s) for s in self.shards) / len(self.train),
                   "protect_wall_s": [self.protect_wall(k) for k in range(len(self.shards))],
@@ -266,15 +300,26 @@ class Federation:
         the distilling hackers, taught by the trained Global network. Rows in the report's order."""
         from ..attacks import get_attack
 
-        union = concat([d for d, _ in published], source="federated union")
-        base = {"key": self.key.fingerprint, "recipe": self.recipe.to_dict()}
+        union = concat([d for d, *_ in published], source="federated union")
+        # the network the server trains: the key each client issued (keyed: key layer + base; lock:
+        # a LockKey, unlocking that client's shard), or the global key for a protection without one
+        keys = [k if k is not None else self.key for *_, k in published]
+        ours = keys[0]
+        if len({k.fingerprint for k in keys}) == 1:
+            global_data, global_what = union, ("key", "global", ours, True)
+        else:  # each client locked its shard with its own key: unlock each, then train on the union
+            global_data = concat([k.prepare(d) for (d, *_), k in zip(published, keys)], source="federated union")
+            global_what = ("key", "global", ours, False)
+        base = {"key": self.key.fingerprint, "issued": [k.fingerprint for k in keys], "recipe": self.recipe.to_dict()}
         weights = self.out / "global.safetensors"  # the distillation teacher
         if not weights.exists():
             (self.out / "cells" / "Global.json").unlink(missing_ok=True)
-        calls = [("Joint", concat(clean_parts), ("key", "joint"), base)]
-        calls += [(f"Separate-{k + 1}", part, ("key", f"separate {k + 1}"), base) for k, part in enumerate(clean_parts)]
-        calls += [(f"Server-{k + 1}", data, ("key", f"server {k + 1}"), base) for k, (data, _) in enumerate(published)]
-        calls.append(("Global", union, ("key", "global"), base))
+        calls = [("Joint", concat(clean_parts), ("key", "joint", ours, False), base)]
+        calls += [(f"Separate-{k + 1}", part, ("key", f"separate {k + 1}", ours, False), base)
+                  for k, part in enumerate(clean_parts)]
+        calls += [(f"Server-{k + 1}", data, ("key", f"server {k + 1}", key, True), base)
+                  for k, ((data, *_), key) in enumerate(zip(published, keys))]
+        calls.append(("Global", global_data, global_what, base))
         hackers = [(f"{get_attack(h.attack).label} ({h.arch})", h, "teacher" in get_attack(h.attack).needs,
                     {**base, "hacker": [h.attack, h.arch, h.seed], "hacker_recipe": self.hacker_recipe.to_dict()})
                    for h in self.hackers]
@@ -285,8 +330,8 @@ class Federation:
         for (name, *_), (res, model) in zip(calls, pool.map(Federation.cell, calls)):
             rows[name] = res
             if name == "Global" and model is not None:
-                NetSpec.from_model(self.key.arch, model, self.key.num_classes, self.key.in_channels,
-                                   self.key.kwargs).save(weights, overwrite=True)
+                NetSpec.from_model(ours.arch, model, ours.num_classes, ours.in_channels,
+                                   ours.kwargs).save(weights, overwrite=True)
         calls = [(name, union, ("hacker", h, weights), {**ident, "teacher": _weights_digest(weights)})
                  for name, h, taught, ident in hackers if taught]
         for (name, *_), (res, _) in zip(calls, pool.map(Federation.cell, calls)):
@@ -367,6 +412,16 @@ def _make_protection(cls, settings: dict, preset, recipe: Recipe, progress: bool
     return cls(context, preset=preset, **own)
 
 
+def check_hackers(hackers: Sequence[Hacker]) -> None:
+    """Refuse an unknown attack or architecture among `hackers` (before any data are loaded)."""
+    from ..attacks import get_attack
+    from ..models import MODELS
+
+    for h in hackers:
+        get_attack(h.attack)
+        MODELS.get(h.arch)
+
+
 def run_federated(data: str, out, *, global_arch: str, global_seed: int | None = None,
                   global_secret: str | None = None, test: str | None = None, per_class: int | None = None,
                   test_per_class: int | None = None, subset_seed: int = 0, clients: int = 2, split: str = "classes",
@@ -380,16 +435,35 @@ def run_federated(data: str, out, *, global_arch: str, global_seed: int | None =
     from ..data.published import check_out_dir
     from ..keys import resolve_key
 
-    train = load_dataset(data, "train", per_class=per_class, seed=subset_seed)
-    test_set = load_dataset(test or data, "test", per_class=test_per_class, seed=subset_seed)
-    check_test_set(train, test_set)
-    key = resolve_key(global_arch, train.num_classes, train.in_channels, global_seed, global_secret)
-    shards = split_shards(train.labels, train.num_classes, clients, split, split_seed)
+    from ..keys import check_key_specs
+    from ..protections import get_protection
+
+    # everything that needs no data first: a bad name or setting never waits for a download
+    cls = get_protection(kwargs.get("method", "uge"))
+    cls.resolve_settings(None, kwargs.get("preset"), **(kwargs.get("settings") or {}))
+    check_key_specs([global_arch], key_seed=global_seed, key_secret=global_secret)
+    parse_split(split)
+    if isinstance(clients, bool) or not isinstance(clients, int) or clients < 1:
+        raise LearnlockError(f"`clients` must be a positive count, got {clients!r}")
+    check_hackers(kwargs.get("hackers", ()))
     out = Path(out)
     if not (out / "split.json").exists():  # a fresh run (a folder with split.json resumes)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise LearnlockError(f"{out} exists and is not a federated run folder; choose a new `out`")
-        check_out_dir(out, overwrite=True, source=train)  # writable, and not inside the source data
+        check_out_dir(out, overwrite=True, source=data)  # writable, and not inside the source data
+    train = load_dataset(data, "train", per_class=per_class, seed=subset_seed)
+    test_set = load_dataset(test or data, "test", per_class=test_per_class, seed=subset_seed)
+    check_test_set(train, test_set)
+    derivation = None
+    if global_secret is not None:  # scrypt with a salt of this run, kept beside it (public, like the manifest's)
+        from ..keys import new_derivation
+
+        kept = out / "global.key-derivation.json"
+        derivation = json.loads(kept.read_text()) if kept.exists() else new_derivation()
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(kept, derivation)
+    key = resolve_key(global_arch, train.num_classes, train.in_channels, global_seed, global_secret, derivation)
+    shards = split_shards(train.labels, train.num_classes, clients, split, split_seed)
     log(f"{clients} clients ({split}): " + ", ".join(f"client {k + 1} {len(s)} images" for k, s in enumerate(shards))
         + f"; global {key.arch} {key.fingerprint[:12]}; test {len(test_set)} clean images")
     result = federate(train, test_set, key, shards, out, split=split, **kwargs)

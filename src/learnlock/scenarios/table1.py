@@ -23,7 +23,7 @@ from ..attacks import AttackContext, get_attack
 from ..data import ImageDataset
 from ..errors import LearnlockError
 from ..jobs import Workers, arrive
-from ..models import NetSpec
+from ..models import MODELS, NetSpec
 from ..provenance import atomic_write_bytes, atomic_write_json, provenance
 from ..report import learnability_ratio, markdown_table
 from ..report.plots import grouped_bars, image_grid
@@ -46,13 +46,13 @@ class Hacker:
 
 
 def train_authorized(train: ImageDataset, key: NetSpec, recipe: Recipe, progress: bool = True,
-                     published: bool = True):
+                     published: bool = True, desc: str | None = None):
     """The authorized user's network trained on `train`: published data go through the key first
     (`key.prepare`: a lock key unlocks them); clean data (published=False, Table 1's Original row)
     are trained on as they are."""
     key.check_fits(train)
     data = key.prepare(train) if published else train
-    return fit(key.build(), data, recipe, progress=progress, desc=f"authorized {key.arch}")
+    return fit(key.build(), data, recipe, progress=progress, desc=desc or f"authorized {key.arch}")
 
 
 def train_published(published_dir, authorized, *, test: str | None = None, test_per_class: int | None = None,
@@ -68,14 +68,17 @@ def train_published(published_dir, authorized, *, test: str | None = None, test_
 
     if not test and not out:
         raise LearnlockError("give `test` to report test accuracy or `out` to save the trained weights (or both)")
-    data, manifest = load_published(published_dir)
+    if out:  # before any work: the weights are written after the training
+        if Path(out).exists() or Path(out).is_symlink():
+            raise LearnlockError(f"{out} exists; the trained weights never replace a file; choose another `out` "
+                                 "(or delete it)")
+        check_writable(out)
     key = load_key(authorized)
+    data, manifest = load_published(published_dir)
     check_key_matches(key, manifest)
-    test_set = load_dataset(test, "test", per_class=test_per_class) if test else None  # bad specs fail first
+    test_set = load_dataset(test, "test", per_class=test_per_class) if test else None
     if test_set is not None:  # published pixels moved by up to rho from the source's
         check_test_set(data, test_set, tolerance=change_bound(manifest))
-    if out:
-        check_writable(out)
     recipe = manifest_recipe(manifest)
     log(f"training {key.arch} ({key.fingerprint[:12]}) on {len(data)} published images with the manifest's "
         f"recipe ({recipe.epochs} epochs, seed {recipe.seed})")
@@ -275,6 +278,12 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
 
     if out:
         check_writable(out)
+    for h in hackers:  # names first: a typo never waits for the clean source to load
+        get_attack(h.attack)
+        MODELS.get(h.arch)
+    if not seeds:
+        raise LearnlockError("give at least one evaluation seed")
+    hacker_recipe = get_recipe(hacker_recipe)
     key = load_key(authorized) if isinstance(authorized, (str, Path)) else authorized
     loaded = []
     for d in published:
@@ -297,7 +306,6 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
     test_set = load_dataset(test or src["spec"], "test", per_class=test_per_class, seed=0)
     check_test_set(clean, test_set)
     recipe = manifest_recipe(first)
-    hacker_recipe = get_recipe(hacker_recipe)
     order = [(name, ds, seed) for seed in seeds for name, ds in [("Original", clean)] + [(n, d) for n, d, _ in loaded]]
     cases = [(f"{name} seed {seed}", ds, ds is not clean, [replace(h, seed=h.seed + 10 * seed) for h in hackers])
              for name, ds, seed in order]
