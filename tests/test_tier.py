@@ -101,12 +101,13 @@ def test_old_recipes_keep_their_keys_and_new_fields_are_checked():
     assert set(RECIPES["cpu"].to_dict()) == {"name", "epochs", "batch_size", "optimizer", "lr", "momentum",
                                              "nesterov", "weight_decay", "schedule", "augment", "crop_padding", "seed"}
     fast = RECIPES["fast"].to_dict()
-    assert fast["precision"] == "native" and fast["label_smoothing"] == 0.2 and fast["test_flip"] is True
+    assert "precision" not in fast and fast["label_smoothing"] == 0.2 and fast["test_flip"] is True
     assert Recipe(**fast) == RECIPES["fast"]      # a manifest's recipe gives the recipe back
     for bad, match in ((dict(label_smoothing=1.0), "label_smoothing"), (dict(warmup=0), "warmup"),
                        (dict(precision="fp16"), "precision")):
         with pytest.raises(LearnlockError, match=match):
             Recipe(**bad)
+    assert Recipe(precision="native").uses_bf16(torch.device("cuda")) and not Recipe().uses_bf16(torch.device("cpu"))
 
 
 def test_onecycle_rises_to_lr_then_falls_to_zero():
