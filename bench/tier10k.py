@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from dataclasses import replace
 import sys
 import time
 from pathlib import Path
@@ -35,9 +36,10 @@ from learnlock.attacks import AttackContext, create_attack
 from learnlock.cells import CellCache, code_version
 from learnlock.data.splits import load_split
 from learnlock.device import current_device
-from learnlock.protections import create_protection
+from learnlock.models import NetSpec
+from learnlock.protections import ProtectionContext, create_protection, get_protection
 from learnlock.provenance import atomic_write_bytes, atomic_write_json, provenance
-from learnlock.training import EpochAccuracy, evaluate, get_recipe, native_bf16
+from learnlock.training import EpochAccuracy, evaluate, fit, get_recipe, native_bf16
 
 DATA = "folder:" + str(Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10-jpg")
 CHANCE = 0.1
@@ -53,22 +55,38 @@ DEFENCES = {"none": ("retrain", {}), "iss-grayscale": ("iss-grayscale", {}), "is
 # em: the paper's 8/255 sample-wise noise, with a cnn surrogate, 10 signed steps of 2/255 per
 # round (the paper: 20 of 0.8/255) and at most 10 rounds, so that it fits 30 minutes on 2 cores
 PROTECTIONS = {"clean": None, "em": ("em", {"surrogate": "cnn", "noise_steps": 10, "step_size": 2 / 255,
-                                            "max_rounds": 10}), "ar": ("ar", {}), "lsp": ("lsp", {})}
+                                            "max_rounds": 10}), "ar": ("ar", {}), "lsp": ("lsp", {}),
+               # keyed's default (colour key, 32/255) for a fastnet key (init seed KEY_SEED)
+               "keyed": ("keyed", {"surrogate": "cnn", "max_rounds": 10})}
+KEY_SEED = 1234
 # cells in the order that settles the calibration soonest: EM against its clean reference first
 ORDER = [("clean", "none"), ("em", "none"), ("clean", "iss-grayscale"), ("em", "iss-grayscale"),
          ("clean", "iss-jpeg"), ("em", "iss-jpeg"), ("ar", "iss-grayscale"), ("ar", "none"), ("ar", "iss-jpeg"),
          ("lsp", "none"), ("lsp", "iss-grayscale"), ("lsp", "iss-jpeg")]
 
 
-def protect(cache: CellCache, name: str, owner, log) -> tuple[torch.Tensor, dict]:
-    if PROTECTIONS[name] is None:
-        return owner.images, {"wall_time_s": 0.0}
+def make_protection(name: str, owner, recipe):
+    """The protection of row `name`; a method that needs a key gets a fastnet authorized network
+    (init seed KEY_SEED) trained with `recipe`."""
     method, settings = PROTECTIONS[name]
-    inputs = {"data": owner.fingerprint(), "method": method, "settings": settings}
+    if not get_protection(method).needs_key:
+        return create_protection(method, **settings)
+    base = NetSpec.create("fastnet", owner.num_classes, owner.in_channels, seed=KEY_SEED)
+    return create_protection(method, ProtectionContext([base], recipe=recipe), **settings)
+
+
+def protect(cache: CellCache, name: str, owner, recipe, log) -> tuple[torch.Tensor, dict, object]:
+    """(protected uint8 images, record, the issued key or None), the pixels cached."""
+    if PROTECTIONS[name] is None:
+        return owner.images, {"wall_time_s": 0.0}, None
+    method, settings = PROTECTIONS[name]
+    prot = make_protection(name, owner, recipe)
+    keys = prot.issued_keys(owner)
+    inputs = {"data": owner.fingerprint(), "method": method, "settings": settings,
+              "key": keys[0].fingerprint if keys else None}
     record = {}
 
     def compute():
-        prot = create_protection(method, **settings)
         work = cache.path("protect", inputs, ".work")
         work.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
@@ -79,13 +97,17 @@ def protect(cache: CellCache, name: str, owner, log) -> tuple[torch.Tensor, dict
         return {"images": images}
 
     images = cache.run_tensors("protect", inputs, compute, meta=lambda: record)["images"]
-    return images, cache.get("protect", inputs) or record
+    return images, cache.get("protect", inputs) or record, keys[0] if keys else None
 
 
 def train_cell(cache: CellCache, owner, images, dev, test, prot: str, defence: str, net: str, recipe, seed: int,
-               progress: bool) -> dict:
-    attack_name, settings = DEFENCES[defence]
+               progress: bool, key=None) -> dict:
+    """One hacker (net, seed) under one defence, or with defence "authorized" the key's network
+    trained on the key-prepared data; per-epoch dev accuracy, final test accuracy."""
     data = owner.with_images(images, source=f"{owner.source} [{prot}]")
+    if defence == "authorized":
+        return authorized_cell(cache, data, dev, test, key, recipe, seed, progress)
+    attack_name, settings = DEFENCES[defence]
     inputs = {"data": data.fingerprint(), "dev": dev.fingerprint(), "test": test.fingerprint(), "attack": attack_name,
               "settings": settings, "net": net, "seed": seed, "recipe": recipe.to_dict(),
               "bf16": recipe.uses_bf16(current_device())}  # what fit will use here: bf16 and fp32 differ
@@ -103,6 +125,25 @@ def train_cell(cache: CellCache, owner, images, dev, test, prot: str, defence: s
         best = max(range(len(dev_acc)), key=dev_acc.__getitem__)
         return {"accuracy": evaluate(model, seen_test), "dev_per_epoch": dev_acc, "best_dev_epoch": best + 1,
                 "best_dev": dev_acc[best], "final_dev": dev_acc[-1], "train_s": round(wall, 1)}
+
+    return cache.run("train", inputs, compute)
+
+
+def authorized_cell(cache: CellCache, data, dev, test, key, recipe, seed: int, progress: bool) -> dict:
+    inputs = {"data": data.fingerprint(), "dev": dev.fingerprint(), "test": test.fingerprint(),
+              "key": key.fingerprint if key else None, "seed": seed, "recipe": recipe.to_dict(), "authorized": True,
+              "bf16": recipe.uses_bf16(current_device())}
+
+    def compute():
+        spec = key or NetSpec.create("fastnet", data.num_classes, data.in_channels, seed=KEY_SEED)
+        epochs = EpochAccuracy(dev=dev)
+        start = time.perf_counter()
+        model = fit(spec.build(), spec.prepare(data), replace(recipe, seed=seed), callbacks=[epochs],
+                    progress=progress, desc="authorized")
+        dev_acc = epochs.history["dev"]
+        best = max(range(len(dev_acc)), key=dev_acc.__getitem__)
+        return {"accuracy": evaluate(model, test), "dev_per_epoch": dev_acc, "best_dev_epoch": best + 1,
+                "best_dev": dev_acc[best], "final_dev": dev_acc[-1], "train_s": round(time.perf_counter() - start, 1)}
 
     return cache.run("train", inputs, compute)
 
@@ -206,15 +247,15 @@ def main(argv=None) -> int:
     meta = {"owner": len(owner), "dev": len(dev), "test": len(test), "code_version": code_version(),
             "date": time.strftime("%Y-%m-%d"), "data": args.data, **provenance(), "native_bf16": native_bf16(),
             "recipes": {"fast": fast.to_dict(), "cpu": cpu.to_dict()}, "protections": {}}
-    protected = {}
+    protected, keys = {}, {}
     rows = []
     out = Path(args.out)
     for i, (net, recipe, seed, prot, defence) in enumerate(plan, 1):
         if prot not in protected:
-            protected[prot], meta["protections"][prot] = protect(cache, prot, owner, log)
+            protected[prot], meta["protections"][prot], keys[prot] = protect(cache, prot, owner, fast, log)
         start = time.perf_counter()
         row = train_cell(cache, owner, protected[prot], dev, test, prot, defence, net, recipe, seed,
-                         not args.no_progress)
+                         not args.no_progress, keys[prot])
         rows.append({"net": net, "protection": prot, "defence": defence, "seed": seed, **row})
         log(f"[{i}/{len(plan)}] {net} {prot} {defence} seed {seed}: {100 * row['accuracy']:.1f} % "
             f"(best dev epoch {row['best_dev_epoch']}, {time.perf_counter() - start:.0f} s)")
