@@ -16,7 +16,7 @@ from learnlock.attacks.iss import grayscale, jpeg, reduce_bits
 from learnlock.attacks.recover import SphereProjection, change_norm, project_to_sphere
 from learnlock.errors import LearnlockError
 from learnlock.models import create_model
-from learnlock.training import Recipe, evaluate, fit
+from learnlock.training import Recipe, evaluate, fit, predict
 
 TINY = Recipe(name="tiny", epochs=10, batch_size=32, lr=0.05, augment="flip")
 # Small settings so every attack runs in seconds; the defaults are what users get.
@@ -29,6 +29,11 @@ FAST = {
     "purify": {"channels": (8, 16), "train_steps": 30, "num_train_timesteps": 100, "t_star": 2, "samples": 0},
     "purify-diffpure": {"channels": (8, 16), "train_steps": 30, "num_train_timesteps": 100, "t_star": 2, "samples": 0},
     "key-estimate": {"family": "spectral"},  # clean data name no key family: the attacker assumes one
+    "key-search": {"family": "colour", "candidates": 4, "search_epochs": 1},
+    "leaked-pairs": {"family": "colour"},
+    "distill-proxy": {"queries": 40, "labels": "soft"},  # 40 hard labels alone leave the tiny net at 0.75
+    "adversarial-training-rho": {"steps": 2},
+    "orthogonal-projection": {"steps": 100},
 }
 
 
@@ -53,7 +58,11 @@ def test_every_attack_learns_clean_data(name, clean_setup, tmp_path):
     breaks learning would 'recover' nothing and hide it."""
     train, test, aux, teacher = clean_setup
     attack = make(name)
-    context = AttackContext(teacher=teacher, aux=aux, workdir=tmp_path, progress=False)
+    # leaked originals: the published images are the originals brightened by 8 grey levels
+    originals = train.with_images((train.images.int() - 8).clamp(0, 255)
+                                  .to(torch.uint8))
+    context = AttackContext(teacher=teacher, aux=aux, workdir=tmp_path, progress=False, rho=4 / 255,
+                            originals=originals)
     model = attack.train(train, "cnn", 3, TINY, context, progress=False)
     assert not model.training
     assert evaluate(model, attack.transform_test(test)) >= 0.8
@@ -181,3 +190,141 @@ def test_same_seed_same_hacker():
         b = make(name).train(data, "cnn", 1, replace(TINY, epochs=2), progress=False)
         for p, q in zip(a.state_dict().values(), b.state_dict().values()):
             assert torch.equal(p, q), name
+
+
+# ---------------------------------------------------------------- attacks that know the scheme (issue 23)
+
+def shortcut_dataset(direction=None, n_per_class=40, classes=4, size=16, amplitude=40, seed=0):
+    """Noise images (no signal but the shortcut) plus a class-wise +-`amplitude`-level pattern:
+    along the unit colour `direction` at every pixel (a planted colour key), or, with None, a
+    class-wise pattern over all pixels and channels (a planted linear shortcut). Returns the
+    dataset and the class patterns (classes x C x H x W, in levels)."""
+    from learnlock.data import ImageDataset
+
+    g = torch.Generator().manual_seed(seed)
+    n = n_per_class * classes
+    x = torch.randint(60, 196, (n, 3, size, size), generator=g).float()
+    y = torch.arange(classes).repeat_interleave(n_per_class)
+    if direction is not None:
+        signs = torch.randint(0, 2, (classes, 1, size // 4, size // 4), generator=g).float() * 2 - 1
+        signs = signs.repeat_interleave(4, 2).repeat_interleave(4, 3)   # 4x4 blocks: easy to learn
+        patterns = amplitude * signs * direction.float().view(1, 3, 1, 1)
+    else:
+        patterns = amplitude * (torch.randint(0, 2, (classes, 3, size, size), generator=g).float() * 2 - 1)
+    images = (x + patterns[y]).round().clamp(0, 255).to(torch.uint8)
+    return ImageDataset(images, y, tuple(f"c{i}" for i in range(classes)), tuple(str(i) for i in range(n)),
+                        source="shortcut"), patterns
+
+
+def colour_teacher(direction):
+    """A KeyedNet whose key layer removes `direction` (only its key is read: the agreement)."""
+    from learnlock.keylayers import create_key_layer
+    from learnlock.models.keyed import KeyedNet
+
+    layer = create_key_layer("colour", 3, 16, seed=0, dims=1)
+    layer.basis.copy_(direction.float()[:, None])
+    return KeyedNet(layer, create_model("cnn", 4, 3, seed=0))
+
+
+@pytest.mark.parametrize("luma", [0.9, None])
+def test_key_search_finds_a_planted_colour_key(luma):
+    """On data whose only learnable signal is a class-wise shortcut along a secret colour c, the
+    candidate under which the data are learned slowest is c: |cos| > 0.9 on the sphere (a random
+    guess averages 0.5), and on the cone (where any azimuth has |cos| >= 2 luma - 1 = 0.8) the
+    grid point nearest c."""
+    from learnlock.keylayers import luma_basis
+
+    torch.manual_seed(5)
+    c = luma_basis(0.9, 1)[:, 0].double() if luma else torch.nn.functional.normalize(torch.randn(3, dtype=torch.float64), dim=0)
+    data, _ = shortcut_dataset(c)
+    scheme = {"family": "colour", "settings": {"dims": 1, **({"luma": luma} if luma else {})}}
+    attack = create_attack("key-search", candidates=12 if luma else 24, search_epochs=8)
+    # the search trains with the recipe `train` is given (TINY: batch 32), 8 epochs per candidate
+    attack.train(data, "cnn", 0, TINY, AttackContext(scheme=scheme, teacher=colour_teacher(c), progress=False),
+                 progress=False)
+    rep = attack.report()
+    assert rep["grid"] == ("cone" if luma else "half sphere")
+    assert rep["abs_cos_with_true_key"] > 0.9
+    accs = rep["train_accuracy"]
+    assert accs[rep["chosen"]] == min(accs) and min(accs) < sorted(accs)[len(accs) // 2] - 0.1
+    if luma:  # the grid's neighbours of the nearest point are 30 degrees of azimuth away: |cos| 0.987
+        assert rep["abs_cos_with_true_key"] > 0.99
+
+
+def test_key_search_refuses_what_it_cannot_search():
+    data, _ = shortcut_dataset(torch.tensor([1.0, 0.0, 0.0]), n_per_class=4)
+    with pytest.raises(LearnlockError, match="key family"):
+        create_attack("key-search").transform(data, AttackContext())
+    with pytest.raises(LearnlockError, match="one removed colour"):
+        create_attack("key-search").transform(data, AttackContext(scheme={"family": "colour", "settings": {"dims": 2}}))
+    with pytest.raises(LearnlockError, match="candidates"):
+        create_attack("key-search", candidates=1)
+    with pytest.raises(LearnlockError, match="no clean data"):
+        create_attack("key-search", use_aux=True)
+
+
+def test_orthogonal_projection_removes_a_planted_linear_shortcut():
+    """A class-wise additive pattern is linearly separable: the logistic regression's directions
+    span it, so after the projection less than 40 % of each class pattern's norm remains, and the
+    test images get the same projection."""
+    data, patterns = shortcut_dataset(None, amplitude=16)
+    attack = create_attack("orthogonal-projection", steps=200)
+    out = attack.transform(data, AttackContext(progress=False))
+    assert out.images.shape == data.images.shape and torch.equal(out.labels, data.labels)
+    assert attack.report()["linear_train_accuracy"] == 1.0
+    q = attack.basis.double()
+    assert torch.allclose(q.T @ q, torch.eye(q.shape[1], dtype=torch.float64), atol=1e-5)
+    v = patterns.flatten(1).double()
+    v = v - v.mean(0)  # a common offset is no class signal (the bias absorbs it)
+    left = (v - (v @ q) @ q.T).norm(dim=1) / v.norm(dim=1)
+    assert float(left.max()) < 0.4   # measured 0.35-0.36: 87 % of the energy removed (160 images, 768 values)
+    # class means of the projected images no longer carry the patterns
+    before = torch.stack([data.images[data.labels == k].double().mean(0) for k in range(4)]).flatten(1)
+    after = torch.stack([out.images[out.labels == k].double().mean(0) for k in range(4)]).flatten(1)
+    assert (after - after.mean(0)).norm() < 0.5 * (before - before.mean(0)).norm()
+    test, _ = shortcut_dataset(None, n_per_class=3, seed=1)
+    assert torch.equal(attack.transform_test(test).images, attack.project(test).images)
+    with pytest.raises(LearnlockError, match="directions"):
+        create_attack("orthogonal-projection", directions=9).transform(data, AttackContext())
+
+
+def test_leaked_pairs_one_pair_fixes_the_colour_key():
+    from learnlock.keylayers import luma_basis
+
+    torch.manual_seed(3)
+    c = luma_basis(0.9, 1)[:, 0]
+    originals, _ = shortcut_dataset(None, amplitude=0)
+    g = torch.Generator().manual_seed(0)
+    m = (torch.rand(len(originals), 1, 16, 16, generator=g) * 2 - 1) * 20
+    published = originals.with_images((originals.images.float() + m * c.view(1, 3, 1, 1)).round().clamp(0, 255)
+                                      .to(torch.uint8))
+    scheme = {"family": "colour", "settings": {"dims": 1, "luma": 0.9}}
+    attack = create_attack("leaked-pairs", k=1)
+    attack.transform(published, AttackContext(scheme=scheme, originals=originals.subset([7]),
+                                              teacher=colour_teacher(c.double())))
+    rep = attack.report()
+    assert rep["pairs"] == ["7"] and rep["abs_cos_with_true_key"] > 0.99
+    with pytest.raises(LearnlockError, match="pairs"):
+        create_attack("leaked-pairs", k=2).transform(published, AttackContext(scheme=scheme,
+                                                                              originals=originals.subset([7])))
+
+
+def test_distill_proxy_never_trains_on_published_pixels(clean_setup):
+    train, _, aux, teacher = clean_setup
+    attack = create_attack("distill-proxy", queries=20)
+    published = train.with_images(torch.zeros_like(train.images))  # what it must never see
+    out = attack.transform(published, AttackContext(teacher=teacher, aux=aux))
+    assert len(out) == 20 and set(out.ids) <= set(aux.ids)
+    assert torch.equal(out.images, aux.subset([aux.ids.index(i) for i in out.ids]).images)
+    assert torch.equal(out.labels, predict(teacher, out).argmax(1))
+    assert torch.bincount(aux.subset([aux.ids.index(i) for i in out.ids]).labels).tolist() == [5, 5, 5, 5]
+    with pytest.raises(LearnlockError, match="queries"):
+        create_attack("distill-proxy", queries=1000).transform(published, AttackContext(teacher=teacher, aux=aux))
+
+
+def test_adversarial_training_at_rho_reads_the_published_budget():
+    attack = create_attack("adversarial-training-rho", steps=3)
+    [cb] = attack.callbacks(AttackContext(rho=32 / 255))
+    assert cb.pgd.eps == pytest.approx(32 / 255) and cb.pgd.step == pytest.approx(8 / 255)
+    with pytest.raises(LearnlockError, match="rho"):
+        attack.check_context(AttackContext(rho=32))

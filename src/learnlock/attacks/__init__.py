@@ -34,8 +34,8 @@ def create_attack(name: str, **settings):
 
 
 from .base import Attack, AttackContext, AttackSettings  # noqa: E402
-from . import (adversarial_training, augment, distill, iss, key_estimate, lock_inverse, purify, recover, retrain,  # noqa: E402,F401
-               ueraser)
+from . import (adversarial_training, augment, distill, distill_proxy, iss, key_estimate, key_search,  # noqa: E402,F401
+               leaked_pairs, lock_inverse, orthogonal_projection, purify, recover, retrain, ueraser)
 
 __all__ = ["ATTACKS", "Attack", "AttackContext", "AttackSettings", "create_attack", "get_attack",
            "list_attacks", "register_attack"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import LearnlockError
 from ..pgd import PGD, PGDCallback
 from . import register_attack
 from .base import Attack, AttackSettings
@@ -41,3 +42,40 @@ class AdversarialTraining(Attack):
 
     def callbacks(self, context):
         return [PGDCallback(self.settings.pgd())]
+
+
+@dataclass(frozen=True)
+class RhoPGDSettings(AttackSettings):
+    step_share: float = 0.25   # PGD step as a share of eps (eps = the published rho)
+    steps: int = 10            # PGD iterations
+    random_start: bool = True
+
+    def check(self):
+        self.require(0 < self.step_share <= 1, f"step_share is a share of eps in (0, 1], got {self.step_share}")
+        self.require(isinstance(self.steps, int) and self.steps >= 1, f"steps must be an integer >= 1, got {self.steps!r}")
+
+
+@register_attack("adversarial-training-rho")
+class AdversarialTrainingRho(Attack):
+    """PGD adversarial training at eps = the published rho (issue 23): the attacker reads the
+    budget from the manifest (AttackContext.rho) and trains robust inside exactly that ball, so a
+    protection cannot win by spending more budget than adversarial training was run at. Step
+    `step_share` * rho, `steps` iterations, L-inf, as `adversarial-training` otherwise.
+
+        model = create_attack("adversarial-training-rho").train(published, "cnn", 0, RECIPES["cpu"],
+                                                                 AttackContext(rho=manifest["rho"]))
+    """
+
+    Settings = RhoPGDSettings
+    needs = ("rho",)
+
+    def check_context(self, context):
+        super().check_context(context)
+        rho = context.rho
+        if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 < rho <= 1:
+            raise LearnlockError(f"adversarial-training-rho: the published rho is an L-inf radius in (0, 1] pixel "
+                                 f"units (32/255 = 0.125), got {rho!r}")
+
+    def callbacks(self, context):
+        s, eps = self.settings, float(context.rho)
+        return [PGDCallback(PGD(eps, s.step_share * eps, s.steps, s.random_start))]

@@ -34,6 +34,8 @@ class AttackContext:
     aux: ImageDataset | None = None        # clean data disjoint from the protected set
     workdir: Path | None = None            # where an attack may cache what it trains (e.g. a DDPM)
     scheme: dict | None = None             # what the published manifest says of the key (family, public settings)
+    rho: float | None = None               # the published L-inf budget (the manifest's rho), [0, 1] pixel units
+    originals: ImageDataset | None = None  # clean originals of some published images (same ids): a leak
     progress: bool = True
 
 
@@ -110,7 +112,11 @@ class Attack:
             if getattr(context, need) is None:
                 hint = {"teacher": "the trained authorized network (a published dataset that names its key, "
                                    "and the key file)",
-                        "aux": "an auxiliary clean set disjoint from the protected one (`aux`)"}.get(need, need)
+                        "aux": "an auxiliary clean set disjoint from the protected one (`aux`)",
+                        "rho": "the published budget rho (the manifest's `rho`)",
+                        "originals": "clean originals of some published images, with the same ids (`originals`)",
+                        "scheme": "the published key scheme (the manifest's extra.key: family and public settings)",
+                        }.get(need, need)
                 raise LearnlockError(f"attack {self.name!r} needs {hint}")
 
     def train(self, published: ImageDataset, arch: str, seed: int, recipe: Recipe,

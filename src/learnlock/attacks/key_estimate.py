@@ -59,7 +59,7 @@ class KeyEstimate(Attack):
         scheme = context.scheme or {}
         family = self.settings.family if self.settings.family != "auto" else scheme.get("family")
         if not family:
-            raise LearnlockError("key-estimate needs the key family: the published manifest names none "
+            raise LearnlockError(f"{self.name} needs the key family: the published manifest names none "
                                  "(not a keyed dataset?); set the attack's setting family=colour or family=spectral")
         settings = scheme.get("settings", {}) if scheme.get("family") == family else {}
         return create_key_layer(family, data.in_channels, data.images.shape[-1], seed=0, **settings)

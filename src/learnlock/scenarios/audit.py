@@ -66,12 +66,14 @@ def check_cheap(attacks: str | Sequence[str], nets: Sequence[str], settings: dic
         create_attack(n, **(settings or {}).get(n, {}))
 
 
-def resolve_attacks(names: str | Sequence[str], has_teacher: bool, has_aux: bool) -> tuple[list[str], list[str]]:
+def resolve_attacks(names: str | Sequence[str], has_teacher: bool, has_aux: bool,
+                    has_rho: bool = False, has_scheme: bool = False) -> tuple[list[str], list[str]]:
     """'all' -> every registered attack whose threat-model input is available (the rest are
     returned as skipped, with why); explicit names are all required."""
     explicit = names != "all"
     names = attack_names(names)
-    have = {"teacher": has_teacher, "aux": has_aux}
+    # an audit never holds clean originals of published images (the leaked-pairs threat model)
+    have = {"teacher": has_teacher, "aux": has_aux, "rho": has_rho, "scheme": has_scheme, "originals": False}
     chosen, skipped = [], []
     for n in names:
         missing = [need for need in create_attack(n).needs if not have.get(need, True)]
@@ -113,7 +115,8 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
           nets: Sequence[str] = ("cnn",), seeds: Sequence[int] = (0,), recipe: Recipe,
           clean: ImageDataset | None = None, aux: ImageDataset | None = None,
           key: NetSpec | None = None, key_recipe: Recipe | None = None,
-          settings: dict[str, dict] | None = None, scheme: dict | None = None, progress: bool = True,
+          settings: dict[str, dict] | None = None, scheme: dict | None = None, rho: float | None = None,
+          progress: bool = True,
           log=print, jobs: int = 1) -> dict:
     """Run the clean baseline, the authorized net and every selected attack; write audit.json,
     audit.md and audit.png under `out_dir`; return the audit dict (with its markdown `table`).
@@ -129,7 +132,7 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
                               or clean.images.shape[1:] != published.images.shape[1:]):
         raise LearnlockError(f"`clean` {clean.source} does not match the published data's classes or image size")
     check_cheap(attacks, nets, settings)
-    chosen, skipped = resolve_attacks(attacks, key is not None, aux is not None)
+    chosen, skipped = resolve_attacks(attacks, key is not None, aux is not None, rho is not None, scheme is not None)
     unknown = sorted(set(settings) - set(chosen))
     if unknown:
         raise LearnlockError(f"settings given for attacks not in the audit: {', '.join(unknown)}")
@@ -164,7 +167,8 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
         teacher, auth_cell = authorized_model(published, test, key, key_recipe or recipe, out, data_fp, progress)
         log(f"authorized {key.arch} {key.fingerprint[:12]}: {100 * auth_cell['accuracy']:.1f}%")
     # one work folder: attacks that share a trained model (a DDPM) find it by its own cache key
-    context = AttackContext(teacher=teacher, aux=aux, workdir=out / "work", scheme=scheme, progress=progress)
+    context = AttackContext(teacher=teacher, aux=aux, workdir=out / "work", scheme=scheme, rho=rho,
+                            progress=progress)
     extras: dict[str, dict] = {}
     data: dict[str, ImageDataset] = {}
     for name in dict.fromkeys(row for (row, *_), cell in zip(specs, cached) if cell is None and row != CLEAN):
@@ -362,7 +366,7 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
         f"{len(aux_set) if aux_set is not None else 'none'}, nets {','.join(kwargs.get('nets', ('cnn',)))}, "
         f"seeds {list(kwargs.get('seeds', (0,)))}, recipe {recipe.name}")
     return audit(published, test_set, out_dir=out_dir, clean=clean_set, aux=aux_set, key=key, key_recipe=key_recipe,
-                 scheme=(manifest.get("extra") or {}).get("key"), log=log, **kwargs)
+                 scheme=(manifest.get("extra") or {}).get("key"), rho=manifest.get("rho"), log=log, **kwargs)
 
 
 def load_cells(out_dir) -> list[dict]:
