@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from dataclasses import replace
 import platform
 import statistics
 import sys
@@ -33,7 +34,7 @@ from learnlock.data import ImageDataset
 from learnlock.device import using
 from learnlock.models import create_model
 from learnlock.provenance import atomic_write_json, provenance
-from learnlock.training import Recipe, fit
+from learnlock.training import Recipe, fit, native_bf16
 
 NETS = ("cnn", "resnet18")
 # optimiser steps per timed run: (quick, full), by device type
@@ -123,6 +124,25 @@ def bench(device: torch.device, data: ImageDataset, batch: int, quick: bool, rep
     return rows
 
 
+def precision_rows(device: torch.device, data: ImageDataset, nets: list[str], batch: int, steps: int,
+                   repeats: int) -> list[dict]:
+    """fit's images/s in fp32 and under bf16 autocast, per net, timed in turn: what
+    `Recipe.precision="native"` would buy on this machine (learnlock.training.native_bf16)."""
+    rows = []
+    for net in nets:
+        def run(precision, net=net):
+            recipe = replace(recipe_for(device, batch), precision=precision)
+            return lambda: fit(create_model(net, data.num_classes, 3, seed=0), data, recipe, progress=False, steps=steps)
+
+        times = timed({"fp32": run("fp32"), "bf16": run("bf16")}, device, repeats)
+        fp32, bf16 = (steps * batch / statistics.median(times[k]) for k in ("fp32", "bf16"))
+        rows.append({"device": str(device), "net": net, "steps": steps, "batch": batch, "fp32_img_s": fp32,
+                     "bf16_img_s": bf16, "bf16_over_fp32": bf16 / fp32, "native_bf16": native_bf16(), "seconds": times})
+        print(f"{device} {net}: fp32 {fp32:.0f} img/s, bf16 {bf16:.0f} img/s, ratio {bf16 / fp32:.2f}",
+              file=sys.stderr, flush=True)
+    return rows
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| device | net | precision | steps x batch | fit img/s | reference img/s | fit / reference |",
              "|---|---|---|---|---|---|---|"]
@@ -142,7 +162,20 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per figure (default 3 quick, 5 full)")
     ap.add_argument("--out", default="runs/bench-speed/speed.json")
+    ap.add_argument("--precision", metavar="NETS", help="instead: fit's fp32 against bf16 images/s for these "
+                    "comma-separated nets (e.g. cnn,fastnet), --steps steps per timed run")
+    ap.add_argument("--steps", type=int, default=8)
     args = ap.parse_args()
+    if args.precision:
+        data = synthetic(args.images, args.size)
+        with using(args.device or "cpu") as device:
+            rows = precision_rows(device, data, args.precision.split(","), args.batch, args.steps, args.repeats or 3)
+        atomic_write_json(Path(args.out), {"date": date.today().isoformat(), "command": " ".join(sys.argv),
+                                           **provenance(), "rows": rows})
+        for r in rows:
+            print(f"| {r['device']} | {r['net']} | {r['steps']} x {r['batch']} | {r['fp32_img_s']:.0f} | "
+                  f"{r['bf16_img_s']:.0f} | {r['bf16_over_fp32']:.2f} |")
+        return
     devices = args.device.split(",") if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     repeats = args.repeats or (3 if args.quick else 5)
     data = synthetic(args.images, args.size)

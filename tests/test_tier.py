@@ -156,15 +156,22 @@ def test_label_smoothing_reaches_the_loss(learnable):
     assert not torch.allclose(weights[0.0], weights[0.5])
 
 
-def test_tier10k_runs_end_to_end_at_tiny_size(tmp_path):
-    """The calibration script on a tiny CIFAR-like folder (2 classes, 2,200 train images each)."""
+@pytest.fixture(scope="module")
+def tiny_cifar(tmp_path_factory):
+    """A CIFAR-like folder the fixed splits fit: 2 classes, 2,200 train and 6 test 16x16 images each."""
+    root = tmp_path_factory.mktemp("tiny") / "data"
     rng = np.random.default_rng(0)
     for split, n in (("train", 2200), ("test", 6)):
         for c in ("cat", "dog"):
-            (tmp_path / "data" / split / c).mkdir(parents=True)
+            (root / split / c).mkdir(parents=True)
             for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
-                    tmp_path / "data" / split / c / f"{i:04d}.png")
+                Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / split / c / f"{i:04d}.png")
+    return root
+
+
+def test_tier10k_runs_end_to_end_at_tiny_size(tmp_path, tiny_cifar):
+    """The calibration script on a tiny CIFAR-like folder; a rerun trains nothing."""
+    (tmp_path / "data").symlink_to(tiny_cifar)
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "tier10k.py"), "--data", f"folder:{tmp_path / 'data'}",
                           "--per-class", "8", "--dev-per-class", "4", "--epochs", "1", "--protections", "clean,ar",
                           "--defences", "none,iss-grayscale", "--extra-defences", "", "--cache", str(tmp_path / "cells"),
@@ -180,3 +187,24 @@ def test_tier10k_runs_end_to_end_at_tiny_size(tmp_path):
     again = subprocess.run(out.args, capture_output=True, text=True, timeout=300)   # a rerun trains nothing
     assert again.returncode == 0 and sorted((tmp_path / "cells" / "train").glob("*.json")) == cells
     assert json.loads((tmp_path / "out" / "calibration.json").read_text())["rows"] == result["rows"]
+
+
+def test_gpu_tier_stages_write_json_and_a_rerun_skips_them(tmp_path, tiny_cifar):
+    """bench/gpu_tier.py's cell stages on the CPU at tiny size (no timing): each stage's JSON, the
+    keyed authorized cell, and a rerun that skips finished stages."""
+    cmd = [sys.executable, str(ROOT / "bench" / "gpu_tier.py"), "--data", str(tiny_cifar), "--device", "cpu",
+           "--stages", "1,2", "--per-class", "6", "--full-per-class", "8", "--dev-per-class", "4", "--epochs", "1",
+           "--out", str(tmp_path / "gpu")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    for stage, size in ((1, 12), (2, 16)):
+        result = json.loads((tmp_path / "gpu" / f"stage-{stage}.json").read_text())
+        assert result["complete"] and result["owner"] == size
+        got = {(r["protection"], r["defence"], r["net"]) for r in result["rows"]}
+        assert ("keyed", "authorized", "fastnet") in got and ("em", "iss-jpeg", "resnet18") in got and len(got) == 19
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("skipped") == 2
+    late = subprocess.run(cmd[:-2] + ["--out", str(tmp_path / "late"), "--deadline", "0"], capture_output=True,
+                          text=True, timeout=600)
+    assert late.returncode == 1 and "deadline" in late.stdout           # nothing starts after the deadline
+    assert (tmp_path / "late" / "stage-1.partial.json").exists() and not (tmp_path / "late" / "stage-1.json").exists()
