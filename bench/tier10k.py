@@ -240,9 +240,11 @@ def main(argv=None) -> int:
     pairs = sorted(((p, d) for p in prots for d in args.defences.split(",")), key=lambda pd: rank.get(pd, len(rank)))
     plan = [("fastnet", fast, s, p, d) for s in seeds for p, d in pairs]
     if args.stage == "calibrate":
-        # the old evaluator's em row before the costly defences (UEraser 5x, adversarial training 6x a cell)
+        # the old evaluator's em row before lsp and the costly defences (UEraser 5x, adversarial training 6x a cell)
         if not args.no_cnn_row and "em" in prots:
-            plan += [("cnn", cpu, seeds[0], p, d) for d in args.defences.split(",") for p in ("clean", "em")]
+            cnn_rows = [("cnn", cpu, seeds[0], p, d) for d in args.defences.split(",") for p in ("clean", "em")]
+            at = next((i for i, c in enumerate(plan) if c[3] == "lsp"), len(plan))
+            plan[at:at] = cnn_rows
         extra = [d for d in args.extra_defences.split(",") if d]
         plan += [("fastnet", fast, seeds[0], p, d) for d in extra for p in ("clean", "em") if p in prots]
     meta = {"owner": len(owner), "dev": len(dev), "test": len(test), "code_version": code_version(),
