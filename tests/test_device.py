@@ -51,8 +51,11 @@ def test_every_protection_runs_on_the_device(name, device, tmp_path):
 def test_every_attack_runs_on_the_device(name, device, tmp_path):
     train = learnable_dataset(n_per_class=6, classes=3, size=16)
     teacher = create_model("cnn", 3, 3, seed=0, width=8).eval()  # on the CPU: it must follow the batch
-    context = AttackContext(teacher=teacher, aux=learnable_dataset(n_per_class=4, classes=3, size=16, seed=2),
-                            workdir=tmp_path, progress=False)
+    # every input a threat model may give: the budget rho and leaked clean originals (the published
+    # images here are the originals, darker by 8 grey levels)
+    originals = train.with_images((train.images.int() - 8).clamp(0, 255).to(torch.uint8))
+    context = AttackContext(teacher=teacher, aux=learnable_dataset(n_per_class=14, classes=3, size=16, seed=2),
+                            workdir=tmp_path, progress=False, rho=8 / 255, originals=originals)
     attack = make_attack(name)
     if hasattr(attack.settings, "train_steps"):  # purify: a few DDPM steps are enough to run
         from dataclasses import replace

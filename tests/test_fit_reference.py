@@ -139,7 +139,7 @@ def test_divergence_is_caught_once_per_epoch_with_a_clear_error():
 
 
 def test_precision_is_checked_and_left_out_of_keys_when_auto():
-    with pytest.raises(LearnlockError, match=r"precision must be one of \('auto', 'fp32', 'bf16'\), got 'fp16'"):
+    with pytest.raises(LearnlockError, match=r"precision must be one of \('auto', 'fp32', 'bf16', 'native'\), got 'fp16'"):
         Recipe(precision="fp16")
     old_keys = {"name", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
                 "schedule", "augment", "crop_padding", "seed"}

@@ -137,8 +137,8 @@ def test_distillation_loss_formula():
 def test_bad_recipe_and_mismatched_model():
     with pytest.raises(LearnlockError, match="lr must be a positive number"):
         Recipe(lr=-1)
-    with pytest.raises(LearnlockError, match="unknown recipe 'fast'"):
-        get_recipe("fast")
+    with pytest.raises(LearnlockError, match="unknown recipe 'turbo'"):
+        get_recipe("turbo")
     data = learnable_dataset(n_per_class=4)
     with pytest.raises(LearnlockError, match="check in_channels=3"):
         fit(create_model("cnn", 4, 1, seed=0), data, TINY, progress=False)
