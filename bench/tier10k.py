@@ -120,13 +120,16 @@ def train_cell(cache: CellCache, owner, images, dev, test, prot: str, defence: s
         epochs = EpochAccuracy(dev=seen_dev)
         start = time.perf_counter()
         model = attack.train_on(trained, net, seed, recipe, context, progress, callbacks=[epochs])
-        wall = time.perf_counter() - start
-        dev_acc = epochs.history["dev"]
-        best = max(range(len(dev_acc)), key=dev_acc.__getitem__)
-        return {"accuracy": evaluate(model, seen_test), "dev_per_epoch": dev_acc, "best_dev_epoch": best + 1,
-                "best_dev": dev_acc[best], "final_dev": dev_acc[-1], "train_s": round(wall, 1)}
+        return cell_result(model, seen_test, epochs.history["dev"], time.perf_counter() - start)
 
     return cache.run("train", inputs, compute)
+
+
+def cell_result(model, test, dev_acc: list[float], wall: float) -> dict:
+    """A cell's record: final test accuracy, per-epoch dev accuracy and its best epoch."""
+    best = max(range(len(dev_acc)), key=dev_acc.__getitem__)
+    return {"accuracy": evaluate(model, test), "dev_per_epoch": dev_acc, "best_dev_epoch": best + 1,
+            "best_dev": dev_acc[best], "final_dev": dev_acc[-1], "train_s": round(wall, 1)}
 
 
 def authorized_cell(cache: CellCache, data, dev, test, key, recipe, seed: int, progress: bool) -> dict:
@@ -140,10 +143,7 @@ def authorized_cell(cache: CellCache, data, dev, test, key, recipe, seed: int, p
         start = time.perf_counter()
         model = fit(spec.build(), spec.prepare(data), replace(recipe, seed=seed), callbacks=[epochs],
                     progress=progress, desc="authorized")
-        dev_acc = epochs.history["dev"]
-        best = max(range(len(dev_acc)), key=dev_acc.__getitem__)
-        return {"accuracy": evaluate(model, test), "dev_per_epoch": dev_acc, "best_dev_epoch": best + 1,
-                "best_dev": dev_acc[best], "final_dev": dev_acc[-1], "train_s": round(time.perf_counter() - start, 1)}
+        return cell_result(model, test, epochs.history["dev"], time.perf_counter() - start)
 
     return cache.run("train", inputs, compute)
 
