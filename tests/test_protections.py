@@ -30,6 +30,7 @@ FAST = {
     "uge": dict(epochs=1, lambda_fd=0.0, diagnostics=False),
     "keyed": dict(max_rounds=2, noise_steps=2, train_steps=2, batch_size=8),
     "lock": dict(max_rounds=2, train_steps=2, batch_size=8),
+    "ar": dict(min_response=0.5),  # 8 x 8 patterns answer more weakly than the paper's 32 x 32
 }
 # Every method is built the same way, with one context: an authorized network for this file's data
 # (3 classes, RGB) and a tiny recipe for the authorized user's training (read by methods with a key).
@@ -270,3 +271,23 @@ def test_random_noise_patches_are_constant_blocks():
     assert torch.allclose(delta[same], delta[same][:1].expand_as(delta[same]), atol=1e-6)
     with pytest.raises(LearnlockError, match="patch"):
         create_protection("random", patch=0)
+
+
+def test_ar_is_the_papers_noise_free_process():
+    """AR (Sandoval-Segura et al. 2022): each class's coefficients sum to 1 per channel with the
+    pixel's own entry 0; its filter (b, -1) answers exactly 0 on the class's patterns (no innovation
+    noise) and clearly on other classes' patterns (the greedy search's distinctness)."""
+    from learnlock.protections.ar import ar_filter, ar_generate, ar_processes, response
+
+    g = torch.Generator().manual_seed(0)
+    coef = ar_processes(3, 3, (16, 16), 4, 50.0, 2.0, g)
+    assert coef.shape == (3, 3, 3, 3) and (coef[:, :, -1, -1] == 0).all()
+    assert torch.allclose(coef.sum((-1, -2)), torch.ones(3, 3), atol=1e-5)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    p = ar_generate(coef[labels], 16, 16, 4, g).float()
+    p = p / p.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    for k in range(3):
+        raw = torch.nn.functional.conv2d(p, ar_filter(coef[k]))
+        own = raw[labels == k].abs().max()
+        assert own < 1e-4, f"class {k}'s filter answers {own} on its own patterns"
+        assert response(ar_filter(coef[k]), p[labels != k]).min() > 0.1
