@@ -110,7 +110,9 @@ class ARSettings(ProtectionSettings):
     rho: float = 0.018          # root-mean-square change per value; L2 radius rho * sqrt(C*H*W)
     crop: int = 4               # start rows/columns cut off (the paper generates 36 x 36 for 32 x 32)
     max_norm: float = 50.0      # a process whose unscaled pattern exceeds this L2 norm diverges
-    min_response: float = 10.0  # least ReLU response of another class's filter on a norm-1 pattern
+    min_response: float = 10.0  # least ReLU response of another class's filter on a norm-1 32 x 32
+                                # pattern (the paper's); scaled by sqrt(h * w / 1024) for other sizes,
+                                # as a response sums over positions of a pattern of norm 1
 
     def __post_init__(self):
         super().__post_init__()
@@ -131,7 +133,8 @@ class Autoregressive(Protection):
         s = self.settings
         g = torch.Generator().manual_seed(s.seed)
         c, h, w = data.images.shape[1:]
-        coef = ar_processes(data.num_classes, c, (h, w), s.crop, s.max_norm, s.min_response, g)
+        min_response = s.min_response * (h * w / 1024) ** 0.5
+        coef = ar_processes(data.num_classes, c, (h, w), s.crop, s.max_norm, min_response, g)
         delta = torch.cat([ar_generate(coef[labels], h, w, s.crop, g).float()
                            for labels in data.labels.split(4096)])
         norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
