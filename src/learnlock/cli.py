@@ -138,13 +138,20 @@ def hacker_list(text: str, attack: str):
     return out
 
 
+def cache_from_args(args):
+    """--cache DIR, else OUT/cells when the command writes to --out, else no cache."""
+    from pathlib import Path
+
+    return args.cache or (Path(args.out) / "cells" if getattr(args, "out", None) else None)
+
+
 def cmd_table1(args) -> None:
     from .scenarios import table1
 
     result = table1(args.published, args.authorized, test=args.test, test_per_class=args.test_per_class,
                     hackers=hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill"),
                     seeds=args.seeds, hacker_recipe=recipe_from_args(args), out=args.out,
-                    progress=not args.no_progress, log=say, jobs=args.jobs)
+                    progress=not args.no_progress, log=say, jobs=args.jobs, cache=cache_from_args(args))
     print("\nTest accuracy % (mean ± std over seeds) and learnability ratio (acc - chance) / (clean acc - chance):")
     a, h = result.recipe, result.hacker_recipe
     print(f"train {result.train_size} images of {result.source}, test {result.test_size} clean images, authorized "
@@ -331,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill", default="cnn:1", help="ARCH:SEED,... distilled from the authorized net")
     p.add_argument("--seeds", type=int_list, default=[0], help="evaluation seeds (shift hacker seeds)")
     p.add_argument("--out", help="folder for table1.json, table1.md and PNG plots")
+    p.add_argument("--cache", help="cell cache folder: every finished training is kept there at once and a rerun "
+                   "of the same command trains only what is missing (default: OUT/cells with --out, none without; "
+                   "a code change retrains)")
     add_recipe_args(p)
     p.set_defaults(func=cmd_table1)
 
