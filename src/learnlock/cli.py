@@ -182,8 +182,8 @@ def parse_attack_settings(pairs: list[str]) -> dict[str, dict]:
 def cmd_audit(args) -> None:
     """Train hacker networks on a published dataset under each attack (retrain, distill,
 augmentations, ISS, UEraser, adversarial training, diffusion purification, weight-space recovery)
-and report clean test accuracy beside the clean baseline. Finished cells are cached under --out;
-rerun the same command to resume.
+and report clean test accuracy beside the clean baseline. Finished cells are cached in --cache
+(default OUT/cells); rerun the same command to resume.
 
 example:
   learnlock audit runs/demo/published --test fashion-mnist --test-per-class 100 \\
@@ -198,7 +198,7 @@ attacks that need --aux: purify, purify-diffpure, recover, recover-random; disti
                           aux_split=args.aux_split, aux_per_class=args.aux_per_class, subset_seed=args.subset_seed,
                           authorized=args.authorized, attacks=args.attacks, nets=args.nets,
                           seeds=args.seeds, recipe=recipe_from_args(args), settings=parse_attack_settings(args.set),
-                          progress=not args.no_progress, log=say, jobs=args.jobs)
+                          progress=not args.no_progress, log=say, jobs=args.jobs, cache=cache_from_args(args))
     print("\nClean test accuracy % (mean ± std over seeds) and learnability ratio "
           "(acc - chance) / (clean acc - chance); lower = the protection holds:\n")
     print(result["table"])
@@ -360,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int_list, default=[0])
     p.add_argument("--set", action="append", metavar="ATTACK.NAME=VALUE", help="an attack setting, repeatable")
     p.add_argument("--out", required=True, help="folder for audit.json, audit.md, audit.png and the cell cache")
+    p.add_argument("--cache", help="cell cache folder: every finished cell is kept there at once and a rerun trains "
+                   "only what is missing (default: OUT/cells; share one folder between table1 and audit; a code "
+                   "change retrains)")
     add_recipe_args(p)
     p.set_defaults(func=cmd_audit)
 
