@@ -147,3 +147,20 @@ def test_table1_killed_and_rerun_trains_only_what_is_missing(published, tmp_path
     again, err = capsys.readouterr()
     assert "10 of 12 trainings reused, 2 trained now" in err, err  # a retrained teacher equals the first here
     assert (tmp_path / "t1" / "table1.md").read_text() == table
+
+
+def test_evaluate_finds_its_cells_in_a_shared_cache(tmp_path, monkeypatch):
+    import learnlock.scenarios.evaluation as evaluation
+    from learnlock.scenarios import evaluate_nets
+
+    train, test = learnable_dataset(n_per_class=6), learnable_dataset(n_per_class=3, seed=1)
+    nets = ["lenet", NetSpec.create("cnn", 4, 3, seed=3)]
+    first = evaluate_nets(train, test, nets, [0, 1], ONE, progress=False, cache=tmp_path / "cells")
+    monkeypatch.setattr(evaluation, "fit", lambda *a, **k: pytest.fail("a cell was trained again"))
+    again = evaluate_nets(train, test, nets, [0, 1], ONE, out_dir=tmp_path / "other", progress=False,
+                          cache=tmp_path / "cells")
+    assert again == first
+    monkeypatch.undo()
+    cache = CellCache(tmp_path / "cells")
+    evaluate_nets(train, test, ["lenet"], [0], replace(ONE, lr=0.1), progress=False, cache=cache)
+    assert cache.computed == 1  # another recipe: another cell

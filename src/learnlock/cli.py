@@ -68,7 +68,8 @@ def cmd_evaluate(args) -> None:
 
     rows = evaluate_specs(args.train, args.test, args.nets, args.seeds, recipe_from_args(args),
                           per_class=args.per_class, test_per_class=args.test_per_class, subset_seed=args.subset_seed,
-                          log=say, out_dir=args.out, progress=not args.no_progress, jobs=args.jobs)
+                          log=say, out_dir=args.out, progress=not args.no_progress, jobs=args.jobs,
+                          cache=cache_from_args(args))
     print(results_table(rows))
     if args.out:
         say(f"\nresults written to {args.out}/results.json")
@@ -293,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-per-class", type=int, help="test on a seeded subset of N images per class")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the per-class subsets")
     p.add_argument("--out", help="folder for results.json (a rerun resumes from it)")
+    p.add_argument("--cache", help="cell cache folder: every trained (net, seed) is kept there and found again by "
+                   "any run with the same data, recipe and code (default: OUT/cells with --out, none without)")
     add_recipe_args(p)
     p.set_defaults(func=cmd_evaluate)
 
