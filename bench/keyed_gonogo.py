@@ -40,13 +40,14 @@ import torch
 
 from learnlock import NetSpec
 from learnlock.attacks import AttackContext, create_attack
-from learnlock.cells import CellCache
+from learnlock.cells import CellCache, cell_inputs
 from learnlock.data.published import load_published
 from learnlock.data.splits import load_split
 from learnlock.keys import load_key
 from learnlock.protections import ProtectionContext, create_protection
 from learnlock.provenance import atomic_write_json, provenance
-from learnlock.training import evaluate, fit, get_recipe
+from learnlock.scenarios import train_authorized
+from learnlock.training import evaluate, get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = f"folder:{ROOT.parent / 'shared' / 'datasets' / 'cifar10-jpg'}"
@@ -155,16 +156,15 @@ def cmd_run(args):
         data = {"clean": owner, "aux": aux}.get(source, pub)
         _, keyed_manifest, keyed_key, _ = pubs["keyed"]
         recipe = get_recipe("cpu", seed=TRAIN_SEED)
-        inputs = {"row": row, "source": source, "data": data.fingerprint(), "attack": attack, "settings": settings,
-                  "net": net, "seed": TRAIN_SEED, "recipe": recipe.to_dict(),
-                  "key": keyed_key.fingerprint if keyed_key else None, "dev": dev.fingerprint(),
-                  "test": test.fingerprint()}
+        inputs = cell_inputs(row=row, source=source, data=data, attack=attack, settings=settings, net=net,
+                             seed=TRAIN_SEED, recipe=recipe, key=keyed_key, dev=dev, test=test)
 
         def compute():
             t0 = time.perf_counter()
             out = {}
             if attack is None:   # the keyed network itself, with its authorized recipe
-                model = fit(keyed_key.build(), data, authorized_recipe(keyed_manifest), progress=False, desc=row)
+                model = train_authorized(data, keyed_key, authorized_recipe(keyed_manifest), progress=False,
+                                         published=data is pub, desc=row)
                 if row == "authorized":
                     (OUT / "models").mkdir(parents=True, exist_ok=True)
                     torch.save(model.state_dict(), OUT / "models" / "authorized.pt")

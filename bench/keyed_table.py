@@ -41,7 +41,8 @@ from learnlock.models.keyed import keyed_spec
 from learnlock.protections import ProtectionContext, create_protection
 from learnlock.provenance import atomic_write_json, provenance
 from learnlock.report import learnability_ratio, markdown_table
-from learnlock.training import evaluate, fit, get_recipe
+from learnlock.scenarios import train_authorized
+from learnlock.training import evaluate, get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = f"folder:{ROOT.parent / 'shared' / 'datasets' / 'cifar10-jpg'}"
@@ -176,8 +177,7 @@ class Row:
 
     def model_authorized(self):
         key = self.authorized_key()
-        model = fit(key.build(), key.prepare(self.pub) if hasattr(key, "prepare") else self.pub,
-                    self.authorized_recipe(), desc=f"{self.row} authorized")
+        model = train_authorized(self.pub, key, self.authorized_recipe(), desc=f"{self.row} authorized")
         self.teacher = model.eval()
         return model
 
@@ -186,7 +186,8 @@ class Row:
             return self.cached(col, lambda: {"accuracy": evaluate(self.model_authorized(), self.test)})
         if col == "key cost":  # keyed network on clean data (same key, same recipe)
             def job():
-                m = fit(self.authorized_key().build(), self.train, self.authorized_recipe(), desc="keyed on clean")
+                m = train_authorized(self.train, self.authorized_key(), self.authorized_recipe(), published=False,
+                                     desc="keyed on clean")
                 return {"accuracy": evaluate(m, self.test)}
             return self.cached(col, job)
         if col == "wrong key":
@@ -195,7 +196,7 @@ class Row:
             def job():
                 other = keyed_spec(NetSpec.create("cnn", self.train.num_classes, self.train.in_channels, seed=99),
                                    self.key.kwargs["family"], self.key.kwargs["image_size"], self.key.kwargs["key_settings"])
-                m = fit(other.build(), self.pub, self.authorized_recipe(), desc="wrong key")
+                m = train_authorized(self.pub, other, self.authorized_recipe(), desc="wrong key")
                 return {"accuracy": evaluate(m, self.test)}
             return self.cached(col, job)
         attack, net, settings = ATTACKS[col]

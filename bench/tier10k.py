@@ -33,13 +33,13 @@ from pathlib import Path
 import torch
 
 from learnlock.attacks import AttackContext, create_attack
-from learnlock.cells import CellCache, code_version
+from learnlock.cells import CellCache, cell_inputs, code_version
 from learnlock.data.splits import load_split
-from learnlock.device import current_device
 from learnlock.models import NetSpec
 from learnlock.protections import ProtectionContext, create_protection, get_protection
 from learnlock.provenance import atomic_write_bytes, atomic_write_json, provenance
-from learnlock.training import EpochAccuracy, evaluate, fit, get_recipe, native_bf16
+from learnlock.scenarios import train_authorized
+from learnlock.training import EpochAccuracy, evaluate, get_recipe, native_bf16
 
 DATA = "folder:" + str(Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10-jpg")
 CHANCE = 0.1
@@ -108,9 +108,8 @@ def train_cell(cache: CellCache, owner, images, dev, test, prot: str, defence: s
     if defence == "authorized":
         return authorized_cell(cache, data, dev, test, key, recipe, seed, progress)
     attack_name, settings = DEFENCES[defence]
-    inputs = {"data": data.fingerprint(), "dev": dev.fingerprint(), "test": test.fingerprint(), "attack": attack_name,
-              "settings": settings, "net": net, "seed": seed, "recipe": recipe.to_dict(),
-              "bf16": recipe.uses_bf16(current_device())}  # what fit will use here: bf16 and fp32 differ
+    inputs = cell_inputs(data=data, dev=dev, test=test, attack=attack_name, settings=settings, net=net, seed=seed,
+                         recipe=recipe)  # with what fit will use here: bf16 and fp32 differ
 
     def compute():
         attack = create_attack(attack_name, **settings)
@@ -133,16 +132,14 @@ def cell_result(model, test, dev_acc: list[float], wall: float) -> dict:
 
 
 def authorized_cell(cache: CellCache, data, dev, test, key, recipe, seed: int, progress: bool) -> dict:
-    inputs = {"data": data.fingerprint(), "dev": dev.fingerprint(), "test": test.fingerprint(),
-              "key": key.fingerprint if key else None, "seed": seed, "recipe": recipe.to_dict(), "authorized": True,
-              "bf16": recipe.uses_bf16(current_device())}
+    inputs = cell_inputs(data=data, dev=dev, test=test, key=key, seed=seed, recipe=recipe, authorized=True)
 
     def compute():
         spec = key or NetSpec.create("fastnet", data.num_classes, data.in_channels, seed=KEY_SEED)
         epochs = EpochAccuracy(dev=dev)
         start = time.perf_counter()
-        model = fit(spec.build(), spec.prepare(data), replace(recipe, seed=seed), callbacks=[epochs],
-                    progress=progress, desc="authorized")
+        model = train_authorized(data, spec, replace(recipe, seed=seed), progress, callbacks=[epochs],
+                                 desc="authorized")
         return cell_result(model, test, epochs.history["dev"], time.perf_counter() - start)
 
     return cache.run("train", inputs, compute)

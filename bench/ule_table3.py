@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from learnlock import RECIPES, NetSpec, load_dataset
+from learnlock.scenarios import train_authorized
 from learnlock.scenarios.certify import CertifySettings, certify, plot_certificates
 from learnlock.data.published import load_published
 from learnlock.losses import WeightNoiseLoss
@@ -105,12 +106,13 @@ def train_eval(name: str, pseed: int, published: Path, test, net: str, seed: int
     fp = pub.fingerprint()
     if cell.exists() and json.loads(cell.read_text()).get("data") == fp:
         return json.loads(cell.read_text())["accuracy"]
-    if authorized:
-        model, recipe = NetSpec.create("cnn", pub.num_classes, pub.in_channels, seed=KEY_SEED).build(), RECIPES["cpu"]
-    else:
-        model, recipe = create_model(net, pub.num_classes, pub.in_channels, seed=seed), get_recipe("cpu", seed=seed)
     t0 = time.perf_counter()
-    fit(model, pub, recipe, desc=f"{name} {net}{tag}")
+    if authorized:
+        key = NetSpec.create("cnn", pub.num_classes, pub.in_channels, seed=KEY_SEED)
+        model = train_authorized(pub, key, RECIPES["cpu"], desc=f"{name} {net}{tag}")
+    else:
+        model = fit(create_model(net, pub.num_classes, pub.in_channels, seed=seed), pub, get_recipe("cpu", seed=seed),
+                    desc=f"{name} {net}{tag}")
     acc = evaluate(model, test)
     atomic_write_json(cell, {"method": name, "protection_seed": pseed, "authorized": authorized, "accuracy": acc,
                              "data": fp, "net": net, "seed": seed, "train_seconds": time.perf_counter() - t0})

@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,11 @@ def shortcut():
     prot = create_protection("random", rho=8 / 255, classwise=True, seed=0)
     return clean, clean.with_images(prot.apply(clean), source="classwise"), learnable_dataset(10, seed=1), \
         learnable_dataset(8, seed=2)
+
+
+def cell_file(out, row, net, seed=0):
+    """The cache file of one finished audit cell."""
+    return Path(next(c["file"] for c in load_cells(out) if (c["row"], c["net"], c["seed"]) == (row, net, seed)))
 
 
 def run(tmp_path, shortcut, attacks, logs, **kw):
@@ -59,7 +65,7 @@ def test_interrupted_audit_resumes_without_recomputing(tmp_path, shortcut):
     run(tmp_path, shortcut, ["retrain", "iss-grayscale"], logs)
     assert not any("cached" in m for m in logs)
     # a killed run: one finished cell is missing, the rest are on disk
-    (tmp_path / "audit" / "cells" / "iss-grayscale" / "lenet_s0.json").unlink()
+    cell_file(tmp_path / "audit", "iss-grayscale", "lenet").unlink()
     logs.clear()
     res = run(tmp_path, shortcut, ["retrain", "iss-grayscale"], logs)
     recomputed = [m for m in logs if "cached" not in m]
@@ -106,8 +112,8 @@ def test_cli_audit_on_a_published_folder(tmp_path, capsys):
     assert cli.main(argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "| clean" in out and "| iss-jpeg" in out and "| cutout" in out
-    cell = json.loads((tmp_path / "audit" / "cells" / "iss-jpeg" / "cnn_s0.json").read_text())
-    assert cell["config"]["settings"] == {"quality": 20}
+    cell = next(c for c in load_cells(tmp_path / "audit") if c["row"] == "iss-jpeg")
+    assert cell["config"]["settings"] == {"quality": 20} and cell["net"] == "cnn" and cell["seed"] == 0
     assert cli.main(argv[:4] + ["--set", "jpeg=20"] + argv[4:]) == 2
     assert "ATTACK.NAME=VALUE" in capsys.readouterr().err
     assert cli.main(["audit", str(tmp_path / "pub"), "--test", test, "--attacks", "recover",

@@ -68,7 +68,8 @@ def cmd_evaluate(args) -> None:
 
     rows = evaluate_specs(args.train, args.test, args.nets, args.seeds, recipe_from_args(args),
                           per_class=args.per_class, test_per_class=args.test_per_class, subset_seed=args.subset_seed,
-                          log=say, out_dir=args.out, progress=not args.no_progress, jobs=args.jobs)
+                          log=say, out_dir=args.out, progress=not args.no_progress, jobs=args.jobs,
+                          cache=cache_from_args(args))
     print(results_table(rows))
     if args.out:
         say(f"\nresults written to {args.out}/results.json")
@@ -138,13 +139,20 @@ def hacker_list(text: str, attack: str):
     return out
 
 
+def cache_from_args(args):
+    """--cache DIR, else OUT/cells when the command writes to --out, else no cache."""
+    from pathlib import Path
+
+    return args.cache or (Path(args.out) / "cells" if getattr(args, "out", None) else None)
+
+
 def cmd_table1(args) -> None:
     from .scenarios import table1
 
     result = table1(args.published, args.authorized, test=args.test, test_per_class=args.test_per_class,
                     hackers=hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill"),
                     seeds=args.seeds, hacker_recipe=recipe_from_args(args), out=args.out,
-                    progress=not args.no_progress, log=say, jobs=args.jobs)
+                    progress=not args.no_progress, log=say, jobs=args.jobs, cache=cache_from_args(args))
     print("\nTest accuracy % (mean ± std over seeds) and learnability ratio (acc - chance) / (clean acc - chance):")
     a, h = result.recipe, result.hacker_recipe
     print(f"train {result.train_size} images of {result.source}, test {result.test_size} clean images, authorized "
@@ -175,8 +183,8 @@ def parse_attack_settings(pairs: list[str]) -> dict[str, dict]:
 def cmd_audit(args) -> None:
     """Train hacker networks on a published dataset under each attack (retrain, distill,
 augmentations, ISS, UEraser, adversarial training, diffusion purification, weight-space recovery)
-and report clean test accuracy beside the clean baseline. Finished cells are cached under --out;
-rerun the same command to resume.
+and report clean test accuracy beside the clean baseline. Finished cells are cached in --cache
+(default OUT/cells); rerun the same command to resume.
 
 example:
   learnlock audit runs/demo/published --test fashion-mnist --test-per-class 100 \\
@@ -191,7 +199,7 @@ attacks that need --aux: purify, purify-diffpure, recover, recover-random; disti
                           aux_split=args.aux_split, aux_per_class=args.aux_per_class, subset_seed=args.subset_seed,
                           authorized=args.authorized, attacks=args.attacks, nets=args.nets,
                           seeds=args.seeds, recipe=recipe_from_args(args), settings=parse_attack_settings(args.set),
-                          progress=not args.no_progress, log=say, jobs=args.jobs)
+                          progress=not args.no_progress, log=say, jobs=args.jobs, cache=cache_from_args(args))
     print("\nClean test accuracy % (mean ± std over seeds) and learnability ratio "
           "(acc - chance) / (clean acc - chance); lower = the protection holds:\n")
     print(result["table"])
@@ -286,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-per-class", type=int, help="test on a seeded subset of N images per class")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the per-class subsets")
     p.add_argument("--out", help="folder for results.json (a rerun resumes from it)")
+    p.add_argument("--cache", help="cell cache folder: every trained (net, seed) is kept there and found again by "
+                   "any run with the same data, recipe and code (default: OUT/cells with --out, none without)")
     add_recipe_args(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -331,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill", default="cnn:1", help="ARCH:SEED,... distilled from the authorized net")
     p.add_argument("--seeds", type=int_list, default=[0], help="evaluation seeds (shift hacker seeds)")
     p.add_argument("--out", help="folder for table1.json, table1.md and PNG plots")
+    p.add_argument("--cache", help="cell cache folder: every finished training is kept there at once and a rerun "
+                   "of the same command trains only what is missing (default: OUT/cells with --out, none without; "
+                   "a code change retrains)")
     add_recipe_args(p)
     p.set_defaults(func=cmd_table1)
 
@@ -350,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int_list, default=[0])
     p.add_argument("--set", action="append", metavar="ATTACK.NAME=VALUE", help="an attack setting, repeatable")
     p.add_argument("--out", required=True, help="folder for audit.json, audit.md, audit.png and the cell cache")
+    p.add_argument("--cache", help="cell cache folder: every finished cell is kept there at once and a rerun trains "
+                   "only what is missing (default: OUT/cells; share one folder between table1 and audit; a code "
+                   "change retrains)")
     add_recipe_args(p)
     p.set_defaults(func=cmd_audit)
 

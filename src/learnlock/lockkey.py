@@ -32,7 +32,7 @@ net_fingerprint and fingerprint (sha256 over the net's fingerprint, variant, eps
 transform tensors). Never a pickle. Saving is atomic and byte-deterministic.
 
     key = LockKey.load("published.key.safetensors")
-    model = fit(key.build(), key.prepare(published), recipe)     # unlock, then train
+    model = train_authorized(published, key, recipe)     # unlock (key.prepare), then train
 """
 
 from __future__ import annotations

@@ -88,7 +88,8 @@ class NetSpec:
 
     def prepare(self, data):
         """The data the holder of this key trains on: the published data as they are (a LockKey
-        inverts its transform here), so every consumer calls `fit(key.build(), key.prepare(data))`."""
+        inverts its transform here); `scenarios.train_authorized`, the one path that trains a key's
+        network, calls `fit(key.build(), key.prepare(data))`."""
         return data
 
     # -- identity --------------------------------------------------------------------------

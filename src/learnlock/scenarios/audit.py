@@ -9,9 +9,11 @@ Rows: the clean baseline (each net trained on the unprotected source), the autho
 hacker nets. Cells: clean test accuracy, mean ± std over seeds, and the learnability ratio
 (acc - chance) / (clean acc - chance) against the clean baseline of the same net.
 
-Every finished cell is written at once to OUT/cells/<attack>/<net>_s<seed>.json together with
-the configuration that produced it (attack settings, recipe, fingerprints of the data); a rerun
-skips a cell whose configuration is unchanged, so a killed audit resumes where it stopped.
+Every finished cell is written at once to the cell cache (learnlock.cells; default OUT/cells),
+under a hash of what produced it (attack and settings, net, seed, recipe, fingerprints of the
+data) and of the code version; the authorized network's weights too (`train_authorized`). A rerun
+skips every cell it finds, so a killed audit resumes where it stopped, and a changed setting or
+code trains again.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..attacks import Attack, AttackContext, create_attack, list_attacks
+from ..cells import CellCache, cell_inputs, check_cache_dir
 from ..data import ImageDataset
 from ..errors import LearnlockError
 from ..jobs import Workers, arrive, to_cpu
@@ -86,43 +89,20 @@ def resolve_attacks(names: str | Sequence[str], has_teacher: bool, has_aux: bool
     return chosen, skipped
 
 
-class Cells:
-    """The on-disk cache of finished cells."""
-
-    def __init__(self, out_dir: Path):
-        self.dir = Path(out_dir) / "cells"
-
-    def path(self, row: str, net: str, seed: int) -> Path:
-        return self.dir / row / f"{net}_s{seed}.json"
-
-    def get(self, row, net, seed, config) -> dict | None:
-        p = self.path(row, net, seed)
-        if not p.exists():
-            return None
-        try:
-            cell = json.loads(p.read_text())
-        except json.JSONDecodeError:
-            return None  # a torn file cannot happen with atomic writes, but never trust it
-        return cell if cell.get("config") == config else None
-
-    def put(self, row, net, seed, config, cell: dict) -> dict:
-        cell = {**cell, "row": row, "net": net, "seed": seed, "config": config}
-        atomic_write_json(self.path(row, net, seed), cell)
-        return cell
-
-
 def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str | Sequence[str] = "all",
           nets: Sequence[str] = ("cnn",), seeds: Sequence[int] = (0,), recipe: Recipe,
           clean: ImageDataset | None = None, aux: ImageDataset | None = None,
           key: NetSpec | None = None, key_recipe: Recipe | None = None,
           settings: dict[str, dict] | None = None, scheme: dict | None = None, rho: float | None = None,
-          progress: bool = True,
-          log=print, jobs: int = 1) -> dict:
+          progress: bool = True, log=print, jobs: int = 1, cache: CellCache | str | Path | None = None) -> dict:
     """Run the clean baseline, the authorized net and every selected attack; write audit.json,
     audit.md and audit.png under `out_dir`; return the audit dict (with its markdown `table`).
     `jobs` > 1 trains that many cells at once in worker processes (learnlock.jobs); the cells and
-    the report are those of the serial run."""
+    the report are those of the serial run. `cache`: the cell cache (a folder or a `CellCache`;
+    default `out_dir`/cells)."""
     out = Path(out_dir)
+    if not isinstance(cache, CellCache):
+        cache = CellCache(check_cache_dir(cache) if cache is not None else out / "cells")
     settings = settings or {}
     if test.num_classes != published.num_classes or test.images.shape[1:] != published.images.shape[1:]:
         raise LearnlockError(
@@ -141,31 +121,29 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
         for attack in objs.values() or [Attack()]:
             attack.check_aux(aux, published)
 
-    cells = Cells(out)
-    data_fp = {"published": published.fingerprint(), "test": test.fingerprint(),
-               "aux": aux.fingerprint() if aux is not None else None}
-    base_config = {"recipe": _jsonable(recipe), **data_fp}
+    # the authorized network first (its weights cached): distill's teacher, part of distill's cells
+    teacher = None
+    if key is not None:
+        teacher, auth_cell = authorized_model(published, test, key, key_recipe or recipe, cache, progress)
+        log(f"authorized {key.arch} {key.fingerprint[:12]}: {100 * auth_cell['accuracy']:.1f}%")
+    base_config = cell_inputs(recipe=recipe, published=published, test=test, aux=aux)
     specs: list[tuple[str, str, int, dict]] = []  # (row, net, seed, config) of every cell, in table order
     if clean is not None:
         clean_config = {**base_config, "clean": clean.fingerprint()}
         specs += [(CLEAN, net, seed, clean_config) for net in nets for seed in seeds]
     for name, attack in objs.items():
         config = {**base_config, "attack": name, "settings": _jsonable(attack.settings)}
-        if "teacher" in attack.needs:
-            config["teacher"] = key.fingerprint
+        if "teacher" in attack.needs:  # the trained weights: a retrained teacher is other cells
+            config["teacher"] = cell_inputs(teacher=teacher)["teacher"]
         specs += [(name, net, seed, config) for net in nets for seed in seeds]
-    cached = [cells.get(*spec) for spec in specs]
+    cached = [cache.get("audit", cell_config(*spec)) for spec in specs]
     for (row, net, seed, _), cell in zip(specs, cached):
         if cell is not None:
             log(f"{row} {net} seed {seed}: {100 * cell['accuracy']:.1f}% (cached)")
 
     # What every cell shares is computed once, here, before the cells fan out (`jobs`): the
-    # authorized network (distill's teacher) and each attack's transform of the published data
-    # (purify's DDPM), only for attacks with a cell to compute.
-    teacher = None
-    if key is not None:
-        teacher, auth_cell = authorized_model(published, test, key, key_recipe or recipe, out, data_fp, progress)
-        log(f"authorized {key.arch} {key.fingerprint[:12]}: {100 * auth_cell['accuracy']:.1f}%")
+    # authorized network (above) and each attack's transform of the published data (purify's
+    # DDPM), only for attacks with a cell to compute.
     # one work folder: attacks that share a trained model (a DDPM) find it by its own cache key
     context = AttackContext(teacher=teacher, aux=aux, workdir=out / "work", scheme=scheme, rho=rho,
                             progress=progress)
@@ -177,7 +155,7 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
         if report:
             extras[name] = report
     todo = [i for i, cell in enumerate(cached) if cell is None]
-    shared = {"clean": clean, "test": test, "recipe": recipe, "attacks": objs, "data": data, "out": out,
+    shared = {"clean": clean, "test": test, "recipe": recipe, "attacks": objs, "data": data, "cache": cache,
               "context": replace(context, teacher=to_cpu(teacher) if jobs > 1 else teacher,
                                  progress=progress and jobs == 1)}
 
@@ -197,42 +175,42 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
     return write_report(results, out, published, test, nets, seeds, recipe, skipped, extras, key)
 
 
+def cell_config(row: str, net: str, seed: int, config: dict) -> dict:
+    """An audit cell's cache inputs."""
+    return {**config, "row": row, "net": net, "seed": seed}
+
+
 def _cell(shared: dict, row: str, net: str, seed: int, config: dict) -> dict:
     """One audit cell, trained and written to the cell cache at once (in a worker with `jobs`)."""
+
+    def compute() -> dict:
+        start = time.perf_counter()
+        recipe, test, context = replace(shared["recipe"], seed=seed), shared["test"], shared["context"]
+        if row == CLEAN:
+            clean = shared["clean"]
+            model = create_model(net, clean.num_classes, clean.in_channels, seed=seed)
+            fit(model, clean, recipe, progress=context.progress, desc=f"clean {net} seed {seed}")
+            cell = {"accuracy": evaluate(model, test)}
+        else:
+            context = replace(context, teacher=arrive(context.teacher))
+            cell = shared["attacks"][row].evaluate(shared["data"][row], test, net, seed, recipe, context,
+                                                   context.progress)
+        return {**cell, "wall_s": round(time.perf_counter() - start, 1), "row": row, "net": net, "seed": seed}
+
+    return shared["cache"].run("audit", cell_config(row, net, seed, config), compute)
+
+
+def authorized_model(published, test, key: NetSpec, recipe: Recipe, cache: CellCache, progress: bool):
+    """The authorized network trained on the published data as its key prepares them (a lock key
+    unlocks them), through `train_authorized` and its cell cache: the distill teacher, and its cell."""
+    from .table1 import authorized_inputs, train_authorized
+
     start = time.perf_counter()
-    recipe, test, context = replace(shared["recipe"], seed=seed), shared["test"], shared["context"]
-    if row == CLEAN:
-        clean = shared["clean"]
-        model = create_model(net, clean.num_classes, clean.in_channels, seed=seed)
-        fit(model, clean, recipe, progress=context.progress, desc=f"clean {net} seed {seed}")
-        cell = {"accuracy": evaluate(model, test)}
-    else:
-        context = replace(context, teacher=arrive(context.teacher))
-        cell = shared["attacks"][row].evaluate(shared["data"][row], test, net, seed, recipe, context, context.progress)
-    cell["wall_s"] = round(time.perf_counter() - start, 1)
-    return Cells(shared["out"]).put(row, net, seed, config, cell)
-
-
-def authorized_model(published, test, key: NetSpec, recipe: Recipe, out: Path, data_fp: dict, progress: bool):
-    """Train (or reload) the authorized network on the published data as its key prepares them (a
-    lock key unlocks them): the distill teacher."""
-    from safetensors.torch import load_file, save
-
-    key.check_fits(published)
-    config = {"key": key.fingerprint, "recipe": _jsonable(recipe), **data_fp}
-    weights, meta = out / "authorized" / "model.safetensors", out / "authorized" / "cell.json"
-    model = key.build()
-    cached = json.loads(meta.read_text()) if meta.exists() else {}
-    if weights.exists() and cached.get("config") == config:
-        model.load_state_dict(load_file(str(weights)))
-        return model.eval(), cached
-    start = time.perf_counter()
-    fit(model, key.prepare(published), recipe, progress=progress, desc=f"authorized {key.arch}")
-    cell = {"row": AUTHORIZED, "net": key.arch, "seed": None, "accuracy": evaluate(model, test),
-            "wall_s": round(time.perf_counter() - start, 1), "config": config}
-    atomic_write_bytes(weights, save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}))
-    atomic_write_json(meta, cell)
-    return model.eval(), cell
+    model = train_authorized(published, key, recipe, progress, cache=cache)
+    record = cache.record("authorized", authorized_inputs(published, key, recipe))
+    wall = record["wall_time_s"] if record else round(time.perf_counter() - start, 1)
+    return model, {"row": AUTHORIZED, "net": key.arch, "seed": None, "accuracy": evaluate(model, test),
+                   "wall_s": wall}
 
 
 def write_report(results, out: Path, published, test, nets, seeds, recipe, skipped, extras, key) -> dict:
@@ -318,6 +296,8 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
 
     check_cheap(kwargs.get("attacks", "all"), kwargs.get("nets", ("cnn",)), kwargs.get("settings"))
     check_writable(out_dir)
+    if kwargs.get("cache") is not None and not isinstance(kwargs["cache"], CellCache):
+        kwargs["cache"] = CellCache(check_cache_dir(kwargs["cache"]))
     if authorized:
         load_key(authorized)  # a wrong file fails before any data are read
     published, manifest = load_published(published_dir)
@@ -369,9 +349,15 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
                  scheme=(manifest.get("extra") or {}).get("key"), rho=manifest.get("rho"), log=log, **kwargs)
 
 
-def load_cells(out_dir) -> list[dict]:
-    """Every cached cell of an audit directory (for tests and tools)."""
-    return [json.loads(p.read_text()) for p in sorted((Path(out_dir) / "cells").glob("*/*.json"))]
+def load_cells(out_dir, cache=None) -> list[dict]:
+    """Every finished audit cell in the cell cache of an audit directory (default `out_dir`/cells),
+    each with its "config" (the cache inputs) and "file" (for tests and tools), in table order of
+    rows, then nets and seeds as found."""
+    cells = []
+    for p in sorted(Path(cache or Path(out_dir) / "cells").glob("audit/*.json")):
+        record = json.loads(p.read_text())
+        cells.append({**record["result"], "config": record["inputs"], "file": str(p)})
+    return cells
 
 
 __all__ = ["audit", "audit_folder", "load_cells", "resolve_attacks"]

@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+from ..cells import CellCache, cell_inputs, check_cache_dir
 from ..data import ImageDataset
 from ..data.base import check_test_set
 from ..data.outdir import check_writable
@@ -83,6 +84,8 @@ def evaluate_specs(train: str, test: str | None, nets: Sequence[str | NetSpec], 
     from ..device import current_device
 
     recipe = check_cheap(nets, seeds, recipe, kwargs.get("out_dir"))
+    if kwargs.get("cache") is not None and not isinstance(kwargs["cache"], CellCache):
+        kwargs["cache"] = CellCache(check_cache_dir(kwargs["cache"]))
     train_set = load_dataset(train, "train", per_class=per_class, seed=subset_seed)
     test_set = load_dataset(test or train, "test", per_class=test_per_class, seed=subset_seed)
     log(f"train: {train_set.source} ({len(train_set)} images), test: {test_set.source} ({len(test_set)} images), "
@@ -92,10 +95,15 @@ def evaluate_specs(train: str, test: str | None, nets: Sequence[str | NetSpec], 
 
 def evaluate_nets(train: ImageDataset, test: ImageDataset, nets: Sequence[str | NetSpec],
                   seeds: Sequence[int], recipe: Recipe | str = "cpu",
-                  out_dir: str | Path | None = None, progress: bool = True, jobs: int = 1) -> list[dict]:
+                  out_dir: str | Path | None = None, progress: bool = True, jobs: int = 1,
+                  cache: CellCache | str | Path | None = None) -> list[dict]:
     """Train and test every (net, seed); returns one row per cell (see `train_one`), in the order
-    of nets and seeds after the rows a previous run left in `out_dir`. `jobs`: cells at once."""
+    of nets and seeds after the rows a previous run left in `out_dir`. `jobs`: cells at once.
+    `cache` (a folder or a `CellCache`): each cell is also found in / kept in the cell cache
+    (learnlock.cells), shared with other runs and scenarios."""
     recipe = check_cheap(nets, seeds, recipe, out_dir)
+    if cache is not None and not isinstance(cache, CellCache):
+        cache = CellCache(check_cache_dir(cache))
     check_test_set(train, test)
     header = {"recipe": recipe.to_dict(), "train": describe(train), "test": describe(test)}
     rows: list[dict] = []
@@ -116,7 +124,7 @@ def evaluate_nets(train: ImageDataset, test: ImageDataset, nets: Sequence[str | 
             if (f"{net.arch}@{net.fingerprint[:8]}" if isinstance(net, NetSpec) else net, seed) not in done]
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
-    with Workers(jobs, (train, test, recipe, path, header, progress and jobs == 1)) as pool:
+    with Workers(jobs, (train, test, recipe, path, header, progress and jobs == 1, cache)) as pool:
         rows = rows + pool.map(_cell, todo)
     if path and todo:  # the rows in a fixed order, whatever order the workers finished in
         atomic_write_json(path, {**header, **provenance(), "rows": rows})
@@ -125,8 +133,12 @@ def evaluate_nets(train: ImageDataset, test: ImageDataset, nets: Sequence[str | 
 
 def _cell(shared, net, seed) -> dict:
     """One (net, seed), its row added to results.json at once (under a lock: workers share the file)."""
-    train, test, recipe, path, header, progress = shared
-    row, _ = train_one(train, test, net, seed, recipe, progress=progress)
+    train, test, recipe, path, header, progress, cache = shared
+    if cache is None:
+        row, _ = train_one(train, test, net, seed, recipe, progress=progress)
+    else:
+        inputs = cell_inputs(data=train, test=test, net=net, seed=seed, recipe=replace(recipe, seed=seed))
+        row = cache.run("evaluate", inputs, lambda: train_one(train, test, net, seed, recipe, progress=progress)[0])
     if path:
         with locked(path.parent):
             saved = json.loads(path.read_text())["rows"] if path.exists() else []

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..attacks import AttackContext, get_attack
+from ..cells import CellCache, cell_inputs, check_cache_dir
 from ..data import ImageDataset
 from ..errors import LearnlockError
 from ..jobs import Workers, arrive
@@ -46,13 +47,45 @@ class Hacker:
 
 
 def train_authorized(train: ImageDataset, key: NetSpec, recipe: Recipe, progress: bool = True,
-                     published: bool = True, desc: str | None = None):
-    """The authorized user's network trained on `train`: published data go through the key first
-    (`key.prepare`: a lock key unlocks them); clean data (published=False, Table 1's Original row)
-    are trained on as they are."""
+                     published: bool = True, desc: str | None = None, callbacks: Sequence = (),
+                     cache: CellCache | None = None):
+    """The authorized user's network trained on `train`, the one way every scenario and bench
+    script trains it: published data go through the key first (`key.prepare`: a lock key unlocks
+    them); clean data (published=False, Table 1's Original row) are trained on as they are.
+
+    With `cache`, the trained weights are a cell ("authorized": the data, the key, the recipe,
+    `published` and the code version): a rerun loads them instead of training (`callbacks` then
+    do not run). Returns the trained model (eval mode).
+
+        model = train_authorized(published, load_key("pub.key.safetensors"), manifest_recipe(manifest))
+    """
     key.check_fits(train)
-    data = key.prepare(train) if published else train
-    return fit(key.build(), data, recipe, progress=progress, desc=desc or f"authorized {key.arch}")
+
+    def compute():
+        data = key.prepare(train) if published else train
+        return fit(key.build(), data, recipe, callbacks=callbacks, progress=progress,
+                   desc=desc or f"authorized {key.arch}")
+
+    if cache is None:
+        return compute()
+    trained = []
+
+    def weights():
+        trained.append(compute())
+        return trained[0].state_dict()
+
+    state = cache.run_tensors("authorized", authorized_inputs(train, key, recipe, published), weights)
+    if trained:
+        return trained[0]
+    model = key.build()
+    model.load_state_dict(state)
+    model.test_flip = recipe.test_flip  # as `fit` marks what it trains
+    return model.eval()
+
+
+def authorized_inputs(train: ImageDataset, key: NetSpec, recipe: Recipe, published: bool = True) -> dict:
+    """The cache inputs of `train_authorized`'s cell."""
+    return cell_inputs(data=train, key=key, recipe=recipe, published=published)
 
 
 def train_published(published_dir, authorized, *, test: str | None = None, test_per_class: int | None = None,
@@ -82,7 +115,7 @@ def train_published(published_dir, authorized, *, test: str | None = None, test_
     recipe = manifest_recipe(manifest)
     log(f"training {key.arch} ({key.fingerprint[:12]}) on {len(data)} published images with the manifest's "
         f"recipe ({recipe.epochs} epochs, seed {recipe.seed})")
-    model = fit(key.build(), key.prepare(data), recipe, progress=progress, desc="authorized")
+    model = train_authorized(data, key, recipe, progress, desc="authorized")
     if out:
         NetSpec.from_model(key.arch, model, key.num_classes, key.in_channels, key.kwargs).save(out)
     return {"model": model, "key": key, "accuracy": evaluate(model, test_set) if test_set else None,
@@ -91,19 +124,22 @@ def train_published(published_dir, authorized, *, test: str | None = None, test_
 
 def authorized_vs_hackers(train: ImageDataset, test: ImageDataset, keys: Sequence[NetSpec], recipe: Recipe,
                           hackers: Sequence[Hacker], hacker_recipe: Recipe, progress: bool = True,
-                          published: bool = True, jobs: int = 1) -> dict:
+                          published: bool = True, jobs: int = 1, cache: CellCache | None = None) -> dict:
     """Test accuracy of each authorized key and each hacker trained on `train` (published data, or
-    the clean source with published=False); `jobs`: trainings at once (learnlock.jobs)."""
+    the clean source with published=False); `jobs`: trainings at once (learnlock.jobs); `cache`:
+    finished trainings are found there (see `authorized_vs_hackers_many`)."""
     return authorized_vs_hackers_many([("", train, published, hackers)], test, keys, recipe, hacker_recipe,
-                                      progress, jobs)[0]
+                                      progress, jobs, cache=cache)[0]
 
 
 def authorized_vs_hackers_many(cases: Sequence[tuple[str, ImageDataset, bool, Sequence[Hacker]]], test: ImageDataset,
                                keys: Sequence[NetSpec], recipe: Recipe, hacker_recipe: Recipe, progress: bool = True,
-                               jobs: int = 1, log=lambda message: None) -> list[dict]:
+                               jobs: int = 1, log=lambda message: None, cache: CellCache | None = None) -> list[dict]:
     """`authorized_vs_hackers` of each case (name, train, published, hackers), as independent trainings:
     every authorized net and every hacker that needs no teacher, then the distilling hackers with
-    the trained first key of their case as teacher. "wall_s" sums a case's training seconds."""
+    the trained first key of their case as teacher. "wall_s" sums a case's training seconds (as
+    recorded when a cell was trained); "cells" and "reused" count its trainings and those `cache`
+    already held (the authorized weights, the hackers' accuracies: a rerun trains only what is missing)."""
     first, second = [], []  # (case, what, which) calls of the two rounds
     for i, (_, _, _, hs) in enumerate(cases):
         first += [(i, "authorized", k) for k in range(len(keys))]
@@ -111,14 +147,14 @@ def authorized_vs_hackers_many(cases: Sequence[tuple[str, ImageDataset, bool, Se
             (second if "teacher" in get_attack(h.attack).needs else first).append((i, "hacker", h))
     shared = {"cases": [(d, p) for _, d, p, _ in cases], "test": test, "keys": list(keys), "recipe": recipe,
               "hacker_recipe": hacker_recipe, "progress": progress and jobs == 1,
-              "teachers": bool(second)}
+              "teachers": bool(second), "cache": cache}
     done: dict[tuple, tuple] = {}
 
     def note(calls):
         def on_done(j, result):
             i, what, which = calls[j][:3]
             name = f"{keys[which].arch} (authorized)" if what == "authorized" else which.label
-            log(f"{cases[i][0]}: {name} {100 * result[0]:.1f}% ({result[1]} s)")
+            log(f"{cases[i][0]}: {name} {100 * result[0]:.1f}% ({result[1]} s{', cached' if result[3] else ''})")
         return on_done
 
     with Workers(jobs, shared) as pool:
@@ -131,26 +167,44 @@ def authorized_vs_hackers_many(cases: Sequence[tuple[str, ImageDataset, bool, Se
     for i, (_, _, _, hs) in enumerate(cases):
         auth = [done[(i, "authorized", k)] for k in range(len(keys))]
         hack = {h.label: done[(i, "hacker", h)] for h in hs}
+        every = [*auth, *hack.values()]
         out.append({"authorized": statistics.fmean(a[0] for a in auth), "authorized_each": [a[0] for a in auth],
                     "hackers": {label: r[0] for label, r in hack.items()},
-                    "wall_s": round(sum(r[1] for r in [*auth, *hack.values()]), 1)})
+                    "wall_s": round(sum(r[1] for r in every), 1), "cells": len(every),
+                    "reused": sum(r[3] for r in every)})
     return out
 
 
 def _train_cell(shared: dict, i: int, what: str, which, teacher=None) -> tuple:
-    """(test accuracy, seconds, the model when later cells distil it) of one training of case i."""
+    """(test accuracy, training seconds, the model when later cells distil it, whether `cache` held
+    the cell) of one training of case i."""
     start = time.perf_counter()
     train, published = shared["cases"][i]
+    cache: CellCache | None = shared["cache"]
+    hits = cache.hits if cache is not None else 0
     if what == "authorized":
-        model = train_authorized(train, shared["keys"][which], shared["recipe"], shared["progress"], published)
-    else:
-        context = AttackContext(teacher=arrive(teacher))
-        model = get_attack(which.attack)().train(train, which.arch, which.seed,
-                                                 replace(shared["hacker_recipe"], seed=which.seed), context,
-                                                 shared["progress"])
-    acc = evaluate(model, shared["test"])
-    keep = what == "authorized" and which == 0 and shared["teachers"]
-    return acc, round(time.perf_counter() - start, 1), model if keep else None
+        key, recipe = shared["keys"][which], shared["recipe"]
+        model = train_authorized(train, key, recipe, shared["progress"], published, cache=cache)
+        reused = cache is not None and cache.hits > hits
+        wall = (cache.record("authorized", authorized_inputs(train, key, recipe, published))["wall_time_s"]
+                if reused else round(time.perf_counter() - start, 1))
+        keep = which == 0 and shared["teachers"]
+        return evaluate(model, shared["test"]), wall, model if keep else None, reused
+    teacher = arrive(teacher)
+    recipe = replace(shared["hacker_recipe"], seed=which.seed)
+    attack = get_attack(which.attack)()
+
+    def compute() -> dict:
+        model = attack.train(train, which.arch, which.seed, recipe, AttackContext(teacher=teacher), shared["progress"])
+        return {"accuracy": evaluate(model, shared["test"]), "wall_s": round(time.perf_counter() - start, 1)}
+
+    if cache is None:
+        cell = compute()
+    else:  # the teacher by its trained weights: a retrained teacher is another cell
+        cell = cache.run("hacker", cell_inputs(data=train, test=shared["test"], attack=which.attack,
+                                               settings=attack.manifest_settings(),
+                                               net=which.arch, seed=which.seed, recipe=recipe, teacher=teacher), compute)
+    return cell["accuracy"], cell["wall_s"], None, cache is not None and cache.hits > hits
 
 
 def without_seeds(res: dict, hackers: Sequence[Hacker]) -> dict:
@@ -214,6 +268,8 @@ class Table1:
     recipe: Recipe             # the authorized user's (the manifest's)
     hacker_recipe: Recipe
     grid: tuple = field(default=(), repr=False)   # (clean, published images, labels, classes, title)
+    reused: int = 0            # trainings this run found in its cell cache
+    cells: int = 0             # trainings of the table (authorized nets and hackers, every row and seed)
 
     def markdown(self) -> str:
         return table1_markdown(self.rows, self.num_classes)
@@ -261,14 +317,17 @@ class Table1:
 
 def table1(published: Sequence, authorized, *, test: str | None = None, test_per_class: int | None = None,
            hackers: Sequence[Hacker] = (), seeds: Sequence[int] = (0,), hacker_recipe: Recipe | str = "cpu",
-           out=None, progress: bool = True, log=lambda message: None, jobs: int = 1) -> Table1:
+           out=None, progress: bool = True, log=lambda message: None, jobs: int = 1,
+           cache: CellCache | str | Path | None = None) -> Table1:
     """UGE's Table 1 for published dataset folder(s) of one source and their key (a path or a key).
 
     The clean source is reloaded as the manifest says (the "Original" row); the test set is
     `test` (a dataset spec; default the source's test split). Hacker seeds shift by 10 per
     evaluation seed, so each seed trains other hackers. With `out`, checked before any work, the
     result is saved there (`Table1.save`). `jobs` > 1 runs that many trainings at once (learnlock.jobs)
-    with the serial run's results."""
+    with the serial run's results. `cache` (a folder or a `CellCache`, checked before any work): every
+    finished training is kept there at once (learnlock.cells), so a killed table resumes and a
+    rerun trains only what is missing; `Table1.reused` counts the trainings found there."""
     from ..data import load_dataset
     from ..data.base import check_test_set
     from ..data.manifest import manifest_recipe
@@ -278,6 +337,8 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
 
     if out:
         check_writable(out)
+    if cache is not None and not isinstance(cache, CellCache):
+        cache = CellCache(check_cache_dir(cache))
     for h in hackers:  # names first: a typo never waits for the clean source to load
         get_attack(h.attack)
         MODELS.get(h.arch)
@@ -310,12 +371,17 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
     cases = [(f"{name} seed {seed}", ds, ds is not clean, [replace(h, seed=h.seed + 10 * seed) for h in hackers])
              for name, ds, seed in order]
     rows: dict[str, list[dict]] = {}
-    results = authorized_vs_hackers_many(cases, test_set, [key], recipe, hacker_recipe, progress, jobs, log)
+    results = authorized_vs_hackers_many(cases, test_set, [key], recipe, hacker_recipe, progress, jobs, log, cache)
+    counts = [(res.pop("cells"), res.pop("reused")) for res in results]  # of this run, not of the table
     for (name, _, _), case, res in zip(order, cases, results):
         rows.setdefault(name, []).append(without_seeds(res, case[3]))
+    trained, reused = sum(c for c, _ in counts), sum(r for _, r in counts)
+    if cache is not None:
+        log(f"cache {cache.root}: {reused} of {trained} trainings reused, {trained - reused} trained now")
     name, ds, _ = loaded[0]
     result = Table1(rows, clean.num_classes, len(clean), len(test_set), src["spec"], f"{key.arch} {key.fingerprint[:12]}",
-                    recipe, hacker_recipe, (clean.images, ds.images, clean.labels, clean.classes, name))
+                    recipe, hacker_recipe, (clean.images, ds.images, clean.labels, clean.classes, name),
+                    reused=reused, cells=trained)
     if out:
         result.save(out)
     return result
