@@ -330,3 +330,11 @@ def test_block_key_gives_the_authorized_recipe_shifts_by_k(tmp_path):
     assert manifest["extra"]["key"]["family"] == "block" and manifest["extra"]["key"]["settings"]["k"] == 4
     with pytest.raises(LearnlockError, match="crop_step"):
         Recipe(crop_padding=3, crop_step=2)
+
+
+def test_block_key_is_read_from_one_leaked_pair():
+    """One leaked (published, original) pair gives the block key: its change lies in S in every block."""
+    layer = create_key_layer("block", 1, 16, seed=2, k=4, dims=4)
+    change = layer.project(torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))).double()
+    est = type(layer).from_changes(change, layer)
+    assert layer.agreement(est) > 0.99

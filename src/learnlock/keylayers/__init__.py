@@ -73,6 +73,16 @@ class KeyLayer(nn.Module):
         images when given), knowing the family and its public settings (`like`'s), not the key."""
         raise NotImplementedError
 
+    @classmethod
+    def from_changes(cls, changes: torch.Tensor, like: "KeyLayer") -> "KeyLayer":
+        """The key read from changes published - original (float64, B x C x H x W, [0, 1] units) that
+        lie in S: the leaked-pairs attack's estimate."""
+        raise NotImplementedError
+
+    @classmethod
+    def reads_changes(cls) -> bool:
+        return cls.from_changes.__func__ is not KeyLayer.from_changes.__func__
+
     def public_settings(self) -> dict:
         return {p: getattr(self, p) for p in self.params}
 

@@ -167,6 +167,20 @@ class BlockKey(KeyLayer):
         return replace(recipe, crop_padding=k * math.ceil(recipe.crop_padding / k), crop_step=k)
 
     @classmethod
+    def from_changes(cls, changes, like):
+        """Within the scheme's even and odd candidates, the top eigenvectors of the block-aligned patch
+        second moment of the changes (one image gives (H/k)(W/k) patches: enough for d << that)."""
+        p = blocks(changes.double(), like.k).reshape(-1, like.in_channels * like.k ** 2)
+        moment = p.T @ p
+        parts = []
+        for cand, m in zip(candidates(like.in_channels, like.k, like.fmin, like.fmax), like.split):
+            if m:
+                parts.append(cand @ torch.linalg.eigh(cand.T @ moment @ cand)[1].flip(1)[:, :m])
+        est = cls(like.in_channels, like.image_size, k=like.k, dims=like.dims, fmin=like.fmin, fmax=like.fmax)
+        est.basis.copy_(torch.cat(parts, 1).float())
+        return est
+
+    @classmethod
     def estimate(cls, published, reference, like):
         """The block-aligned patch covariance of the published images against the reference's (clean
         images when given, else the published images' stationary covariance, `stationary_covariance`),
