@@ -64,6 +64,9 @@ class KeyedSettings(EMSettings):
     # Teacher-aware noise: the min-min fits (1 - mix) * one-hot label + mix * the soft outputs (at
     # `temperature`) of the authorized network trained on the clean data, so the shortcut also
     # explains what a distilling hacker is taught. 0: labels only (plain error-minimising).
+    # alternating projections with the [0, 1] box in every min-min step (0: none, the box is met only at
+    # export; N: N rounds): on Fashion-MNIST the export clipped 16 % of a block key's noise energy
+    fit_box: int = 0
     teacher_mix: float = 0.0
     temperature: float = 4.0
 
@@ -71,6 +74,8 @@ class KeyedSettings(EMSettings):
         super().__post_init__()
         self.require(isinstance(self.teacher_mix, (int, float)) and 0 <= self.teacher_mix <= 1,
                      f"teacher_mix is a share in [0, 1], got {self.teacher_mix!r}")
+        self.require(isinstance(self.fit_box, int) and not isinstance(self.fit_box, bool) and self.fit_box >= 0,
+                     f"fit_box is a number of alternating projection rounds >= 0, got {self.fit_box!r}")
         self.require(isinstance(self.temperature, (int, float)) and self.temperature > 0,
                      f"temperature must be > 0, got {self.temperature!r}")
         self.require(self.family in list_key_layers(),
@@ -145,19 +150,24 @@ class Keyed(MinMin):
         return self._layer
 
     # ------------------------------------------------------------------ min-min hooks
-    def in_blind_spot(self, d: torch.Tensor, rounds: int = 2) -> torch.Tensor:
+    def in_blind_spot(self, d: torch.Tensor, rounds: int = 2, x: torch.Tensor | None = None) -> torch.Tensor:
         """Near the projection of d onto S ∩ rho-ball: a few alternating projections (clamp, P_S),
         then a per-item scaling that enforces the ball exactly (scaling keeps d in S; clamping
-        alone would not)."""
+        alone would not). With `fit_box` and the images x, the alternation also clamps x + d into
+        [0, 1], so less of the noise is cut at export (grey images with black backgrounds)."""
         layer = self.layer().to(d.device)
         rho = self.settings.rho
+        box = self.settings.fit_box and x is not None
         d = layer.project(d)
-        for _ in range(rounds):
-            d = layer.project(d.clamp(-rho, rho))
+        for _ in range(self.settings.fit_box if box else rounds):
+            d = d.clamp(-rho, rho)
+            if box:
+                d = (x + d).clamp(0, 1) - x
+            d = layer.project(d)
         return d * peak_scale(d, rho)
 
     def constrain(self, x, d):
-        return self.in_blind_spot(d)  # [0, 1] clipping happens once, at export, and is measured
+        return self.in_blind_spot(d, x=x)  # [0, 1] clipping happens once, at export, and is measured
 
     def descent(self, grad):
         # steepest L-inf descent restricted to S: the sign of the gradient's S-component, back in S,
