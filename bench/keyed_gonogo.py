@@ -19,6 +19,12 @@ training seed 1 unless a row says otherwise.
 Ratios: (acc - 0.1) / (clean acc - 0.1), clean acc = the same net and recipe on the clean owner
 images (the authorized row: the same keyed network on the clean owner images).
 
+Configurations (`--config`): `colour-cifar10` (the default: everything above) and `block-fmnist`
+(issue 23, section 3: the `block` key on Fashion-MNIST's fixed splits, 100 per class each; its
+settings chosen on dev from two candidates, see BENCHMARKS.md; two training seeds for the
+authorized network, a wrong key and every Normal hacker small enough for the CPU tier, one for
+the attacks; outputs runs/cells-keyed-block-fmnist and docs/bench/keyed-gonogo/block-fmnist-*).
+
 Caching: every measured cell goes through learnlock.cells.CellCache (runs/cells-keyed, keyed by
 its inputs and the code version). The published sets are cached apart under
 runs/cells-keyed/published/ (keyed by their settings; the min-min is the slow part and must not
@@ -61,12 +67,17 @@ PROTECTIONS = {  # name: (method, settings)
     "keyed": ("keyed", {}),                                              # the defaults
     "em-r32": ("em", {"rho": 32 / 255, "surrogate": "cnn", "max_rounds": 20}),
 }
+BLOCK = {"family": "block", "k": 4, "dims": 4}   # chosen on dev against fmax 2.3 (BENCHMARKS.md)
+BLOCK_PROTECTIONS = {
+    "keyed": ("keyed", BLOCK),
+    "keyed-low": ("keyed", {**BLOCK, "fmax": 2.3}),                      # the low/mid-frequency candidate
+}
 
 
 def splits(test_split: str):
-    owner = load_split(CIFAR, "owner", per_class=PER_CLASS)
-    aux = load_split(CIFAR, "aux", per_class=PER_CLASS)
-    test = load_split(CIFAR, test_split, per_class=PER_CLASS)
+    owner = load_split(CFG["data"], "owner", per_class=PER_CLASS)
+    aux = load_split(CFG["data"], "aux", per_class=PER_CLASS)
+    test = load_split(CFG["data"], test_split, per_class=PER_CLASS)
     return owner, aux, test
 
 
@@ -76,7 +87,7 @@ def key_base(data):
 
 def protect(name: str, owner):
     """(published dataset, manifest, issued key or None, seconds); cached by settings."""
-    method, settings = PROTECTIONS[name]
+    method, settings = CFG["protections"][name]
     out = OUT / "published" / name
     meta = OUT / "published" / f"{name}.json"
     key_path = OUT / "published" / f"{name}.key.safetensors"
@@ -103,8 +114,9 @@ def protect(name: str, owner):
 def cmd_protect(args):
     torch.set_num_threads(args.threads)
     owner, _, _ = splits("dev")
-    for name in PROTECTIONS:
-        protect(name, owner)
+    for name in CFG["protections"]:
+        if not args.only or name in args.only.split(","):
+            protect(name, owner)
 
 
 # rows, in the order they run (most telling first): name -> (published set or "clean"/"aux", attack, settings, net)
@@ -132,6 +144,43 @@ ROWS = {
 }
 
 
+HACKERS_1CH = ("cnn", "lenet", "fastnet", "resnet8")   # resnet18, vgg11, mobilenetv2: too slow for 2 cores here
+BLOCK_ROWS = {
+    "authorized": ("keyed", None, {}, "keyed"),
+    "wrong key": ("keyed", None, {}, "keyed-wrong"),
+    **{f"{a} (Normal hacker)": ("keyed", "retrain", {}, a) for a in HACKERS_1CH},
+    "clean keyed": ("clean", None, {}, "keyed"),
+    "clean wrong key": ("clean", None, {}, "keyed-wrong"),
+    **{f"clean {a}": ("clean", "retrain", {}, a) for a in HACKERS_1CH},
+    "key-estimate (no aux)": ("keyed", "key-estimate", {"use_aux": False}, "cnn"),
+    "key-estimate (aux)": ("keyed", "key-estimate", {"use_aux": True}, "cnn"),
+    "orthogonal-projection": ("keyed", "orthogonal-projection", {}, "cnn"),
+    "adv. training eps=rho": ("keyed", "adversarial-training-rho", {"steps": 3, "step_share": 0.4}, "cnn"),
+    "leaked-pairs k=1": ("keyed", "leaked-pairs", {"k": 1}, "cnn"),
+    "distill-proxy 1k top1": ("keyed", "distill-proxy", {"queries": 1000, "labels": "top1"}, "cnn"),
+    "aux-only cnn (100/class)": ("aux", "retrain", {}, "cnn"),
+}
+TWO_SEEDS = (1, 2)   # training seeds of the authorized, wrong-key, hacker and clean rows; attacks: seed 1
+CONFIGS = {
+    "colour-cifar10": {"data": CIFAR, "out": OUT, "docs": "gonogo", "protections": PROTECTIONS, "rows": ROWS,
+                       "seeds": lambda row: (TRAIN_SEED,)},
+    "block-fmnist": {"data": "fashion-mnist", "out": ROOT / "runs" / "cells-keyed-block-fmnist",
+                     "docs": "block-fmnist-gonogo", "protections": BLOCK_PROTECTIONS, "rows": BLOCK_ROWS,
+                     "seeds": lambda row: TWO_SEEDS if BLOCK_ROWS[row][1] in (None, "retrain") and "aux" not in row
+                     else (TRAIN_SEED,)},
+}
+CFG = CONFIGS["colour-cifar10"]
+WRONG_KEY_SEED = 4321
+
+
+def wrong_key(key):
+    """A keyed network of the same scheme and base architecture, from another secret."""
+    from learnlock.models.keyed import keyed_spec
+
+    base = NetSpec.create(key.kwargs["base"], key.num_classes, key.in_channels, seed=WRONG_KEY_SEED)
+    return keyed_spec(base, key.kwargs["family"], key.kwargs["image_size"], key.kwargs["key_settings"])
+
+
 def authorized_recipe(manifest):
     rec = (manifest.get("authorized") or {}).get("recipe")
     return get_recipe("cpu", **{k: v for k, v in rec.items() if k != "name"}) if rec else get_recipe("cpu")
@@ -140,13 +189,13 @@ def authorized_recipe(manifest):
 def cmd_run(args):
     torch.set_num_threads(args.threads)
     owner, aux, dev = splits("dev")
-    test = load_split(CIFAR, "test", per_class=PER_CLASS)
+    test = load_split(CFG["data"], "test", per_class=PER_CLASS)
     cache = CellCache(OUT)
     pubs = {"keyed": protect("keyed", owner)}
     only = [r for r in args.only.split(",") if r]
-    for row, (source, attack, settings, net) in ROWS.items():
-        if only and row not in only:
-            continue
+    todo = [(row, seed) for row in CFG["rows"] for seed in CFG["seeds"](row) if not only or row in only]
+    for row, seed in todo:
+        source, attack, settings, net = CFG["rows"][row]
         if source not in pubs and source not in ("clean", "aux"):
             if not (OUT / "published" / f"{source}.json").exists():
                 print(f"[skip] {row}: {source} is not protected yet (run `protect` first)", flush=True)
@@ -155,17 +204,20 @@ def cmd_run(args):
         pub, manifest, _, _ = pubs.get(source, pubs["keyed"])
         data = {"clean": owner, "aux": aux}.get(source, pub)
         _, keyed_manifest, keyed_key, _ = pubs["keyed"]
-        recipe = get_recipe("cpu", seed=TRAIN_SEED)
+        recipe = get_recipe("cpu", seed=seed)
         inputs = cell_inputs(row=row, source=source, data=data, attack=attack, settings=settings, net=net,
-                             seed=TRAIN_SEED, recipe=recipe, key=keyed_key, dev=dev, test=test)
+                             seed=seed, recipe=recipe, key=keyed_key, dev=dev, test=test)
 
         def compute():
             t0 = time.perf_counter()
             out = {}
-            if attack is None:   # the keyed network itself, with its authorized recipe
-                model = train_authorized(data, keyed_key, authorized_recipe(keyed_manifest), progress=False,
-                                         published=data is pub, desc=row)
-                if row == "authorized":
+            if attack is None:   # the keyed network itself (or a wrong key), with its authorized recipe
+                spec = wrong_key(keyed_key) if net == "keyed-wrong" else keyed_key
+                rec = authorized_recipe(keyed_manifest)
+                if seed != TRAIN_SEED:
+                    rec = get_recipe("cpu", **{**rec.to_dict(), "name": "cpu", "seed": seed})
+                model = train_authorized(data, spec, rec, progress=False, published=data is pub, desc=row)
+                if row == "authorized" and seed == TRAIN_SEED:
                     (OUT / "models").mkdir(parents=True, exist_ok=True)
                     torch.save(model.state_dict(), OUT / "models" / "authorized.pt")
                 tr = lambda d: d  # noqa: E731
@@ -177,7 +229,7 @@ def cmd_run(args):
                 ctx = AttackContext(teacher=teacher, aux=aux, workdir=OUT / "work" / "attacks",
                                     scheme=(manifest.get("extra") or {}).get("key"), rho=manifest.get("rho"),
                                     originals=owner.subset([0]), progress=False)
-                model = a.train(data, net, TRAIN_SEED, recipe, ctx, progress=False)
+                model = a.train(data, net, seed, recipe, ctx, progress=False)
                 tr = a.transform_test
                 if a.report():
                     out["report"] = a.report()
@@ -186,7 +238,7 @@ def cmd_run(args):
             return out
 
         cell = cache.run("gonogo", inputs, compute)
-        print(f"[cell] {row}: dev {100 * cell['dev_accuracy']:.1f} %, test {100 * cell['test_accuracy']:.1f} % "
+        print(f"[cell] {row} seed {seed}: dev {100 * cell['dev_accuracy']:.1f} %, test {100 * cell['test_accuracy']:.1f} % "
               f"({cell['wall_s']} s)", flush=True)
     cmd_report(args)
 
@@ -195,6 +247,10 @@ def cmd_run(args):
 # data <= 0.5; attacks with clean data or the trained network <= their aux-only baseline + 0.1
 GOALS = {
     "cnn (Normal hacker)": ("normal", "<= 0.3"),
+    **{f"{a} (Normal hacker)": ("normal-block", "<= 0.5") for a in ("lenet", "fastnet", "resnet8")},
+    "wrong key": ("normal-block", "<= 0.5"),
+    "authorized": ("authorized", ">= 0.9"),
+    "key-estimate (aux)": ("aux", "<= aux-only + 0.1"),
     "key-search": ("adaptive", "<= 0.5"),
     "key-search 6 epochs": ("adaptive", "<= 0.5"),
     "key-estimate (no aux)": ("adaptive", "<= 0.5"),
@@ -211,11 +267,16 @@ def ratio(acc, clean):
 
 
 def load_cells():
+    """row -> list of cells (one per training seed, in seed order)."""
     out = {}
     for p in sorted((OUT / "gonogo").glob("*.json")):
         c = json.loads(p.read_text())
-        out[c["inputs"]["row"]] = c
-    return out
+        out.setdefault(c["inputs"]["row"], []).append(c)
+    return {r: sorted(v, key=lambda c: c["inputs"]["seed"]) for r, v in out.items()}
+
+
+def mean(xs):
+    return sum(xs) / len(xs)
 
 
 def cmd_report(args):
@@ -224,21 +285,33 @@ def cmd_report(args):
     if "clean cnn" not in cells:
         print("no clean baseline yet", file=sys.stderr)
         return
-    acc = {r: c["result"][f"{split}_accuracy"] for r, c in cells.items()}
+    accs = {r: [c["result"][f"{split}_accuracy"] for c in cs] for r, cs in cells.items()}
+    acc = {r: mean(v) for r, v in accs.items()}
     clean_cnn = acc["clean cnn"]
     clean_keyed = acc.get("clean keyed")
     aux_only = ratio(acc["aux-only cnn (100/class)"], clean_cnn) if "aux-only cnn (100/class)" in acc else None
     rows = []
-    for row in ROWS:
+    for row in CFG["rows"]:
         if row not in cells:
             continue
-        c = cells[row]
-        base = clean_keyed if ROWS[row][3] == "keyed" else clean_cnn
+        c = cells[row][0]
+        net = CFG["rows"][row][3]
+        base = acc.get(f"clean {net}", clean_cnn) if net != "keyed" else clean_keyed
+        if net == "keyed-wrong":
+            base = acc.get("clean wrong key", clean_keyed)
         r = ratio(acc[row], base) if base else None
         kind, goal = GOALS.get(row, ("", ""))
         met = ""
+        if kind == "normal" and CFG is CONFIGS["block-fmnist"]:
+            kind, goal = "normal-block", "<= 0.5"    # section 3's goal for the grey key
         if kind == "normal":
             met = "met" if r <= 0.3 else "NOT met"
+        elif kind == "normal-block":
+            met = "met" if r <= 0.5 else "NOT met"
+        elif kind == "authorized" and CFG is CONFIGS["block-fmnist"]:
+            met = "met" if r >= 0.9 else "NOT met"
+        elif kind == "authorized":
+            goal = ""
         elif kind == "adaptive":
             met = "met" if r <= 0.5 else "NOT met"
         elif kind == "aux" and aux_only is not None:
@@ -255,26 +328,32 @@ def cmd_report(args):
             note.append(f"teacher top-1 on queries {rep['teacher_agreement_with_true_labels']:.3f}")
         if "linear_train_accuracy" in rep:
             note.append(f"linear train acc {rep['linear_train_accuracy']:.3f}")
+        per_seed = [round(ratio(a, base), 3) for a in accs[row]] if base else []
+        if len(per_seed) > 1:
+            note.append("ratio per seed " + ", ".join(f"{v:.2f}" for v in per_seed))
         rows.append({"row": row, "accuracy": round(acc[row], 4), "ratio": None if r is None else round(r, 3),
+                     "seeds": [x["inputs"]["seed"] for x in cells[row]], "accuracy_per_seed": accs[row],
+                     "ratio_per_seed": per_seed,
                      "goal": goal, "met": met, "wall_s": c["wall_time_s"], "note": "; ".join(note),
                      "report": rep, "cell": c["inputs"]})
-    lines = ["| row | accuracy % | ratio | goal | met | wall s | notes |", "|---|---|---|---|---|---|---|"]
+    lines = ["| row | seeds | accuracy % | ratio | goal | met | wall s | notes |", "|---|---|---|---|---|---|---|---|"]
     for x in rows:
         rt = "" if x["ratio"] is None else f"{x['ratio']:.2f}"
-        lines.append(f"| {x['row']} | {100 * x['accuracy']:.1f} | {rt} | {x['goal']} | {x['met']} | {x['wall_s']:.0f} "
-                     f"| {x['note']} |")
+        lines.append(f"| {x['row']} | {len(x['seeds'])} | {100 * x['accuracy']:.1f} | {rt} | {x['goal']} | {x['met']} "
+                     f"| {x['wall_s']:.0f} | {x['note']} |")
     table = "\n".join(lines)
     print(table)
     DOCS.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(DOCS / f"gonogo-{split}.json", {
+    atomic_write_json(DOCS / f"{CFG['docs']}-{split}.json", {
         "split": split, "date": str(date.today()), "rows": rows, "clean_cnn": clean_cnn, "clean_keyed": clean_keyed,
         "aux_only_ratio": aux_only, "machine": f"{platform.processor() or platform.machine()}, 2 cores, another job beside",
-        "command": f"bench/keyed_gonogo.py run --test {split}", **provenance()})
-    (DOCS / f"gonogo-{split}.md").write_text(table + "\n")
+        "command": f"bench/keyed_gonogo.py --config {args.config} run --test {split}", **provenance()})
+    (DOCS / f"{CFG['docs']}-{split}.md").write_text(table + "\n")
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default="colour-cifar10", choices=list(CONFIGS))
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("protect", "run", "report"):
         s = sub.add_parser(name)
@@ -282,6 +361,9 @@ def main(argv=None):
         s.add_argument("--test", default="dev", choices=["dev", "test"])
         s.add_argument("--only", default="")
     args = p.parse_args(argv)
+    global CFG, OUT
+    CFG = CONFIGS[args.config]
+    OUT = CFG["out"]
     globals()[f"cmd_{args.cmd}"](args)
 
 

@@ -33,7 +33,7 @@ SCHEDULES = ("cosine", "constant", "step", "onecycle")
 PRECISIONS = ("auto", "fp32", "bf16", "native")
 # fields added after recipes were first written into manifests and cache keys: left out of
 # to_dict at these defaults, so every older recipe keeps its key
-LATER_DEFAULTS = {"precision": "auto", "label_smoothing": 0.0, "test_flip": False, "warmup": 0.25}
+LATER_DEFAULTS = {"precision": "auto", "label_smoothing": 0.0, "test_flip": False, "warmup": 0.25, "crop_step": 1}
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class Recipe:
     label_smoothing: float = 0.0  # cross-entropy label smoothing (the default loss only)
     test_flip: bool = False       # evaluate averages the logits of each test image and its mirror
     warmup: float = 0.25          # onecycle: share of the steps spent rising to lr
+    crop_step: int = 1            # crops and rolls shift by multiples of this many pixels (block keys: k)
     # no device: where a run computes is chosen once (learnlock.device), never stored with a recipe
 
     def __post_init__(self):
@@ -75,6 +76,8 @@ class Recipe:
         need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         need(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         need(0 < self.warmup < 1, f"warmup must be in (0, 1), got {self.warmup}")
+        need(isinstance(self.crop_step, int) and self.crop_step >= 1 and self.crop_padding % self.crop_step == 0,
+             f"crop_step must be an integer >= 1 that divides crop_padding ({self.crop_padding}), got {self.crop_step!r}")
 
     def to_dict(self) -> dict:
         """The settings as written into manifests and cache keys. Fields added later are left out at
@@ -190,9 +193,9 @@ def draw_augment(b: int, recipe: Recipe, gen: torch.Generator) -> AugmentDraw:
     oy = ox = flip = None
     rolls = "roll" in recipe.augment
     if ("crop" in recipe.augment or rolls) and recipe.crop_padding > 0:
-        p = recipe.crop_padding
-        oy = torch.randint(0, 2 * p + 1, (b,), generator=gen)
-        ox = torch.randint(0, 2 * p + 1, (b,), generator=gen)
+        p, step = recipe.crop_padding, recipe.crop_step
+        oy = torch.randint(0, 2 * p // step + 1, (b,), generator=gen) * step
+        ox = torch.randint(0, 2 * p // step + 1, (b,), generator=gen) * step
     if "flip" in recipe.augment:
         flip = torch.rand(b, generator=gen) < 0.5
     return AugmentDraw(oy, ox, flip, recipe.crop_padding, rolls)

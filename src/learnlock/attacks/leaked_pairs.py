@@ -9,7 +9,9 @@ fixes the direction: the key estimate is the top `dims` eigenvectors of the per-
 second moment of the differences, sum_pixels d d^T. The hacker then trains behind the estimated
 key layer, as the authorized network does with the true key.
 
-Only the colour family is implemented (for Learnability Lock's class-wise affine maps, two pairs
+For the block key the change lies in the secret patch subspace in every block: the estimate is the
+top eigenvectors of the block-aligned patch second moment of the differences (within the scheme's
+even and odd candidates). Spectral keys are not read from changes yet (for Learnability Lock's class-wise affine maps, two pairs
 per class fix the key: not done here). `report()` gives the pairs used and, when the trained
 authorized network is at hand, the agreement with the true key (|cos| for one direction).
 
@@ -54,8 +56,9 @@ class LeakedPairs(KeyEstimate):
 
     def transform(self, data, context):
         like = self.scheme(data, context)
-        if like.family != "colour":
-            raise LearnlockError(f"leaked-pairs estimates colour keys; the scheme's family is {like.family!r}")
+        if not type(like).reads_changes():
+            raise LearnlockError(f"leaked-pairs cannot read a {like.family!r} key from changes yet (it reads colour "
+                                 "and block keys)")
         where = {item: i for i, item in enumerate(data.ids)}
         common = sorted(i for i in context.originals.ids if i in where)
         if len(common) < self.settings.k:
@@ -68,13 +71,9 @@ class LeakedPairs(KeyEstimate):
         if pub.shape != orig.shape:
             raise LearnlockError(f"leaked-pairs: originals have shape {tuple(orig.shape[1:])}, published images "
                                  f"{tuple(pub.shape[1:])}")
-        d = (pub - orig).permute(1, 0, 2, 3).reshape(pub.shape[1], -1) / 255
-        moment = d @ d.T
-        if float(moment.trace()) == 0:
+        if torch.equal(pub, orig):
             raise LearnlockError("leaked-pairs: the originals equal the published images (no change to read a key from)")
-        vecs = torch.linalg.eigh(moment)[1].flip(1)[:, :like.dims]
-        self.estimate = copy.deepcopy(like).eval()
-        self.estimate.basis.copy_(torch.linalg.qr(vecs)[0].float())
+        self.estimate = type(like).from_changes((pub - orig) / 255, like).eval()
         self.agreement = self.abs_cos = None
         if isinstance(context.teacher, KeyedNet):
             true = copy.deepcopy(context.teacher.key).cpu()

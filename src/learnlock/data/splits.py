@@ -48,14 +48,21 @@ def split_index(labels: list[int], num_classes: int, split: str, per_class: int 
 
 
 def load_split(spec: str, split: str, per_class: int | None = None) -> ImageDataset:
-    """One split of a `folder:PATH` dataset with train/ and test/ (see the module docstring)."""
+    """One split of a `folder:PATH` dataset with train/ and test/, or of a registered dataset such as
+    `fashion-mnist` (its train split in file order; see the module docstring)."""
     if split not in SPLIT_NAMES:
         raise LearnlockError(f"split must be one of {SPLIT_NAMES}, got {split!r}")
     name, arg = parse_spec(spec)
-    if name != "folder" or not arg:
-        raise LearnlockError(f"fixed splits need an image folder with train/ and test/ (folder:PATH), got {spec!r}")
     if split == "test":
         return load_dataset(spec, "test", per_class=per_class)
+    if name != "folder":  # a registered dataset (fashion-mnist, cifar10): its train split in file order
+        full = load_dataset(spec, "train")
+        keep = split_index(full.labels.tolist(), full.num_classes, split, per_class)
+        out = full.subset(keep)
+        return ImageDataset(images=out.images, labels=out.labels, classes=out.classes, ids=out.ids,
+                            source=f"{spec}:{split}")
+    if not arg:
+        raise LearnlockError(f"fixed splits need an image folder with train/ and test/ (folder:PATH), got {spec!r}")
     path = Path(arg)
     root = split_root(path, "train")
     classes, files, labels = list_items(root)

@@ -6,7 +6,8 @@ from the key's secret; it has no parameters, so no optimiser ever changes it. No
 in S is invisible to the authorized network; every network without the layer sees it.
 
 Families (one file each): `colour` (a secret colour direction per pixel), `spectral` (a secret
-colour direction per spatial frequency, on a secret set of frequencies).
+colour direction per spatial frequency, on a secret set of frequencies), `block` (a secret
+subspace of the k x k patch space in every block; any number of channels).
 
     layer = create_key_layer("spectral", in_channels=3, image_size=32, seed=7)
     layer(x)                    # x with its component in S removed
@@ -72,8 +73,25 @@ class KeyLayer(nn.Module):
         images when given), knowing the family and its public settings (`like`'s), not the key."""
         raise NotImplementedError
 
+    @classmethod
+    def from_changes(cls, changes: torch.Tensor, like: "KeyLayer") -> "KeyLayer":
+        """The key read from changes published - original (float64, B x C x H x W, [0, 1] units) that
+        lie in S: the leaked-pairs attack's estimate."""
+        raise NotImplementedError
+
+    @classmethod
+    def reads_changes(cls) -> bool:
+        return cls.from_changes.__func__ is not KeyLayer.from_changes.__func__
+
     def public_settings(self) -> dict:
         return {p: getattr(self, p) for p in self.params}
+
+    @classmethod
+    def authorized_recipe(cls, recipe, settings: dict):
+        """The authorized network's recipe for this family with public `settings`: `recipe` with
+        its augmentations changed into ones the key layer commutes with (default: unchanged; a
+        crop or shift that moves noise out of S would show it to the authorized network)."""
+        return recipe
 
     @torch.no_grad()
     def agreement(self, other: "KeyLayer", probes: int = 64, seed: int = 0) -> float:
@@ -181,7 +199,7 @@ def family_params(family: str) -> tuple[str, ...]:
     return get_key_layer(family).params
 
 
-from . import colour, spectral  # noqa: E402,F401  (register on import)
+from . import block, colour, spectral  # noqa: E402,F401  (register on import)
 
 __all__ = ["KEY_LAYERS", "LUMA_AXIS", "KeyLayer", "check_luma", "check_params", "cone_direction", "create_key_layer",
            "family_params", "generalized_excess", "get_key_layer", "list_key_layers", "luma_basis", "orthonormal",

@@ -78,6 +78,15 @@ class ColourKey(KeyLayer):
         return self.dims * self.image_size ** 2
 
     @classmethod
+    def from_changes(cls, changes, like):
+        """The top `dims` eigenvectors of the per-pixel colour second moment of the changes."""
+        d = changes.double().permute(1, 0, 2, 3).reshape(changes.shape[1], -1)
+        vecs = torch.linalg.eigh(d @ d.T)[1].flip(1)[:, :like.dims]
+        est = cls(3, like.image_size, dims=like.dims, luma=like.luma)
+        est.basis.copy_(torch.linalg.qr(vecs)[0].float())
+        return est
+
+    @classmethod
     def estimate(cls, published, reference, like):
         cp = highpass_colour_cov(published)
         if reference is not None:

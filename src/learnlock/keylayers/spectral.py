@@ -100,6 +100,13 @@ class SpectralKey(KeyLayer):
         out = {"dims": self.dims, "bins": self.bins, "fmin": self.fmin, "fmax": self.fmax}
         return out if self.luma is None else {**out, "luma": self.luma}
 
+    @classmethod
+    def authorized_recipe(cls, recipe, settings: dict):
+        """Circular shifts instead of zero-padded crops (those leak a strip of noise at the border)."""
+        from dataclasses import replace
+
+        return replace(recipe, augment=recipe.augment.replace("crop", "roll")) if "crop" in recipe.augment else recipe
+
     def project(self, x):
         if x.shape[-2:] != self.basis_map.shape[:2]:
             raise LearnlockError(f"spectral key made for {self.image_size} x {self.image_size} images, "

@@ -21,7 +21,7 @@ Threat model and weaknesses: see README ("keyed") and BENCHMARKS.md.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..data.base import ImageDataset
 from ..errors import LearnlockError
-from ..keylayers import KeyLayer, family_params, list_key_layers
+from ..keylayers import KeyLayer, family_params, get_key_layer, list_key_layers
 from ..models import NetSpec
 from ..models.keyed import key_layer_of, keyed_spec
 from ..training import fit
@@ -49,11 +49,14 @@ class KeyedSettings(EMSettings):
     rho: float = 32 / 255
     surrogate: str = "cnn"         # key-less surrogate of the min-min (cnn: CPU-sized; resnet18 on a GPU)
     max_rounds: int = 20           # min-min rounds at most (measured: see BENCHMARKS.md)
-    family: str = "colour"         # key family (learnlock.keylayers): colour | spectral
-    dims: int = 1                  # colour directions the key removes (per pixel, or per chosen frequency)
+    family: str = "colour"         # key family (learnlock.keylayers): colour | spectral | block
+    dims: int = 1                  # colour directions the key removes (per pixel, or per chosen frequency);
+    #                                block: patch dimensions removed per k x k block
     bins: float = 0.5              # spectral: share of the frequency classes in [fmin, fmax] in the key
-    fmin: float = 1.0              # spectral: lowest frequency radius in the key, cycles per image
-    fmax: float | None = None      # spectral: highest (None: up to the corner frequency)
+    fmin: float = 1.0              # spectral: lowest frequency radius in the key, cycles per image;
+    #                                block: lowest DCT radius in the patch (1: the block mean is kept)
+    fmax: float | None = None      # spectral / block: highest (None: no upper bound)
+    k: int = 4                     # block: the block side in pixels (the image size must be a multiple)
     # squared cosine of each removed colour with the luma axis, azimuth secret (None: random colours).
     # auto: 0.9 for colour keys (a random one can be isoluminant: grayscale then removes all of the
     # noise, measured in BENCHMARKS.md), None for spectral keys (their colour changes per frequency)
@@ -61,6 +64,9 @@ class KeyedSettings(EMSettings):
     # Teacher-aware noise: the min-min fits (1 - mix) * one-hot label + mix * the soft outputs (at
     # `temperature`) of the authorized network trained on the clean data, so the shortcut also
     # explains what a distilling hacker is taught. 0: labels only (plain error-minimising).
+    # alternating projections with the [0, 1] box in every min-min step (0: none, the box is met only at
+    # export; N: N rounds): on Fashion-MNIST the export clipped 16 % of a block key's noise energy
+    fit_box: int = 0
     teacher_mix: float = 0.0
     temperature: float = 4.0
 
@@ -68,6 +74,8 @@ class KeyedSettings(EMSettings):
         super().__post_init__()
         self.require(isinstance(self.teacher_mix, (int, float)) and 0 <= self.teacher_mix <= 1,
                      f"teacher_mix is a share in [0, 1], got {self.teacher_mix!r}")
+        self.require(isinstance(self.fit_box, int) and not isinstance(self.fit_box, bool) and self.fit_box >= 0,
+                     f"fit_box is a number of alternating projection rounds >= 0, got {self.fit_box!r}")
         self.require(isinstance(self.temperature, (int, float)) and self.temperature > 0,
                      f"temperature must be > 0, got {self.temperature!r}")
         self.require(self.family in list_key_layers(),
@@ -96,15 +104,18 @@ class Keyed(MinMin):
             raise LearnlockError(f"keyed takes one authorized network, got {len(self.authorized)}: the noise must "
                                  "lie in the blind spot of every authorized network, and different keys share none")
         self.base = self.authorized[0]
-        if self.family_of(self.base) == "spectral" and "crop" in self.recipe.augment:
-            # zero-padded crops move noise out of a spectral blind spot at the border; circular ones do not
-            self.recipe = replace(self.recipe, augment=self.recipe.augment.replace("crop", "roll"))
+        # the family turns the authorized recipe's augmentations into ones its key layer commutes with
+        # (spectral: circular shifts; block: shifts by multiples of k), and the manifest carries it
+        family, key_settings = self.family_and_settings(self.base)
+        self.recipe = get_key_layer(family).authorized_recipe(self.recipe, key_settings)
         self._key: NetSpec | None = None
         self._soft: torch.Tensor | None = None
         self._layer: KeyLayer | None = None
 
-    def family_of(self, spec: NetSpec) -> str:
-        return spec.kwargs["family"] if spec.arch == "keyed" else self.settings.family
+    def family_and_settings(self, spec: NetSpec) -> tuple[str, dict]:
+        if spec.arch == "keyed":
+            return spec.kwargs["family"], dict(spec.kwargs.get("key_settings") or {})
+        return self.settings.family, self.settings.key_settings()
 
     # ------------------------------------------------------------------ the key
     def key_for(self, data: ImageDataset) -> NetSpec:
@@ -139,19 +150,24 @@ class Keyed(MinMin):
         return self._layer
 
     # ------------------------------------------------------------------ min-min hooks
-    def in_blind_spot(self, d: torch.Tensor, rounds: int = 2) -> torch.Tensor:
+    def in_blind_spot(self, d: torch.Tensor, rounds: int = 2, x: torch.Tensor | None = None) -> torch.Tensor:
         """Near the projection of d onto S ∩ rho-ball: a few alternating projections (clamp, P_S),
         then a per-item scaling that enforces the ball exactly (scaling keeps d in S; clamping
-        alone would not)."""
+        alone would not). With `fit_box` and the images x, the alternation also clamps x + d into
+        [0, 1], so less of the noise is cut at export (grey images with black backgrounds)."""
         layer = self.layer().to(d.device)
         rho = self.settings.rho
+        box = self.settings.fit_box and x is not None
         d = layer.project(d)
-        for _ in range(rounds):
-            d = layer.project(d.clamp(-rho, rho))
+        for _ in range(self.settings.fit_box if box else rounds):
+            d = d.clamp(-rho, rho)
+            if box:
+                d = (x + d).clamp(0, 1) - x
+            d = layer.project(d)
         return d * peak_scale(d, rho)
 
     def constrain(self, x, d):
-        return self.in_blind_spot(d)  # [0, 1] clipping happens once, at export, and is measured
+        return self.in_blind_spot(d, x=x)  # [0, 1] clipping happens once, at export, and is measured
 
     def descent(self, grad):
         # steepest L-inf descent restricted to S: the sign of the gradient's S-component, back in S,
