@@ -29,7 +29,7 @@ FAST = {
     "purify": {"channels": (8, 16), "train_steps": 30, "num_train_timesteps": 100, "t_star": 2, "samples": 0},
     "purify-diffpure": {"channels": (8, 16), "train_steps": 30, "num_train_timesteps": 100, "t_star": 2, "samples": 0},
     "key-estimate": {"family": "spectral"},  # clean data name no key family: the attacker assumes one
-    "key-search": {"family": "colour", "candidates": 4, "search_epochs": 1},
+    "key-search": {"family": "colour", "candidates": 4, "search_epochs": 1, "refine": 0},
     "leaked-pairs": {"family": "colour"},
     "distill-proxy": {"queries": 40, "labels": "soft"},  # 40 hard labels alone leave the tiny net at 0.75
     "adversarial-training-rho": {"steps": 2},
@@ -238,15 +238,19 @@ def test_key_search_finds_a_planted_colour_key(luma):
     c = luma_basis(0.9, 1)[:, 0].double() if luma else torch.nn.functional.normalize(torch.randn(3, dtype=torch.float64), dim=0)
     data, _ = shortcut_dataset(c)
     scheme = {"family": "colour", "settings": {"dims": 1, **({"luma": luma} if luma else {})}}
-    attack = create_attack("key-search", candidates=12 if luma else 24, search_epochs=8)
-    # the search trains with the recipe `train` is given (TINY: batch 32), 8 epochs per candidate
+    attack = create_attack("key-search", candidates=12 if luma else 24, search_epochs=8, refine=2)
+    # the search trains with the recipe `train` is given, at batch 32, 8 epochs per candidate
     attack.train(data, "cnn", 0, TINY, AttackContext(scheme=scheme, teacher=colour_teacher(c), progress=False),
                  progress=False)
     rep = attack.report()
     assert rep["grid"] == ("cone" if luma else "half sphere")
     assert rep["abs_cos_with_true_key"] > 0.9
     accs = rep["train_accuracy"]
-    assert accs[rep["chosen"]] == min(accs) and min(accs) < sorted(accs)[len(accs) // 2] - 0.1
+    assert min(accs) < sorted(accs)[len(accs) // 2] - 0.1
+    # two rounds of local search: 2 (cone) or 4 (sphere) neighbours each; the choice is the centre of
+    # the candidates tied at the lowest training accuracy, never further out than the grid's best
+    assert rep["trainings"] == (12 + 2 * 2 if luma else 24 + 2 * 4) == len(accs)
+    assert rep["abs_cos_best_grid_candidate"] >= rep["abs_cos_grid_choice"]
     if luma:  # the grid's neighbours of the nearest point are 30 degrees of azimuth away: |cos| 0.987
         assert rep["abs_cos_with_true_key"] > 0.99
 
