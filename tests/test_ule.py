@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from conftest import learnable_dataset
 from learnlock.models import create_model
 from learnlock.protections import create_protection, project_l2_quantize
-from learnlock.protections.ar import WINDOW, ar_coefficients, ar_generate
 from learnlock.protections.ops import search_pixel
 from learnlock.losses import WeightNoiseLoss
 from learnlock.training import cross_entropy, fit, get_recipe
@@ -79,23 +78,6 @@ def test_lsp_noise_is_linearly_separable_and_blocky():
     flat = delta.flatten(1)
     means = torch.stack([flat[data.labels == k].mean(0) for k in range(4)])
     assert (torch.cdist(flat, means).argmin(1) == data.labels).all()
-
-
-def test_ar_class_filter_whitens_its_own_class():
-    g = torch.Generator().manual_seed(0)
-    coef = ar_coefficients(2, 1, 0.95, g)
-    assert torch.allclose(coef.abs().sum(-1), torch.full((2, 1), 0.95))
-    p = ar_generate(coef.repeat_interleave(20, 0), 16, 16, g)  # 20 items of class 0, then class 1
-
-    def residual(p, a):  # p[i, j] - sum_k a_k p[i - di, j - dj] on the interior
-        r = p[:, :, 2:, 2:].clone()
-        for (di, dj), ak in zip(WINDOW, a):
-            r -= ak * p[:, :, 2 - di:p.shape[2] - di, 2 - dj:p.shape[3] - dj]
-        return r.pow(2).mean().item()
-
-    own = residual(p[:20], coef[0, 0])
-    other = residual(p[:20], coef[1, 0])
-    assert abs(own - 1) < 0.1 and other > 1.15 * own  # own filter leaves the unit innovations only
 
 
 def test_ops_finds_the_planted_pixel():
