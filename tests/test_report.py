@@ -94,7 +94,7 @@ def test_report_of_table1_audit_certify(runs, tmp_path, capsys):
     p = content["protected"]
     assert p["method"] == "keyed" and p["key"]["family"] and p["fingerprint"] == content["protected"]["fingerprint"]
     q = p["quality"]
-    assert q["items"] == 40 and 0 < q["ssim"] <= 1 and 10 < q["psnr_db"] < 60
+    assert q["count"] == 40 and 0 < q["ssim"] <= 1 and 10 < q["psnr_db"] < 60
     assert 0 < q["residual"]["linf"] <= round(255 * p["rho"]) and "originals: the source" in p["originals"]
     # who learns and what breaks it: every hacker of table1, every attack of the audit, in the verdict
     v = content["verdict"]

@@ -243,7 +243,7 @@ def image_quality(clean, protected, index: Sequence[int]) -> dict:
 
     index = list(index)
     if not index:
-        return {"psnr_db": None, "ssim": None, "residual": None, "items": 0}
+        return {"psnr_db": None, "ssim": None, "residual": None, "count": 0}
     c = clean.images[index].permute(0, 2, 3, 1).numpy()
     p = protected.images[index].permute(0, 2, 3, 1).numpy()
     d = p.astype(np.int16) - c.astype(np.int16)
@@ -252,7 +252,7 @@ def image_quality(clean, protected, index: Sequence[int]) -> dict:
     win = min(7, side if side % 2 else side - 1)
     ssim = (statistics.fmean(float(structural_similarity(a, b, channel_axis=2, data_range=255, win_size=win))
                              for a, b in zip(c, p)) if win >= 3 else None)
-    return {"psnr_db": psnr, "ssim": ssim, "items": len(index), "ssim_window": win if win >= 3 else None,
+    return {"psnr_db": psnr, "ssim": ssim, "count": len(index), "ssim_window": win if win >= 3 else None,
             "residual": {"linf": int(np.abs(d).max()), "mean_abs": float(np.abs(d).mean()),
                          "rms": float(np.sqrt((d.astype(np.float64) ** 2).mean())),
                          "changed": float((d != 0).mean())}}
@@ -506,7 +506,9 @@ def build_report(published, runs: Sequence = (), *, originals: str | None = None
     threat = method_cls.threat_model() if method_cls else {
         "attacks": [], "assumes": f"{manifest['method']} is not a method this learnlock knows; its threat model "
                                   "is unknown"}
-    facts = {"train_size": len(data), "rho": manifest.get("rho"), "aux_size": None}
+    rho = manifest.get("rho")
+    facts = {"train_size": len(data), "aux_size": None,
+             "rho": None if rho is None else f"{rho:.4g} ({255 * rho:.3g}/255)"}
     auth_info = manifest.get("authorized") or {}
     key = extra.get("key") or {}
     protected = {
@@ -602,7 +604,7 @@ def render_html(content: dict) -> str:
     env.filters["pct"] = lambda x: "n/a" if x is None else f"{100 * x:.1f}"
     env.filters["ratio"] = lambda x: "n/a" if x is None else f"{x:.2f}"
     env.filters["num"] = lambda x, d=3: "n/a" if x is None else f"{x:.{d}g}"
-    env.filters["tojson_pretty"] = lambda x: json.dumps(x, indent=1, sort_keys=True)
+    env.filters["show"] = lambda x: json.dumps(x) if isinstance(x, (dict, list)) else x
     env.globals["ratio_colour"] = ratio_colour
     return env.get_template("report.html.j2").render(r=content, figures=content.get("figures", {}))
 
