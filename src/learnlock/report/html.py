@@ -211,27 +211,40 @@ def load_originals(published_dir, manifest: dict, data, originals: str | None = 
     else:
         src = (manifest.get("extra") or {}).get("source_load")
         if not src:
-            return None, "not measured (no originals given; pass `originals`)"
+            return None, "not measured (no originals given: --originals DATA_SPEC)"
         if src["spec"].partition(":")[0] not in LOCAL_SPECS:
             return None, (f"not measured (no originals given; the source {src['spec']} is not a local folder or "
-                          "npz file: pass `originals`)")
+                          "npz file: give --originals DATA_SPEC)")
         try:
             clean = load_dataset(src["spec"], src["split"], per_class=src["per_class"], seed=src["seed"])
         except LearnlockError as e:
-            return None, f"not measured (the source {src['spec']} cannot be read: {e}; pass `originals`)"
+            return None, f"not measured (the source {src['spec']} cannot be read: {e}; give --originals DATA_SPEC)"
         note = f"originals: the source {src['spec']} the manifest names"
     where = {item: i for i, item in enumerate(clean.ids)}
     missing = [item for item in data.ids if item not in where]
     if missing:
         if not originals:
             return None, (f"not measured (the source {src['spec']} no longer holds {len(missing)} of the published "
-                          "items; pass `originals`)")
+                          "items; give --originals DATA_SPEC)")
         raise LearnlockError(f"`originals` {originals} does not hold {len(missing)} of the {len(data)} published "
                              f"items of {published_dir} (e.g. {missing[0]!r}); give the dataset they were made from")
     clean = clean.subset([where[item] for item in data.ids])
     if tuple(clean.images.shape) != tuple(data.images.shape):
         raise LearnlockError(f"originals {clean.source} have images of shape {tuple(clean.images.shape[1:])}, the "
                              f"published ones {tuple(data.images.shape[1:])}; give the dataset they were made from")
+    # same ids are not the same images (npz ids are indices): each item may move only as far as the budget allows
+    from ..data.manifest import change_bound
+
+    moved = (data.images.float() - clean.images.float()).abs().flatten(1).mean(1)
+    bound = change_bound(manifest)
+    worst = int(moved.argmax())
+    if float(moved[worst]) > bound:
+        message = (f"{clean.source} is not what {published_dir} was made from: item {data.ids[worst]!r} differs by "
+                   f"{float(moved[worst]):.1f} grey levels on average, more than the published budget allows "
+                   f"({bound:.1f})")
+        if originals:
+            raise LearnlockError(f"`originals` {message}; give the dataset they were made from")
+        return None, f"not measured ({message}; give --originals DATA_SPEC)"
     return clean, note
 
 
@@ -560,8 +573,10 @@ def build_report(published, runs: Sequence = (), *, originals: str | None = None
     for run in found:
         d = run["data"]
         seeds = d.get("seeds") or ([d["settings"].get("seed")] if run["kind"] == "certify" else None)
-        sizes = (f"train {d.get('train_size', '?')}, test {d.get('test_size') or (d.get('test') or {}).get('size', '?')}"
-                 + (f", aux {d['aux']['size']}" if d.get("aux") else ""))
+        sizes = ", ".join(f"{what} {n}" for what, n in (
+            ("train", d.get("train_size")), ("test", d.get("test_size") or (d.get("test") or {}).get("size")),
+            ("aux", (d.get("aux") or {}).get("size")), ("weight samples", len(d.get("accuracies") or []) or None))
+            if n is not None)
         recipe = d.get("recipe")
         prov.append({"what": run["kind"], "path": run["path"], "written": run["written"],
                      **{k: d.get(k) for k in ("learnlock_version", "git_commit", "torch_version", "cpu_threads")},
