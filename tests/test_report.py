@@ -3,6 +3,7 @@ and its runs, from a tiny real end to end run (keyed protection; table1, audit, 
 federated run), the runs found by the manifest's fingerprint, wrong run folders refused, the
 verdict never counting an unmeasured attack as a pass, and the page checked in headless Chromium."""
 
+import io
 import json
 import os
 import re
@@ -16,9 +17,8 @@ from PIL import Image
 from conftest import learnable_dataset
 from learnlock import cli
 from learnlock.attacks import create_attack, list_attacks
-from learnlock.data.published import read_manifest
 from learnlock.protections import get_protection, list_protections
-from learnlock.report.html import build_report, find_runs, load_originals, ratio_colour, verdict
+from learnlock.report.html import build_report, load_originals, ratio_colour, verdict
 
 TINY = ["--epochs", "3", "--batch-size", "16", "--no-progress"]
 
@@ -53,7 +53,6 @@ def runs(tmp_path_factory):
     }
     logs = {}
     import contextlib
-    import io
 
     for name, argv in commands.items():
         err = io.StringIO()
@@ -89,10 +88,10 @@ def test_report_of_table1_audit_certify(runs, tmp_path, capsys):
     assert content["verdict"]["headline"] in stdout
     # self-contained: every image inline, no script, nothing fetched from elsewhere
     assert "<script" not in html and not re.search(r'(src|href)="(?!data:image/png;base64,|#)', html)
-    assert html.count('src="data:image/png;base64,') == len(content["figures"]) + 0 >= 6
+    assert html.count('src="data:image/png;base64,') == len(content["figures"]) >= 6
     # what was protected: the manifest, PSNR / SSIM against the local source (scikit-image), the residual
     p = content["protected"]
-    assert p["method"] == "keyed" and p["key"]["family"] and p["fingerprint"] == content["protected"]["fingerprint"]
+    assert p["method"] == "keyed" and p["key"]["family"] and len(p["fingerprint"]) == 64
     q = p["quality"]
     assert q["count"] == 40 and 0 < q["ssim"] <= 1 and 10 < q["psnr_db"] < 60
     assert 0 < q["residual"]["linf"] <= round(255 * p["rho"]) and "originals: the source" in p["originals"]
@@ -100,7 +99,7 @@ def test_report_of_table1_audit_certify(runs, tmp_path, capsys):
     v = content["verdict"]
     by = {a["attack"]: a for a in v["attackers"]}
     assert {"retrain", "distill", "iss-grayscale", "key-estimate"} <= {a for a, x in by.items() if x["measured"]}
-    for name in ("leaked-pairs", "key-search", "purify", "lock-inverse"[:0] or "ueraser"):
+    for name in ("leaked-pairs", "key-search", "purify", "ueraser"):
         assert by[name]["status"] == "not measured" and by[name]["ratio"] is None
         assert by[name]["colour"] == ratio_colour(None)
     assert "1 leaked (published, original) pair" in " ".join(by["leaked-pairs"]["assumptions"])
@@ -251,8 +250,6 @@ def _browser_or_skip():
 
 def _not_blank(png: bytes) -> tuple[int, float]:
     """(distinct grey levels, std of the grey levels) of a screenshot."""
-    import io
-
     grey = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float64)
     return len(np.unique(grey)), float(grey.std())
 
@@ -277,7 +274,7 @@ def test_the_page_in_headless_chromium(runs, tmp_path, capsys):
             assert seen["scroll_width"] <= seen["inner_width"], f"{name}: the page is wider than the screen"
             levels, std = _not_blank(seen["screenshot"])
             assert levels > 20 and std > 10, f"{name}: the screenshot looks blank ({levels} grey levels, std {std:.1f})"
-            assert Image.open(__import__("io").BytesIO(seen["screenshot"])).size[0] == width
+            assert Image.open(io.BytesIO(seen["screenshot"])).size[0] == width
             (tmp_path / f"{name}.png").write_bytes(seen["screenshot"])
             if keep:
                 Path(keep).mkdir(parents=True, exist_ok=True)
