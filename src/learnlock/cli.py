@@ -7,6 +7,7 @@ import contextlib
 import functools
 import re
 import sys
+from pathlib import Path
 
 from .errors import LearnlockError
 from .provenance import version
@@ -114,6 +115,7 @@ def cmd_protect(args) -> None:
         print("diagnostics: " + ", ".join(f"{k} {v:.3f}" for k, v in result["diagnostics"].items()))
     for warning in result["warnings"]:
         say(f"warning: {warning}")
+    print_report_line(result["path"])
 
 
 def cmd_train(args) -> None:
@@ -166,6 +168,8 @@ def cmd_table1(args) -> None:
         print(f"\n{name}: {verdict}")
     if args.out:
         say(f"\nwritten: {args.out}/table1.json, table1.md, authorized_vs_hackers.png, grid.png")
+        for published in args.published:
+            print_report_line(published, args.out)
 
 
 def parse_attack_settings(pairs: list[str]) -> dict[str, dict]:
@@ -206,6 +210,7 @@ attacks that need --aux: purify, purify-diffpure, recover, recover-random; disti
     if result["skipped"]:
         print(f"\nskipped: {'; '.join(result['skipped'])}")
     say(f"\nwritten: {args.out}/audit.json, audit.md, audit.png")
+    print_report_line(args.published, args.out)
 
 
 def cmd_certify(args) -> None:
@@ -226,6 +231,33 @@ example:
                           progress=not args.no_progress, log=say)
     print(cert.markdown())
     say(f"written: {args.out}/certify.json, certify.md, certify.png")
+    print_report_line(args.published, args.out)
+
+
+def cmd_report(args) -> None:
+    """Write one self-contained HTML page (and the same content as JSON beside it) for a published
+dataset and the runs made on it: a verdict on top (whom the data resist, what breaks them, what was
+not measured), what was protected, who learns, what breaks it, the threat model and provenance.
+Each RUN is a table1, audit, certify or federated output folder, or a folder holding them (those
+of this published dataset are found by its manifest's fingerprint).
+
+example:
+  learnlock report runs/demo/keyed runs/demo/table1-keyed runs/demo/audit --out runs/demo/report.html
+  learnlock report runs/demo/keyed runs/demo --out report.html --originals fashion-mnist"""
+    from .report.html import write_report
+
+    content = write_report(args.published, args.runs, args.out, originals=args.originals)
+    print(f"{content['verdict']['headline']}")
+    print(f"report: {args.out} ({len(content['runs'])} run{'s' if len(content['runs']) != 1 else ''}: "
+          + (", ".join(f"{r['kind']} {r['path']}" for r in content["runs"]) or "none") + ")")
+    say(f"written: {args.out}, {Path(args.out).with_suffix('.json')}")
+
+
+def print_report_line(published, *runs) -> None:
+    """The `learnlock report` line that shows what a command wrote."""
+    from .report.html import report_command
+
+    say(f"see it: {report_command(published, runs)}")
 
 
 def cmd_list(args) -> None:
@@ -276,6 +308,8 @@ example:
               f"{result['client_probe_acc']:.2f} (majority share {result['client_probe_chance']:.2f}); high "
               "means each client's noise is a signature a network can use as a shortcut")
     say(f"\nwritten: {args.out}/federated.json, federated.md, federated.png, client_*/ (published shards)")
+    for client in result["published"]:
+        print_report_line(Path(args.out) / client["path"], args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -419,6 +453,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("evaluate", "table1", "audit", "federated"):  # independent cells: learnlock.jobs
         sub.choices[name].add_argument("--jobs", type=int, default=1, help="cells trained at once in worker "
                                        "processes, spread over the GPUs (default 1; results as with 1)")
+    p = sub.add_parser("report", help="one self-contained HTML page (+ JSON) for a published dataset and its runs",
+                       description=cmd_report.__doc__)
+    p.add_argument("published", help="published dataset folder")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="table1 / audit / certify / federated output folders, or "
+                   "folders that hold them (found by the published manifest's fingerprint)")
+    p.add_argument("--out", required=True, help="the HTML file to write (the JSON goes beside it, .json)")
+    p.add_argument("--originals", metavar="DATA_SPEC", help="the clean originals (a dataset spec; its train split) "
+                   "for PSNR, SSIM and the residual (default: the source the manifest names, when it is a local "
+                   "folder or npz file)")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("list", help="list datasets, models and recipes")
     p.set_defaults(func=cmd_list)
     return parser

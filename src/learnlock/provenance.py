@@ -44,6 +44,14 @@ def provenance() -> dict[str, Any]:
             "cpu_threads": torch.get_num_threads()}
 
 
+def result_provenance() -> dict[str, Any]:
+    """`provenance()` plus the device the run computed on: what a scenario's result JSON records
+    (a manifest or a cache key never records the device; a result says where it was measured)."""
+    from .device import current_device
+
+    return {**provenance(), "device": str(current_device())}
+
+
 def _umask() -> int:
     try:  # Linux shows it without changing it (os.umask would, process-wide, for a moment)
         for line in Path("/proc/self/status").read_text().splitlines():

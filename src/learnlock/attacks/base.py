@@ -141,6 +141,19 @@ class Attack:
         model = self.train_on(data, arch, seed, recipe, context, progress, callbacks)
         return {"accuracy": evaluate(model, self.transform_test(test))}
 
+    def assumptions(self, facts: dict) -> list[str]:
+        """What this attacker holds, in words (for `learnlock report`), from the run's `facts`:
+        "train_size" (published images), "aux_size" (clean aux images, None without), "rho"."""
+        out = ["the published images and labels"]
+        if "teacher" in self.needs:
+            out.append(f"{facts.get('train_size', '?')} queries to the trained authorized network (the published "
+                       "images)")
+        if "aux" in self.needs:
+            out.append(f"{facts.get('aux_size', '?')} clean auxiliary images")
+        if "rho" in self.needs:
+            out.append(f"the published budget rho = {facts.get('rho', '?')}")
+        return out
+
     def manifest_settings(self) -> dict:
         return dataclasses.asdict(self.settings)
 

@@ -60,6 +60,11 @@ class DistillProxy(Attack):
         super().__init__(settings, **overrides)
         self.info: dict | None = None
 
+    def assumptions(self, facts: dict) -> list[str]:
+        return ["the published images and labels", f"{facts.get('aux_size', '?')} clean auxiliary images",
+                f"{self.settings.queries} queries to the trained authorized network (aux images, "
+                f"{self.settings.labels} answers)"]
+
     def queried(self, aux: ImageDataset) -> ImageDataset:
         n = self.settings.queries
         if n > len(aux):

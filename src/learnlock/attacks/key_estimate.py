@@ -54,6 +54,11 @@ class KeyEstimate(Attack):
         self.estimate: KeyLayer | None = None
         self.agreement: float | None = None
 
+    def assumptions(self, facts: dict) -> list[str]:
+        aux = facts.get("aux_size") if self.settings.use_aux else None
+        return [*super().assumptions(facts), "the key scheme (family and public settings, from the manifest)",
+                f"{aux} clean auxiliary images as the natural reference" if aux else "no clean data (a prior)"]
+
     def scheme(self, data: ImageDataset, context: AttackContext) -> KeyLayer:
         """A key layer of the published scheme (family + public settings): the shape of the guess."""
         scheme = context.scheme or {}

@@ -54,6 +54,10 @@ class LeakedPairs(KeyEstimate):
         self.pairs: list[str] | None = None
         self.abs_cos: float | None = None
 
+    def assumptions(self, facts: dict) -> list[str]:
+        return ["the published images and labels", "the key scheme (family and public settings, from the manifest)",
+                f"{self.settings.k} leaked (published, original) pair{'s' if self.settings.k != 1 else ''}"]
+
     def transform(self, data, context):
         like = self.scheme(data, context)
         if not type(like).reads_changes():

@@ -81,6 +81,11 @@ class LockInverse(Attack):
     Settings = LockInverseSettings
     aux_match = "classes"  # each class is matched to the aux class of the same name
 
+    def assumptions(self, facts: dict) -> list[str]:
+        aux = facts.get("aux_size") if self.settings.reference != "pooled" else None
+        return ["the published images and labels", "the lock's scheme (class-wise per-pixel affine maps)",
+                f"{aux} clean auxiliary images of the same classes" if aux else "no clean data (pooled statistics)"]
+
     def transform(self, data: ImageDataset, context: AttackContext) -> ImageDataset:
         s = self.settings
         use_aux = s.reference == "aux" or (s.reference == "auto" and context.aux is not None)

@@ -269,6 +269,15 @@ def read_manifest(path) -> dict:
     return validate_manifest(manifest, mpath, version)
 
 
+def published_fingerprint(manifest: dict) -> str:
+    """sha256 of a published dataset's manifest (its canonical JSON, without the authentication
+    block): the manifest lists every file's sha256, label and setting, so equal fingerprints are the
+    same published data. Every scenario records it in its result JSON; `learnlock report` finds the
+    runs of a published dataset by it."""
+    body = {k: v for k, v in manifest.items() if k != "authentication"}
+    return sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode())
+
+
 def _read_verified(path: Path, rel: str, digest: str) -> bytes:
     p = PurePosixPath(rel)
     if p.is_absolute() or ".." in p.parts or not p.parts:
@@ -343,5 +352,5 @@ def load_published_dataset(arg, split, per_class=None, seed=0) -> ImageDataset:
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "check_out_dir", "check_writable", "write_published", "read_manifest",
-    "load_published", "png_bytes", "item_stem", "source_path",
+    "load_published", "published_fingerprint", "png_bytes", "item_stem", "source_path",
 ]

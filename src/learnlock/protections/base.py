@@ -160,6 +160,12 @@ def quantize(x_u: torch.Tensor) -> torch.Tensor:
     return torch.round(x_u.detach().float().mul(255).clamp_(0, 255)).to(torch.uint8)
 
 
+# The attacks every protection's data face (registry names; see `Protection.threat_model`).
+GENERIC_ATTACKS = ("retrain", "cutout", "mixup", "cutmix", "iss-jpeg", "iss-grayscale", "iss-bits", "ueraser",
+                   "adversarial-training", "adversarial-training-rho", "orthogonal-projection", "purify",
+                   "purify-diffpure", "recover", "recover-random")
+
+
 class Protection(ABC):
     """Base class: subclass, set `Settings`, implement `perturb`, decorate with `@register_protection`.
 
@@ -177,6 +183,11 @@ class Protection(ABC):
     needs_key: bool = False
     presets: dict[str, dict] = {}  # named groups of settings, chosen with preset=NAME (uge's paper, ...)
     default_preset: str | None = None  # the preset used when neither a preset nor settings are given
+    # The threat model (`threat_model()`, shown by `learnlock report`): the attacks a method's data
+    # face beyond the generic ones (attacks that know this method's scheme), and what its hacker knows.
+    scheme_attacks: tuple[str, ...] = ()
+    threat: str = ("The hacker holds the published images and labels and knows the method and its settings "
+                   "(the manifest is public), but not the clean originals.")
 
     def __init__(self, context: ProtectionContext | None = None, settings: ProtectionSettings | None = None,
                  preset: str | None = None, **overrides):
@@ -343,6 +354,16 @@ class Protection(ABC):
     def manifest_extra(self) -> dict:
         """Method-specific results for the manifest (diagnostics, optimisation log), after apply."""
         return {}
+
+    @classmethod
+    def threat_model(cls) -> dict:
+        """{"attacks": registry names, "assumes": words}: every attack this method's published data
+        should be measured against (`learnlock report` shows one it was not as "not measured"):
+        retraining, augmentations, image squeezing, adversarial training, purification and
+        weight-space recovery for any method; distillation when an authorized network is trained;
+        the method's own `scheme_attacks`."""
+        keyed = ("distill", "distill-proxy") if cls.needs_key else ()
+        return {"attacks": [*GENERIC_ATTACKS, *keyed, *cls.scheme_attacks], "assumes": cls.threat}
 
     @classmethod
     def describe(cls) -> str:

@@ -96,6 +96,10 @@ class Keyed(MinMin):
 
     Settings = KeyedSettings
     needs_key = True
+    scheme_attacks = ("key-estimate", "key-search", "leaked-pairs")
+    threat = ("The hacker holds the published images and labels and knows the key scheme (the key family and its "
+              "public settings, which the manifest states), but not the key; it may hold clean auxiliary images, "
+              "query the trained authorized network, or hold a few leaked (published, original) pairs.")
 
     def __init__(self, context: ProtectionContext | None = None, settings: KeyedSettings | None = None,
                  preset: str | None = None, **overrides):

@@ -168,6 +168,10 @@ class LearnabilityLock(Protection):
 
     Settings = LockSettings
     needs_key = True
+    scheme_attacks = ("lock-inverse",)
+    threat = ("The hacker holds the locked images and labels and knows the lock's scheme (class-wise invertible "
+              "transforms of a known family), not the transforms; it may hold clean auxiliary images of the same "
+              "classes. Whoever holds the key unlocks the data.")
 
     def __init__(self, context: ProtectionContext | None = None, settings: LockSettings | None = None,
                  preset: str | None = None, **overrides):

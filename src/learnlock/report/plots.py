@@ -15,13 +15,47 @@ import torch  # noqa: E402
 from ..provenance import atomic_write_bytes  # noqa: E402
 
 
+def figure_png(fig, dpi: int = 120) -> bytes:
+    """PNG bytes of a figure (tight box); a pyplot figure is closed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def save_figure(fig, path) -> Path:
     """Write a pyplot figure as PNG (120 dpi, tight box) atomically to `path` and close it."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, figure_png(fig))
     return Path(path)
+
+
+def class_grid_png(protected: torch.Tensor, labels, classes, clean: torch.Tensor | None = None, n: int = 10) -> bytes:
+    """PNG bytes: the first image of each class (up to `n` classes) as columns; rows clean / noise
+    (scaled to the full range, grey = 0) / protected, or the protected row alone without `clean`.
+    Pixels shown as pixels (nearest), so an 8x8 image stays 8x8 blocks. uint8 N x C x H x W."""
+    from matplotlib.figure import Figure
+
+    labels = [int(v) for v in labels]
+    pick = first_of_each_class(labels, n)
+    rows = [("protected", protected[pick].float() / 255)]
+    if clean is not None:
+        noise = protected[pick].float() - clean[pick].float()
+        scale = noise.abs().amax().clamp_min(1)
+        rows = [("clean", clean[pick].float() / 255), (f"noise (x{255 / float(scale):.0f})", (noise / scale + 1) / 2),
+                *rows]
+    fig = Figure(figsize=(1.1 * len(pick) + 0.6, 1.2 * len(rows) + 0.3))
+    axes = fig.subplots(len(rows), len(pick), squeeze=False)
+    for r, (name, images) in enumerate(rows):
+        for i, img in enumerate(images):
+            ax = axes[r][i]
+            arr = img.permute(1, 2, 0).numpy()
+            ax.imshow(arr[..., 0] if arr.shape[2] == 1 else arr, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(str(classes[labels[pick[i]]]), fontsize=8)
+        axes[r][0].set_ylabel(name, fontsize=8)
+    return figure_png(fig)
 
 
 def first_of_each_class(labels, n: int) -> list[int]:

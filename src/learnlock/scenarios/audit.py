@@ -31,7 +31,7 @@ from ..data import ImageDataset
 from ..errors import LearnlockError
 from ..jobs import Workers, arrive, to_cpu
 from ..models import MODELS, NetSpec, create_model
-from ..provenance import atomic_write_bytes, atomic_write_json, provenance
+from ..provenance import atomic_write_bytes, atomic_write_json, result_provenance
 from ..report import learnability_ratio, markdown_table
 from ..training import Recipe, evaluate, fit
 
@@ -94,12 +94,14 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
           clean: ImageDataset | None = None, aux: ImageDataset | None = None,
           key: NetSpec | None = None, key_recipe: Recipe | None = None,
           settings: dict[str, dict] | None = None, scheme: dict | None = None, rho: float | None = None,
-          progress: bool = True, log=print, jobs: int = 1, cache: CellCache | str | Path | None = None) -> dict:
+          progress: bool = True, log=print, jobs: int = 1, cache: CellCache | str | Path | None = None,
+          published_fingerprint: str | None = None) -> dict:
     """Run the clean baseline, the authorized net and every selected attack; write audit.json,
     audit.md and audit.png under `out_dir`; return the audit dict (with its markdown `table`).
     `jobs` > 1 trains that many cells at once in worker processes (learnlock.jobs); the cells and
     the report are those of the serial run. `cache`: the cell cache (a folder or a `CellCache`;
-    default `out_dir`/cells)."""
+    default `out_dir`/cells). `published_fingerprint` (the manifest's, `audit_folder` gives it) is
+    recorded in audit.json, where `learnlock report` finds it."""
     out = Path(out_dir)
     if not isinstance(cache, CellCache):
         cache = CellCache(check_cache_dir(cache) if cache is not None else out / "cells")
@@ -172,7 +174,10 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
         results.setdefault(row, {}).setdefault(net, []).append(cell)
     if key is not None and AUTHORIZED not in results:
         results[AUTHORIZED] = {key.arch: [auth_cell]}
-    return write_report(results, out, published, test, nets, seeds, recipe, skipped, extras, key)
+    about = {"published_fingerprint": published_fingerprint,
+             "aux": None if aux is None else {"source": aux.source, "size": len(aux)},
+             "attacks": {name: _jsonable(attack.settings) for name, attack in objs.items()}}
+    return write_report(results, out, published, test, nets, seeds, recipe, skipped, extras, key, about)
 
 
 def cell_config(row: str, net: str, seed: int, config: dict) -> dict:
@@ -213,7 +218,8 @@ def authorized_model(published, test, key: NetSpec, recipe: Recipe, cache: CellC
                    "wall_s": wall}
 
 
-def write_report(results, out: Path, published, test, nets, seeds, recipe, skipped, extras, key) -> dict:
+def write_report(results, out: Path, published, test, nets, seeds, recipe, skipped, extras, key,
+                 about: dict | None = None) -> dict:
     k = published.num_classes
     clean_mean = {net: statistics.fmean(c["accuracy"] for c in results[CLEAN][net])
                   for net in results.get(CLEAN, {})}
@@ -240,7 +246,9 @@ def write_report(results, out: Path, published, test, nets, seeds, recipe, skipp
     audit_json = {
         "published": published.source, "train_size": len(published), "test": test.source, "test_size": len(test),
         "nets": list(nets), "seeds": list(seeds), "recipe": _jsonable(recipe), "skipped": skipped,
-        "summary": summary, "cells": results, "extras": extras, "table": table, **provenance(),
+        "summary": summary, "cells": results, "extras": extras, "table": table, **(about or {}),
+        "num_classes": k, "key": None if key is None else {"arch": key.arch, "fingerprint": key.fingerprint},
+        **result_provenance(),
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "audit.json", audit_json)
@@ -291,7 +299,7 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
     from ..data import load_dataset
     from ..data.base import check_test_set
     from ..data.manifest import change_bound, manifest_recipe, unverified
-    from ..data.published import check_writable, load_published
+    from ..data.published import check_writable, load_published, published_fingerprint
     from ..keys import check_key_matches, load_key
 
     check_cheap(kwargs.get("attacks", "all"), kwargs.get("nets", ("cnn",)), kwargs.get("settings"))
@@ -346,7 +354,8 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
         f"{len(aux_set) if aux_set is not None else 'none'}, nets {','.join(kwargs.get('nets', ('cnn',)))}, "
         f"seeds {list(kwargs.get('seeds', (0,)))}, recipe {recipe.name}")
     return audit(published, test_set, out_dir=out_dir, clean=clean_set, aux=aux_set, key=key, key_recipe=key_recipe,
-                 scheme=(manifest.get("extra") or {}).get("key"), rho=manifest.get("rho"), log=log, **kwargs)
+                 scheme=(manifest.get("extra") or {}).get("key"), rho=manifest.get("rho"), log=log,
+                 published_fingerprint=published_fingerprint(manifest), **kwargs)
 
 
 def load_cells(out_dir, cache=None) -> list[dict]:

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from ..data import ImageDataset
 from ..errors import LearnlockError, require
 from ..losses import generator_on, noisy_params
-from ..provenance import atomic_write_bytes, atomic_write_json, provenance
+from ..provenance import atomic_write_bytes, atomic_write_json, result_provenance
 from ..training import check_compatible, evaluate
 
 # The eta grid of the paper's certification script (L2 radius in parameter space).
@@ -124,6 +124,7 @@ class Certificate:
     rows: list[dict]                  # per eta
     surrogate: dict                   # how the surrogate came about
     test: dict
+    published: dict | None = None     # {"path", "fingerprint"} of the published folder (certify_folder)
 
     def empirical_quantile(self) -> float:
         return float(np.quantile(self.accuracies, self.settings.q))
@@ -132,7 +133,7 @@ class Certificate:
         return {"settings": asdict(self.settings), "base_accuracy": self.base_accuracy,
                 "empirical_q_quantile": self.empirical_quantile(), "rows": self.rows,
                 "accuracies": self.accuracies, "surrogate": self.surrogate, "test": self.test,
-                **provenance()}
+                "published": self.published, **result_provenance()}
 
     def markdown(self) -> str:
         s = self.settings
@@ -148,9 +149,10 @@ class Certificate:
 
 def certify(model: nn.Module, test: ImageDataset, settings: CertifySettings | None = None, *,
             out_dir: str | Path | None = None, surrogate: dict | None = None, progress: bool = True,
-            device: str | torch.device | None = None) -> Certificate:
+            device: str | torch.device | None = None, published: dict | None = None) -> Certificate:
     """Sample, bound and (with out_dir) write certify.json, certify.md and certify.png. Samples
-    are saved as they come, so a killed run resumes from out_dir with the same settings."""
+    are saved as they come, so a killed run resumes from out_dir with the same settings.
+    `published` ({"path", "fingerprint"}: `certify_folder` gives it) is recorded in certify.json."""
     s = settings or CertifySettings()
     base = evaluate(model, test, device=device)
     out = Path(out_dir) if out_dir else None
@@ -174,7 +176,7 @@ def certify(model: nn.Module, test: ImageDataset, settings: CertifySettings | No
     accs = sample_accuracies(model, test, s.sigma, s.n, s.seed, device=device, progress=progress,
                              done=done, on_sample=save_partial)
     cert = Certificate(s, accs, base, certify_accuracies(accs, s.q, s.sigma, s.etas, s.alpha),
-                       surrogate or {}, {"source": test.source, "size": len(test)})
+                       surrogate or {}, {"source": test.source, "size": len(test)}, published)
     if out:
         atomic_write_json(out / "certify.json", cert.to_dict())
         atomic_write_bytes(out / "certify.md", cert.markdown().encode())
@@ -223,7 +225,7 @@ def certify_folder(published_dir, settings: CertifySettings, *, out_dir, recipe,
     from ..data.base import check_test_set
     from ..data.manifest import change_bound, unverified
     from ..device import current_device
-    from ..data.published import check_writable, load_published
+    from ..data.published import check_writable, load_published, published_fingerprint
     from ..models import MODELS, NetSpec
 
     check_writable(out_dir)
@@ -247,7 +249,8 @@ def certify_folder(published_dir, settings: CertifySettings, *, out_dir, recipe,
                                           draws=train_draws, progress=progress, log=log)
     surrogate["method"] = manifest.get("method")
     return certify(spec.build(), test_set, settings, out_dir=out_dir, surrogate=surrogate, progress=progress,
-                   device=current_device())
+                   device=current_device(),
+                   published={"path": str(published_dir), "fingerprint": published_fingerprint(manifest)})
 
 
 def plot_certificates(certs: dict[str, Certificate], path, chance: float | None = None) -> Path:

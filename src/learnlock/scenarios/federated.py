@@ -39,11 +39,11 @@ import torch
 
 from ..data import ImageDataset
 from ..data.manifest import verify
-from ..data.published import load_published
+from ..data.published import load_published, published_fingerprint
 from ..errors import LearnlockError
 from ..jobs import Workers
 from ..models import NetSpec
-from ..provenance import atomic_write_json, provenance
+from ..provenance import atomic_write_json, result_provenance
 from ..training import Recipe, predict
 from .table1 import Hacker
 
@@ -289,7 +289,9 @@ class Federation:
                   "client_probe_acc": probe, "client_probe_chance": max(len(s) for s in self.shards) / len(self.train),
                   "protect_wall_s": [self.protect_wall(k) for k in range(len(self.shards))],
                   "rows": {n: {c: r.get(c) for c in ("first", "second", "all", "train_size", "wall_s")} for n, r in rows.items()},
-                  **provenance()}
+                  "published": [{"client": k, "path": self.client_dir(k).name, "fingerprint": published_fingerprint(m)}
+                                for k, (_, m, _) in enumerate(published)],
+                  **result_provenance()}
         atomic_write_json(self.out / "federated.json", result)
         (self.out / "federated.md").write_text(table9_markdown(result) + "\n")
         plot_table9(result, self.out / "federated.png")

@@ -25,7 +25,7 @@ from ..data import ImageDataset
 from ..errors import LearnlockError
 from ..jobs import Workers, arrive
 from ..models import MODELS, NetSpec
-from ..provenance import atomic_write_bytes, atomic_write_json, provenance
+from ..provenance import atomic_write_bytes, atomic_write_json, result_provenance
 from ..report import learnability_ratio, markdown_table
 from ..report.plots import grouped_bars, image_grid
 from ..training import Recipe, evaluate, fit
@@ -270,6 +270,8 @@ class Table1:
     grid: tuple = field(default=(), repr=False)   # (clean, published images, labels, classes, title)
     reused: int = 0            # trainings this run found in its cell cache
     cells: int = 0             # trainings of the table (authorized nets and hackers, every row and seed)
+    published: list = field(default_factory=list)  # per published row: {"row", "path", "fingerprint", "method"}
+    seeds: tuple = (0,)        # evaluation seeds
 
     def markdown(self) -> str:
         return table1_markdown(self.rows, self.num_classes)
@@ -291,7 +293,10 @@ class Table1:
 
     def to_dict(self) -> dict:
         return {"rows": self.rows, "ratios": self.ratios(), "test_size": self.test_size,
-                "train_size": self.train_size, **provenance()}
+                "train_size": self.train_size, "num_classes": self.num_classes, "source": self.source,
+                "key": self.key, "seeds": list(self.seeds), "recipe": self.recipe.to_dict(),
+                "hacker_recipe": self.hacker_recipe.to_dict(), "published": self.published,
+                **result_provenance()}
 
     def plot(self, out) -> list[Path]:
         """authorized_vs_hackers.png (mean accuracy per row and column) and grid.png (clean /
@@ -331,7 +336,7 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
     from ..data import load_dataset
     from ..data.base import check_test_set
     from ..data.manifest import manifest_recipe
-    from ..data.published import check_writable, load_published
+    from ..data.published import check_writable, load_published, published_fingerprint
     from ..keys import check_key_matches, load_key
     from ..training import get_recipe
 
@@ -346,12 +351,14 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
         raise LearnlockError("give at least one evaluation seed")
     hacker_recipe = get_recipe(hacker_recipe)
     key = load_key(authorized) if isinstance(authorized, (str, Path)) else authorized
-    loaded = []
+    loaded, about = [], []
     for d in published:
         ds, manifest = load_published(d)
         check_key_matches(key, manifest)
         name = manifest["settings"].get("preset") or manifest["method"]
         loaded.append((f"{name} ({Path(d).name})", ds, manifest))
+        about.append({"row": loaded[-1][0], "path": str(d), "fingerprint": published_fingerprint(manifest),
+                      "method": manifest["method"]})
     if not loaded:
         raise LearnlockError("give at least one published dataset folder")
     first = loaded[0][2]
@@ -381,7 +388,7 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
     name, ds, _ = loaded[0]
     result = Table1(rows, clean.num_classes, len(clean), len(test_set), src["spec"], f"{key.arch} {key.fingerprint[:12]}",
                     recipe, hacker_recipe, (clean.images, ds.images, clean.labels, clean.classes, name),
-                    reused=reused, cells=trained)
+                    reused=reused, cells=trained, published=about, seeds=tuple(seeds))
     if out:
         result.save(out)
     return result
