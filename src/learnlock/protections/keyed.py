@@ -57,6 +57,7 @@ class KeyedSettings(EMSettings):
     #                                block: lowest DCT radius in the patch (1: the block mean is kept)
     fmax: float | None = None      # spectral / block: highest (None: no upper bound)
     k: int = 4                     # block: the block side in pixels (the image size must be a multiple)
+    dc: bool = False               # block: the block mean is in S (and counts in dims): noise >= 0 fits black blocks
     # squared cosine of each removed colour with the luma axis, azimuth secret (None: random colours).
     # auto: 0.9 for colour keys (a random one can be isoluminant: grayscale then removes all of the
     # noise, measured in BENCHMARKS.md), None for spectral keys (their colour changes per frequency)
