@@ -175,6 +175,7 @@ GREY_DEV = {
     "fitbox": {**BLOCK, "fit_box": 4},                                   # hypothesis 1: the [0, 1] box in the min-min
     "classwise": {**BLOCK, "classwise": True},                           # hypothesis 2: one delta per class
     "classwise-dc": {**BLOCK, "classwise": True, "dc": True},            # + the block mean in S (noise >= 0 allowed)
+    "classwise-dc-box": {**BLOCK, "classwise": True, "dc": True, "fit_box": 4},   # + noise >= 0 in the min-min
 }
 for _name, _settings in GREY_DEV.items():
     CONFIGS[f"grey-dev-{_name}"] = {

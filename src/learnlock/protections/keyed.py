@@ -66,7 +66,8 @@ class KeyedSettings(EMSettings):
     # `temperature`) of the authorized network trained on the clean data, so the shortcut also
     # explains what a distilling hacker is taught. 0: labels only (plain error-minimising).
     # alternating projections with the [0, 1] box in every min-min step (0: none, the box is met only at
-    # export; N: N rounds): on Fashion-MNIST the export clipped 16 % of a block key's noise energy
+    # export; N: N rounds): on Fashion-MNIST the export clipped 16 % of a block key's noise energy.
+    # Class-wise: the box of a black image (noise >= 0; with a block key, set dc so S holds such noise)
     fit_box: int = 0
     teacher_mix: float = 0.0
     temperature: float = 4.0
@@ -158,7 +159,11 @@ class Keyed(MinMin):
         [0, 1], so less of the noise is cut at export (grey images with black backgrounds)."""
         layer = self.layer().to(d.device)
         rho = self.settings.rho
-        box = self.settings.fit_box and x is not None
+        # class-wise rows have no image of their own: they fit the box of a black image (noise >= 0),
+        # which every image admits where it is black (needs S to hold non-negative noise: block `dc`)
+        box = bool(self.settings.fit_box) and (x is not None or self.settings.classwise)
+        if box and x is None:
+            x = torch.zeros_like(d)
         d = layer.project(d)
         for _ in range(self.settings.fit_box if box else rounds):
             d = d.clamp(-rho, rho)
