@@ -176,6 +176,11 @@ GREY_DEV = {
     "classwise": {**BLOCK, "classwise": True},                           # hypothesis 2: one delta per class
     "classwise-dc": {**BLOCK, "classwise": True, "dc": True},            # + the block mean in S (noise >= 0 allowed)
     "classwise-dc-box": {**BLOCK, "classwise": True, "dc": True, "fit_box": 4},   # + noise >= 0 in the min-min
+    # the two above stopped at 0.9 surrogate accuracy with the noise at RMS 6-8 levels of 32 (weak): the
+    # same with larger, more steps and the sample-wise stop (0.99), so the noise fills its budget
+    "classwise-strong": {**BLOCK, "classwise": True, "step_size": 4 / 255, "noise_steps": 5, "stop_error": 0.01},
+    "classwise-dc-box-strong": {**BLOCK, "classwise": True, "dc": True, "fit_box": 4, "step_size": 4 / 255,
+                                "noise_steps": 5, "stop_error": 0.01},
 }
 for _name, _settings in GREY_DEV.items():
     CONFIGS[f"grey-dev-{_name}"] = {
