@@ -402,3 +402,17 @@ def test_classwise_fit_box_fits_a_black_image():
     assert change.min() >= -1                                               # only rounding below zero
     assert prot.residual["outside_energy_share"] < 0.05, prot.residual
     assert prot.residual["inside_rms_levels"] > 1
+
+
+def test_block_dc_off_keeps_the_keys_drawn_before_it():
+    """dc=False (the default) stays out of the key's settings, so a block key's secret draw is the same
+    as before the setting existed; dc=True draws another key."""
+    from learnlock.protections.keyed import KeyedSettings
+
+    plain = KeyedSettings(family="block", k=4, dims=4).key_settings()
+    assert "dc" not in plain and KeyedSettings(family="block", k=4, dims=4, dc=True).key_settings()["dc"] is True
+    b = base(channels=1)
+    old = keyed_spec(b, "block", 8, {"k": 4, "dims": 4, "fmin": 1.0, "fmax": None})
+    assert keyed_spec(b, "block", 8, plain).fingerprint == old.fingerprint
+    with pytest.raises(LearnlockError, match="fit_box"):
+        KeyedSettings(family="block", fit_box=-1)

@@ -89,6 +89,8 @@ class KeyedSettings(EMSettings):
         out = {p: getattr(self, p) for p in family_params(self.family)}
         if out.get("luma") == "auto":
             out["luma"] = AUTO_LUMA.get(self.family)
+        if out.get("dc") is False:   # the default: left out, so keys drawn before `dc` existed stay the same
+            del out["dc"]
         return out
 
 
