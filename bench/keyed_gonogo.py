@@ -169,6 +169,27 @@ CONFIGS = {
                      "seeds": lambda row: TWO_SEEDS if BLOCK_ROWS[row][1] in (None, "retrain") and "aux" not in row
                      else (TRAIN_SEED,)},
 }
+# issue 23 section 3, second pass: candidates measured on dev (seed 1; authorized, cnn and lenet rows),
+# each its own config and cache (`grey-dev-NAME`); the chosen one becomes `block-fmnist-v2`
+GREY_DEV = {
+    "fitbox": {**BLOCK, "fit_box": 4},                                   # hypothesis 1: the [0, 1] box in the min-min
+    "classwise": {**BLOCK, "classwise": True},                           # hypothesis 2: one delta per class
+    "classwise-dc": {**BLOCK, "classwise": True, "dc": True},            # + the block mean in S (noise >= 0 allowed)
+    "classwise-dc-box": {**BLOCK, "classwise": True, "dc": True, "fit_box": 4},   # + noise >= 0 in the min-min
+    # the two above stopped at 0.9 surrogate accuracy with the noise at RMS 6-8 levels of 32 (weak): the
+    # same with larger, more steps and the sample-wise stop (0.99), so the noise fills its budget
+    "classwise-strong": {**BLOCK, "classwise": True, "step_size": 4 / 255, "noise_steps": 5, "stop_error": 0.01},
+    "classwise-dc-box-strong": {**BLOCK, "classwise": True, "dc": True, "fit_box": 4, "step_size": 4 / 255,
+                                "noise_steps": 5, "stop_error": 0.01},
+}
+for _name, _settings in GREY_DEV.items():
+    CONFIGS[f"grey-dev-{_name}"] = {
+        "data": "fashion-mnist", "out": ROOT / "runs" / f"cells-grey-dev-{_name}", "docs": f"grey-dev-{_name}",
+        "protections": {"keyed": ("keyed", _settings)}, "rows": BLOCK_ROWS, "seeds": lambda row: (TRAIN_SEED,)}
+GREY_CHOSEN = "classwise-strong"   # the best on dev (BENCHMARKS.md, "Block key on Fashion-MNIST, second pass"); it does not separate
+CONFIGS["block-fmnist-v2"] = {
+    **CONFIGS["block-fmnist"], "out": ROOT / "runs" / "cells-keyed-block-fmnist-v2", "docs": "block-fmnist-v2-gonogo",
+    "protections": {"keyed": ("keyed", GREY_DEV[GREY_CHOSEN])}}
 CFG = CONFIGS["colour-cifar10"]
 WRONG_KEY_SEED = 4321
 
@@ -302,13 +323,13 @@ def cmd_report(args):
         r = ratio(acc[row], base) if base else None
         kind, goal = GOALS.get(row, ("", ""))
         met = ""
-        if kind == "normal" and CFG is CONFIGS["block-fmnist"]:
+        if kind == "normal" and CFG["data"] == "fashion-mnist":
             kind, goal = "normal-block", "<= 0.5"    # section 3's goal for the grey key
         if kind == "normal":
             met = "met" if r <= 0.3 else "NOT met"
         elif kind == "normal-block":
             met = "met" if r <= 0.5 else "NOT met"
-        elif kind == "authorized" and CFG is CONFIGS["block-fmnist"]:
+        elif kind == "authorized" and CFG["data"] == "fashion-mnist":
             met = "met" if r >= 0.9 else "NOT met"
         elif kind == "authorized":
             goal = ""

@@ -351,3 +351,68 @@ def test_fit_box_keeps_more_of_the_noise_inside_the_blind_spot():
         prot.apply(data)
         shares.append(prot.residual["outside_energy_share"])
     assert shares[1] < shares[0], shares
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_block_key_with_dc_holds_the_block_mean_and_non_negative_noise(channels):
+    """`dc`: S holds the constant patch of every channel (the block mean), so a black block admits
+    non-negative noise in S; without it, every nonzero noise in S has a negative value somewhere."""
+    layer = create_key_layer("block", channels, 12, seed=4, k=4, dims=channels + 3, dc=True)
+    b = layer.basis.double()
+    assert torch.allclose(b.T @ b, torch.eye(channels + 3, dtype=torch.float64), atol=1e-5)
+    flat = torch.ones(2, channels, 12, 12) * torch.rand(2, channels, 1, 1)   # constant blocks
+    assert layer(flat).abs().max() < 1e-5                                   # removed: the mean is in S
+    assert torch.allclose(layer.project(flat), flat, atol=1e-5)
+    mirror = b.view(channels, 4, 4, -1).flip(2).reshape(channels * 16, -1)
+    assert torch.allclose(b @ (b.T @ mirror), mirror, atol=1e-5)            # still flip-closed
+    plain = create_key_layer("block", channels, 12, seed=4, k=4, dims=channels + 3)
+    assert plain.project(flat).abs().max() < 1e-5                           # fmin 1: the mean is outside S
+    # the attacker's estimates keep the public part exactly
+    est = type(layer).from_changes(layer.project(torch.randn(1, channels, 12, 12)).double(), layer)
+    assert est.dc and layer.agreement(est) > 0.99
+
+
+def test_block_key_refuses_bad_dc_settings():
+    for kw, match in [({"dc": "yes"}, "dc is true"), ({"dc": True, "dims": 1}, "dims is the number"),
+                      ({"dc": True, "fmin": 0.0}, "already in S")]:
+        with pytest.raises(LearnlockError, match=match):
+            create_key_layer("block", 1, 12, seed=0, k=4, **{"dims": 4, **kw})
+
+
+def test_fit_box_with_dc_keeps_the_exported_noise_in_s_on_black_images():
+    """With the block mean in S and the box fitted in the min-min, almost none of the exported
+    noise lies outside S even where the image is black (bound: 2 % of its energy; measured ~0)."""
+    data = learnable_dataset(n_per_class=6, classes=3, size=8, channels=1)
+    data = data.with_images((data.images.float() - 60).clamp(0, 255).to(torch.uint8))  # much of it black
+    prot = protection("block", key=base(channels=1), dims=4, dc=True, fit_box=6)
+    out = prot.apply(data)
+    assert prot.residual["outside_energy_share"] < 0.02, prot.residual
+    assert prot.residual["inside_rms_levels"] > 1                            # and the noise is not gone
+    assert (out.float() - data.images.float()).abs().max() <= math.ceil(prot.settings.rho * 255)
+
+
+def test_classwise_fit_box_fits_a_black_image():
+    """Class-wise noise with fit_box: each class's delta is non-negative (the box of a black image),
+    so black backgrounds do not cut it at export; it stays in S (up to 8-bit rounding)."""
+    data = learnable_dataset(n_per_class=6, classes=3, size=8, channels=1)
+    data = data.with_images((data.images.float() - 60).clamp(0, 255).to(torch.uint8))
+    prot = protection("block", key=base(channels=1), dims=4, dc=True, fit_box=6, classwise=True)
+    out = prot.apply(data)
+    change = out.float() - data.images.float()
+    assert change.min() >= -1                                               # only rounding below zero
+    assert prot.residual["outside_energy_share"] < 0.05, prot.residual
+    assert prot.residual["inside_rms_levels"] > 1
+
+
+def test_block_dc_off_keeps_the_keys_drawn_before_it():
+    """dc=False (the default) stays out of the key's settings, so a block key's secret draw is the same
+    as before the setting existed; dc=True draws another key."""
+    from learnlock.protections.keyed import KeyedSettings
+
+    plain = KeyedSettings(family="block", k=4, dims=4).key_settings()
+    assert "dc" not in plain and KeyedSettings(family="block", k=4, dims=4, dc=True).key_settings()["dc"] is True
+    b = base(channels=1)
+    old = keyed_spec(b, "block", 8, {"k": 4, "dims": 4, "fmin": 1.0, "fmax": None})
+    assert keyed_spec(b, "block", 8, plain).fingerprint == old.fingerprint
+    with pytest.raises(LearnlockError, match="fit_box"):
+        KeyedSettings(family="block", fit_box=-1)

@@ -15,6 +15,10 @@ in every block, so the layer is a frozen stride-k convolution followed by its tr
   with shifts by multiples of k (circular, or zero padded: a zero block stays zero). Any other
   shift moves the noise across block borders, out of S: the authorized recipe therefore crops by
   multiples of k only (`authorized_recipe`); hackers crop as they like.
+- `dc` (off by default): S also holds the block mean of every channel (the constant patch), and the
+  secret draw fills the other d - C dimensions. Only then does S hold non-negative noise: a noise
+  without a mean in a black block (Fashion-MNIST's background, x = 0) is cut by the [0, 1] box at
+  export. The authorized net then sees no block means (the image minus its (H/k) x (W/k) thumbnail).
 - Key cost: d / D of the input (the authorized net sees D - d values per block).
 - Leaks: the noise adds variance to U in the block-aligned patch covariance; against clean
   reference images, or against the published images' own stationary (shift-averaged)
@@ -59,6 +63,14 @@ def candidates(channels: int, k: int, fmin: float, fmax: float | None) -> tuple[
     size = channels * k * k
     stack = lambda cols: torch.stack(cols, 1) if cols else torch.zeros(size, 0, dtype=torch.float64)  # noqa: E731
     return stack(even), stack(odd)
+
+
+def dc_basis(channels: int, k: int) -> torch.Tensor:
+    """D x C orthonormal columns (float64): the constant patch of each channel (the block mean)."""
+    out = torch.zeros(channels, k * k, channels, dtype=torch.float64)
+    for c in range(channels):
+        out[c, :, c] = 1 / k
+    return out.reshape(channels * k * k, channels)
 
 
 def split_dims(dims: int, n_even: int, n_odd: int) -> tuple[int, int]:
@@ -115,10 +127,10 @@ def stationary_covariance(images: torch.Tensor, k: int) -> torch.Tensor:
 
 @register_key_layer("block")
 class BlockKey(KeyLayer):
-    params = ("k", "dims", "fmin", "fmax")
+    params = ("k", "dims", "fmin", "fmax", "dc")
 
     def __init__(self, in_channels: int, image_size: int, k: int = 4, dims: int = 4, fmin: float = 1.0,
-                 fmax: float | None = None):
+                 fmax: float | None = None, dc: bool = False):
         super().__init__(in_channels, image_size)
         if isinstance(k, bool) or not isinstance(k, int) or k < 2:
             raise LearnlockError(f"block key: k is the block side in pixels, an integer >= 2; got {k!r}")
@@ -131,21 +143,30 @@ class BlockKey(KeyLayer):
             raise LearnlockError(f"block key: need 0 <= fmin <= fmax (DCT frequency radius in the patch, 0 .. "
                                  f"{math.hypot(k - 1, k - 1):.2f}; fmax None: no upper bound); got fmin={fmin!r}, "
                                  f"fmax={fmax!r}")
+        if not isinstance(dc, bool):
+            raise LearnlockError(f"block key: dc is true (the block mean is in S) or false; got {dc!r}")
+        if dc and fmin < 1:
+            raise LearnlockError(f"block key: with dc the block mean is already in S; fmin must be >= 1 (got {fmin!r})")
         even, odd = candidates(in_channels, k, fmin, fmax)
         n = even.shape[1] + odd.shape[1]
-        if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims < in_channels * k * k or dims > n:
-            raise LearnlockError(f"block key: dims is the number of removed patch dimensions, 1 .. {min(n, in_channels * k * k - 1)} "
-                                 f"for {in_channels}-channel {k} x {k} blocks with radius in [{fmin}, {fmax}]; got {dims!r}")
+        fixed = in_channels if dc else 0
+        lo = fixed + 1
+        if isinstance(dims, bool) or not isinstance(dims, int) or not lo <= dims < in_channels * k * k or dims > n + fixed:
+            raise LearnlockError(f"block key: dims is the number of removed patch dimensions, {lo} .. "
+                                 f"{min(n + fixed, in_channels * k * k - 1)} for {in_channels}-channel {k} x {k} blocks "
+                                 f"with radius in [{fmin}, {fmax}]{' and the block mean' if dc else ''}; got {dims!r}")
         self.k, self.dims, self.fmin, self.fmax = k, dims, float(fmin), None if fmax is None else float(fmax)
-        self.split = split_dims(dims, even.shape[1], odd.shape[1])
+        self.dc = dc
+        self.split = split_dims(dims - fixed, even.shape[1], odd.shape[1])
         basis = torch.zeros(in_channels * k * k, dims)
         if self.drawing():
-            parts = [c @ orthonormal(c.shape[1], m).double() for c, m in zip((even, odd), self.split) if m]
+            parts = [dc_basis(in_channels, k)] if dc else []
+            parts += [c @ orthonormal(c.shape[1], m).double() for c, m in zip((even, odd), self.split) if m]
             basis = torch.cat(parts, 1).float()
         self.register_buffer("basis", basis)   # D x dims, orthonormal, flip-closed
 
     def public_settings(self) -> dict:
-        return {"k": self.k, "dims": self.dims, "fmin": self.fmin, "fmax": self.fmax}
+        return {"k": self.k, "dims": self.dims, "fmin": self.fmin, "fmax": self.fmax, "dc": self.dc}
 
     def project(self, x):
         if x.shape[-1] % self.k or x.shape[-2] % self.k:
@@ -172,11 +193,11 @@ class BlockKey(KeyLayer):
         second moment of the changes (one image gives (H/k)(W/k) patches: enough for d << that)."""
         p = blocks(changes.double(), like.k).reshape(-1, like.in_channels * like.k ** 2)
         moment = p.T @ p
-        parts = []
+        parts = [dc_basis(like.in_channels, like.k)] if like.dc else []   # public: no estimate needed
         for cand, m in zip(candidates(like.in_channels, like.k, like.fmin, like.fmax), like.split):
             if m:
                 parts.append(cand @ torch.linalg.eigh(cand.T @ moment @ cand)[1].flip(1)[:, :m])
-        est = cls(like.in_channels, like.image_size, k=like.k, dims=like.dims, fmin=like.fmin, fmax=like.fmax)
+        est = cls(like.in_channels, like.image_size, k=like.k, dims=like.dims, fmin=like.fmin, fmax=like.fmax, dc=like.dc)
         est.basis.copy_(torch.cat(parts, 1).float())
         return est
 
@@ -190,7 +211,7 @@ class BlockKey(KeyLayer):
         cp = patch_covariance(published, k)
         cr = patch_covariance(reference, k) if reference is not None else stationary_covariance(published, k)
         even, odd = candidates(c, k, like.fmin, like.fmax)
-        parts = []
+        parts = [dc_basis(c, k)] if like.dc else []   # public: no estimate needed
         for cand, m in zip((even, odd), like.split):
             if m:
                 # the variance ratios, not the excess: a reference of other images (or the stationary
@@ -198,6 +219,6 @@ class BlockKey(KeyLayer):
                 # agreement 0.45 against 0.13 with 60 aux images, 0.54 against 0.13 with the stationary model)
                 vecs = top_generalized(cand.T @ cp @ cand, cand.T @ cr @ cand, m, excess=False)[1]
                 parts.append(cand @ vecs)
-        est = cls(c, like.image_size, k=k, dims=like.dims, fmin=like.fmin, fmax=like.fmax)
+        est = cls(c, like.image_size, k=k, dims=like.dims, fmin=like.fmin, fmax=like.fmax, dc=like.dc)
         est.basis.copy_(torch.cat(parts, 1).float())
         return est

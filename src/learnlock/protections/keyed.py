@@ -57,6 +57,7 @@ class KeyedSettings(EMSettings):
     #                                block: lowest DCT radius in the patch (1: the block mean is kept)
     fmax: float | None = None      # spectral / block: highest (None: no upper bound)
     k: int = 4                     # block: the block side in pixels (the image size must be a multiple)
+    dc: bool = False               # block: the block mean is in S (and counts in dims): noise >= 0 fits black blocks
     # squared cosine of each removed colour with the luma axis, azimuth secret (None: random colours).
     # auto: 0.9 for colour keys (a random one can be isoluminant: grayscale then removes all of the
     # noise, measured in BENCHMARKS.md), None for spectral keys (their colour changes per frequency)
@@ -65,7 +66,8 @@ class KeyedSettings(EMSettings):
     # `temperature`) of the authorized network trained on the clean data, so the shortcut also
     # explains what a distilling hacker is taught. 0: labels only (plain error-minimising).
     # alternating projections with the [0, 1] box in every min-min step (0: none, the box is met only at
-    # export; N: N rounds): on Fashion-MNIST the export clipped 16 % of a block key's noise energy
+    # export; N: N rounds): on Fashion-MNIST the export clipped 16 % of a block key's noise energy.
+    # Class-wise: the box of a black image (noise >= 0; with a block key, set dc so S holds such noise)
     fit_box: int = 0
     teacher_mix: float = 0.0
     temperature: float = 4.0
@@ -87,6 +89,8 @@ class KeyedSettings(EMSettings):
         out = {p: getattr(self, p) for p in family_params(self.family)}
         if out.get("luma") == "auto":
             out["luma"] = AUTO_LUMA.get(self.family)
+        if out.get("dc") is False:   # the default: left out, so keys drawn before `dc` existed stay the same
+            del out["dc"]
         return out
 
 
@@ -161,7 +165,11 @@ class Keyed(MinMin):
         [0, 1], so less of the noise is cut at export (grey images with black backgrounds)."""
         layer = self.layer().to(d.device)
         rho = self.settings.rho
-        box = self.settings.fit_box and x is not None
+        # class-wise rows have no image of their own: they fit the box of a black image (noise >= 0),
+        # which every image admits where it is black (needs S to hold non-negative noise: block `dc`)
+        box = bool(self.settings.fit_box) and (x is not None or self.settings.classwise)
+        if box and x is None:
+            x = torch.zeros_like(d)
         d = layer.project(d)
         for _ in range(self.settings.fit_box if box else rounds):
             d = d.clamp(-rho, rho)
