@@ -49,7 +49,9 @@ def test_load_split_reads_only_its_range(tmp_path):
     with pytest.raises(LearnlockError, match="needs 1001"):
         load_split(f"folder:{tmp_path}", "aux", per_class=1)
     with pytest.raises(LearnlockError, match="folder:PATH"):
-        load_split("cifar10", "owner")
+        load_split("folder:", "owner")
+    with pytest.raises(LearnlockError, match="split must be one of"):
+        load_split(f"folder:{tmp_path}", "train")
 
 
 def test_cell_cache_computes_once_and_keys_on_inputs(tmp_path):
