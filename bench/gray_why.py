@@ -1,0 +1,128 @@
+"""Why ISS grayscale does not restore EM at the 10k tier (issue 20: a shape that does not reproduce).
+
+Published (ResNet-18, 50,000 images, 60+ epochs): EM under grayscale 88-93 % against 92 % clean.
+The 10k tier measures a ratio of 0.42. This script separates two of the suspects with the tier's
+own cells (fastnet hacker, `fast` recipe, seed 0, ISS grayscale on train and test):
+- size: the same EM pixels on the first 250 and 500 owner images per class (and the tier's 1,000);
+  a ratio that climbs with the owner set points at size (50,000 images would restore more);
+- schedule: 30 epochs instead of 10 at 1,000 per class; a ratio that climbs points at the schedule.
+It also writes the noise's colour statistics (how much of it survives grayscale).
+The surrogate (cnn here, ResNet-18 published) is the third suspect; bench/gpu_tier.py measures it.
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/gray_why.py --cache runs/cells --out docs/bench/cifar10k
+
+Cells come from and go to the shared cell cache, so the tier's 10-epoch cells are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tier10k  # noqa: E402  (the tier's cells, so the cached ones are reused)
+
+from learnlock.cells import CellCache, code_version  # noqa: E402
+from learnlock.data.splits import load_split  # noqa: E402
+from learnlock.provenance import atomic_write_bytes, atomic_write_json, provenance  # noqa: E402
+from learnlock.training import get_recipe  # noqa: E402
+
+LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # ITU-R 601, what ISS grayscale keeps
+
+
+def first_per_class(labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Positions of the first k items of each class, in order: the nested owner subset of size k."""
+    seen: dict[int, int] = {}
+    keep = []
+    for i, c in enumerate(labels.tolist()):
+        if seen.get(c, 0) < k:
+            seen[c] = seen.get(c, 0) + 1
+            keep.append(i)
+    return torch.tensor(keep)
+
+
+def colour_stats(clean: torch.Tensor, protected: torch.Tensor) -> dict:
+    """How much of the noise survives grayscale: the luma image's RMS against the noise's."""
+    d = protected.float() / 255 - clean.float() / 255
+    y = (d * LUMA).sum(1, keepdim=True)
+    return {"noise_rms_255": float(d.pow(2).mean().sqrt() * 255), "luma_rms_255": float(y.pow(2).mean().sqrt() * 255),
+            "luma_energy_share": float((y.expand_as(d) ** 2).sum() / (d ** 2).sum())}
+
+
+def protect_em(cache: CellCache, owner, recipe, log) -> torch.Tensor:
+    # tier10k.protect gained a recipe argument (keyed rows) after the calibration's code version
+    if "recipe" in inspect.signature(tier10k.protect).parameters:
+        return tier10k.protect(cache, "em", owner, recipe, log)[0]
+    return tier10k.protect(cache, "em", owner, log)[0]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=tier10k.DATA)
+    p.add_argument("--sizes", default="250,500,1000", help="owner images per class")
+    p.add_argument("--long-epochs", type=int, default=30, help="the schedule check's epochs (0: skip)")
+    p.add_argument("--per-class", type=int, default=1000, help="owner images per class (1000 = the 10k tier)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs (tiny runs)")
+    p.add_argument("--test-per-class", type=int, help="default: the full test split")
+    p.add_argument("--cache", default="runs/cells")
+    p.add_argument("--out", default="docs/bench/cifar10k")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    cache = CellCache(args.cache)
+    owner = load_split(args.data, "owner", args.per_class)
+    dev = load_split(args.data, "dev", 200 if args.per_class == 1000 else 10)
+    test = load_split(args.data, "test", args.test_per_class)
+    over = {"epochs": args.epochs} if args.epochs else {}
+    fast = get_recipe("fast", **over)
+    em = protect_em(cache, owner, fast, log)
+    plan = [(k, fast) for k in map(int, args.sizes.split(","))]
+    if args.long_epochs:
+        plan.append((args.per_class, get_recipe("fast", epochs=args.long_epochs)))
+    rows = []
+    for k, recipe in plan:
+        keep = first_per_class(owner.labels, k)
+        sub = owner.subset(keep) if k < args.per_class else owner
+        sub_em = em[keep] if k < args.per_class else em
+        accs = {}
+        for prot, images in (("clean", sub.images), ("em", sub_em)):
+            start = time.perf_counter()
+            r = tier10k.train_cell(cache, sub, images, dev, test, prot, "iss-grayscale", "fastnet", recipe, 0,
+                                   not args.no_progress)
+            accs[prot] = r
+            log(f"{k}/class, {recipe.epochs} epochs, {prot} under grayscale: {100 * r['accuracy']:.1f} % "
+                f"({time.perf_counter() - start:.0f} s)")
+        ratio = tier10k.ratio(accs["em"]["accuracy"], accs["clean"]["accuracy"])
+        rows.append({"per_class": k, "epochs": recipe.epochs, "clean": accs["clean"]["accuracy"],
+                     "em": accs["em"]["accuracy"], "ratio": ratio,
+                     "em_dev_per_epoch": accs["em"]["dev_per_epoch"],
+                     "clean_dev_per_epoch": accs["clean"]["dev_per_epoch"]})
+    stats = colour_stats(owner.images, em)
+    meta = {"code_version": code_version(), "date": time.strftime("%Y-%m-%d"), "data": args.data, "seed": 0,
+            "test": len(test), **provenance()}
+    lines = ["EM under ISS grayscale at the 10k tier: size and schedule (fastnet, `fast`, seed 0, "
+             f"{len(test)} test images; code {meta['code_version']}; {meta['date']})", "",
+             "| owner images / class | epochs | clean under grayscale % | EM under grayscale % | ratio |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['per_class']} | {r['epochs']} | {100 * r['clean']:.1f} | {100 * r['em']:.1f} | "
+              f"{'-' if r['ratio'] is None else format(r['ratio'], '.2f')} |" for r in rows]
+    lines += ["", f"EM noise: RMS {stats['noise_rms_255']:.2f}/255; its luma image (what grayscale keeps) "
+              f"RMS {stats['luma_rms_255']:.2f}/255, {100 * stats['luma_energy_share']:.1f} % of the noise's energy."]
+    text = "\n".join(lines) + "\n"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "gray_why.json", {**meta, "rows": rows, "noise": stats,
+                                              "median_ratio": statistics.median([r["ratio"] for r in rows if r["ratio"] is not None] or [0.0])})
+    atomic_write_bytes(out / "gray_why.md", text.encode())
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
