@@ -49,11 +49,13 @@ from learnlock.attacks import AttackContext, create_attack
 from learnlock.cells import CellCache, cell_inputs
 from learnlock.data.published import load_published
 from learnlock.data.splits import load_split
+from learnlock.files import atomic_write_json
 from learnlock.keys import load_key
 from learnlock.protections import ProtectionContext, create_protection
-from learnlock.provenance import atomic_write_json, provenance
+from learnlock.provenance import provenance
+from learnlock.recipe import get_recipe
 from learnlock.scenarios import train_authorized
-from learnlock.training import evaluate, get_recipe
+from learnlock.training import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = f"folder:{ROOT.parent / 'shared' / 'datasets' / 'cifar10-jpg'}"

@@ -16,7 +16,8 @@ from learnlock.attacks.iss import grayscale, jpeg, reduce_bits
 from learnlock.attacks.recover import SphereProjection, change_norm, project_to_sphere
 from learnlock.errors import LearnlockError
 from learnlock.models import create_model
-from learnlock.training import Recipe, evaluate, fit, predict
+from learnlock.recipe import Recipe
+from learnlock.training import evaluate, fit, predict
 
 TINY = Recipe(name="tiny", epochs=10, batch_size=32, lr=0.05, augment="flip")
 # Small settings so every attack runs in seconds; the defaults are what users get.

@@ -15,7 +15,8 @@ from learnlock.keys import check_key_matches, seed_from_secret
 from learnlock.models import NetSpec
 from learnlock.models.keyed import KeyedNet, key_layer_of, keyed_spec
 from learnlock.protections import ProtectionContext, create_protection
-from learnlock.training import Recipe, apply_augment, draw_augment, fit
+from learnlock.recipe import Recipe
+from learnlock.training import apply_augment, draw_augment, fit
 
 TINY = Recipe(name="tiny", epochs=1, batch_size=8)
 FAST = dict(max_rounds=2, noise_steps=3, train_steps=2, batch_size=8)

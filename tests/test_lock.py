@@ -20,7 +20,7 @@ from learnlock.models import NetSpec
 from learnlock.protections.base import ProtectionContext, quantize
 from learnlock.protections.lock import LearnabilityLock
 from learnlock.protections.resumable import Checkpoint
-from learnlock.training import Recipe
+from learnlock.recipe import Recipe
 
 RECIPE = Recipe(name="tiny", epochs=1, batch_size=8)
 FAST = dict(max_rounds=2, train_steps=2, batch_size=8)

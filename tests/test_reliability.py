@@ -140,7 +140,7 @@ def test_same_seed_same_bytes_at_a_recorded_thread_count(tmp_path):
     import torch
 
     from learnlock.protections import ProtectionContext, create_protection
-    from learnlock.training import Recipe
+    from learnlock.recipe import Recipe
 
     data = learnable_dataset(n_per_class=4, classes=2, size=8)
     key = NetSpec.create("cnn", 2, 3, seed=1)
@@ -158,7 +158,7 @@ def test_same_seed_same_bytes_at_a_recorded_thread_count(tmp_path):
 def test_outputs_respect_the_umask(tmp_path):
     import os
 
-    from learnlock.provenance import atomic_write_json
+    from learnlock.files import atomic_write_json
 
     old = os.umask(0o022)
     try:

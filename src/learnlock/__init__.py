@@ -5,12 +5,13 @@ Data flow: dataset -> protection -> published dataset -> scenario -> report.
 
 from .data import ImageDataset, list_datasets, load_dataset
 from .errors import LearnlockError
+from .recipe import RECIPES, Recipe
 from .scenarios.evaluation import evaluate_nets, results_table
 from .models import NetSpec, create_model, list_models
 from .provenance import version as _version
 from .losses import DistillationLoss
 from .callbacks import Trajectory
-from .training import RECIPES, Callback, Recipe, evaluate, fit
+from .training import Callback, evaluate, fit
 
 __version__ = _version()
 

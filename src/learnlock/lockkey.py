@@ -52,9 +52,9 @@ from torch import Tensor, nn
 
 from .data import ImageDataset
 from .errors import LearnlockError
+from .files import atomic_write_bytes
 from .models.netspec import FORMAT as NETSPEC_FORMAT
 from .models.netspec import NetSpec, _canonical, _header, check_fits
-from .provenance import atomic_write_bytes
 
 FORMAT = "learnlock.lockkey/1"
 VARIANTS = ("affine", "residual")

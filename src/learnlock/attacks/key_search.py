@@ -49,6 +49,7 @@ from ..errors import LearnlockError
 from ..keylayers import LUMA_AXIS, KeyLayer
 from ..models import create_model, list_models
 from ..models.keyed import KeyedNet
+from ..recipe import get_recipe
 from ..training import fit, predict
 from . import register_attack
 from .key_estimate import KeyEstimate, KeyEstimateSettings
@@ -204,6 +205,4 @@ class KeySearch(KeyEstimate):
 
 def context_recipe(attack: KeySearch):
     """The recipe the search trains with: the one `train` was called with, else the cpu recipe."""
-    from ..training import get_recipe
-
     return getattr(attack, "_recipe", None) or get_recipe("cpu")

@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from ..errors import LearnlockError
-from ..provenance import atomic_write_bytes
+from ..files import atomic_write_bytes
 from . import MODELS, check_args, create_model
 
 FORMAT = "learnlock.netspec/1"

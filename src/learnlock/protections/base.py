@@ -36,8 +36,8 @@ from ..data.base import ImageDataset
 from ..data.published import check_out_dir, write_published
 from ..errors import LearnlockError, require
 from ..models import NetSpec
+from ..recipe import Recipe, get_recipe
 from ..registry import Registry
-from ..training import Recipe, get_recipe
 
 PROTECTIONS = Registry("protection")
 

@@ -47,7 +47,8 @@ from ..device import current_device
 from ..errors import LearnlockError
 from ..lockkey import VARIANTS, LockKey, lock_images, residual_lipschitz
 from ..models import NetSpec, create_model, frozen, list_models
-from ..training import Recipe, fit
+from ..recipe import Recipe
+from ..training import fit
 from .base import Protection, ProtectionContext, ProtectionSettings, project_quantize, register_protection
 from .resumable import Checkpoint
 from .surrogate import alternate_rounds

@@ -10,6 +10,7 @@ written first; the resumable work folder is removed only once every output is on
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 from contextlib import contextmanager
@@ -20,8 +21,9 @@ import torch
 from ..data import load_dataset
 from ..data.outdir import check_out_dir, clean_stale_temporaries
 from ..errors import LearnlockError
-from ..keys import authorized_keys, check_key_out, check_key_specs, key_paths, write_key_files
-from ..training import get_recipe
+from ..files import atomic_write_json
+from ..keys import authorized_keys, check_key_out, check_key_specs, key_paths, new_derivation, write_key_files
+from ..recipe import get_recipe
 from .base import ProtectionContext, get_protection
 
 NEAR_ZERO = 0.05   # warn when the mean change is under 5% of the budget (UGE after 1 epoch: 1.3%)
@@ -111,11 +113,6 @@ def damaged_state(path: Path, error) -> str:
 def key_derivation(workdir: Path) -> dict:
     """The pass phrase's derivation (scrypt, a fresh salt) for this run, kept in the work folder so
     a resumed run derives the same key."""
-    import json
-
-    from ..keys import new_derivation
-    from ..provenance import atomic_write_json
-
     path = workdir / "key-derivation.json"
     if path.exists():
         try:

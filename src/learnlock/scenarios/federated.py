@@ -41,10 +41,12 @@ from ..data import ImageDataset
 from ..data.manifest import verify
 from ..data.published import load_published, published_fingerprint
 from ..errors import LearnlockError
+from ..files import atomic_write_json
 from ..jobs import Workers
 from ..models import NetSpec
-from ..provenance import atomic_write_json, result_provenance
-from ..training import Recipe, predict
+from ..provenance import result_provenance
+from ..recipe import Recipe
+from ..training import predict
 from .table1 import Hacker
 
 SPLITS = ("classes", "iid", "dirichlet")
