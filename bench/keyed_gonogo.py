@@ -198,7 +198,7 @@ WRONG_KEY_SEED = 4321
 
 def wrong_key(key):
     """A keyed network of the same scheme and base architecture, from another secret."""
-    from learnlock.models.keyed import keyed_spec
+    from learnlock.keys.keyed import keyed_spec
 
     base = NetSpec.create(key.kwargs["base"], key.num_classes, key.in_channels, seed=WRONG_KEY_SEED)
     return keyed_spec(base, key.kwargs["family"], key.kwargs["image_size"], key.kwargs["key_settings"])

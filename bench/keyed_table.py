@@ -38,7 +38,7 @@ from learnlock.data.published import load_published
 from learnlock.files import atomic_write_json
 from learnlock.keys import load_key
 from learnlock.models import create_model
-from learnlock.models.keyed import keyed_spec
+from learnlock.keys.keyed import keyed_spec
 from learnlock.protections import ProtectionContext, create_protection
 from learnlock.provenance import provenance
 from learnlock.recipe import get_recipe

@@ -1,7 +1,9 @@
 """The package's shape: no import cycle inside learnlock, and no module over 400 lines.
 
 The import graph is read from the source (ast), imports inside functions included: an import
-moved into a function to dodge a cycle is still a cycle. Not counted: imports under
+moved into a function to dodge a cycle is still a cycle. Importing `a.b.c` runs `a/__init__` and
+`a/b/__init__` first, so those count too, except a package the importer is inside of (already
+running). Not counted: imports under
 `if TYPE_CHECKING:` (never run), and a module importing from its own package the names that
 package defines itself (the registry pattern: `from . import register_model` in models/cnn.py,
 while models/__init__.py imports cnn last, after `register_model` exists).
@@ -65,6 +67,14 @@ def import_graph() -> dict[str, set[str]]:
             name = name.rpartition(".")[0]
         return name or None
 
+    def with_parents(target: str, importer: str) -> set[str]:
+        out, name = {target}, target.rpartition(".")[0]
+        while name:
+            if not importer.startswith(name + "."):
+                out.add(name)
+            name = name.rpartition(".")[0]
+        return out
+
     graph = {}
     for mod, (path, package) in mods.items():
         edges = set()
@@ -85,7 +95,8 @@ def import_graph() -> dict[str, set[str]]:
                     edges.add(sub)
                 elif not (mod.startswith(base + ".") and alias.name in defined.get(base, ())):
                     edges.add(known(base))
-        graph[mod] = edges - {mod, None}
+        edges.discard(None)
+        graph[mod] = set().union(*(with_parents(e, mod) for e in edges)) - {mod}
     return graph
 
 

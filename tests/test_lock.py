@@ -15,7 +15,7 @@ from learnlock.data import ImageDataset
 from learnlock.data.published import read_manifest
 from learnlock.errors import LearnlockError
 from learnlock.keys import check_key_matches, load_key
-from learnlock.lockkey import VARIANTS, LockKey, residual_lipschitz
+from learnlock.keys.lock import VARIANTS, LockKey, residual_lipschitz
 from learnlock.models import NetSpec
 from learnlock.protections.base import ProtectionContext, quantize
 from learnlock.protections.lock import LearnabilityLock

@@ -270,7 +270,7 @@ def test_review_fixes_keys_bounds_and_the_device_choice(tmp_path, capsys):
 
     from learnlock import device
     from learnlock.data.manifest import change_bound
-    from learnlock.keys import key_paths, write_key_files
+    from learnlock.protections.publish import key_paths, write_key_files
 
     keys = [NetSpec.create("cnn", 3, 3, seed=s) for s in (1, 2)]
     paths = key_paths(keys, set(), tmp_path / "mykey", tmp_path / "pub")  # no suffix: still one file per key

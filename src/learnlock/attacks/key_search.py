@@ -46,9 +46,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import LearnlockError
-from ..keylayers import LUMA_AXIS, KeyLayer
+from ..keys.layers import LUMA_AXIS, KeyLayer
 from ..models import create_model, list_models
-from ..models.keyed import KeyedNet
+from ..keys.keyed import KeyedNet
 from ..recipe import get_recipe
 from ..training import fit, predict
 from . import register_attack
@@ -185,7 +185,7 @@ class KeySearch(KeyEstimate):
         teacher = context.teacher
         self.agreement = None
         if isinstance(teacher, KeyedNet):
-            true = copy.deepcopy(teacher.key).cpu()
+            true = copy.deepcopy(teacher.layer).cpu()
             self.agreement = true.agreement(self.estimate)
             if getattr(true, "family", "") == "colour" and true.dims == 1:
                 b = true.basis[:, 0].double()

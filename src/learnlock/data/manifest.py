@@ -120,7 +120,7 @@ def manifest_recipe(manifest: dict) -> Recipe:
     return Recipe(**{k: v for k, v in auth["recipe"].items() if k != "device"})  # the device is chosen per run
 
 
-def key_secret(key) -> bytes:
+def mac_secret(key) -> bytes:
     """The MAC secret of a key (NetSpec or LockKey): a hash of its weights, domain-separated from
     the fingerprint, which is public."""
     h = hashlib.sha256(_SECRET_DOMAIN)
@@ -136,7 +136,7 @@ def _signed_bytes(manifest: dict) -> bytes:
 
 
 def mac(manifest: dict, key) -> str:
-    return hmac.new(key_secret(key), _signed_bytes(manifest), hashlib.sha256).hexdigest()
+    return hmac.new(mac_secret(key), _signed_bytes(manifest), hashlib.sha256).hexdigest()
 
 
 def authenticate(manifest: dict, keys) -> dict:

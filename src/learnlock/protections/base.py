@@ -254,6 +254,8 @@ class Protection(ABC):
         """uint8 protected images: perturb the chosen items, project onto the rho-ball, quantize.
         `workdir` (default: the context's) keeps resumable state."""
         workdir = self.context.workdir if workdir is None else workdir
+        for key in self.authorized:  # a key made for other images or classes fails before the work
+            key.check_fits(data)
         index = self.choose_protected(len(data))
         out = data.images.clone()
         if len(index):
@@ -332,16 +334,6 @@ class Protection(ABC):
         """The key(s) the authorized user gets after protection (files to hand over): by default
         the authorized networks given; `keyed` wraps them in its key layer, `lock` adds its transform."""
         return list(self.authorized) if self.needs_key else []
-
-    def check_keys(self, data: ImageDataset) -> None:
-        """Refuse authorized networks made for other images (channels) or another class count."""
-        for k in self.authorized:
-            if k.num_classes != data.num_classes or k.in_channels != data.in_channels:
-                raise LearnlockError(
-                    f"authorized network {k.arch} ({k.fingerprint[:12]}) takes {k.in_channels}-channel images "
-                    f"and {k.num_classes} classes, but {data.source} has {data.in_channels} channels and "
-                    f"{data.num_classes} classes; create the key for this dataset"
-                )
 
     def authorized_info(self) -> dict | None:
         """What the manifest says about the issued key(s) and their recipe; None without a key."""

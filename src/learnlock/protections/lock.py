@@ -10,7 +10,7 @@ here the key is a preprocessing step: any network trained on the unlocked data l
 
 Norm L-inf, rho (default 8/255) in [0, 1] pixel units; the lock radius is eps = floor(255 rho) / 255
 (= rho for rho = k/255), so that the locked change, at most eps by construction, is never clipped
-by the 8-bit projection and stays invertible. Variants (`lockkey.py` has the maths):
+by the 8-bit projection and stays invertible. Variants (`keys/lock.py` has the maths):
   affine    x' = W_y * x + B_y per pixel and channel, W in [1 - eps/2, 1 + eps/2], B in
             [-eps/2, eps/2] (projected after every step): |x' - x| <= eps for x in [0, 1]
   residual  x' = x + eps * tanh(g_y(x)), g_y a small spectrally normalised conv net
@@ -45,7 +45,7 @@ from torch import nn
 from ..data.base import ImageDataset
 from ..device import current_device
 from ..errors import LearnlockError
-from ..lockkey import VARIANTS, LockKey, lock_images, residual_lipschitz
+from ..keys.lock import VARIANTS, LockKey, lock_images, residual_lipschitz
 from ..models import NetSpec, create_model, frozen, list_models
 from ..recipe import Recipe
 from ..training import fit
@@ -206,7 +206,6 @@ class LearnabilityLock(Protection):
     # kept short, and trains the surrogate through the one training loop (`fit`).
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
         s = self.settings
-        self.check_keys(data)
         dev = self.device()
         x, y = data.float_images().to(dev), data.labels.to(dev)
         transform = ClassTransforms(s.variant, data.num_classes, tuple(x.shape[1:]), self.eps, s.width, s.seed).to(dev)

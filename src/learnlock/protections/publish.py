@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from ..data import load_dataset
-from ..data.outdir import check_out_dir, clean_stale_temporaries
+from ..data.outdir import check_out_dir, check_writable, clean_stale_temporaries, source_path
 from ..errors import LearnlockError
 from ..files import atomic_write_json
-from ..keys import authorized_keys, check_key_out, check_key_specs, key_paths, new_derivation, write_key_files
+from ..keys import authorized_keys, check_key_specs, load_key, new_derivation
 from ..recipe import get_recipe
 from .base import ProtectionContext, get_protection
 
@@ -130,12 +130,12 @@ def _publish(cls, data: str, out: Path, workdir: Path, *, settings, preset, per_
     method = cls.name
     source = load_dataset(data, "train", per_class=per_class, seed=subset_seed)
     derivation = key_derivation(workdir) if key_secret is not None else None
-    keyed = authorized_keys(source.num_classes, source.in_channels, authorized, authorized_arch, authorized_seeds,
-                            key_seed, key_secret, derivation) if cls.needs_key else []
-    context = ProtectionContext([k for k, _ in keyed], recipe, progress=progress)
+    keys = authorized_keys(source.num_classes, source.in_channels, authorized, authorized_arch, authorized_seeds,
+                           key_seed, key_secret, derivation) if cls.needs_key else []
+    context = ProtectionContext([k for k, _ in keys], recipe, progress=progress)
     prot = cls(context, preset=preset, **(settings or {}))
     issued = prot.issued_keys(source)
-    paths = key_paths(issued, {k.fingerprint for k, derived in keyed if not derived}, key_out, out, source)
+    paths = key_paths(issued, {k.fingerprint for k, derived in keys if not derived}, key_out, out, source)
     files = {}
     if include_weights:
         if not all(k.fingerprint for k in issued):
@@ -161,6 +161,66 @@ def _publish(cls, data: str, out: Path, workdir: Path, *, settings, preset, per_
     return {"path": path, "keys": [(p, issued[i]) for p, i in paths.items()], "size": len(source),
             "diagnostics": getattr(prot, "diagnostics", None) or {},
             "warnings": warnings(prot, source, prot.published_images)}
+
+
+def check_key_out(key_out, out, source_spec: str | None = None) -> None:
+    """Refuse, before any work, a `key_out` that is the output folder or inside it (the key would
+    be written first and the output then refused), inside the source data, or an existing file
+    that is not a learnlock key (never overwritten, never read as an input)."""
+    if not key_out:
+        return
+    path, out = Path(key_out), Path(out)
+    if path.resolve() == out.resolve() or path.resolve().is_relative_to(out.resolve()):
+        raise LearnlockError(f"`key_out` {path} is the published folder `out` or inside it; the key must be a file "
+                             "of its own beside the data (e.g. OUT.key.safetensors); choose another `key_out`")
+    src = source_path(source_spec or "")
+    if src is not None and (path.resolve() == src.resolve() or path.resolve().is_relative_to(src.resolve())):
+        raise LearnlockError(f"{path} is inside the source dataset {src}; never writing into the input; "
+                             "choose another `key_out`")
+    if path.exists() or path.is_symlink():
+        if path.is_dir():
+            raise LearnlockError(f"`key_out` {path} is a folder; give a file name such as {path}/key.safetensors")
+        try:
+            load_key(path)
+        except LearnlockError:
+            raise LearnlockError(f"`key_out` {path} exists and is not a learnlock key file; it is never overwritten; "
+                                 "choose another `key_out`") from None
+    check_writable(path, "key_out")
+
+
+def key_paths(issued: list, given: set[str], key_out, out: Path, source=None) -> dict[Path, int]:
+    """Where each issued key the user does not already hold (`given` fingerprints) goes: `key_out`
+    (default OUT.key.safetensors; OUT.key0/1... for several). Refused before any work: a path inside
+    the source data, one that cannot be written, or a file that holds another key."""
+    paths = {}
+    src = source_path(source.source if source is not None else "")
+    for i, key in enumerate(issued):
+        if key.fingerprint in given:
+            continue
+        path = Path(key_out or f"{out}.key.safetensors")
+        if len(issued) > 1:
+            path = path.with_name(f"{path.stem}{i}{path.suffix}")
+        if src is not None and (path.resolve() == src.resolve() or path.resolve().is_relative_to(src.resolve())):
+            raise LearnlockError(f"{path} is inside the source dataset {src}; never writing into the input; "
+                                 "choose another `key_out`")
+        check_key_out(path, out)
+        # a key trained by the method (lock) has no fingerprint yet: any existing file is another key
+        if path.exists() and (not key.fingerprint or load_key(path).fingerprint != key.fingerprint):
+            raise LearnlockError(f"{path} exists and holds another key; choose another `key_out`")
+        paths[path] = i
+    return paths
+
+
+def write_key_files(issued: list, paths: dict[Path, int]) -> list[Path]:
+    """Save each key of `paths` (atomically; an identical file already there is kept). Keys whose
+    fingerprint is known go first, before the long protection; a key the method trains goes last."""
+    written = []
+    for path, i in paths.items():
+        key = issued[i]
+        if key.fingerprint and not path.exists():
+            key.save(path, private=True)  # the secret: its owner only
+        written.append(path)
+    return written
 
 
 def warnings(prot, source, published: torch.Tensor) -> list[str]:

@@ -298,7 +298,6 @@ class UGE(Protection):
 
     # ---- engines -------------------------------------------------------------------------
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
-        self.check_keys(data)
         s = self.settings
         workdir = Path(workdir) if workdir else None
         if workdir:
