@@ -20,7 +20,7 @@ SRC = Path(learnlock.__file__).resolve().parent
 MAX_LINES = 400
 # over the limit before issue 21 (counted after its import moves): they may shrink, not grow,
 # until they are split
-TOO_LONG = {"cli.py": 526, "scenarios/federated.py": 479, "report/html.py": 659, "protections/base.py": 403}
+TOO_LONG = {"cli.py": 526, "scenarios/federated.py": 478, "report/html.py": 659}
 
 
 def modules() -> dict[str, tuple[Path, bool]]:

@@ -142,26 +142,6 @@ class ClassTransforms(nn.Module):
         return out
 
 
-class _PendingKey:
-    """Stand-in for the LockKey of authorized network `i` until the transforms are trained.
-    `learnlock protect` asks for the issued keys before it protects (to plan where they go) and
-    saves them after; the key, and so its fingerprint, exists only once apply() has run."""
-
-    def __init__(self, prot: "LearnabilityLock", i: int):
-        self._prot, self._i = prot, i
-
-    @property
-    def fingerprint(self) -> str:
-        return self._prot.keys[self._i].fingerprint if self._prot.keys else ""  # "": matches no key file
-
-    def __getattr__(self, name):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        if not self._prot.keys:
-            raise LearnlockError("lock: the key exists only after the lock is trained (apply or protect)")
-        return getattr(self._prot.keys[self._i], name)
-
-
 @register_protection("lock")
 class LearnabilityLock(Protection):
     """Learnability Lock (Peng & Chen 2022): class-wise invertible transforms, error-minimising
@@ -169,6 +149,7 @@ class LearnabilityLock(Protection):
 
     Settings = LockSettings
     needs_key = True
+    trains_key = True
     scheme_attacks = ("lock-inverse",)
     threat = ("The hacker holds the locked images and labels and knows the lock's scheme (class-wise invertible "
               "transforms of a known family), not the transforms; it may hold clean auxiliary images of the same "
@@ -277,12 +258,13 @@ class LearnabilityLock(Protection):
 
     # ----------------------------------------------------------------- what the user receives
     def issued_keys(self, data: ImageDataset | None = None) -> list:
-        """One LockKey per authorized network (all share the transforms); before apply(), stand-ins
-        that resolve to them once the lock is trained."""
-        return list(self.keys) if self.keys else [_PendingKey(self, i) for i in range(len(self.authorized))]
+        """One LockKey per authorized network (all share the transforms), once apply() trained them."""
+        if not self.keys:
+            raise LearnlockError("lock: the key exists only after the lock is trained (apply or protect)")
+        return list(self.keys)
 
-    def authorized_info(self) -> dict:
-        return {**super().authorized_info(), "unlock": "lock"}
+    def authorized_info(self, keys: list | None = None) -> dict:
+        return {**super().authorized_info(keys), "unlock": "lock"}
 
     def manifest_extra(self) -> dict:
         return {"eps": self.eps, "rounds": len(self.log), "converged": self.converged, "log": self.log}

@@ -3,8 +3,8 @@ over the keys, and say what a user should know (a near-zero change, no convergen
 
     result = publish("uge", "cifar10", "pub/uge", per_class=100, authorized=["cnn"], key_seed=1)
 
-Nothing is lost: outputs are checked before the work; a key known before the protection is
-written first; the resumable work folder is removed only once every output is on disk.
+Nothing is lost: outputs are checked before the work; the keys are written right after it, before
+the published data; the resumable work folder is removed only once every output is on disk.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..data import load_dataset
 from ..data.outdir import check_out_dir, check_writable, clean_stale_temporaries, source_path
 from ..errors import LearnlockError
 from ..files import atomic_write_json
-from ..keys import authorized_keys, check_key_specs, load_key, new_derivation
+from ..keys import Key, authorized_keys, check_key_specs, load_key, new_derivation
 from ..recipe import get_recipe
 from .base import ProtectionContext, get_protection
 
@@ -134,18 +134,11 @@ def _publish(cls, data: str, out: Path, workdir: Path, *, settings, preset, per_
                            key_seed, key_secret, derivation) if cls.needs_key else []
     context = ProtectionContext([k for k, _ in keys], recipe, progress=progress)
     prot = cls(context, preset=preset, **(settings or {}))
-    issued = prot.issued_keys(source)
-    paths = key_paths(issued, {k.fingerprint for k, derived in keys if not derived}, key_out, out, source)
-    files = {}
-    if include_weights:
-        if not all(k.fingerprint for k in issued):
-            raise LearnlockError(f"{method} makes its key while it protects, so it cannot be put inside the "
-                                 "published folder; drop `include_weights` and hand over the key file")
-        files = {f"authorized_{i}.safetensors": key_bytes(k) for i, k in enumerate(issued)}
+    # one key is issued per authorized network: where they go is checked now, before the work
+    paths = key_paths(len(prot.authorized) if cls.needs_key else 0, key_out, out, source, cls.trains_key)
     for stale in clean_stale_temporaries(out):
         log(f"removed {stale}, the temporary folder of an interrupted run")
     resumed = resumable_state(workdir)
-    write_key_files(issued, paths)  # before the long work: a key that cannot be written fails now
     if resumed:
         log(f"resuming an interrupted run from {workdir}: {', '.join(resumed)}")
     log(f"protecting {len(source)} images of {source.source} with {method} (rho {prot.settings.rho:.4f}); "
@@ -154,11 +147,14 @@ def _publish(cls, data: str, out: Path, workdir: Path, *, settings, preset, per_
     source_load = {"spec": data, "split": "train", "per_class": per_class, "seed": subset_seed}
     # how a pass phrase became the key (kdf, salt, cost): public, and needed to derive it again
     extra = {"source_load": source_load, **({"key_derivation": derivation} if derivation else {})}
-    path = prot.protect(source, out, overwrite=overwrite, files=files or None, workdir=workdir, extra=extra)
-    issued = prot.issued_keys(source)  # final now, also a key the method trained
-    write_key_files(issued, paths)
+    images = prot.apply(source, workdir)
+    issued = prot.issued_keys(source)  # asked once: final now, also a key the method trained
+    # the keys before the data: a key that cannot be written fails while the work is still resumable
+    written = write_key_files(issued, paths, {k.fingerprint for k, derived in keys if not derived})
+    files = {f"authorized_{i}.safetensors": key_bytes(k) for i, k in enumerate(issued)} if include_weights else None
+    path = prot.write(source, images, out, issued, overwrite=overwrite, files=files, extra=extra)
     shutil.rmtree(workdir, ignore_errors=True)  # only once every output is on disk (the lock's fd stays valid)
-    return {"path": path, "keys": [(p, issued[i]) for p, i in paths.items()], "size": len(source),
+    return {"path": path, "keys": written, "size": len(source),
             "diagnostics": getattr(prot, "diagnostics", None) or {},
             "warnings": warnings(prot, source, prot.published_images)}
 
@@ -188,39 +184,42 @@ def check_key_out(key_out, out, source_spec: str | None = None) -> None:
     check_writable(path, "key_out")
 
 
-def key_paths(issued: list, given: set[str], key_out, out: Path, source=None) -> dict[Path, int]:
-    """Where each issued key the user does not already hold (`given` fingerprints) goes: `key_out`
-    (default OUT.key.safetensors; OUT.key0/1... for several). Refused before any work: a path inside
-    the source data, one that cannot be written, or a file that holds another key."""
-    paths = {}
+def key_paths(count: int, key_out, out: Path, source=None, trained: bool = False) -> list[Path]:
+    """Where the `count` issued keys go, in order: `key_out` (default OUT.key.safetensors;
+    OUT.key0/1... for several). Refused before any work: a path inside the source data, one that
+    cannot be written, a file that is not a key, and any existing file when the method trains its
+    key (`trained`): no file written before can hold it."""
+    paths = []
     src = source_path(source.source if source is not None else "")
-    for i, key in enumerate(issued):
-        if key.fingerprint in given:
-            continue
+    for i in range(count):
         path = Path(key_out or f"{out}.key.safetensors")
-        if len(issued) > 1:
+        if count > 1:
             path = path.with_name(f"{path.stem}{i}{path.suffix}")
         if src is not None and (path.resolve() == src.resolve() or path.resolve().is_relative_to(src.resolve())):
             raise LearnlockError(f"{path} is inside the source dataset {src}; never writing into the input; "
                                  "choose another `key_out`")
         check_key_out(path, out)
-        # a key trained by the method (lock) has no fingerprint yet: any existing file is another key
-        if path.exists() and (not key.fingerprint or load_key(path).fingerprint != key.fingerprint):
+        if trained and path.exists():
             raise LearnlockError(f"{path} exists and holds another key; choose another `key_out`")
-        paths[path] = i
+        paths.append(path)
     return paths
 
 
-def write_key_files(issued: list, paths: dict[Path, int]) -> list[Path]:
-    """Save each key of `paths` (atomically; an identical file already there is kept). Keys whose
-    fingerprint is known go first, before the long protection; a key the method trains goes last."""
-    written = []
-    for path, i in paths.items():
-        key = issued[i]
-        if key.fingerprint and not path.exists():
+def write_key_files(keys: list, paths: list[Path], given: set[str] = frozenset()) -> list[tuple[Path, Key]]:
+    """Save keys[i] to paths[i] (atomically, readable by its owner only), except a key the user
+    gave (`given` fingerprints: they hold it already). An identical file already there is kept;
+    another key is never overwritten. Returns (path, key) for each key handed over."""
+    handed = []
+    for path, key in zip(paths, keys):
+        if key.fingerprint in given:
+            continue
+        if not path.exists():
             key.save(path, private=True)  # the secret: its owner only
-        written.append(path)
-    return written
+        elif load_key(path).fingerprint != key.fingerprint:
+            raise LearnlockError(f"{path} exists and holds another key; choose another `key_out` (the work done "
+                                 "so far is kept and resumes)")
+        handed.append((path, key))
+    return handed
 
 
 def warnings(prot, source, published: torch.Tensor) -> list[str]:
