@@ -149,3 +149,12 @@ def test_cycle_finder_sees_a_cycle():
 def test_modules_stay_small():
     lines = {str(p.relative_to(SRC)): len(p.read_text().splitlines()) for p, _ in modules().values()}
     assert {name: n for name, n in lines.items() if n > TOO_LONG.get(name, MAX_LINES)} == {}
+
+
+def test_file_formats_stay():
+    """Moving modules never renames a file format: files in the wild carry these names."""
+    from learnlock.data.manifest import FORMAT
+    from learnlock.keys.lock import FORMAT as LOCK_FORMAT
+    from learnlock.models.netspec import FORMAT as NETSPEC_FORMAT
+
+    assert (FORMAT, NETSPEC_FORMAT, LOCK_FORMAT) == ("learnlock.published", "learnlock.netspec/1", "learnlock.lockkey/1")

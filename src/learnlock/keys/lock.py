@@ -27,7 +27,7 @@ information: the affine unlock is then off by up to about 255 eps levels at that
 residual one also spreads the loss to the pixel's neighbours through g.
 
 File: ONE safetensors file, tensors "net/<name>" (the network's state_dict) and "lock/<name>",
-metadata format = "learnlock.keys.lock/1", variant, eps, num_classes, in_channels, arch, kwargs,
+metadata format = "learnlock.lockkey/1", variant, eps, num_classes, in_channels, arch, kwargs,
 net_fingerprint and fingerprint (sha256 over the net's fingerprint, variant, eps and the
 transform tensors). Never a pickle. Saving is atomic and byte-deterministic.
 
@@ -52,7 +52,7 @@ from ..files import fingerprint, read_key_file, save_key_file
 from ..models.netspec import FORMAT as NETSPEC_FORMAT
 from ..models.netspec import NetSpec, check_fits
 
-FORMAT = "learnlock.keys.lock/1"
+FORMAT = "learnlock.lockkey/1"
 VARIANTS = ("affine", "residual")
 NAMES = {"affine": ("B", "W"), "residual": ("conv1", "conv2", "conv3")}
 G_LIPSCHITZ = 9.0  # bound on Lip(g): 3 (conv3x3) * 1 (elu) * 1 (conv1x1) * 1 (elu) * 3 (conv3x3)
@@ -262,7 +262,7 @@ class LockKey:
             hint = ("it is a network key (NetSpec), not a lock key: a lock key also holds the transform"
                     if found == NETSPEC_FORMAT else
                     f"it has format {found!r}, which this learnlock cannot read; upgrade learnlock"
-                    if str(found).startswith("learnlock.keys.lock/") else f"its metadata lacks format={FORMAT!r}")
+                    if str(found).startswith("learnlock.lockkey/") else f"its metadata lacks format={FORMAT!r}")
             raise LearnlockError(f"{path} is not a learnlock lock key: {hint}")
         missing = [k for k in _META_KEYS if k not in meta]
         if missing:
