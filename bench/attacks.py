@@ -27,9 +27,10 @@ from safetensors.torch import load_file
 
 from learnlock import RECIPES, NetSpec, load_dataset
 from learnlock.attacks import list_attacks
+from learnlock.files import atomic_write_json
 from learnlock.scenarios.audit import audit
 from learnlock.protections import create_protection
-from learnlock.provenance import atomic_write_json, provenance
+from learnlock.provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = f"folder:{ROOT.parent / 'shared' / 'datasets' / 'cifar10-jpg'}"

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from learnlock import RECIPES, evaluate_nets, load_dataset, results_table
-from learnlock.provenance import atomic_write_json, provenance
+from learnlock.files import atomic_write_json
+from learnlock.provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = f"folder:{ROOT.parent / 'shared' / 'datasets' / 'cifar10-jpg'}"

@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 from learnlock import cli
-from learnlock.provenance import atomic_write_json, provenance
+from learnlock.files import atomic_write_json
+from learnlock.provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = "uge"

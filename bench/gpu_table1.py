@@ -118,7 +118,7 @@ def iss_rows(args, spec: str, published_dir: Path) -> dict:
     from learnlock.data.published import load_published
     from learnlock.device import set_device
     from learnlock.scenarios import audit
-    from learnlock.training import get_recipe
+    from learnlock.recipe import get_recipe
 
     set_device(args.device)
     recipe = get_recipe("ue-gpu", **({"epochs": args.epochs} if args.epochs else {}))
@@ -138,7 +138,8 @@ def iss_rows(args, spec: str, published_dir: Path) -> dict:
 
 
 def report(args, out: Path, t1: dict, iss: dict, times: dict) -> None:
-    from learnlock.provenance import atomic_write_json, provenance
+    from learnlock.files import atomic_write_json
+    from learnlock.provenance import provenance
     from learnlock.report import learnability_ratio, markdown_table
     from learnlock.report.plots import grouped_bars
     from learnlock.scenarios.table1 import AUTHORIZED_MIN, HACKER_MAX

@@ -32,8 +32,9 @@ from learnlock.cells import CellCache, code_version
 from learnlock.data import load_dataset
 from learnlock.data.splits import load_split
 from learnlock.device import current_device, using
-from learnlock.provenance import atomic_write_json, provenance
-from learnlock.training import get_recipe
+from learnlock.files import atomic_write_json
+from learnlock.provenance import provenance
+from learnlock.recipe import get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTECTIONS = ("clean", "em", "keyed")

@@ -49,11 +49,13 @@ from learnlock.attacks import AttackContext, create_attack
 from learnlock.cells import CellCache, cell_inputs
 from learnlock.data.published import load_published
 from learnlock.data.splits import load_split
+from learnlock.files import atomic_write_json
 from learnlock.keys import load_key
 from learnlock.protections import ProtectionContext, create_protection
-from learnlock.provenance import atomic_write_json, provenance
+from learnlock.provenance import provenance
+from learnlock.recipe import get_recipe
 from learnlock.scenarios import train_authorized
-from learnlock.training import evaluate, get_recipe
+from learnlock.training import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = f"folder:{ROOT.parent / 'shared' / 'datasets' / 'cifar10-jpg'}"
@@ -196,7 +198,7 @@ WRONG_KEY_SEED = 4321
 
 def wrong_key(key):
     """A keyed network of the same scheme and base architecture, from another secret."""
-    from learnlock.models.keyed import keyed_spec
+    from learnlock.keys.keyed import keyed_spec
 
     base = NetSpec.create(key.kwargs["base"], key.num_classes, key.in_channels, seed=WRONG_KEY_SEED)
     return keyed_spec(base, key.kwargs["family"], key.kwargs["image_size"], key.kwargs["key_settings"])

@@ -35,14 +35,16 @@ import torch
 from learnlock import NetSpec, load_dataset
 from learnlock.attacks import AttackContext, create_attack
 from learnlock.data.published import load_published
+from learnlock.files import atomic_write_json
 from learnlock.keys import load_key
 from learnlock.models import create_model
-from learnlock.models.keyed import keyed_spec
+from learnlock.keys.keyed import keyed_spec
 from learnlock.protections import ProtectionContext, create_protection
-from learnlock.provenance import atomic_write_json, provenance
+from learnlock.provenance import provenance
+from learnlock.recipe import get_recipe
 from learnlock.report import learnability_ratio, markdown_table
 from learnlock.scenarios import train_authorized
-from learnlock.training import evaluate, get_recipe
+from learnlock.training import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = f"folder:{ROOT.parent / 'shared' / 'datasets' / 'cifar10-jpg'}"

@@ -32,9 +32,11 @@ import torch.nn.functional as F
 
 from learnlock.data import ImageDataset
 from learnlock.device import using
+from learnlock.files import atomic_write_json
 from learnlock.models import create_model
-from learnlock.provenance import atomic_write_json, provenance
-from learnlock.training import Recipe, fit, native_bf16
+from learnlock.provenance import provenance
+from learnlock.recipe import Recipe, native_bf16
+from learnlock.training import fit
 
 NETS = ("cnn", "resnet18")
 # optimiser steps per timed run: (quick, full), by device type

@@ -35,11 +35,13 @@ import torch
 from learnlock.attacks import AttackContext, create_attack
 from learnlock.cells import CellCache, cell_inputs, code_version
 from learnlock.data.splits import load_split
+from learnlock.files import atomic_write_bytes, atomic_write_json
 from learnlock.models import NetSpec
 from learnlock.protections import ProtectionContext, create_protection, get_protection
-from learnlock.provenance import atomic_write_bytes, atomic_write_json, provenance
+from learnlock.provenance import provenance
+from learnlock.recipe import get_recipe, native_bf16
 from learnlock.scenarios import train_authorized
-from learnlock.training import EpochAccuracy, evaluate, get_recipe, native_bf16
+from learnlock.training import EpochAccuracy, evaluate
 
 DATA = "folder:" + str(Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10-jpg")
 CHANCE = 0.1

@@ -29,9 +29,10 @@ import torch
 from safetensors.torch import load_file, save
 
 from learnlock import RECIPES, NetSpec
+from learnlock.files import atomic_write_bytes, atomic_write_json
 from learnlock.protections import ProtectionContext
 from learnlock.protections.uge import UGE
-from learnlock.provenance import atomic_write_bytes, atomic_write_json, provenance
+from learnlock.provenance import provenance
 from learnlock.report import learnability_ratio, markdown_table
 from learnlock.report.plots import line_plot
 from learnlock.scenarios import Hacker, authorized_vs_hackers, without_seeds

@@ -28,9 +28,10 @@ import torch
 from safetensors.torch import load_file, save
 
 from learnlock import RECIPES, NetSpec, load_dataset
+from learnlock.files import atomic_write_bytes, atomic_write_json
 from learnlock.protections import ProtectionContext
 from learnlock.protections.uge import UGE
-from learnlock.provenance import atomic_write_bytes, atomic_write_json, provenance
+from learnlock.provenance import provenance
 from learnlock.report.plots import grouped_bars, image_grid, scatter_front
 from learnlock.scenarios import Hacker, authorized_vs_hackers, ratios, table1_markdown, without_seeds
 

@@ -30,15 +30,17 @@ from pathlib import Path
 import torch
 
 from learnlock import RECIPES, NetSpec, load_dataset
+from learnlock.files import atomic_write_json
+from learnlock.recipe import get_recipe
 from learnlock.scenarios import train_authorized
 from learnlock.scenarios.certify import CertifySettings, certify, plot_certificates
 from learnlock.data.published import load_published
 from learnlock.losses import WeightNoiseLoss
 from learnlock.models import create_model
 from learnlock.protections import ProtectionContext, create_protection, get_protection
-from learnlock.provenance import atomic_write_json, provenance
+from learnlock.provenance import provenance
 from learnlock.report.plots import grouped_bars
-from learnlock.training import evaluate, fit, get_recipe
+from learnlock.training import evaluate, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = f"folder:{ROOT.parent / 'shared' / 'datasets' / 'cifar10-jpg'}"

@@ -16,7 +16,8 @@ from learnlock.attacks.iss import grayscale, jpeg, reduce_bits
 from learnlock.attacks.recover import SphereProjection, change_norm, project_to_sphere
 from learnlock.errors import LearnlockError
 from learnlock.models import create_model
-from learnlock.training import Recipe, evaluate, fit, predict
+from learnlock.recipe import Recipe
+from learnlock.training import evaluate, fit, predict
 
 TINY = Recipe(name="tiny", epochs=10, batch_size=32, lr=0.05, augment="flip")
 # Small settings so every attack runs in seconds; the defaults are what users get.
@@ -218,8 +219,8 @@ def shortcut_dataset(direction=None, n_per_class=40, classes=4, size=16, amplitu
 
 def colour_teacher(direction):
     """A KeyedNet whose key layer removes `direction` (only its key is read: the agreement)."""
-    from learnlock.keylayers import create_key_layer
-    from learnlock.models.keyed import KeyedNet
+    from learnlock.keys.layers import create_key_layer
+    from learnlock.keys.keyed import KeyedNet
 
     layer = create_key_layer("colour", 3, 16, seed=0, dims=1)
     layer.basis.copy_(direction.float()[:, None])
@@ -232,7 +233,7 @@ def test_key_search_finds_a_planted_colour_key(luma):
     candidate under which the data are learned slowest is c: |cos| > 0.9 on the sphere (a random
     guess averages 0.5), and on the cone (where any azimuth has |cos| >= 2 luma - 1 = 0.8) the
     grid point nearest c."""
-    from learnlock.keylayers import luma_basis
+    from learnlock.keys.layers import luma_basis
 
     torch.manual_seed(5)
     c = luma_basis(0.9, 1)[:, 0].double() if luma else torch.nn.functional.normalize(torch.randn(3, dtype=torch.float64), dim=0)
@@ -293,7 +294,7 @@ def test_orthogonal_projection_removes_a_planted_linear_shortcut():
 
 
 def test_leaked_pairs_one_pair_fixes_the_colour_key():
-    from learnlock.keylayers import luma_basis
+    from learnlock.keys.layers import luma_basis
 
     torch.manual_seed(3)
     c = luma_basis(0.9, 1)[:, 0]

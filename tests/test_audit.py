@@ -8,11 +8,11 @@ import pytest
 
 from conftest import learnable_dataset
 from learnlock import cli
+from learnlock.recipe import Recipe
 from learnlock.scenarios.audit import audit, load_cells, resolve_attacks
 from learnlock.errors import LearnlockError
 from learnlock.models import NetSpec
 from learnlock.protections import create_protection
-from learnlock.training import Recipe
 from test_scenarios import write_npz
 
 TINY = Recipe(name="tiny", epochs=6, batch_size=32, lr=0.05, augment="flip")

@@ -10,8 +10,8 @@ import torch
 from conftest import learnable_dataset
 from learnlock import NetSpec, cli
 from learnlock.cells import CellCache, cell_inputs, cell_key
+from learnlock.recipe import Recipe
 from learnlock.scenarios import Hacker, authorized_vs_hackers, train_authorized
-from learnlock.training import Recipe
 
 ONE = Recipe(name="one", epochs=1, batch_size=16, lr=0.05, augment="flip")
 

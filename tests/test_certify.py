@@ -14,7 +14,8 @@ from learnlock.cli import main
 from learnlock.errors import LearnlockError
 from learnlock.losses import noisy_params
 from learnlock.models import create_model
-from learnlock.training import fit, get_recipe
+from learnlock.recipe import get_recipe
+from learnlock.training import fit
 
 
 def brute_force_k(n: int, qb: float, alpha: float):

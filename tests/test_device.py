@@ -21,7 +21,8 @@ from learnlock.errors import LearnlockError
 from learnlock.losses import DistillationLoss
 from learnlock.models import NetSpec, create_model
 from learnlock.protections import ProtectionContext, list_protections
-from learnlock.training import Recipe, evaluate, fit
+from learnlock.recipe import Recipe
+from learnlock.training import evaluate, fit
 from test_attacks import make as make_attack
 from test_protections import FAST as FAST_PROTECTIONS
 

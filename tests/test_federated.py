@@ -10,11 +10,11 @@ from conftest import learnable_dataset
 from learnlock import NetSpec, cli
 from learnlock.data.published import load_published
 from learnlock.errors import LearnlockError
+from learnlock.recipe import Recipe
 from learnlock.scenarios.federated import concat, federate, group_accuracy, parse_split, split_shards
 from learnlock.protections import get_protection, list_protections
 from learnlock.protections.uge import UGE
 from learnlock.scenarios import Hacker
-from learnlock.training import Recipe
 
 RECIPE = Recipe(name="tiny", epochs=8, batch_size=8, lr=0.05, augment="flip")
 FAST = dict(epochs=1, encoder_resolution=32, diagnostics=False)

@@ -13,8 +13,8 @@ from learnlock.data import ImageDataset
 from learnlock.data.manifest import manifest_recipe
 from learnlock.errors import LearnlockError
 from learnlock.models import create_model
-from learnlock.training import (Callback, Recipe, apply_augment, batch_schedule, cross_entropy, fit,
-                                make_optimizer)
+from learnlock.recipe import Recipe
+from learnlock.training import Callback, apply_augment, batch_schedule, cross_entropy, fit, make_optimizer
 
 TINY = Recipe(name="tiny", epochs=2, batch_size=16, lr=0.05, precision="fp32")
 

@@ -10,8 +10,8 @@ from learnlock.errors import LearnlockError
 from learnlock.jobs import Workers
 from learnlock.models import NetSpec
 from learnlock.protections import create_protection
+from learnlock.recipe import Recipe
 from learnlock.scenarios import Hacker, authorized_vs_hackers, audit, evaluate_nets, federate, load_cells, split_shards
-from learnlock.training import Recipe
 
 ONE = Recipe(name="one", epochs=1, batch_size=16, lr=0.05, augment="flip")
 

@@ -10,12 +10,13 @@ import torch
 from conftest import learnable_dataset
 from learnlock.attacks import AttackContext, create_attack
 from learnlock.errors import LearnlockError
-from learnlock.keylayers import create_key_layer, family_params, list_key_layers
+from learnlock.keys.layers import create_key_layer, family_params, list_key_layers
 from learnlock.keys import check_key_matches, seed_from_secret
 from learnlock.models import NetSpec
-from learnlock.models.keyed import KeyedNet, key_layer_of, keyed_spec
+from learnlock.keys.keyed import KeyedNet, key_layer_of, keyed_spec
 from learnlock.protections import ProtectionContext, create_protection
-from learnlock.training import Recipe, apply_augment, draw_augment, fit
+from learnlock.recipe import Recipe
+from learnlock.training import apply_augment, draw_augment, fit
 
 TINY = Recipe(name="tiny", epochs=1, batch_size=8)
 FAST = dict(max_rounds=2, noise_steps=3, train_steps=2, batch_size=8)
@@ -59,7 +60,7 @@ def test_key_layer_is_a_frozen_projector(family):
 def test_luma_directions(family, dims):
     """`luma` fixes each removed colour's squared cosine with the luma axis (so grayscale keeps that
     share of the noise) and draws its azimuth from the secret; the layer stays a projector."""
-    from learnlock.keylayers import LUMA_AXIS
+    from learnlock.keys.layers import LUMA_AXIS
 
     kw = {"dims": dims, "luma": 0.8, **({"fmax": 6.0} if family == "spectral" else {})}
     layer = create_key_layer(family, 3, 16, seed=5, **kw)
@@ -100,9 +101,9 @@ def test_key_is_reproducible_from_the_secret_and_never_trained(family, tmp_path)
     secret_free = str(a.kwargs)
     assert "correct horse" not in secret_free and str(seed) not in secret_free  # kwargs are public
     model = a.build()
-    before = {k: v.clone() for k, v in model.key.state_dict().items()}
+    before = {k: v.clone() for k, v in model.layer.state_dict().items()}
     fit(model, learnable_dataset(n_per_class=4, classes=3, size=8), TINY, progress=False)
-    assert all(torch.equal(before[k], v) for k, v in model.key.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in model.layer.state_dict().items())
     assert not any(n.startswith("key.") for n, _ in model.named_parameters())
 
 
@@ -122,7 +123,7 @@ def test_noise_lies_in_the_blind_spot(family):
     model = key.build().eval()
     assert isinstance(model, KeyedNet)
     with torch.no_grad():
-        gap = (model.key(x_q.float() / 255) - model.key(data.float_images())).abs().max().item()
+        gap = (model.layer(x_q.float() / 255) - model.layer(data.float_images())).abs().max().item()
     assert gap <= res["outside_max_levels"] / 255 + 1e-5
     # a network without the key sees all of the noise
     assert (layer.project(d).pow(2).sum() / d.pow(2).sum()) > 0.9
@@ -238,7 +239,7 @@ def test_teacher_aware_targets():
 def test_default_budget_and_luma():
     """The measured defaults: 32/255, and a colour key at a fixed luma share (a random one may be
     isoluminant); spectral keys keep random colours; nonsense is refused."""
-    from learnlock.keylayers import LUMA_AXIS
+    from learnlock.keys.layers import LUMA_AXIS
 
     data = learnable_dataset(n_per_class=2, classes=3, size=8)
     prot = create_protection("keyed", ProtectionContext([base()]))
@@ -257,7 +258,7 @@ def test_default_budget_and_luma():
 def test_cone_estimate_uses_the_stated_luma_share():
     """An attacker who knows the luma share searches only its cone: the direction of excess
     variance on the cone is found, and the estimate lies on the cone."""
-    from learnlock.keylayers import LUMA_AXIS, cone_direction, luma_basis
+    from learnlock.keys.layers import LUMA_AXIS, cone_direction, luma_basis
 
     torch.manual_seed(0)
     for luma in (0.2, 0.6, 0.9):

@@ -15,12 +15,12 @@ from learnlock.data import ImageDataset
 from learnlock.data.published import read_manifest
 from learnlock.errors import LearnlockError
 from learnlock.keys import check_key_matches, load_key
-from learnlock.lockkey import VARIANTS, LockKey, residual_lipschitz
+from learnlock.keys.lock import VARIANTS, LockKey, residual_lipschitz
 from learnlock.models import NetSpec
 from learnlock.protections.base import ProtectionContext, quantize
 from learnlock.protections.lock import LearnabilityLock
 from learnlock.protections.resumable import Checkpoint
-from learnlock.training import Recipe
+from learnlock.recipe import Recipe
 
 RECIPE = Recipe(name="tiny", epochs=1, batch_size=8)
 FAST = dict(max_rounds=2, train_steps=2, batch_size=8)
@@ -164,12 +164,10 @@ def test_settings_and_inputs_validated():
     with pytest.raises(LearnlockError, match="classes"):
         LearnabilityLock(ProtectionContext(NetSpec.create("cnn", 4, 3, seed=0, width=8), RECIPE), **FAST).apply(grey())
     prot = LearnabilityLock(CTX, **FAST)
-    pending = prot.issued_keys()[0]
-    assert pending.fingerprint == ""  # matches no key file until the lock is trained
     with pytest.raises(LearnlockError, match="only after"):
-        pending.save("never.safetensors")
+        prot.issued_keys()  # the key exists once the lock is trained
     prot.apply(grey())
-    assert pending.fingerprint == prot.issued_keys()[0].fingerprint  # resolves to the trained key
+    assert isinstance(prot.issued_keys()[0], LockKey)
     assert LearnabilityLock(CTX, rho=0.04).eps == 10 / 255  # whole grey levels
 
 

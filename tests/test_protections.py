@@ -15,7 +15,7 @@ from learnlock.protections import (
     Protection, ProtectionContext, ProtectionSettings, create_protection, get_protection, list_protections,
     project_quantize,
 )
-from learnlock.training import Recipe
+from learnlock.recipe import Recipe
 
 RHOS = [8 / 255, 0.04, 16 / 255]
 

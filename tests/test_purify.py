@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from learnlock import diffusion
+from learnlock.attacks import ddpm
 from learnlock.attacks import AttackContext, get_attack
 from learnlock.attacks.purify import DiffPureSettings
 from learnlock.data import ImageDataset
@@ -79,25 +79,25 @@ def test_zero_guidance_is_diffpure(workdir):
 
 def test_unet_takes_sizes_that_its_levels_do_not_divide():
     """Four levels need sides divisible by 8; 28 x 28 and 30 x 26 are padded and cropped back."""
-    unet = diffusion.build_unet(DiffPureSettings(channels=(8, 8, 8, 8)).ddpm(), 1, (28, 28))
+    unet = ddpm.build_unet(DiffPureSettings(channels=(8, 8, 8, 8)).ddpm(), 1, (28, 28))
     for shape in [(2, 1, 28, 28), (2, 1, 30, 26)]:
         with torch.no_grad():
-            eps = diffusion.predict_eps(unet, torch.randn(shape), 7)
+            eps = ddpm.predict_eps(unet, torch.randn(shape), 7)
         assert eps.shape == shape and torch.isfinite(eps).all()
-    unet3 = diffusion.build_unet(DiffPureSettings(channels=(8, 8, 8, 8)).ddpm(), 3, (32, 32))
+    unet3 = ddpm.build_unet(DiffPureSettings(channels=(8, 8, 8, 8)).ddpm(), 3, (32, 32))
     with torch.no_grad():
-        assert diffusion.predict_eps(unet3, torch.randn(2, 3, 32, 32), 7).shape == (2, 3, 32, 32)
+        assert ddpm.predict_eps(unet3, torch.randn(2, 3, 32, 32), 7).shape == (2, 3, 32, 32)
 
 
 def test_ddpm_cache(tmp_path, monkeypatch):
     trained = []
-    original = diffusion.train_ddpm
+    original = ddpm.train_ddpm
 
     def counting(*args, **kwargs):
         trained.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(diffusion, "train_ddpm", counting)
+    monkeypatch.setattr(ddpm, "train_ddpm", counting)
     published = random_set(3, 1, 12, seed=1, source="published")
     aux = random_set(10, 1, 12, seed=2, source="aux")
     settings = {**TINY, "samples": 4}
@@ -162,16 +162,16 @@ def test_training_lowers_the_denoising_error_and_repeats_exactly():
     aux = flat_set(COLOURS, size=8, reps=4)
     config = DiffPureSettings(channels=(8, 16), train_steps=20, train_batch_size=16, lr=1e-2,
                               num_train_timesteps=50, t_star=5).ddpm()
-    unet, report = diffusion.load_or_train(aux, config, progress=False)
-    again, _ = diffusion.load_or_train(aux, config, progress=False)
+    unet, report = ddpm.load_or_train(aux, config, progress=False)
+    again, _ = ddpm.load_or_train(aux, config, progress=False)
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in unet.state_dict().items())
     with torch.random.fork_rng(devices=[]):   # the init train_entry starts from
         torch.manual_seed(config.seed)
-        untrained = diffusion.build_unet(config, 3, (8, 8))
-    scheduler = diffusion.make_scheduler(config.num_train_timesteps)
-    x0 = diffusion.to_model(aux.images, "cpu")
-    before = diffusion.denoising_report(untrained, scheduler, x0, seed=0)
-    after = diffusion.denoising_report(unet.cpu(), scheduler, x0, seed=0)
+        untrained = ddpm.build_unet(config, 3, (8, 8))
+    scheduler = ddpm.make_scheduler(config.num_train_timesteps)
+    x0 = ddpm.to_model(aux.images, "cpu")
+    before = ddpm.denoising_report(untrained, scheduler, x0, seed=0)
+    after = ddpm.denoising_report(unet.cpu(), scheduler, x0, seed=0)
     assert all(a["eps_mse"] < 0.75 * b["eps_mse"] for a, b in zip(after, before))   # measured: 0.23 .. 0.52
     assert report["loss_curve"][-1] < report["loss_curve"][0] and len(report["loss_curve"]) == 20
 

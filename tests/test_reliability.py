@@ -140,7 +140,7 @@ def test_same_seed_same_bytes_at_a_recorded_thread_count(tmp_path):
     import torch
 
     from learnlock.protections import ProtectionContext, create_protection
-    from learnlock.training import Recipe
+    from learnlock.recipe import Recipe
 
     data = learnable_dataset(n_per_class=4, classes=2, size=8)
     key = NetSpec.create("cnn", 2, 3, seed=1)
@@ -158,7 +158,7 @@ def test_same_seed_same_bytes_at_a_recorded_thread_count(tmp_path):
 def test_outputs_respect_the_umask(tmp_path):
     import os
 
-    from learnlock.provenance import atomic_write_json
+    from learnlock.files import atomic_write_json
 
     old = os.umask(0o022)
     try:
@@ -270,17 +270,20 @@ def test_review_fixes_keys_bounds_and_the_device_choice(tmp_path, capsys):
 
     from learnlock import device
     from learnlock.data.manifest import change_bound
-    from learnlock.keys import key_paths, write_key_files
+    from learnlock.protections.publish import key_paths, write_key_files
 
     keys = [NetSpec.create("cnn", 3, 3, seed=s) for s in (1, 2)]
-    paths = key_paths(keys, set(), tmp_path / "mykey", tmp_path / "pub")  # no suffix: still one file per key
+    paths = key_paths(len(keys), tmp_path / "mykey", tmp_path / "pub")  # no suffix: still one file per key
     assert sorted(p.name for p in paths) == ["mykey0", "mykey1"]
     old = os.umask(0o022)
     try:
         written = write_key_files(keys, paths)
     finally:
         os.umask(old)
-    assert all(p.stat().st_mode & 0o777 == 0o600 for p in written)  # a key is a secret: its owner only
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p, _ in written)  # a key is a secret: its owner only
+    assert write_key_files(keys, paths) == written  # identical files are kept
+    with pytest.raises(LearnlockError, match="holds another key"):
+        write_key_files(keys[::-1], paths)  # another key is never overwritten
     # the test-set check tolerates what the norm allows, never a whole grey range (OPS stores rho 1.0)
     ops = {"rho": 1.0, "source": {"shape": [3, 32, 32]}, "extra": {"norm": {"norm": "l0", "pixels": 1}}}
     assert change_bound(ops) < 1 and change_bound({"rho": 1.0, "source": {"shape": [3, 8, 8]}}) == 16.5

@@ -18,7 +18,8 @@ from learnlock.cells import CellCache, cell_key, code_version
 from learnlock.data.splits import RANGES, load_split, split_index
 from learnlock.errors import LearnlockError
 from learnlock.models import create_model
-from learnlock.training import EpochAccuracy, Recipe, RECIPES, fit, make_optimizer, predict
+from learnlock.recipe import RECIPES, Recipe
+from learnlock.training import EpochAccuracy, fit, make_optimizer, predict
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,10 +8,11 @@ from conftest import learnable_dataset
 from learnlock import cli
 from learnlock.errors import LearnlockError
 from learnlock.losses import DistillationLoss
+from learnlock.recipe import Recipe, get_recipe
 from learnlock.scenarios.evaluation import evaluate_nets, results_table
 from learnlock.models import create_model
 from learnlock.callbacks import Trajectory
-from learnlock.training import Recipe, augment_batch, evaluate, fit, get_recipe
+from learnlock.training import augment_batch, evaluate, fit
 
 TINY = Recipe(name="tiny", epochs=6, batch_size=32, lr=0.05, augment="flip")
 

@@ -11,7 +11,7 @@ from learnlock.errors import LearnlockError
 from learnlock.protections import ProtectionContext, get_protection
 from learnlock.protections.resumable import Checkpoint
 from learnlock.protections.uge import PRESETS, UGE
-from learnlock.training import Recipe
+from learnlock.recipe import Recipe
 
 RECIPE = Recipe(name="tiny", epochs=2, batch_size=16, lr=0.05)
 FAST = dict(epochs=2, encoder_resolution=32, surrogates=("lenet",), surrogate_epochs=1, diagnostics=False)

@@ -11,7 +11,8 @@ from learnlock.models import create_model
 from learnlock.protections import create_protection, project_l2_quantize
 from learnlock.protections.ops import search_pixel
 from learnlock.losses import WeightNoiseLoss
-from learnlock.training import cross_entropy, fit, get_recipe
+from learnlock.recipe import get_recipe
+from learnlock.training import cross_entropy, fit
 
 
 def small(name, **kw):

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .files import atomic_write_bytes
 from .training import Callback, batch_schedule
 
 
@@ -58,8 +59,6 @@ class Trajectory(Callback):
         self.epochs.append(epoch)
         if self.directory is not None:
             from safetensors.torch import save
-
-            from .provenance import atomic_write_bytes
 
             atomic_write_bytes(self.directory / f"step_{self._step:06d}.safetensors",
                                save({k: v.contiguous() for k, v in state.items()}))

@@ -30,7 +30,13 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, save_file
 
-from .provenance import atomic_write_bytes, atomic_write_json, provenance
+from .data import ImageDataset
+from .data.outdir import check_writable
+from .device import current_device
+from .errors import LearnlockError
+from .files import atomic_write_bytes, atomic_write_json
+from .provenance import provenance
+from .recipe import Recipe
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,10 +70,6 @@ def cell_inputs(**parts) -> dict:
         cell_inputs(data=train, test=test, net="cnn", seed=0, recipe=recipe)
         # {"data": "9f..", "test": "4c..", "net": "cnn", "seed": 0, "recipe": {...}, "bf16": False}
     """
-    from .data import ImageDataset
-    from .device import current_device
-    from .training import Recipe
-
     out = {}
     for name, value in parts.items():
         if isinstance(value, ImageDataset):
@@ -96,9 +98,6 @@ def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
 def check_cache_dir(path, what: str = "cache") -> Path:
     """Refuse, before any work, a cache folder that is a file or cannot be written (a missing one is
     made on the first cell); `what` names the parameter in the message."""
-    from .data.outdir import check_writable
-    from .errors import LearnlockError
-
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise LearnlockError(f"{path} is not a folder; `{what}` is a folder of cached cells (made when missing); "

@@ -51,7 +51,7 @@ def add_recipe_args(p: argparse.ArgumentParser, whose: str = "") -> None:
 
 
 def recipe_from_args(args):
-    from .training import get_recipe
+    from .recipe import get_recipe
 
     for old, new in (("old_epochs", "epochs"), ("old_recipe", "recipe")):
         if getattr(args, old, None) is not None:
@@ -265,7 +265,7 @@ def cmd_list(args) -> None:
     from .data import list_datasets
     from .models import list_models
     from .protections import get_protection, list_protections
-    from .training import RECIPES
+    from .recipe import RECIPES
 
     print("datasets:", ", ".join(list_datasets()))
     print("models:  ", ", ".join(list_models()))

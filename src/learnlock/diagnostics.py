@@ -16,7 +16,7 @@ from .data import ImageDataset
 from .losses import gradient_matching_loss
 from .models import create_model
 from .callbacks import state_copy
-from .training import Recipe
+from .recipe import Recipe
 
 
 def diagnose(data: ImageDataset, x_u: torch.Tensor, runs: list, recipe: Recipe, seed: int = 0,

@@ -23,7 +23,8 @@ from torch import nn
 from ..data import ImageDataset
 from ..errors import LearnlockError, require
 from ..models import create_model
-from ..training import Callback, Loss, Recipe, cross_entropy, evaluate, fit
+from ..recipe import Recipe
+from ..training import Callback, Loss, cross_entropy, evaluate, fit
 
 
 @dataclass

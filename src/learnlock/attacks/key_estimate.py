@@ -27,9 +27,9 @@ import torch
 
 from ..data import ImageDataset
 from ..errors import LearnlockError
-from ..keylayers import KeyLayer, create_key_layer, list_key_layers
+from ..keys.layers import KeyLayer, create_key_layer, list_key_layers
 from ..models import create_model
-from ..models.keyed import KeyedNet
+from ..keys.keyed import KeyedNet
 from ..training import fit
 from . import register_attack
 from .base import Attack, AttackContext, AttackSettings
@@ -75,7 +75,7 @@ class KeyEstimate(Attack):
         self.estimate = type(like).estimate(data.images, ref, like).eval()
         teacher = context.teacher
         if isinstance(teacher, KeyedNet):  # the true key is known: say how much of it was found
-            self.agreement = copy.deepcopy(teacher.key).cpu().agreement(self.estimate)  # the teacher stays put
+            self.agreement = copy.deepcopy(teacher.layer).cpu().agreement(self.estimate)  # the teacher stays put
         return data
 
     def train_on(self, data, arch, seed, recipe, context, progress=True, callbacks=()):

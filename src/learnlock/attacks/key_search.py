@@ -46,9 +46,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import LearnlockError
-from ..keylayers import LUMA_AXIS, KeyLayer
+from ..keys.layers import LUMA_AXIS, KeyLayer
 from ..models import create_model, list_models
-from ..models.keyed import KeyedNet
+from ..keys.keyed import KeyedNet
+from ..recipe import get_recipe
 from ..training import fit, predict
 from . import register_attack
 from .key_estimate import KeyEstimate, KeyEstimateSettings
@@ -184,7 +185,7 @@ class KeySearch(KeyEstimate):
         teacher = context.teacher
         self.agreement = None
         if isinstance(teacher, KeyedNet):
-            true = copy.deepcopy(teacher.key).cpu()
+            true = copy.deepcopy(teacher.layer).cpu()
             self.agreement = true.agreement(self.estimate)
             if getattr(true, "family", "") == "colour" and true.dims == 1:
                 b = true.basis[:, 0].double()
@@ -204,6 +205,4 @@ class KeySearch(KeyEstimate):
 
 def context_recipe(attack: KeySearch):
     """The recipe the search trains with: the one `train` was called with, else the cpu recipe."""
-    from ..training import get_recipe
-
     return getattr(attack, "_recipe", None) or get_recipe("cpu")

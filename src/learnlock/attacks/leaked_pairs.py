@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import LearnlockError
-from ..models.keyed import KeyedNet
+from ..keys.keyed import KeyedNet
 from . import register_attack
 from .key_estimate import KeyEstimate, KeyEstimateSettings
 
@@ -80,7 +80,7 @@ class LeakedPairs(KeyEstimate):
         self.estimate = type(like).from_changes((pub - orig) / 255, like).eval()
         self.agreement = self.abs_cos = None
         if isinstance(context.teacher, KeyedNet):
-            true = copy.deepcopy(context.teacher.key).cpu()
+            true = copy.deepcopy(context.teacher.layer).cpu()
             self.agreement = true.agreement(self.estimate)
             if getattr(true, "family", "") == "colour" and true.dims == 1:
                 self.abs_cos = round(abs(float(true.basis[:, 0] @ self.estimate.basis[:, 0])), 6)

@@ -26,7 +26,7 @@ Threat model: the attacker holds the published (protected) images and an auxilia
 (`context.aux`, an ImageDataset disjoint from the protected one, with the same channels and
 size), and trains an unconditional DDPM on the auxiliary set only. Labels are not used.
 
-DDPM (`learnlock.diffusion`): diffusers' `UNet2DModel` (block_out_channels = `channels`,
+DDPM (`learnlock.attacks.ddpm`): diffusers' `UNet2DModel` (block_out_channels = `channels`,
 `layers_per_block`, optional self-attention at the lowest resolution) and `DDPMScheduler`
 (epsilon prediction, linear betas 0.1/T .. 20/T, DDPM's 1e-4 .. 0.02 at T = 1000). Trained through
 the one loop (`training.fit`) with Adam and the epsilon MSE on the aux images scaled to [-1, 1],
@@ -38,7 +38,7 @@ Timesteps: t* and t_switch count in DDPM's 1-based convention (x_t has ᾱ_t = p
 as DiffPure's code does; LE's code uses t* = 20 repeated for 4 rounds (`rounds`).
 
 Cache: with `context.workdir`, the trained DDPM is kept in workdir/ddpm/<key>/ (layout and key
-in `learnlock.diffusion`); audit cells that share the aux set and DDPM settings share it.
+in `learnlock.attacks.ddpm`); audit cells that share the aux set and DDPM settings share it.
 `attack.ddpm_report` holds the final training loss, held-out denoising errors at a few t, the
 cache path, and (when `samples` > 0 and workdir is set) a PNG grid of unconditional samples.
 
@@ -69,10 +69,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import ImageDataset
-from ..diffusion import DDPMConfig, cache_key, load_or_train, make_scheduler, predict_eps, to_model, to_uint8
 from ..errors import LearnlockError
 from . import register_attack
 from .base import Attack, AttackContext, AttackSettings
+from .ddpm import DDPMConfig, cache_key, load_or_train, make_scheduler, predict_eps, to_model, to_uint8
 
 MIN_T = 50                       # betas 0.1/T .. 20/T stay below 0.4 from here on
 MIN_ENCODER_RESOLUTION = 16      # the encoders downsample by 32 (learnlock.encoders.base)

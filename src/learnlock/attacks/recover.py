@@ -25,7 +25,8 @@ from torch import nn
 
 from ..data import ImageDataset
 from ..models import create_model
-from ..training import Callback, Recipe, evaluate, fit
+from ..recipe import Recipe
+from ..training import Callback, evaluate, fit
 from . import register_attack
 from .base import Attack, AttackSettings
 

@@ -18,10 +18,15 @@ import hashlib
 import hmac
 import json
 import re
+import warnings
 from pathlib import Path
 
-from ..errors import LearnlockError
+from ..errors import LearnlockError, LearnlockWarning
+from ..recipe import Recipe
 
+FORMAT = "learnlock.published"  # a published dataset's manifest says this in "format"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
 MAC_ALGORITHM = "hmac-sha256"
 _SECRET_DOMAIN = b"learnlock.manifest-mac/1\0"  # keeps the secret apart from the (public) fingerprint
 
@@ -82,8 +87,6 @@ def validate_manifest(m: dict, where, format_version: int) -> dict:
             need(n, "fingerprint", lambda v: isinstance(v, str) and len(v) == 64, "a sha256 hex string",
                  f"authorized.networks[{i}].")
             need(n, "arch", lambda v: isinstance(v, str), "a string", f"authorized.networks[{i}].")
-        from ..training import Recipe  # data never imports training at module level
-
         fields = set(Recipe.__dataclass_fields__) | {"device"}  # manifests before 2026-12 named a device
         need(auth, "recipe", lambda v: isinstance(v, dict) and set(v) <= fields,
              f"an object with only the fields {', '.join(sorted(fields))}", "authorized.")
@@ -109,17 +112,15 @@ def change_bound(manifest: dict, cap: float = 16.0) -> float:
     return min(bound, cap) + 0.5
 
 
-def manifest_recipe(manifest: dict):
+def manifest_recipe(manifest: dict) -> Recipe:
     """The authorized user's training Recipe the manifest names (validated on read)."""
-    from ..training import Recipe
-
     auth = manifest.get("authorized")
     if not auth:
         raise LearnlockError(f"this published dataset ({manifest.get('method')}) names no authorized network")
     return Recipe(**{k: v for k, v in auth["recipe"].items() if k != "device"})  # the device is chosen per run
 
 
-def key_secret(key) -> bytes:
+def mac_secret(key) -> bytes:
     """The MAC secret of a key (NetSpec or LockKey): a hash of its weights, domain-separated from
     the fingerprint, which is public."""
     h = hashlib.sha256(_SECRET_DOMAIN)
@@ -135,7 +136,7 @@ def _signed_bytes(manifest: dict) -> bytes:
 
 
 def mac(manifest: dict, key) -> str:
-    return hmac.new(key_secret(key), _signed_bytes(manifest), hashlib.sha256).hexdigest()
+    return hmac.new(mac_secret(key), _signed_bytes(manifest), hashlib.sha256).hexdigest()
 
 
 def authenticate(manifest: dict, keys) -> dict:
@@ -150,10 +151,6 @@ def unverified(manifest: dict, where: str | Path = "the manifest") -> None:
     """Say (a LearnlockWarning) that `manifest` is used without its authentication code checked:
     no key was given, or it carries no code at all. Its files still match their sha256, but its
     labels, settings and file list may have been edited by anyone."""
-    import warnings
-
-    from ..errors import LearnlockWarning
-
     if not (manifest.get("authentication") or {}).get("macs"):
         why = ("manifest carries no authentication code" + (" (its authentication block was deleted, or an older "
                "learnlock wrote it)" if manifest.get("authorized") else

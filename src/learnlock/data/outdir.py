@@ -11,6 +11,8 @@ from pathlib import Path
 from ..errors import LearnlockError
 from . import parse_spec
 from .base import ImageDataset
+from .manifest import FORMAT, MANIFEST
+
 
 def source_path(spec: str) -> Path | None:
     """The file or folder a dataset spec reads from (folder:, npz:, published:), else None."""
@@ -29,8 +31,6 @@ def source_path(spec: str) -> Path | None:
 
 
 def _is_published_dir(path: Path) -> bool:
-    from .published import FORMAT, MANIFEST  # published.py imports this module
-
     try:
         with open(path / MANIFEST, "rb") as f:
             return json.load(f).get("format") == FORMAT

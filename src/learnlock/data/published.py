@@ -34,12 +34,9 @@ from ..errors import LearnlockError
 from ..provenance import provenance
 from . import register_dataset
 from .base import ImageDataset, per_class_index
-from .manifest import authenticate, unverified, validate_manifest
+from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, authenticate, unverified, validate_manifest
 from .outdir import check_out_dir, check_writable, source_path
 
-FORMAT = "learnlock.published"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 IMAGES = "images"
 PNG_COMPRESS_LEVEL = 6  # fixed so the bytes do not depend on Pillow's default
 

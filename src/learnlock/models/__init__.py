@@ -87,7 +87,7 @@ def create_model(name: str, num_classes: int, in_channels: int = 3, seed: int | 
 
 
 # Imported for their @register_model side effect; keep last.
-from . import cnn, fastnet, keyed, lenet, mobilenetv2, resnet, shufflenetv2, vgg  # noqa: E402,F401
+from . import cnn, fastnet, lenet, mobilenetv2, resnet, shufflenetv2, vgg  # noqa: E402,F401  ("keyed": learnlock.keys)
 from .netspec import NetSpec  # noqa: E402
 
 __all__ = ["MODELS", "NetSpec", "check_args", "create_model", "list_models", "register_model"]

@@ -17,19 +17,15 @@ loaded, gives identical files.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import safetensors.torch
 import torch
-from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from ..errors import LearnlockError
-from ..provenance import atomic_write_bytes
+from ..files import fingerprint, read_key_file, save_key_file
 from . import MODELS, check_args, create_model
 
 FORMAT = "learnlock.netspec/1"
@@ -112,9 +108,6 @@ class NetSpec:
     def save(self, path: str | Path, overwrite: bool = False, private: bool = False) -> Path:
         """Write one safetensors file (atomically); refuses to replace a file unless overwrite.
         `private`: readable by its owner only (0600), for a key that must stay secret."""
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise LearnlockError(f"{path} already exists; pass overwrite=True to replace it")
         tensors = {k: self.state[k].detach().cpu().contiguous().clone() for k in sorted(self.state)}
         metadata = {
             "format": FORMAT,
@@ -124,26 +117,13 @@ class NetSpec:
             "kwargs": json.dumps(self.kwargs, sort_keys=True),
             "fingerprint": self.fingerprint,
         }
-        atomic_write_bytes(path, _canonical(safetensors.torch.save(tensors, metadata=metadata)), private=private)
-        return path
+        return save_key_file(path, tensors, metadata, overwrite, private)
 
     @classmethod
     def load(cls, path: str | Path, expected_fingerprint: str | None = None) -> NetSpec:
         """Read a file written by save(); check its fingerprint (and the expected one, if given)."""
         path = Path(path)
-        if not path.is_file():
-            what = "is a folder, not a file" if path.is_dir() else "does not exist"
-            raise LearnlockError(f"NetSpec file {path} {what}")
-        data = path.read_bytes()
-        try:
-            state = safetensors.torch.load(data)
-        except (SafetensorError, AssertionError, KeyError, ValueError, TypeError,
-                RuntimeError) as e:  # what safetensors raises on damaged headers or data
-            raise LearnlockError(
-                f"{path} is not a readable safetensors file ({e}); "
-                "expected a NetSpec written by NetSpec.save"
-            ) from None
-        meta = _header(data).get("__metadata__") or {}
+        state, meta = read_key_file(path, "NetSpec file", "a NetSpec written by NetSpec.save")
         if meta.get("format") != FORMAT:
             found = meta.get("format")
             hint = (f"it has format {found!r}, which this learnlock cannot read; upgrade learnlock"
@@ -220,40 +200,5 @@ def check_fits(key, data, role: str) -> None:
 
 def _fingerprint(arch: str, num_classes: int, in_channels: int, kwargs: dict,
                  state: dict[str, Tensor]) -> str:
-    h = hashlib.sha256()
-
-    def put(b: bytes) -> None:
-        h.update(struct.pack("<Q", len(b)) + b)  # length prefix: fields cannot run together
-
-    head = {"arch": arch, "num_classes": num_classes, "in_channels": in_channels,
-            "kwargs": kwargs}
-    put(json.dumps(head, sort_keys=True, separators=(",", ":")).encode())
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        put(name.encode())
-        put(str(t.dtype).encode())
-        put(json.dumps(list(t.shape)).encode())
-        # Raw bytes via a uint8 view: works for bool/int/bfloat16 and 0-d tensors alike.
-        put(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _header(data: bytes) -> dict:
-    n = struct.unpack("<Q", data[:8])[0]
-    return json.loads(data[8:8 + n])
-
-
-def _canonical(data: bytes) -> bytes:
-    """Re-serialise a safetensors header with sorted metadata keys.
-
-    safetensors writes its metadata from a hash map, so key order (hence file bytes) changes
-    between processes; the tensor data is already laid out deterministically and is kept as is.
-    """
-    n = struct.unpack("<Q", data[:8])[0]
-    header = _header(data)
-    meta = header.pop("__metadata__", None) or {}
-    tensors = sorted(header.items(), key=lambda kv: kv[1]["data_offsets"])
-    text = json.dumps({"__metadata__": dict(sorted(meta.items())), **dict(tensors)},
-                      separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % 8)  # safetensors keeps the data 8-byte aligned
-    return struct.pack("<Q", len(text)) + text + data[8 + n:]
+    head = {"arch": arch, "num_classes": num_classes, "in_channels": in_channels, "kwargs": kwargs}
+    return fingerprint([json.dumps(head, sort_keys=True, separators=(",", ":")).encode()], state)

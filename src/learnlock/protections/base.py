@@ -36,8 +36,8 @@ from ..data.base import ImageDataset
 from ..data.published import check_out_dir, write_published
 from ..errors import LearnlockError, require
 from ..models import NetSpec
+from ..recipe import Recipe, get_recipe
 from ..registry import Registry
-from ..training import Recipe, get_recipe
 
 PROTECTIONS = Registry("protection")
 
@@ -179,8 +179,10 @@ class Protection(ABC):
     norm: str = "linf"  # linf | l2 | l0 (see the module docstring)
     # Protections that take the authorized network(s) say so; the CLI and the scenarios ask this,
     # never the method's name. They read context.authorized, and `issued_keys()` is what the
-    # authorized user receives.
+    # authorized user receives, one per authorized network. A method that trains its key
+    # (`trains_key`, lock) has it only after `apply`: no file written before can hold it.
     needs_key: bool = False
+    trains_key: bool = False
     presets: dict[str, dict] = {}  # named groups of settings, chosen with preset=NAME (uge's paper, ...)
     default_preset: str | None = None  # the preset used when neither a preset nor settings are given
     # The threat model (`threat_model()`, shown by `learnlock report`): the attacks a method's data
@@ -254,6 +256,8 @@ class Protection(ABC):
         """uint8 protected images: perturb the chosen items, project onto the rho-ball, quantize.
         `workdir` (default: the context's) keeps resumable state."""
         workdir = self.context.workdir if workdir is None else workdir
+        for key in self.authorized:  # a key made for other images or classes fails before the work
+            key.check_fits(data)
         index = self.choose_protected(len(data))
         out = data.images.clone()
         if len(index):
@@ -297,27 +301,27 @@ class Protection(ABC):
         """The resolved settings, as stored in the manifest."""
         return dataclasses.asdict(self.settings)
 
-    def protect(
-        self,
-        data: ImageDataset,
-        out_dir,
-        *,
-        overwrite: bool = False,
-        authorized: dict | None = None,
-        extra: dict | None = None,
-        files: dict[str, bytes] | None = None,
-        workdir: Path | None = None,
-    ) -> Path:
-        """Check `out_dir` first, then apply and write the published dataset; returns its path."""
+    def protect(self, data: ImageDataset, out_dir, *, overwrite: bool = False, authorized: dict | None = None,
+                extra: dict | None = None, files: dict[str, bytes] | None = None, workdir: Path | None = None) -> Path:
+        """Check `out_dir` first, then apply and write the published dataset; returns its path.
+        The keys to hand over are then `issued_keys()`."""
         check_out_dir(out_dir, overwrite, source=data)
-        images = self.published_images = self.apply(data, workdir)  # kept: publish's checks need no reread
+        images = self.apply(data, workdir)
+        return self.write(data, images, out_dir, self.issued_keys(data), overwrite=overwrite,
+                          authorized=authorized, extra=extra, files=files)
+
+    def write(self, data: ImageDataset, images: torch.Tensor, out_dir, keys: list, *, overwrite: bool = False,
+              authorized: dict | None = None, extra: dict | None = None, files: dict[str, bytes] | None = None) -> Path:
+        """Write `apply`'s images as the published dataset, its manifest naming and authenticated by
+        `keys` (the issued keys)."""
+        self.published_images = images  # kept: publish's checks need no reread
         return write_published(
             out_dir, data, images,
             method=self.name, rho=self.settings.rho, settings=self.manifest_settings(),
-            seed=self.settings.seed, authorized=authorized or self.authorized_info(),
+            seed=self.settings.seed, authorized=authorized or self.authorized_info(keys),
             protected=self.protected_index.tolist(),
             extra={"norm": self.norm_info(data), **self.manifest_extra(), **(extra or {})},
-            files=files, overwrite=overwrite, keys=self.issued_keys(data),  # the keys authenticate the manifest
+            files=files, overwrite=overwrite, keys=keys,  # the keys authenticate the manifest
         )
 
     def norm_info(self, data: ImageDataset) -> dict:
@@ -333,22 +337,14 @@ class Protection(ABC):
         the authorized networks given; `keyed` wraps them in its key layer, `lock` adds its transform."""
         return list(self.authorized) if self.needs_key else []
 
-    def check_keys(self, data: ImageDataset) -> None:
-        """Refuse authorized networks made for other images (channels) or another class count."""
-        for k in self.authorized:
-            if k.num_classes != data.num_classes or k.in_channels != data.in_channels:
-                raise LearnlockError(
-                    f"authorized network {k.arch} ({k.fingerprint[:12]}) takes {k.in_channels}-channel images "
-                    f"and {k.num_classes} classes, but {data.source} has {data.in_channels} channels and "
-                    f"{data.num_classes} classes; create the key for this dataset"
-                )
-
-    def authorized_info(self) -> dict | None:
-        """What the manifest says about the issued key(s) and their recipe; None without a key."""
+    def authorized_info(self, keys: list | None = None) -> dict | None:
+        """What the manifest says about the issued `keys` (default `issued_keys()`) and their
+        recipe; None without a key."""
         if not self.needs_key:
             return None
+        keys = self.issued_keys() if keys is None else keys
         return {"networks": [{"arch": k.arch, "kwargs": k.kwargs, "num_classes": k.num_classes,
-                              "in_channels": k.in_channels, "fingerprint": k.fingerprint} for k in self.issued_keys()],
+                              "in_channels": k.in_channels, "fingerprint": k.fingerprint} for k in keys],
                 "recipe": self.recipe.to_dict()}
 
     def manifest_extra(self) -> dict:

@@ -37,7 +37,8 @@ from ..device import current_device
 from ..data.base import ImageDataset
 from ..models import create_model, frozen, list_models
 from ..callbacks import ItemTargets
-from ..training import Callback, Recipe, cross_entropy, fit
+from ..recipe import Recipe
+from ..training import Callback, cross_entropy, fit
 from .base import Protection, ProtectionSettings, project_quantize, register_protection
 from .resumable import Checkpoint
 from .surrogate import alternate_rounds

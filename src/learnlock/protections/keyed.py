@@ -1,6 +1,6 @@
 """Keyed error-minimising noise: conditional learnability through a key with a secret blind spot.
 
-The authorized network is a `keyed` NetSpec: a frozen, secret key layer (`learnlock.keylayers`)
+The authorized network is a `keyed` NetSpec: a frozen, secret key layer (`learnlock.keys.layers`)
 that annihilates a subspace S, then an ordinary architecture. The published noise lies in S only
 and is error-minimising there (min-min, Huang et al. 2021, against surrogates that do NOT have
 the key): every network that sees S learns the shortcut and fails on clean test images; the
@@ -29,9 +29,9 @@ import torch.nn.functional as F
 
 from ..data.base import ImageDataset
 from ..errors import LearnlockError
-from ..keylayers import KeyLayer, family_params, get_key_layer, list_key_layers
+from ..keys.keyed import key_layer_of, keyed_spec
+from ..keys.layers import KeyLayer, family_params, get_key_layer, list_key_layers
 from ..models import NetSpec
-from ..models.keyed import key_layer_of, keyed_spec
 from ..training import fit
 from .base import ProtectionContext, register_protection
 from .em import EMSettings, MinMin
@@ -49,7 +49,7 @@ class KeyedSettings(EMSettings):
     rho: float = 32 / 255
     surrogate: str = "cnn"         # key-less surrogate of the min-min (cnn: CPU-sized; resnet18 on a GPU)
     max_rounds: int = 20           # min-min rounds at most (measured: see BENCHMARKS.md)
-    family: str = "colour"         # key family (learnlock.keylayers): colour | spectral | block
+    family: str = "colour"         # key family (learnlock.keys.layers): colour | spectral | block
     dims: int = 1                  # colour directions the key removes (per pixel, or per chosen frequency);
     #                                block: patch dimensions removed per k x k block
     bins: float = 0.5              # spectral: share of the frequency classes in [fmin, fmax] in the key
@@ -135,10 +135,7 @@ class Keyed(MinMin):
         if self._key is None or self._key.kwargs["image_size"] != size:
             spec = self.base if self.base.arch == "keyed" else keyed_spec(
                 self.base, self.settings.family, size, self.settings.key_settings())
-            if spec.num_classes != data.num_classes or spec.in_channels != data.in_channels:
-                raise LearnlockError(f"authorized network {spec.arch} ({spec.fingerprint[:12]}) takes {spec.in_channels}-"
-                                     f"channel images and {spec.num_classes} classes, but the data have "
-                                     f"{data.in_channels} and {data.num_classes}")
+            spec.check_fits(data)
             if spec.kwargs["image_size"] != size and spec.kwargs["family"] != "colour":
                 raise LearnlockError(f"this key was made for {spec.kwargs['image_size']}-pixel images, the data "
                                      f"have {size}")

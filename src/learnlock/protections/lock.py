@@ -10,7 +10,7 @@ here the key is a preprocessing step: any network trained on the unlocked data l
 
 Norm L-inf, rho (default 8/255) in [0, 1] pixel units; the lock radius is eps = floor(255 rho) / 255
 (= rho for rho = k/255), so that the locked change, at most eps by construction, is never clipped
-by the 8-bit projection and stays invertible. Variants (`lockkey.py` has the maths):
+by the 8-bit projection and stays invertible. Variants (`keys/lock.py` has the maths):
   affine    x' = W_y * x + B_y per pixel and channel, W in [1 - eps/2, 1 + eps/2], B in
             [-eps/2, eps/2] (projected after every step): |x' - x| <= eps for x in [0, 1]
   residual  x' = x + eps * tanh(g_y(x)), g_y a small spectrally normalised conv net
@@ -45,9 +45,10 @@ from torch import nn
 from ..data.base import ImageDataset
 from ..device import current_device
 from ..errors import LearnlockError
-from ..lockkey import VARIANTS, LockKey, lock_images, residual_lipschitz
+from ..keys.lock import VARIANTS, LockKey, lock_images, residual_lipschitz
 from ..models import NetSpec, create_model, frozen, list_models
-from ..training import Recipe, fit
+from ..recipe import Recipe
+from ..training import fit
 from .base import Protection, ProtectionContext, ProtectionSettings, project_quantize, register_protection
 from .resumable import Checkpoint
 from .surrogate import alternate_rounds
@@ -141,26 +142,6 @@ class ClassTransforms(nn.Module):
         return out
 
 
-class _PendingKey:
-    """Stand-in for the LockKey of authorized network `i` until the transforms are trained.
-    `learnlock protect` asks for the issued keys before it protects (to plan where they go) and
-    saves them after; the key, and so its fingerprint, exists only once apply() has run."""
-
-    def __init__(self, prot: "LearnabilityLock", i: int):
-        self._prot, self._i = prot, i
-
-    @property
-    def fingerprint(self) -> str:
-        return self._prot.keys[self._i].fingerprint if self._prot.keys else ""  # "": matches no key file
-
-    def __getattr__(self, name):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        if not self._prot.keys:
-            raise LearnlockError("lock: the key exists only after the lock is trained (apply or protect)")
-        return getattr(self._prot.keys[self._i], name)
-
-
 @register_protection("lock")
 class LearnabilityLock(Protection):
     """Learnability Lock (Peng & Chen 2022): class-wise invertible transforms, error-minimising
@@ -168,6 +149,7 @@ class LearnabilityLock(Protection):
 
     Settings = LockSettings
     needs_key = True
+    trains_key = True
     scheme_attacks = ("lock-inverse",)
     threat = ("The hacker holds the locked images and labels and knows the lock's scheme (class-wise invertible "
               "transforms of a known family), not the transforms; it may hold clean auxiliary images of the same "
@@ -205,7 +187,6 @@ class LearnabilityLock(Protection):
     # kept short, and trains the surrogate through the one training loop (`fit`).
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
         s = self.settings
-        self.check_keys(data)
         dev = self.device()
         x, y = data.float_images().to(dev), data.labels.to(dev)
         transform = ClassTransforms(s.variant, data.num_classes, tuple(x.shape[1:]), self.eps, s.width, s.seed).to(dev)
@@ -277,12 +258,13 @@ class LearnabilityLock(Protection):
 
     # ----------------------------------------------------------------- what the user receives
     def issued_keys(self, data: ImageDataset | None = None) -> list:
-        """One LockKey per authorized network (all share the transforms); before apply(), stand-ins
-        that resolve to them once the lock is trained."""
-        return list(self.keys) if self.keys else [_PendingKey(self, i) for i in range(len(self.authorized))]
+        """One LockKey per authorized network (all share the transforms), once apply() trained them."""
+        if not self.keys:
+            raise LearnlockError("lock: the key exists only after the lock is trained (apply or protect)")
+        return list(self.keys)
 
-    def authorized_info(self) -> dict:
-        return {**super().authorized_info(), "unlock": "lock"}
+    def authorized_info(self, keys: list | None = None) -> dict:
+        return {**super().authorized_info(keys), "unlock": "lock"}
 
     def manifest_extra(self) -> dict:
         return {"eps": self.eps, "rounds": len(self.log), "converged": self.converged, "log": self.log}

@@ -3,13 +3,14 @@ over the keys, and say what a user should know (a near-zero change, no convergen
 
     result = publish("uge", "cifar10", "pub/uge", per_class=100, authorized=["cnn"], key_seed=1)
 
-Nothing is lost: outputs are checked before the work; a key known before the protection is
-written first; the resumable work folder is removed only once every output is on disk.
+Nothing is lost: outputs are checked before the work; the keys are written right after it, before
+the published data; the resumable work folder is removed only once every output is on disk.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 from contextlib import contextmanager
@@ -18,10 +19,11 @@ from pathlib import Path
 import torch
 
 from ..data import load_dataset
-from ..data.outdir import check_out_dir, clean_stale_temporaries
+from ..data.outdir import check_out_dir, check_writable, clean_stale_temporaries, source_path
 from ..errors import LearnlockError
-from ..keys import authorized_keys, check_key_out, check_key_specs, key_paths, write_key_files
-from ..training import get_recipe
+from ..files import atomic_write_json
+from ..keys import Key, authorized_keys, check_key_specs, load_key, new_derivation
+from ..recipe import get_recipe
 from .base import ProtectionContext, get_protection
 
 NEAR_ZERO = 0.05   # warn when the mean change is under 5% of the budget (UGE after 1 epoch: 1.3%)
@@ -111,11 +113,6 @@ def damaged_state(path: Path, error) -> str:
 def key_derivation(workdir: Path) -> dict:
     """The pass phrase's derivation (scrypt, a fresh salt) for this run, kept in the work folder so
     a resumed run derives the same key."""
-    import json
-
-    from ..keys import new_derivation
-    from ..provenance import atomic_write_json
-
     path = workdir / "key-derivation.json"
     if path.exists():
         try:
@@ -133,22 +130,15 @@ def _publish(cls, data: str, out: Path, workdir: Path, *, settings, preset, per_
     method = cls.name
     source = load_dataset(data, "train", per_class=per_class, seed=subset_seed)
     derivation = key_derivation(workdir) if key_secret is not None else None
-    keyed = authorized_keys(source.num_classes, source.in_channels, authorized, authorized_arch, authorized_seeds,
-                            key_seed, key_secret, derivation) if cls.needs_key else []
-    context = ProtectionContext([k for k, _ in keyed], recipe, progress=progress)
+    keys = authorized_keys(source.num_classes, source.in_channels, authorized, authorized_arch, authorized_seeds,
+                           key_seed, key_secret, derivation) if cls.needs_key else []
+    context = ProtectionContext([k for k, _ in keys], recipe, progress=progress)
     prot = cls(context, preset=preset, **(settings or {}))
-    issued = prot.issued_keys(source)
-    paths = key_paths(issued, {k.fingerprint for k, derived in keyed if not derived}, key_out, out, source)
-    files = {}
-    if include_weights:
-        if not all(k.fingerprint for k in issued):
-            raise LearnlockError(f"{method} makes its key while it protects, so it cannot be put inside the "
-                                 "published folder; drop `include_weights` and hand over the key file")
-        files = {f"authorized_{i}.safetensors": key_bytes(k) for i, k in enumerate(issued)}
+    # one key is issued per authorized network: where they go is checked now, before the work
+    paths = key_paths(len(prot.authorized) if cls.needs_key else 0, key_out, out, source, cls.trains_key)
     for stale in clean_stale_temporaries(out):
         log(f"removed {stale}, the temporary folder of an interrupted run")
     resumed = resumable_state(workdir)
-    write_key_files(issued, paths)  # before the long work: a key that cannot be written fails now
     if resumed:
         log(f"resuming an interrupted run from {workdir}: {', '.join(resumed)}")
     log(f"protecting {len(source)} images of {source.source} with {method} (rho {prot.settings.rho:.4f}); "
@@ -157,13 +147,79 @@ def _publish(cls, data: str, out: Path, workdir: Path, *, settings, preset, per_
     source_load = {"spec": data, "split": "train", "per_class": per_class, "seed": subset_seed}
     # how a pass phrase became the key (kdf, salt, cost): public, and needed to derive it again
     extra = {"source_load": source_load, **({"key_derivation": derivation} if derivation else {})}
-    path = prot.protect(source, out, overwrite=overwrite, files=files or None, workdir=workdir, extra=extra)
-    issued = prot.issued_keys(source)  # final now, also a key the method trained
-    write_key_files(issued, paths)
+    images = prot.apply(source, workdir)
+    issued = prot.issued_keys(source)  # asked once: final now, also a key the method trained
+    # the keys before the data: a key that cannot be written fails while the work is still resumable
+    written = write_key_files(issued, paths, {k.fingerprint for k, derived in keys if not derived})
+    files = {f"authorized_{i}.safetensors": key_bytes(k) for i, k in enumerate(issued)} if include_weights else None
+    path = prot.write(source, images, out, issued, overwrite=overwrite, files=files, extra=extra)
     shutil.rmtree(workdir, ignore_errors=True)  # only once every output is on disk (the lock's fd stays valid)
-    return {"path": path, "keys": [(p, issued[i]) for p, i in paths.items()], "size": len(source),
+    return {"path": path, "keys": written, "size": len(source),
             "diagnostics": getattr(prot, "diagnostics", None) or {},
             "warnings": warnings(prot, source, prot.published_images)}
+
+
+def check_key_out(key_out, out, source_spec: str | None = None) -> None:
+    """Refuse, before any work, a `key_out` that is the output folder or inside it (the key would
+    be written first and the output then refused), inside the source data, or an existing file
+    that is not a learnlock key (never overwritten, never read as an input)."""
+    if not key_out:
+        return
+    path, out = Path(key_out), Path(out)
+    if path.resolve() == out.resolve() or path.resolve().is_relative_to(out.resolve()):
+        raise LearnlockError(f"`key_out` {path} is the published folder `out` or inside it; the key must be a file "
+                             "of its own beside the data (e.g. OUT.key.safetensors); choose another `key_out`")
+    src = source_path(source_spec or "")
+    if src is not None and (path.resolve() == src.resolve() or path.resolve().is_relative_to(src.resolve())):
+        raise LearnlockError(f"{path} is inside the source dataset {src}; never writing into the input; "
+                             "choose another `key_out`")
+    if path.exists() or path.is_symlink():
+        if path.is_dir():
+            raise LearnlockError(f"`key_out` {path} is a folder; give a file name such as {path}/key.safetensors")
+        try:
+            load_key(path)
+        except LearnlockError:
+            raise LearnlockError(f"`key_out` {path} exists and is not a learnlock key file; it is never overwritten; "
+                                 "choose another `key_out`") from None
+    check_writable(path, "key_out")
+
+
+def key_paths(count: int, key_out, out: Path, source=None, trained: bool = False) -> list[Path]:
+    """Where the `count` issued keys go, in order: `key_out` (default OUT.key.safetensors;
+    OUT.key0/1... for several). Refused before any work: a path inside the source data, one that
+    cannot be written, a file that is not a key, and any existing file when the method trains its
+    key (`trained`): no file written before can hold it."""
+    paths = []
+    src = source_path(source.source if source is not None else "")
+    for i in range(count):
+        path = Path(key_out or f"{out}.key.safetensors")
+        if count > 1:
+            path = path.with_name(f"{path.stem}{i}{path.suffix}")
+        if src is not None and (path.resolve() == src.resolve() or path.resolve().is_relative_to(src.resolve())):
+            raise LearnlockError(f"{path} is inside the source dataset {src}; never writing into the input; "
+                                 "choose another `key_out`")
+        check_key_out(path, out)
+        if trained and path.exists():
+            raise LearnlockError(f"{path} exists and holds another key; choose another `key_out`")
+        paths.append(path)
+    return paths
+
+
+def write_key_files(keys: list, paths: list[Path], given: set[str] = frozenset()) -> list[tuple[Path, Key]]:
+    """Save keys[i] to paths[i] (atomically, readable by its owner only), except a key the user
+    gave (`given` fingerprints: they hold it already). An identical file already there is kept;
+    another key is never overwritten. Returns (path, key) for each key handed over."""
+    handed = []
+    for path, key in zip(paths, keys):
+        if key.fingerprint in given:
+            continue
+        if not path.exists():
+            key.save(path, private=True)  # the secret: its owner only
+        elif load_key(path).fingerprint != key.fingerprint:
+            raise LearnlockError(f"{path} exists and holds another key; choose another `key_out` (the work done "
+                                 "so far is kept and resumes)")
+        handed.append((path, key))
+    return handed
 
 
 def warnings(prot, source, published: torch.Tensor) -> list[str]:

@@ -22,7 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from ..errors import LearnlockError
-from ..provenance import atomic_write_bytes
+from ..files import atomic_write_bytes
 
 
 class Checkpoint:

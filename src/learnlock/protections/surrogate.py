@@ -14,10 +14,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import ImageDataset
+from ..files import atomic_write_bytes
 from ..models import NetSpec
-from ..provenance import atomic_write_bytes
 from ..callbacks import Trajectory
-from ..training import Recipe, fit
+from ..recipe import Recipe
+from ..training import fit
 
 
 def alternate_rounds(start: int, max_rounds: int, step, stop, log: list, save, desc: str, progress: bool) -> bool:

@@ -26,7 +26,7 @@ from ..data.base import ImageDataset
 from ..device import current_device
 from ..errors import LearnlockError
 from ..models import NetSpec, list_models
-from ..training import RECIPES, get_recipe
+from ..recipe import RECIPES, get_recipe
 from .base import Protection, ProtectionSettings, register_protection
 from .surrogate import model_from, train_cached
 

@@ -37,10 +37,10 @@ from ..data import ImageDataset
 from ..diagnostics import diagnose
 from ..device import current_device
 from ..errors import LearnlockError
-from ..losses import (feature_distance_loss, gradient_matching_loss, undistill_loss,
-                      unrolled_update_matching_loss)
+from ..losses import feature_distance_loss, gradient_matching_loss, undistill_loss, unrolled_update_matching_loss
 from ..models import NetSpec, create_model
-from ..training import apply_augment, batch_schedule, get_recipe
+from ..recipe import get_recipe
+from ..training import apply_augment, batch_schedule
 from .base import Protection, ProtectionContext, ProtectionSettings, register_protection
 from .resumable import Checkpoint
 from .surrogate import model_from, train_cached
@@ -298,7 +298,6 @@ class UGE(Protection):
 
     # ---- engines -------------------------------------------------------------------------
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
-        self.check_keys(data)
         s = self.settings
         workdir = Path(workdir) if workdir else None
         if workdir:

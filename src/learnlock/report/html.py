@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import LearnlockError
-from ..provenance import atomic_write_bytes, result_provenance
+from ..files import atomic_write_bytes
+from ..provenance import result_provenance
 
 RUN_FILES = {"table1": "table1.json", "audit": "audit.json", "certify": "certify.json",
              "federated": "federated.json"}

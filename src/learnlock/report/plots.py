@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from ..provenance import atomic_write_bytes  # noqa: E402
+from ..files import atomic_write_bytes  # noqa: E402
 
 
 def figure_png(fig, dpi: int = 120) -> bytes:

@@ -29,11 +29,13 @@ from ..attacks import Attack, AttackContext, create_attack, list_attacks
 from ..cells import CellCache, cell_inputs, check_cache_dir
 from ..data import ImageDataset
 from ..errors import LearnlockError
+from ..files import atomic_write_bytes, atomic_write_json
 from ..jobs import Workers, arrive, to_cpu
 from ..models import MODELS, NetSpec, create_model
-from ..provenance import atomic_write_bytes, atomic_write_json, result_provenance
+from ..provenance import result_provenance
+from ..recipe import Recipe
 from ..report import learnability_ratio, markdown_table
-from ..training import Recipe, evaluate, fit
+from ..training import evaluate, fit
 
 CLEAN, AUTHORIZED = "clean", "authorized"
 

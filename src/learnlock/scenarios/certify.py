@@ -35,8 +35,9 @@ from tqdm.auto import tqdm
 
 from ..data import ImageDataset
 from ..errors import LearnlockError, require
+from ..files import atomic_write_bytes, atomic_write_json
 from ..losses import generator_on, noisy_params
-from ..provenance import atomic_write_bytes, atomic_write_json, result_provenance
+from ..provenance import result_provenance
 from ..training import check_compatible, evaluate
 
 # The eta grid of the paper's certification script (L2 radius in parameter space).

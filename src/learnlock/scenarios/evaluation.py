@@ -25,11 +25,13 @@ from ..data import ImageDataset
 from ..data.base import check_test_set
 from ..data.outdir import check_writable
 from ..errors import LearnlockError
+from ..files import atomic_write_json
 from ..jobs import Workers, locked
 from ..models import MODELS, NetSpec, create_model
-from ..provenance import atomic_write_json, provenance
+from ..provenance import provenance
+from ..recipe import Recipe, get_recipe
 from ..report import markdown_table, mean_std
-from ..training import Callback, Loss, Recipe, cross_entropy, evaluate, fit, get_recipe
+from ..training import Callback, Loss, cross_entropy, evaluate, fit
 
 
 def describe(data: ImageDataset) -> dict:

@@ -41,10 +41,12 @@ from ..data import ImageDataset
 from ..data.manifest import verify
 from ..data.published import load_published, published_fingerprint
 from ..errors import LearnlockError
+from ..files import atomic_write_json
 from ..jobs import Workers
 from ..models import NetSpec
-from ..provenance import atomic_write_json, result_provenance
-from ..training import Recipe, predict
+from ..provenance import result_provenance
+from ..recipe import Recipe
+from ..training import predict
 from .table1 import Hacker
 
 SPLITS = ("classes", "iid", "dirichlet")
@@ -218,12 +220,11 @@ class Federation:
             return None
         if self.key_file(k).exists():
             return load_key(self.key_file(k))
-        key = prot.issued_keys(shard)[0]
-        if not key.fingerprint:  # made while protecting (lock): only the kept file has it
+        if prot.trains_key:  # made while protecting (lock): only the kept file has it
             raise LearnlockError(f"{self.key_file(k)} is missing: client {k}'s key cannot be made again without "
                                  f"protecting again; delete {self.client_dir(k)} to protect it afresh, or use "
                                  "another `out`")
-        return key
+        return prot.issued_keys(shard)[0]
 
     def protect_wall(self, k: int) -> float | None:
         path = self.out / "cells" / f"protect_client_{k}.json"

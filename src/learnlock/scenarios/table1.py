@@ -23,12 +23,14 @@ from ..attacks import AttackContext, get_attack
 from ..cells import CellCache, cell_inputs, check_cache_dir
 from ..data import ImageDataset
 from ..errors import LearnlockError
+from ..files import atomic_write_bytes, atomic_write_json
 from ..jobs import Workers, arrive
 from ..models import MODELS, NetSpec
-from ..provenance import atomic_write_bytes, atomic_write_json, result_provenance
+from ..provenance import result_provenance
+from ..recipe import Recipe
 from ..report import learnability_ratio, markdown_table
 from ..report.plots import grouped_bars, image_grid
-from ..training import Recipe, evaluate, fit
+from ..training import evaluate, fit
 
 # UGE's bar for "separates": the authorized net keeps 90% of its clean learnability, every hacker
 # keeps at most half of its own.
@@ -338,7 +340,7 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
     from ..data.manifest import manifest_recipe
     from ..data.published import check_writable, load_published, published_fingerprint
     from ..keys import check_key_matches, load_key
-    from ..training import get_recipe
+    from ..recipe import get_recipe
 
     if out:
         check_writable(out)

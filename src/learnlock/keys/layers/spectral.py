@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from ..errors import LearnlockError
+from ...errors import LearnlockError
 from . import KeyLayer, check_luma, cone_direction, luma_basis, orthonormal, register_key_layer
 from .colour import top_generalized
 

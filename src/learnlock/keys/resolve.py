@@ -1,6 +1,6 @@
-"""The authorized network is a key: architecture + initial weights, from a NetSpec file, a seed
-or a secret pass phrase (hashed into a seed). A Learnability Lock key (`LockKey`) adds the
-class-wise transforms its holder inverts before training; `load_key` reads either file."""
+"""Deriving and checking keys: the authorized network is architecture + initial weights, from a
+key file, a seed or a secret pass phrase (hashed into a seed); `check_key_matches` says whether a
+key is one a published dataset names."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ import hashlib
 import secrets
 from pathlib import Path
 
-from .data.manifest import verify
-from .errors import LearnlockError
-from .lockkey import FORMAT as LOCK_FORMAT
-from .lockkey import LockKey, read_format
-from .models import NetSpec, list_models
+from ..data.manifest import verify
+from ..errors import LearnlockError
+from ..models import NetSpec, list_models
+from . import Key, load_key
 
 
 # scrypt (RFC 7914) at N = 2**14, r = 8: 16 MiB and about 50 ms per guess on one CPU core, and
@@ -52,7 +51,8 @@ def seed_from_secret(secret: str, derivation: dict | None = None) -> int:
 def resolve_key(spec: str, num_classes: int, in_channels: int, seed: int | None = None,
                 secret: str | None = None, derivation: dict | None = None) -> NetSpec:
     """`spec` is a NetSpec .safetensors file, or an architecture name with `seed` or `secret`
-    (derived as `derivation` says, see `seed_from_secret`)."""
+    (derived as `derivation` says, see `seed_from_secret`). Whether the key fits the data is
+    `key.check_fits(data)`, asked where the data are."""
     path = Path(spec)
     if spec.endswith(".safetensors") or path.exists():
         key = NetSpec.load(path)
@@ -68,23 +68,10 @@ def resolve_key(spec: str, num_classes: int, in_channels: int, seed: int | None 
                 "its initial weights"
             )
         key = NetSpec.create(spec, num_classes, in_channels, seed=seed if seed is not None else seed_from_secret(secret, derivation))
-    if key.num_classes != num_classes or key.in_channels != in_channels:
-        raise LearnlockError(
-            f"authorized network {key.arch} ({key.fingerprint[:12]}) takes {key.in_channels}-channel images "
-            f"and {key.num_classes} classes, but the data have {in_channels} channels and {num_classes} classes"
-        )
     return key
 
 
-def load_key(path):
-    """Read an authorized key file: a NetSpec (keyed networks included) or a LockKey, by the
-    file's "format" metadata. Either has `fingerprint`, `build()` and `prepare(data)`, the data the
-    key's holder trains on (a LockKey unlocks them; a NetSpec trains on them as published)."""
-    readers = {LOCK_FORMAT: LockKey.load}
-    return readers.get(read_format(path), NetSpec.load)(path)  # NetSpec.load names any other problem
-
-
-def check_key_matches(key: NetSpec | LockKey, manifest: dict) -> int:
+def check_key_matches(key: Key, manifest: dict) -> int:
     """Index of `key` among the manifest's authorized networks; a clear error if it is not one."""
     auth = manifest.get("authorized") or {}
     prints = [n["fingerprint"] for n in auth.get("networks", [])]
@@ -120,33 +107,6 @@ def check_key_specs(specs: list[str] | None = None, archs: list[str] | None = No
             seed_from_secret(key_secret)  # refuses an empty pass phrase
 
 
-def check_key_out(key_out, out, source_spec: str | None = None) -> None:
-    """Refuse, before any work, a `key_out` that is the output folder or inside it (the key would
-    be written first and the output then refused), inside the source data, or an existing file
-    that is not a learnlock key (never overwritten, never read as an input)."""
-    from .data.outdir import check_writable, source_path
-
-    if not key_out:
-        return
-    path, out = Path(key_out), Path(out)
-    if path.resolve() == out.resolve() or path.resolve().is_relative_to(out.resolve()):
-        raise LearnlockError(f"`key_out` {path} is the published folder `out` or inside it; the key must be a file "
-                             "of its own beside the data (e.g. OUT.key.safetensors); choose another `key_out`")
-    src = source_path(source_spec or "")
-    if src is not None and (path.resolve() == src.resolve() or path.resolve().is_relative_to(src.resolve())):
-        raise LearnlockError(f"{path} is inside the source dataset {src}; never writing into the input; "
-                             "choose another `key_out`")
-    if path.exists() or path.is_symlink():
-        if path.is_dir():
-            raise LearnlockError(f"`key_out` {path} is a folder; give a file name such as {path}/key.safetensors")
-        try:
-            load_key(path)
-        except LearnlockError:
-            raise LearnlockError(f"`key_out` {path} exists and is not a learnlock key file; it is never overwritten; "
-                                 "choose another `key_out`") from None
-    check_writable(path, "key_out")
-
-
 def authorized_keys(num_classes: int, in_channels: int, specs: list[str] | None = None,
                     archs: list[str] | None = None, seeds: list[int] | None = None,
                     key_seed: int | None = None, key_secret: str | None = None,
@@ -179,40 +139,3 @@ def authorized_keys(num_classes: int, in_channels: int, specs: list[str] | None 
         raise LearnlockError(f"the same authorized network is given twice (fingerprint {', '.join(dup)}); "
                              "give each network its own seed, secret or key file")
     return out
-
-
-def key_paths(issued: list, given: set[str], key_out, out: Path, source=None) -> dict[Path, int]:
-    """Where each issued key the user does not already hold (`given` fingerprints) goes: `key_out`
-    (default OUT.key.safetensors; OUT.key0/1... for several). Refused before any work: a path inside
-    the source data, one that cannot be written, or a file that holds another key."""
-    from .data.outdir import source_path
-
-    paths = {}
-    src = source_path(source.source if source is not None else "")
-    for i, key in enumerate(issued):
-        if key.fingerprint in given:
-            continue
-        path = Path(key_out or f"{out}.key.safetensors")
-        if len(issued) > 1:
-            path = path.with_name(f"{path.stem}{i}{path.suffix}")
-        if src is not None and (path.resolve() == src.resolve() or path.resolve().is_relative_to(src.resolve())):
-            raise LearnlockError(f"{path} is inside the source dataset {src}; never writing into the input; "
-                                 "choose another `key_out`")
-        check_key_out(path, out)
-        # a key trained by the method (lock) has no fingerprint yet: any existing file is another key
-        if path.exists() and (not key.fingerprint or load_key(path).fingerprint != key.fingerprint):
-            raise LearnlockError(f"{path} exists and holds another key; choose another `key_out`")
-        paths[path] = i
-    return paths
-
-
-def write_key_files(issued: list, paths: dict[Path, int]) -> list[Path]:
-    """Save each key of `paths` (atomically; an identical file already there is kept). Keys whose
-    fingerprint is known go first, before the long protection; a key the method trains goes last."""
-    written = []
-    for path, i in paths.items():
-        key = issued[i]
-        if key.fingerprint and not path.exists():
-            key.save(path, private=True)  # the secret: its owner only
-        written.append(path)
-    return written

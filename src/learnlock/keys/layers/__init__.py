@@ -22,8 +22,8 @@ import math
 import torch
 from torch import nn
 
-from ..errors import LearnlockError
-from ..registry import Registry
+from ...errors import LearnlockError
+from ...registry import Registry
 
 KEY_LAYERS = Registry("key family")
 

@@ -34,7 +34,7 @@ from dataclasses import replace
 
 import torch
 
-from ..errors import LearnlockError
+from ...errors import LearnlockError
 from . import KeyLayer, orthonormal, register_key_layer
 from .colour import top_generalized
 

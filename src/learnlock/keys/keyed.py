@@ -1,5 +1,7 @@
 """`keyed`: an authorized network with a built-in blind spot: a frozen, secret key layer
-(`learnlock.keylayers`) in front of an ordinary architecture.
+(`learnlock.keys.layers`) in front of an ordinary architecture. The "keyed" model is registered
+here, with the other models (`create_model("keyed", ...)`), once `learnlock.keys` is imported
+(`import learnlock` does).
 
 The key is still "an architecture with its initial weights": the key layer's buffers are part of
 the weights (so the NetSpec fingerprint covers them), derived from the key's secret and never
@@ -7,28 +9,37 @@ trained (they are buffers, not parameters). The public settings (base, family, i
 in the NetSpec kwargs; the secret subspace lives only in the weights.
 
     spec = keyed_spec(NetSpec.create("cnn", 10, 3, seed=1234), family="colour")
-    model = spec.build()          # KeyedNet: model.key (frozen) then model.net
+    model = spec.build()          # KeyedNet: model.layer (frozen) then model.net
 """
 
 from __future__ import annotations
 
 import hashlib
 
-import torch
 from torch import nn
 
 from ..errors import LearnlockError
-from ..keylayers import KeyLayer, check_params, create_key_layer
-from . import create_model, register_model
+from ..models import create_model, register_model
+from ..models.netspec import NetSpec
+from .layers import KeyLayer, check_params, create_key_layer
 
 
 class KeyedNet(nn.Module):
-    def __init__(self, key: KeyLayer, net: nn.Module):
+    """The key layer, then the network."""
+
+    def __init__(self, layer: KeyLayer, net: nn.Module):
         super().__init__()
-        self.key, self.net = key, net
+        # registered under the name "key": the state-dict names "key.*" are in every keyed key file
+        # and its fingerprint, so they stay; the attribute to use is `layer`
+        self.add_module("key", layer)
+        self.net = net
+
+    @property
+    def layer(self) -> KeyLayer:
+        return self._modules["key"]
 
     def forward(self, x):
-        return self.net(self.key(x))
+        return self.net(self.layer(x))
 
 
 @register_model("keyed")
@@ -44,7 +55,7 @@ def keyed(num_classes: int, in_channels: int = 3, base: str = "cnn", family: str
     return KeyedNet(layer, create_model(base, num_classes, in_channels, **dict(base_kwargs or {})))
 
 
-def key_seed(base_fingerprint: str, family: str, key_settings: dict) -> int:
+def layer_seed(base_fingerprint: str, family: str, key_settings: dict) -> int:
     """The key layer's seed, from the base network's fingerprint (itself derived from the secret)."""
     text = f"learnlock.keyed/1|{base_fingerprint}|{family}|{sorted(key_settings.items())}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
@@ -53,13 +64,11 @@ def key_seed(base_fingerprint: str, family: str, key_settings: dict) -> int:
 def keyed_spec(base, family: str, image_size: int, key_settings: dict | None = None):
     """The keyed NetSpec of a plain NetSpec `base`: its weights, behind a key layer of `family`
     whose buffers are seeded by the base's fingerprint (so the secret that made `base` makes the key)."""
-    from .netspec import NetSpec
-
     key_settings = dict(key_settings or {})
     if base.arch == "keyed":
         raise LearnlockError("this network already has a key layer")
     layer = create_key_layer(family, base.in_channels, image_size,
-                             seed=key_seed(base.fingerprint, family, key_settings), **key_settings)
+                             seed=layer_seed(base.fingerprint, family, key_settings), **key_settings)
     state = {f"key.{k}": v.detach().clone() for k, v in layer.state_dict().items()}
     state.update({f"net.{k}": v for k, v in base.state.items()})
     kwargs = {"base": base.arch, "family": family, "image_size": image_size, "base_kwargs": base.kwargs,
@@ -72,4 +81,4 @@ def key_layer_of(model_or_spec) -> KeyLayer:
     model = model_or_spec.build() if hasattr(model_or_spec, "build") else model_or_spec
     if not isinstance(model, KeyedNet):
         raise LearnlockError(f"not a keyed network ({type(model).__name__}): it has no key layer")
-    return model.key
+    return model.layer

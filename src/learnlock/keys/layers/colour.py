@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..errors import LearnlockError
+from ...errors import LearnlockError
 from . import KeyLayer, check_luma, cone_direction, generalized_excess, luma_basis, orthonormal, register_key_layer
 
 # Neighbouring colour channels of natural images are strongly correlated: the attacker's prior

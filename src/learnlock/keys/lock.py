@@ -37,24 +37,20 @@ transform tensors). Never a pickle. Saving is atomic and byte-deterministic.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import safetensors.torch
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
 from torch import Tensor, nn
 
-from .data import ImageDataset
-from .errors import LearnlockError
-from .models.netspec import FORMAT as NETSPEC_FORMAT
-from .models.netspec import NetSpec, _canonical, _header, check_fits
-from .provenance import atomic_write_bytes
+from ..data import ImageDataset
+from ..errors import LearnlockError
+from ..files import fingerprint, read_key_file, save_key_file
+from ..models.netspec import FORMAT as NETSPEC_FORMAT
+from ..models.netspec import NetSpec, check_fits
 
 FORMAT = "learnlock.lockkey/1"
 VARIANTS = ("affine", "residual")
@@ -104,21 +100,8 @@ def unlock_images(variant: str, tensors: dict[str, Tensor], eps: float, x: Tenso
                          f"(last change {moved:.2e}); the key's transform is not a contraction")
 
 
-def _put(h, b: bytes) -> None:
-    h.update(struct.pack("<Q", len(b)) + b)  # length prefix: fields cannot run together
-
-
 def _fingerprint(net_fingerprint: str, variant: str, eps: float, tensors: dict[str, Tensor]) -> str:
-    h = hashlib.sha256()
-    for part in (FORMAT, net_fingerprint, variant, repr(float(eps))):
-        _put(h, part.encode())
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        _put(h, name.encode())
-        _put(h, str(t.dtype).encode())
-        _put(h, json.dumps(list(t.shape)).encode())
-        _put(h, t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return fingerprint([part.encode() for part in (FORMAT, net_fingerprint, variant, repr(float(eps)))], tensors)
 
 
 @dataclass(eq=False)  # tensors make == ambiguous; compare fingerprints instead
@@ -259,9 +242,6 @@ class LockKey:
     def save(self, path: str | Path, overwrite: bool = False, private: bool = False) -> Path:
         """Write one safetensors file (atomically); refuses to replace a file unless overwrite.
         `private`: readable by its owner only (0600), for a key that must stay secret."""
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise LearnlockError(f"{path} already exists; pass overwrite=True to replace it")
         tensors = {f"net/{k}": v.detach().cpu().contiguous().clone() for k, v in self.net.state.items()}
         tensors.update({f"lock/{k}": v.clone() for k, v in self.tensors.items()})
         metadata = {
@@ -270,24 +250,13 @@ class LockKey:
             "kwargs": json.dumps(self.kwargs, sort_keys=True), "net_fingerprint": self.net.fingerprint,
             "fingerprint": self.fingerprint,
         }
-        tensors = dict(sorted(tensors.items()))
-        atomic_write_bytes(path, _canonical(safetensors.torch.save(tensors, metadata=metadata)), private=private)
-        return path
+        return save_key_file(path, dict(sorted(tensors.items())), metadata, overwrite, private)
 
     @classmethod
     def load(cls, path: str | Path, expected_fingerprint: str | None = None) -> LockKey:
         """Read a file written by save(); check both fingerprints (and the expected one, if given)."""
         path = Path(path)
-        if not path.is_file():
-            what = "is a folder, not a file" if path.is_dir() else "does not exist"
-            raise LearnlockError(f"lock key file {path} {what}")
-        data = path.read_bytes()
-        try:
-            flat = safetensors.torch.load(data)
-            meta = _header(data).get("__metadata__") or {}
-        except (SafetensorError, AssertionError, KeyError, ValueError, TypeError, RuntimeError, struct.error) as e:
-            raise LearnlockError(f"{path} is not a readable safetensors file ({e}); expected a lock key written "
-                                 "by `learnlock protect --method lock`") from None
+        flat, meta = read_key_file(path, "lock key file", "a lock key written by `learnlock protect --method lock`")
         if meta.get("format") != FORMAT:
             found = meta.get("format")
             hint = ("it is a network key (NetSpec), not a lock key: a lock key also holds the transform"
@@ -325,16 +294,3 @@ class LockKey:
                                  f"{expected_fingerprint}: this is not the lock key you expected")
         return key
 
-
-def read_format(path: str | Path) -> str | None:
-    """The "format" metadata of a learnlock safetensors file, or None when it cannot be read
-    (the loaders then give the precise error)."""
-    try:
-        with open(path, "rb") as f:
-            n = struct.unpack("<Q", f.read(8))[0]
-            if n > 100_000_000:
-                return None
-            meta = json.loads(f.read(n)).get("__metadata__") or {}
-        return meta.get("format") if isinstance(meta, dict) else None
-    except (OSError, struct.error, ValueError, AttributeError):
-        return None

@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ImageDataset
-from .device import current_device
-from .provenance import atomic_write_bytes, atomic_write_json
-from .training import Callback, Recipe, fit
+from ..data import ImageDataset
+from ..device import current_device
+from ..files import atomic_write_bytes, atomic_write_json
+from ..recipe import Recipe
+from ..training import Callback, fit
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +322,7 @@ def train_entry(images: ImageDataset, config: DDPMConfig, key: str, folder: Path
 
 def save_samples(unet, images: ImageDataset, config: DDPMConfig, folder: Path, n: int, report: dict) -> None:
     """Write a grid of n unconditional samples to folder/samples.png and note it in `report`."""
-    from .report.plots import grid_png
+    from ..report.plots import grid_png
 
     scheduler = make_scheduler(config.num_train_timesteps)
     device = next(unet.parameters()).device
