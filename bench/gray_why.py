@@ -30,7 +30,12 @@ import tier10k  # noqa: E402  (the tier's cells, so the cached ones are reused)
 
 from learnlock.cells import CellCache, code_version  # noqa: E402
 from learnlock.data.splits import load_split  # noqa: E402
-from learnlock.provenance import atomic_write_bytes, atomic_write_json, provenance  # noqa: E402
+from learnlock.provenance import provenance  # noqa: E402
+
+try:
+    from learnlock.files import atomic_write_bytes, atomic_write_json
+except ImportError:  # the calibration's code version (2f9f479) kept them in provenance.py
+    from learnlock.provenance import atomic_write_bytes, atomic_write_json
 from learnlock.training import get_recipe  # noqa: E402
 
 LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # ITU-R 601, what ISS grayscale keeps

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tier10k  # noqa: E402
 
-from learnlock.provenance import atomic_write_bytes, atomic_write_json  # noqa: E402
+from learnlock.files import atomic_write_bytes, atomic_write_json  # noqa: E402
 
 
 def main(argv=None) -> int:
