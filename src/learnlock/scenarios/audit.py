@@ -34,6 +34,7 @@ from ..models import MODELS, NetSpec, create_model
 from ..provenance import atomic_write_bytes, atomic_write_json, result_provenance
 from ..report import learnability_ratio, markdown_table
 from ..training import Recipe, evaluate, fit
+from .authorized import authorized_cell
 
 CLEAN, AUTHORIZED = "clean", "authorized"
 
@@ -126,7 +127,9 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
     # the authorized network first (its weights cached): distill's teacher, part of distill's cells
     teacher = None
     if key is not None:
-        teacher, auth_cell = authorized_model(published, test, key, key_recipe or recipe, cache, progress)
+        teacher, auth = authorized_cell(published, test, key, key_recipe or recipe, cache, progress)
+        auth_cell = {"row": AUTHORIZED, "net": key.arch, "seed": None, "accuracy": auth["accuracy"],
+                     "wall_s": auth["wall_s"]}
         log(f"authorized {key.arch} {key.fingerprint[:12]}: {100 * auth_cell['accuracy']:.1f}%")
     base_config = cell_inputs(recipe=recipe, published=published, test=test, aux=aux)
     specs: list[tuple[str, str, int, dict]] = []  # (row, net, seed, config) of every cell, in table order
@@ -203,19 +206,6 @@ def _cell(shared: dict, row: str, net: str, seed: int, config: dict) -> dict:
         return {**cell, "wall_s": round(time.perf_counter() - start, 1), "row": row, "net": net, "seed": seed}
 
     return shared["cache"].run("audit", cell_config(row, net, seed, config), compute)
-
-
-def authorized_model(published, test, key: NetSpec, recipe: Recipe, cache: CellCache, progress: bool):
-    """The authorized network trained on the published data as its key prepares them (a lock key
-    unlocks them), through `train_authorized` and its cell cache: the distill teacher, and its cell."""
-    from .table1 import authorized_inputs, train_authorized
-
-    start = time.perf_counter()
-    model = train_authorized(published, key, recipe, progress, cache=cache)
-    record = cache.record("authorized", authorized_inputs(published, key, recipe))
-    wall = record["wall_time_s"] if record else round(time.perf_counter() - start, 1)
-    return model, {"row": AUTHORIZED, "net": key.arch, "seed": None, "accuracy": evaluate(model, test),
-                   "wall_s": wall}
 
 
 def write_report(results, out: Path, published, test, nets, seeds, recipe, skipped, extras, key,

@@ -45,6 +45,7 @@ from ..jobs import Workers
 from ..models import NetSpec
 from ..provenance import atomic_write_json, result_provenance
 from ..training import Recipe, predict
+from .authorized import train_authorized
 from .table1 import Hacker
 
 SPLITS = ("classes", "iid", "dirichlet")
@@ -252,7 +253,6 @@ class Federation:
         authorized user trains (`train_authorized`: published data go through the key first);
         ("hacker", Hacker, teacher weights or None): a hacker network."""
         from ..attacks import AttackContext, get_attack
-        from .table1 import train_authorized
 
         if what[0] == "key":
             _, desc, key, published = what

@@ -28,7 +28,8 @@ from ..models import MODELS, NetSpec
 from ..provenance import atomic_write_bytes, atomic_write_json, result_provenance
 from ..report import learnability_ratio, markdown_table
 from ..report.plots import grouped_bars, image_grid
-from ..training import Recipe, evaluate, fit
+from ..training import Recipe, evaluate
+from .authorized import authorized_cell
 
 # UGE's bar for "separates": the authorized net keeps 90% of its clean learnability, every hacker
 # keeps at most half of its own.
@@ -44,82 +45,6 @@ class Hacker:
     @property
     def label(self) -> str:
         return f"{self.arch} s{self.seed} {get_attack(self.attack).label}"
-
-
-def train_authorized(train: ImageDataset, key: NetSpec, recipe: Recipe, progress: bool = True,
-                     published: bool = True, desc: str | None = None, callbacks: Sequence = (),
-                     cache: CellCache | None = None):
-    """The authorized user's network trained on `train`, the one way every scenario and bench
-    script trains it: published data go through the key first (`key.prepare`: a lock key unlocks
-    them); clean data (published=False, Table 1's Original row) are trained on as they are.
-
-    With `cache`, the trained weights are a cell ("authorized": the data, the key, the recipe,
-    `published` and the code version): a rerun loads them instead of training (`callbacks` then
-    do not run). Returns the trained model (eval mode).
-
-        model = train_authorized(published, load_key("pub.key.safetensors"), manifest_recipe(manifest))
-    """
-    key.check_fits(train)
-
-    def compute():
-        data = key.prepare(train) if published else train
-        return fit(key.build(), data, recipe, callbacks=callbacks, progress=progress,
-                   desc=desc or f"authorized {key.arch}")
-
-    if cache is None:
-        return compute()
-    trained = []
-
-    def weights():
-        trained.append(compute())
-        return trained[0].state_dict()
-
-    state = cache.run_tensors("authorized", authorized_inputs(train, key, recipe, published), weights)
-    if trained:
-        return trained[0]
-    model = key.build()
-    model.load_state_dict(state)
-    model.test_flip = recipe.test_flip  # as `fit` marks what it trains
-    return model.eval()
-
-
-def authorized_inputs(train: ImageDataset, key: NetSpec, recipe: Recipe, published: bool = True) -> dict:
-    """The cache inputs of `train_authorized`'s cell."""
-    return cell_inputs(data=train, key=key, recipe=recipe, published=published)
-
-
-def train_published(published_dir, authorized, *, test: str | None = None, test_per_class: int | None = None,
-                    out=None, progress: bool = True, log=lambda message: None) -> dict:
-    """What the authorized user does: train the key's network on a published folder with the
-    manifest's recipe; with `out`, save the trained weights (NetSpec); with `test` (a dataset
-    spec), report clean test accuracy. Returns {"model", "key", "accuracy", "test", "test_size"}."""
-    from ..data import load_dataset
-    from ..data.base import check_test_set
-    from ..data.manifest import change_bound, manifest_recipe
-    from ..data.published import check_writable, load_published
-    from ..keys import check_key_matches, load_key
-
-    if not test and not out:
-        raise LearnlockError("give `test` to report test accuracy or `out` to save the trained weights (or both)")
-    if out:  # before any work: the weights are written after the training
-        if Path(out).exists() or Path(out).is_symlink():
-            raise LearnlockError(f"{out} exists; the trained weights never replace a file; choose another `out` "
-                                 "(or delete it)")
-        check_writable(out)
-    key = load_key(authorized)
-    data, manifest = load_published(published_dir)
-    check_key_matches(key, manifest)
-    test_set = load_dataset(test, "test", per_class=test_per_class) if test else None
-    if test_set is not None:  # published pixels moved by up to rho from the source's
-        check_test_set(data, test_set, tolerance=change_bound(manifest))
-    recipe = manifest_recipe(manifest)
-    log(f"training {key.arch} ({key.fingerprint[:12]}) on {len(data)} published images with the manifest's "
-        f"recipe ({recipe.epochs} epochs, seed {recipe.seed})")
-    model = train_authorized(data, key, recipe, progress, desc="authorized")
-    if out:
-        NetSpec.from_model(key.arch, model, key.num_classes, key.in_channels, key.kwargs).save(out)
-    return {"model": model, "key": key, "accuracy": evaluate(model, test_set) if test_set else None,
-            "test": test_set.source if test_set else None, "test_size": len(test_set) if test_set else 0}
 
 
 def authorized_vs_hackers(train: ImageDataset, test: ImageDataset, keys: Sequence[NetSpec], recipe: Recipe,
@@ -183,13 +108,10 @@ def _train_cell(shared: dict, i: int, what: str, which, teacher=None) -> tuple:
     cache: CellCache | None = shared["cache"]
     hits = cache.hits if cache is not None else 0
     if what == "authorized":
-        key, recipe = shared["keys"][which], shared["recipe"]
-        model = train_authorized(train, key, recipe, shared["progress"], published, cache=cache)
-        reused = cache is not None and cache.hits > hits
-        wall = (cache.record("authorized", authorized_inputs(train, key, recipe, published))["wall_time_s"]
-                if reused else round(time.perf_counter() - start, 1))
+        model, cell = authorized_cell(train, shared["test"], shared["keys"][which], shared["recipe"], cache,
+                                      shared["progress"], published)
         keep = which == 0 and shared["teachers"]
-        return evaluate(model, shared["test"]), wall, model if keep else None, reused
+        return cell["accuracy"], cell["wall_s"], model if keep else None, cell["reused"]
     teacher = arrive(teacher)
     recipe = replace(shared["hacker_recipe"], seed=which.seed)
     attack = get_attack(which.attack)()

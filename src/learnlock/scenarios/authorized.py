@@ -1,0 +1,115 @@
+"""The authorized user: the one way every scenario and bench script trains a key's network.
+
+    model = train_authorized(published, key, manifest_recipe(manifest))            # unlock (key.prepare), fit
+    model, cell = authorized_cell(published, test, key, recipe, cache=CellCache("runs/cells"))
+    result = train_published("pub/keyed", "pub/keyed.key.safetensors", test="cifar10")
+
+Published data go through the key first (`key.prepare`: a lock key unlocks them; a NetSpec, a
+keyed network included, takes them as they are), then `fit` trains `key.build()`. table1, audit,
+federated's server and `learnlock train` call nothing else to train an authorized network.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ..cells import CellCache, cell_inputs
+from ..data import ImageDataset
+from ..errors import LearnlockError
+from ..models import NetSpec
+from ..training import Recipe, evaluate, fit
+
+
+def train_authorized(train: ImageDataset, key: NetSpec, recipe: Recipe, progress: bool = True,
+                     published: bool = True, desc: str | None = None, callbacks: Sequence = (),
+                     cache: CellCache | None = None):
+    """The authorized user's network trained on `train`: published data go through the key first
+    (`key.prepare`: a lock key unlocks them); clean data (published=False, Table 1's Original row)
+    are trained on as they are.
+
+    With `cache`, the trained weights are a cell ("authorized": the data, the key, the recipe,
+    `published` and the code version): a rerun loads them instead of training (`callbacks` then
+    do not run). Returns the trained model (eval mode).
+
+        model = train_authorized(published, load_key("pub.key.safetensors"), manifest_recipe(manifest))
+    """
+    key.check_fits(train)
+
+    def compute():
+        data = key.prepare(train) if published else train
+        return fit(key.build(), data, recipe, callbacks=callbacks, progress=progress,
+                   desc=desc or f"authorized {key.arch}")
+
+    if cache is None:
+        return compute()
+    trained = []
+
+    def weights():
+        trained.append(compute())
+        return trained[0].state_dict()
+
+    state = cache.run_tensors("authorized", authorized_inputs(train, key, recipe, published), weights)
+    if trained:
+        return trained[0]
+    model = key.build()
+    model.load_state_dict(state)
+    model.test_flip = recipe.test_flip  # as `fit` marks what it trains
+    return model.eval()
+
+
+def authorized_inputs(train: ImageDataset, key: NetSpec, recipe: Recipe, published: bool = True) -> dict:
+    """The cache inputs of `train_authorized`'s cell."""
+    return cell_inputs(data=train, key=key, recipe=recipe, published=published)
+
+
+def authorized_cell(train: ImageDataset, test: ImageDataset, key: NetSpec, recipe: Recipe,
+                    cache: CellCache | None = None, progress: bool = True, published: bool = True):
+    """`train_authorized` (through `cache` when given) and its test accuracy: (model, {"accuracy",
+    "wall_s", "reused"}). With a cache, "wall_s" is the training seconds its record holds, so a
+    rerun reports what the training took, not the load; "reused" says the cache held the weights."""
+    start = time.perf_counter()
+    hits = cache.hits if cache is not None else 0
+    model = train_authorized(train, key, recipe, progress, published, cache=cache)
+    wall = round(time.perf_counter() - start, 1)
+    record = cache.record("authorized", authorized_inputs(train, key, recipe, published)) if cache else None
+    return model, {"accuracy": evaluate(model, test), "wall_s": record["wall_time_s"] if record else wall,
+                   "reused": cache is not None and cache.hits > hits}
+
+
+def train_published(published_dir, authorized, *, test: str | None = None, test_per_class: int | None = None,
+                    out=None, progress: bool = True, log=lambda message: None) -> dict:
+    """What the authorized user does: train the key's network on a published folder with the
+    manifest's recipe; with `out`, save the trained weights (NetSpec); with `test` (a dataset
+    spec), report clean test accuracy. Returns {"model", "key", "accuracy", "test", "test_size"}."""
+    from ..data import load_dataset
+    from ..data.base import check_test_set
+    from ..data.manifest import change_bound, manifest_recipe
+    from ..data.published import check_writable, load_published
+    from ..keys import check_key_matches, load_key
+
+    if not test and not out:
+        raise LearnlockError("give `test` to report test accuracy or `out` to save the trained weights (or both)")
+    if out:  # before any work: the weights are written after the training
+        if Path(out).exists() or Path(out).is_symlink():
+            raise LearnlockError(f"{out} exists; the trained weights never replace a file; choose another `out` "
+                                 "(or delete it)")
+        check_writable(out)
+    key = load_key(authorized)
+    data, manifest = load_published(published_dir)
+    check_key_matches(key, manifest)
+    test_set = load_dataset(test, "test", per_class=test_per_class) if test else None
+    if test_set is not None:  # published pixels moved by up to rho from the source's
+        check_test_set(data, test_set, tolerance=change_bound(manifest))
+    recipe = manifest_recipe(manifest)
+    log(f"training {key.arch} ({key.fingerprint[:12]}) on {len(data)} published images with the manifest's "
+        f"recipe ({recipe.epochs} epochs, seed {recipe.seed})")
+    model = train_authorized(data, key, recipe, progress, desc="authorized")
+    if out:
+        NetSpec.from_model(key.arch, model, key.num_classes, key.in_channels, key.kwargs).save(out)
+    return {"model": model, "key": key, "accuracy": evaluate(model, test_set) if test_set else None,
+            "test": test_set.source if test_set else None, "test_size": len(test_set) if test_set else 0}
+
+
+__all__ = ["authorized_cell", "authorized_inputs", "train_authorized", "train_published"]
