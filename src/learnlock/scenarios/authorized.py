@@ -20,6 +20,7 @@ from ..data import ImageDataset
 from ..errors import LearnlockError
 from ..models import NetSpec
 from ..training import Recipe, evaluate, fit
+from .opening import open_published
 
 
 def train_authorized(train: ImageDataset, key: NetSpec, recipe: Recipe, progress: bool = True,
@@ -78,34 +79,26 @@ def authorized_cell(train: ImageDataset, test: ImageDataset, key: NetSpec, recip
                    "reused": cache is not None and cache.hits > hits}
 
 
-def train_published(published_dir, authorized, *, test: str | None = None, test_per_class: int | None = None,
-                    out=None, progress: bool = True, log=lambda message: None) -> dict:
-    """What the authorized user does: train the key's network on a published folder with the
-    manifest's recipe; with `out`, save the trained weights (NetSpec); with `test` (a dataset
-    spec), report clean test accuracy. Returns {"model", "key", "accuracy", "test", "test_size"}."""
-    from ..data import load_dataset
-    from ..data.base import check_test_set
-    from ..data.manifest import change_bound, manifest_recipe
-    from ..data.published import check_writable, load_published
-    from ..keys import check_key_matches, load_key
-
+def train_published(published_dir, authorized=None, *, test: str | None = None, test_per_class: int | None = None,
+                    subset_seed: int = 0, out=None, progress: bool = True, log=lambda message: None) -> dict:
+    """What the authorized user does: train the key's network (`authorized`: a key file or key;
+    None: the key shipped in the folder) on a published folder with the manifest's recipe; with
+    `out`, save the trained weights (NetSpec); with `test` (a dataset spec), report clean test
+    accuracy. The folder is opened by `open_published`'s policy. Returns {"model", "key",
+    "accuracy", "test", "test_size"}."""
     if not test and not out:
         raise LearnlockError("give `test` to report test accuracy or `out` to save the trained weights (or both)")
-    if out:  # before any work: the weights are written after the training
-        if Path(out).exists() or Path(out).is_symlink():
-            raise LearnlockError(f"{out} exists; the trained weights never replace a file; choose another `out` "
-                                 "(or delete it)")
-        check_writable(out)
-    key = load_key(authorized)
-    data, manifest = load_published(published_dir)
-    check_key_matches(key, manifest)
-    test_set = load_dataset(test, "test", per_class=test_per_class) if test else None
-    if test_set is not None:  # published pixels moved by up to rho from the source's
-        check_test_set(data, test_set, tolerance=change_bound(manifest))
-    recipe = manifest_recipe(manifest)
-    log(f"training {key.arch} ({key.fingerprint[:12]}) on {len(data)} published images with the manifest's "
+    if out and (Path(out).exists() or Path(out).is_symlink()):  # the weights are written after the training
+        raise LearnlockError(f"{out} exists; the trained weights never replace a file; choose another `out` "
+                             "(or delete it)")
+    opened = open_published(published_dir, authorized, test=test or False, test_per_class=test_per_class,
+                            clean=False, subset_seed=subset_seed, out=out, log=log)
+    key, recipe, test_set = opened.key, opened.key_recipe, opened.test
+    if key is None:
+        raise LearnlockError("give the authorized key (`authorized`): only its holder trains on these data")
+    log(f"training {key.arch} ({key.fingerprint[:12]}) on {len(opened.data)} published images with the manifest's "
         f"recipe ({recipe.epochs} epochs, seed {recipe.seed})")
-    model = train_authorized(data, key, recipe, progress, desc="authorized")
+    model = train_authorized(opened.data, key, recipe, progress, desc="authorized")
     if out:
         NetSpec.from_model(key.arch, model, key.num_classes, key.in_channels, key.kwargs).save(out)
     return {"model": model, "key": key, "accuracy": evaluate(model, test_set) if test_set else None,

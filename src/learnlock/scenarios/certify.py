@@ -34,10 +34,14 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from ..data import ImageDataset
+from ..data.published import check_writable
 from ..errors import LearnlockError, require
-from ..losses import generator_on, noisy_params
+from ..device import current_device
+from ..losses import WeightNoiseLoss, generator_on, noisy_params
+from ..models import MODELS, NetSpec, create_model
 from ..provenance import atomic_write_bytes, atomic_write_json, result_provenance
-from ..training import check_compatible, evaluate
+from ..training import check_compatible, cross_entropy, evaluate, fit
+from .opening import open_published
 
 # The eta grid of the paper's certification script (L2 radius in parameter space).
 DEFAULT_ETAS = (0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
@@ -189,10 +193,6 @@ def train_surrogate(published: ImageDataset, arch: str, recipe, *, seed: int = 0
     """The surrogate to certify: `arch` trained on the published data, with Gaussian weight noise
     `sigma` (`draws` samples per step; the paper trains with the certification's sigma). With
     `out_dir` it is saved there and reused by a rerun with the same inputs. Returns (NetSpec, info)."""
-    from ..models import MODELS, NetSpec, create_model
-    from ..losses import WeightNoiseLoss
-    from ..training import cross_entropy, fit
-
     MODELS.get(arch)
     info = {"arch": arch, "seed": seed, "recipe": recipe.to_dict(), "train_sigma": sigma, "train_draws": draws,
             "published": published.fingerprint()}
@@ -220,26 +220,16 @@ def certify_folder(published_dir, settings: CertifySettings, *, out_dir, recipe,
                    log=lambda message: None) -> Certificate:
     """`certify` a published folder: against `test` (a dataset spec; default the source's test
     split), with a given surrogate (`weights`, a NetSpec file) or one trained here (`arch`, weight
-    noise `train_sigma`, default the certification's sigma)."""
-    from ..data import load_dataset
-    from ..data.base import check_test_set
-    from ..data.manifest import change_bound, unverified
-    from ..device import current_device
-    from ..data.published import check_writable, load_published, published_fingerprint
-    from ..models import MODELS, NetSpec
-
+    noise `train_sigma`, default the certification's sigma). The folder and the test set are opened by
+    `open_published`'s policy (certify needs no key: a key shipped in the folder checks the manifest,
+    else it is used unverified)."""
     check_writable(out_dir)
     spec = NetSpec.load(weights) if weights else None  # a wrong file or name fails before any data are read
     if spec is None:
         MODELS.get(arch)
-    published, manifest = load_published(published_dir)
-    unverified(manifest, Path(published_dir) / "manifest.json")  # certify takes no key
-    src = (manifest.get("extra") or {}).get("source_load")
-    test_spec = test or (src["spec"] if src else None)
-    if not test_spec:
-        raise LearnlockError("give the clean test set with `test`")
-    test_set = load_dataset(test_spec, "test", per_class=test_per_class, seed=subset_seed)
-    check_test_set(published, test_set, tolerance=change_bound(manifest))
+    opened = open_published(published_dir, test=test, test_per_class=test_per_class, clean=False,
+                            subset_seed=subset_seed, log=log)
+    published, manifest, test_set = opened.data, opened.manifest, opened.test
     if weights:
         spec.check_fits(published, "surrogate")
         surrogate = {"weights": str(weights), "fingerprint": spec.fingerprint}
@@ -250,7 +240,7 @@ def certify_folder(published_dir, settings: CertifySettings, *, out_dir, recipe,
     surrogate["method"] = manifest.get("method")
     return certify(spec.build(), test_set, settings, out_dir=out_dir, surrogate=surrogate, progress=progress,
                    device=current_device(),
-                   published={"path": str(published_dir), "fingerprint": published_fingerprint(manifest)})
+                   published={"path": str(published_dir), "fingerprint": opened.fingerprint})
 
 
 def plot_certificates(certs: dict[str, Certificate], path, chance: float | None = None) -> Path:
