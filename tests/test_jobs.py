@@ -38,11 +38,12 @@ def test_evaluate_with_jobs_matches_serial_and_resumes(tmp_path):
     a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in "ab")
     assert without(a, "wall_time_s") == without(b, "wall_time_s")
     assert without(serial, "wall_time_s") == without(parallel, "wall_time_s")
-    # a killed run that finished one cell: the rerun keeps that row as saved (a marked accuracy)
+    # a killed run that finished one cell: the rerun keeps that cell as cached (a marked accuracy)
     evaluate_nets(train, test, ["cnn"], [0], ONE, out_dir=tmp_path / "c", progress=False)
-    saved = json.loads((tmp_path / "c" / "results.json").read_text())
-    saved["rows"][0]["accuracy"] = -1.0
-    (tmp_path / "c" / "results.json").write_text(json.dumps(saved))
+    (cell,) = (tmp_path / "c" / "cells" / "evaluate").glob("*.json")
+    saved = json.loads(cell.read_text())
+    saved["result"]["accuracy"] = -1.0
+    cell.write_text(json.dumps(saved))
     resumed = evaluate_nets(train, test, nets, [0, 1], ONE, out_dir=tmp_path / "c", progress=False, jobs=2)
     assert resumed[0]["accuracy"] == -1.0
     assert without(resumed[1:], "wall_time_s") == without(serial[1:], "wall_time_s")

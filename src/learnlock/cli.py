@@ -228,7 +228,7 @@ example:
     cert = certify_folder(args.published, settings, out_dir=args.out, recipe=recipe_from_args(args), test=args.test,
                           test_per_class=args.test_per_class, subset_seed=args.subset_seed, arch=args.arch,
                           weights=args.weights, train_sigma=args.train_sigma, train_draws=args.train_draws,
-                          progress=not args.no_progress, log=say)
+                          progress=not args.no_progress, log=say, cache=args.cache)
     print(cert.markdown())
     say(f"written: {args.out}/certify.json, certify.md, certify.png")
     print_report_line(args.published, args.out)
@@ -297,7 +297,7 @@ example:
                            split=args.split, split_seed=args.split_seed, recipe=recipe_from_args(args),
                            method=args.method, preset=args.preset, settings=settings,
                            hackers=hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill"),
-                           progress=not args.no_progress, log=say, jobs=args.jobs)
+                           progress=not args.no_progress, log=say, jobs=args.jobs, cache=args.cache)
     if result["key_path"]:
         say(f"global key: {result['key_path']} (the server keeps it)")
     print(f"\nTest accuracy % of the {result['key'].arch} global network and of the hackers "
@@ -421,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--etas", type=float_list, help="comma-separated L2 radii (default: the paper's grid)")
     p.add_argument("--seed", type=int, default=0, help="surrogate init and weight-sample seed")
     p.add_argument("--out", required=True, help="folder for certify.json/.md/.png (a rerun resumes)")
+    p.add_argument("--cache", help="cell cache folder: the trained surrogate is kept there and found again by a rerun "
+                   "(default: OUT/cells; a code change retrains)")
     add_recipe_args(p)
     p.set_defaults(func=cmd_certify)
 
@@ -444,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hackers", default="cnn:1", help="ARCH:SEED,... trained on the published union")
     p.add_argument("--distill", default="cnn:1", help="ARCH:SEED,... distilled from the trained global network")
     p.add_argument("--out", required=True, help="run folder: published shards, cell cache, reports (a rerun resumes)")
+    p.add_argument("--cache", help="cell cache folder: every trained cell is kept there and a rerun trains only what "
+                   "is missing (default: OUT/cells; a code change retrains)")
     add_recipe_args(p)
     p.set_defaults(func=cmd_federated, flag_aliases={"authorized": "--global-arch", "key_seed": "--global-seed",
                                                      "key_secret": "--global-secret"})
