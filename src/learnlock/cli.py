@@ -109,8 +109,8 @@ def cmd_protect(args) -> None:
                      progress=not args.no_progress, log=say)
     print(f"published {result['size']} images to {result['path']}")
     for path, key in result["keys"]:
-        print(f"authorized key: {path} (fingerprint {key.fingerprint[:16]}...); give it only to the "
-              "authorized user", file=sys.stderr)
+        say(f"authorized key: {path} (fingerprint {key.fingerprint[:16]}...); give it only to the "
+            "authorized user")
     if result["diagnostics"]:
         print("diagnostics: " + ", ".join(f"{k} {v:.3f}" for k, v in result["diagnostics"].items()))
     for warning in result["warnings"]:
@@ -312,12 +312,26 @@ example:
         print_report_line(Path(args.out) / client["path"], args.out)
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that keeps each parameter's flag (`flags`: dest -> --flag), so a library
+    message naming `key_out` shows --key-out."""
+
+    def __init__(self, *args, **kwargs):
+        self.flags: dict[str, str] = {}  # before argparse adds --help
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        self.flags[action.dest] = action.option_strings[0] if action.option_strings else action.dest.upper()
+        return action
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="learnlock", description=__doc__)
+    parser = Parser(prog="learnlock", description=__doc__)
     parser.add_argument("--version", action="version", version=f"learnlock {version()}")
     # examples in epilogs keep their line breaks
     sub = parser.add_subparsers(dest="command", required=True, parser_class=functools.partial(
-        argparse.ArgumentParser, formatter_class=argparse.RawDescriptionHelpFormatter))
+        Parser, formatter_class=argparse.RawDescriptionHelpFormatter))
 
     p = sub.add_parser("evaluate", help="train networks on a dataset and report clean test accuracy")
     p.add_argument("--train", required=True, help="training set spec, e.g. fashion-mnist, folder:PATH")
@@ -454,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for p in sub.choices.values():
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        p.set_defaults(command_parser=p)  # main names this command's flags in its messages
     for name in ("evaluate", "table1", "audit", "federated"):  # independent cells: learnlock.jobs
         sub.choices[name].add_argument("--jobs", type=int, default=1, help="cells trained at once in worker "
                                        "processes, spread over the GPUs (default 1; results as with 1)")
@@ -473,10 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def as_flags(message: str, parser: argparse.ArgumentParser, aliases: dict | None = None) -> str:
+def as_flags(message: str, parser: Parser, aliases: dict | None = None) -> str:
     """A library message names parameters in backticks (`key_out`); show this command's flag (--key-out)."""
-    flags = {a.dest: a.option_strings[0] if a.option_strings else a.dest.upper() for a in parser._actions}
-    flags.update(aliases or {})
+    flags = {**parser.flags, **(aliases or {})}
     return re.sub(r"`([a-z_]+)`", lambda m: flags.get(m.group(1), m.group(0)), message)
 
 
@@ -503,8 +517,7 @@ def warnings_as_lines(flags):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = parser._subparsers._group_actions[0].choices[args.command]
-    flags = functools.partial(as_flags, parser=command, aliases=getattr(args, "flag_aliases", None))
+    flags = functools.partial(as_flags, parser=args.command_parser, aliases=getattr(args, "flag_aliases", None))
     try:
         from .device import using
 
@@ -517,8 +530,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:  # the library checks outputs before work; this is what changed during it
         where = f" {e.filename}" if e.filename else ""
-        print(f"error: cannot read or write{where}: {e.strerror or e}; free space or fix the permissions and rerun "
-              "(finished work is kept where a command resumes)", file=sys.stderr)
+        say(f"error: cannot read or write{where}: {e.strerror or e}; free space or fix the permissions and rerun "
+            "(finished work is kept where a command resumes)")
         return 2
     except KeyboardInterrupt:
         say("interrupted; rerun the same command to resume where results were saved")
