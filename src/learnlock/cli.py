@@ -468,7 +468,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     for p in sub.choices.values():
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-        p.set_defaults(command_parser=p)  # main names this command's flags in its messages
     for name in ("evaluate", "table1", "audit", "federated"):  # independent cells: learnlock.jobs
         sub.choices[name].add_argument("--jobs", type=int, default=1, help="cells trained at once in worker "
                                        "processes, spread over the GPUs (default 1; results as with 1)")
@@ -485,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list datasets, models and recipes")
     p.set_defaults(func=cmd_list)
+    for p in sub.choices.values():
+        p.set_defaults(command_parser=p)  # main names this command's flags in its messages
     return parser
 
 
