@@ -114,17 +114,15 @@ def main(argv=None) -> int:
 
 def iss_rows(args, spec: str, published_dir: Path) -> dict:
     """{"clean"|"uge": {attack: {net: accuracy}}}: the hackers trained under each ISS countermeasure."""
-    from learnlock.data import load_dataset
-    from learnlock.data.published import load_published
     from learnlock.device import set_device
-    from learnlock.scenarios import audit
-    from learnlock.recipe import get_recipe
+    from learnlock.scenarios import audit, open_published
+    from learnlock.training import get_recipe
 
     set_device(args.device)
     recipe = get_recipe("ue-gpu", **({"epochs": args.epochs} if args.epochs else {}))
-    published, _ = load_published(published_dir)
-    clean = load_dataset(spec, "train", per_class=args.per_class, seed=0)  # what protect was given
-    test = load_dataset(spec, "test", per_class=args.test_per_class, seed=0)  # what table1 tests on
+    # the clean source protect was given and the test set table1 tests on, as the manifest records them
+    opened = open_published(published_dir, test=spec, test_per_class=args.test_per_class, clean=True)
+    published, clean, test = opened.data, opened.clean, opened.test
     nets = [h.split(":")[0] for h in HACKERS]
     seeds = sorted({int(h.split(":")[1]) for h in HACKERS})
     out = {}

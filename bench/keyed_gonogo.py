@@ -47,15 +47,12 @@ import torch
 from learnlock import NetSpec
 from learnlock.attacks import AttackContext, create_attack
 from learnlock.cells import CellCache, cell_inputs
-from learnlock.data.published import load_published
 from learnlock.data.splits import load_split
-from learnlock.files import atomic_write_json
-from learnlock.keys import load_key
 from learnlock.protections import ProtectionContext, create_protection
+from learnlock.files import atomic_write_json
 from learnlock.provenance import provenance
-from learnlock.recipe import get_recipe
-from learnlock.scenarios import train_authorized
-from learnlock.training import evaluate
+from learnlock.scenarios import open_published, train_authorized
+from learnlock.training import evaluate, get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = f"folder:{ROOT.parent / 'shared' / 'datasets' / 'cifar10-jpg'}"
@@ -108,9 +105,8 @@ def protect(name: str, owner):
             keys[0].save(key_path, overwrite=True)
         atomic_write_json(meta, {"want": want, "seconds": round(time.perf_counter() - t0, 1), **provenance()})
         print(f"[protect] {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    pub, manifest = load_published(out)
-    key = load_key(key_path) if key_path.exists() else None
-    return pub, manifest, key, json.loads(meta.read_text())["seconds"]
+    opened = open_published(out, key_path if key_path.exists() else None, test=False, clean=False)
+    return opened.data, opened.manifest, opened.key, json.loads(meta.read_text())["seconds"]
 
 
 def cmd_protect(args):

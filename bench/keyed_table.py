@@ -36,14 +36,12 @@ from learnlock import NetSpec, load_dataset
 from learnlock.attacks import AttackContext, create_attack
 from learnlock.data.published import load_published
 from learnlock.files import atomic_write_json
-from learnlock.keys import load_key
-from learnlock.models import create_model
 from learnlock.keys.keyed import keyed_spec
 from learnlock.protections import ProtectionContext, create_protection
 from learnlock.provenance import provenance
 from learnlock.recipe import get_recipe
 from learnlock.report import learnability_ratio, markdown_table
-from learnlock.scenarios import train_authorized
+from learnlock.scenarios import open_published, train_authorized
 from learnlock.training import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,10 +140,9 @@ def protect(row: str, train, seed: int):
             keys[0].save(OUT / "published" / f"{row}_s{seed}.key.safetensors", overwrite=True)
         atomic_write_json(meta, {"want": want, "seconds": time.perf_counter() - t0})
         print(f"[protect] {row} seed {seed}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    pub, manifest = load_published(out)
     key_path = OUT / "published" / f"{row}_s{seed}.key.safetensors"
-    key = load_key(key_path) if key_path.exists() else None
-    return pub, manifest, key, json.loads(meta.read_text())["seconds"]
+    opened = open_published(out, key_path if key_path.exists() else None, test=False, clean=False)
+    return opened.data, opened.manifest, opened.key, json.loads(meta.read_text())["seconds"]
 
 
 class Row:

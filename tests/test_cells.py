@@ -120,7 +120,7 @@ def test_table1_killed_and_rerun_trains_only_what_is_missing(published, tmp_path
 
     import learnlock.attacks.base as attack_base
 
-    t1 = importlib.import_module("learnlock.scenarios.table1")  # the package exports a function of that name
+    t1 = importlib.import_module("learnlock.scenarios.authorized")  # where every authorized network is trained
 
     argv = ["table1", "--published", str(published / "pub"), "--authorized", str(published / "key.safetensors"),
             "--test", f"npz:{published / 't.npz'}", "--hackers", "lenet:1", "--distill", "cnn:1", "--seeds", "0,1",

@@ -102,7 +102,7 @@ def test_certify_writes_and_resumes(tmp_path):
     assert again.accuracies[:30] == cert.accuracies  # resumed: the first 30 samples were reused
 
 
-def test_cli_certify(tmp_path, capsys):
+def test_cli_certify(tmp_path, capsys, monkeypatch):
     from learnlock.protections import create_protection
 
     data = learnable_dataset(n_per_class=8, classes=3, size=8)
@@ -110,12 +110,26 @@ def test_cli_certify(tmp_path, capsys):
     np.savez(tmp_path / "test.npz", x=test.images.permute(0, 2, 3, 1).numpy(), y=test.labels.numpy(),
              classes=np.array(test.classes))
     create_protection("random", seed=0).protect(data, tmp_path / "pub")
-    rc = main(["certify", str(tmp_path / "pub"), "--test", f"npz:{tmp_path / 'test.npz'}", "--arch", "cnn",
-               "--n", "12", "--sigma", "0.05", "--etas", "0,0.01", "--epochs", "2", "--batch-size", "8",
-               "--out", str(tmp_path / "cert"), "--no-progress"])
+    argv = ["certify", str(tmp_path / "pub"), "--test", f"npz:{tmp_path / 'test.npz'}", "--arch", "cnn",
+            "--n", "12", "--sigma", "0.05", "--etas", "0,0.01", "--epochs", "2", "--batch-size", "8",
+            "--out", str(tmp_path / "cert"), "--no-progress"]
+    rc = main(argv)
     assert rc == 0
     assert "certified learnability" in capsys.readouterr().out
     assert (tmp_path / "cert" / "surrogate.safetensors").exists()
+    # the surrogate is a cell of the cell cache (OUT/cells): the same command again trains nothing
+    import importlib
+
+    certify_module = importlib.import_module("learnlock.scenarios.certify")  # the package exports a function of that name
+
+    first = (tmp_path / "cert" / "surrogate.safetensors").read_bytes()
+    (tmp_path / "cert" / "surrogate.safetensors").unlink()  # an output, not the cache
+    monkeypatch.setattr(certify_module, "fit", lambda *a, **k: pytest.fail("the surrogate was trained again"))
+    assert main(argv) == 0
+    assert (tmp_path / "cert" / "surrogate.safetensors").read_bytes() == first
+    assert len(list((tmp_path / "cert" / "cells" / "surrogate").glob("*.safetensors"))) == 1
+    monkeypatch.undo()
+    capsys.readouterr()
     rc = main(["certify", str(tmp_path / "pub"), "--test", f"npz:{tmp_path / 'test.npz'}",
                "--weights", str(tmp_path / "cert" / "surrogate.safetensors"), "--n", "0", "--out", str(tmp_path / "c2")])
     assert rc == 2

@@ -150,7 +150,7 @@ def test_federated_trains_the_issued_key(method, tmp_path, monkeypatch):
     import learnlock.scenarios.federated as fed
     from learnlock.keys import load_key
 
-    t1 = importlib.import_module("learnlock.scenarios.table1")  # the package exports a function of that name
+    t1 = importlib.import_module("learnlock.scenarios.authorized")  # where every authorized network is trained
 
     train = learnable_dataset(n_per_class=6, classes=4, size=16)
     test = learnable_dataset(n_per_class=3, classes=4, size=16, seed=1)

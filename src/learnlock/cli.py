@@ -109,8 +109,8 @@ def cmd_protect(args) -> None:
                      progress=not args.no_progress, log=say)
     print(f"published {result['size']} images to {result['path']}")
     for path, key in result["keys"]:
-        print(f"authorized key: {path} (fingerprint {key.fingerprint[:16]}...); give it only to the "
-              "authorized user", file=sys.stderr)
+        say(f"authorized key: {path} (fingerprint {key.fingerprint[:16]}...); give it only to the "
+            "authorized user")
     if result["diagnostics"]:
         print("diagnostics: " + ", ".join(f"{k} {v:.3f}" for k, v in result["diagnostics"].items()))
     for warning in result["warnings"]:
@@ -228,7 +228,7 @@ example:
     cert = certify_folder(args.published, settings, out_dir=args.out, recipe=recipe_from_args(args), test=args.test,
                           test_per_class=args.test_per_class, subset_seed=args.subset_seed, arch=args.arch,
                           weights=args.weights, train_sigma=args.train_sigma, train_draws=args.train_draws,
-                          progress=not args.no_progress, log=say)
+                          progress=not args.no_progress, log=say, cache=args.cache)
     print(cert.markdown())
     say(f"written: {args.out}/certify.json, certify.md, certify.png")
     print_report_line(args.published, args.out)
@@ -297,7 +297,7 @@ example:
                            split=args.split, split_seed=args.split_seed, recipe=recipe_from_args(args),
                            method=args.method, preset=args.preset, settings=settings,
                            hackers=hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill"),
-                           progress=not args.no_progress, log=say, jobs=args.jobs)
+                           progress=not args.no_progress, log=say, jobs=args.jobs, cache=args.cache)
     if result["key_path"]:
         say(f"global key: {result['key_path']} (the server keeps it)")
     print(f"\nTest accuracy % of the {result['key'].arch} global network and of the hackers "
@@ -312,12 +312,26 @@ example:
         print_report_line(Path(args.out) / client["path"], args.out)
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that keeps each parameter's flag (`flags`: dest -> --flag), so a library
+    message naming `key_out` shows --key-out."""
+
+    def __init__(self, *args, **kwargs):
+        self.flags: dict[str, str] = {}  # before argparse adds --help
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        self.flags[action.dest] = action.option_strings[0] if action.option_strings else action.dest.upper()
+        return action
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="learnlock", description=__doc__)
+    parser = Parser(prog="learnlock", description=__doc__)
     parser.add_argument("--version", action="version", version=f"learnlock {version()}")
     # examples in epilogs keep their line breaks
     sub = parser.add_subparsers(dest="command", required=True, parser_class=functools.partial(
-        argparse.ArgumentParser, formatter_class=argparse.RawDescriptionHelpFormatter))
+        Parser, formatter_class=argparse.RawDescriptionHelpFormatter))
 
     p = sub.add_parser("evaluate", help="train networks on a dataset and report clean test accuracy")
     p.add_argument("--train", required=True, help="training set spec, e.g. fashion-mnist, folder:PATH")
@@ -421,6 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--etas", type=float_list, help="comma-separated L2 radii (default: the paper's grid)")
     p.add_argument("--seed", type=int, default=0, help="surrogate init and weight-sample seed")
     p.add_argument("--out", required=True, help="folder for certify.json/.md/.png (a rerun resumes)")
+    p.add_argument("--cache", help="cell cache folder: the trained surrogate is kept there and found again by a rerun "
+                   "(default: OUT/cells; a code change retrains)")
     add_recipe_args(p)
     p.set_defaults(func=cmd_certify)
 
@@ -444,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hackers", default="cnn:1", help="ARCH:SEED,... trained on the published union")
     p.add_argument("--distill", default="cnn:1", help="ARCH:SEED,... distilled from the trained global network")
     p.add_argument("--out", required=True, help="run folder: published shards, cell cache, reports (a rerun resumes)")
+    p.add_argument("--cache", help="cell cache folder: every trained cell is kept there and a rerun trains only what "
+                   "is missing (default: OUT/cells; a code change retrains)")
     add_recipe_args(p)
     p.set_defaults(func=cmd_federated, flag_aliases={"authorized": "--global-arch", "key_seed": "--global-seed",
                                                      "key_secret": "--global-secret"})
@@ -466,13 +484,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list datasets, models and recipes")
     p.set_defaults(func=cmd_list)
+    for p in sub.choices.values():
+        p.set_defaults(command_parser=p)  # main names this command's flags in its messages
     return parser
 
 
-def as_flags(message: str, parser: argparse.ArgumentParser, aliases: dict | None = None) -> str:
+def as_flags(message: str, parser: Parser, aliases: dict | None = None) -> str:
     """A library message names parameters in backticks (`key_out`); show this command's flag (--key-out)."""
-    flags = {a.dest: a.option_strings[0] if a.option_strings else a.dest.upper() for a in parser._actions}
-    flags.update(aliases or {})
+    flags = {**parser.flags, **(aliases or {})}
     return re.sub(r"`([a-z_]+)`", lambda m: flags.get(m.group(1), m.group(0)), message)
 
 
@@ -499,8 +518,7 @@ def warnings_as_lines(flags):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = parser._subparsers._group_actions[0].choices[args.command]
-    flags = functools.partial(as_flags, parser=command, aliases=getattr(args, "flag_aliases", None))
+    flags = functools.partial(as_flags, parser=args.command_parser, aliases=getattr(args, "flag_aliases", None))
     try:
         from .device import using
 
@@ -513,8 +531,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:  # the library checks outputs before work; this is what changed during it
         where = f" {e.filename}" if e.filename else ""
-        print(f"error: cannot read or write{where}: {e.strerror or e}; free space or fix the permissions and rerun "
-              "(finished work is kept where a command resumes)", file=sys.stderr)
+        say(f"error: cannot read or write{where}: {e.strerror or e}; free space or fix the permissions and rerun "
+            "(finished work is kept where a command resumes)")
         return 2
     except KeyboardInterrupt:
         say("interrupted; rerun the same command to resume where results were saved")

@@ -27,7 +27,8 @@ from typing import Sequence
 
 from ..attacks import Attack, AttackContext, create_attack, list_attacks
 from ..cells import CellCache, cell_inputs, check_cache_dir
-from ..data import ImageDataset
+from ..data import ImageDataset, load_dataset
+from ..data.published import check_writable
 from ..errors import LearnlockError
 from ..files import atomic_write_bytes, atomic_write_json
 from ..jobs import Workers, arrive, to_cpu
@@ -36,6 +37,8 @@ from ..provenance import result_provenance
 from ..recipe import Recipe
 from ..report import learnability_ratio, markdown_table
 from ..training import evaluate, fit
+from .authorized import authorized_cell
+from .opening import open_published
 
 CLEAN, AUTHORIZED = "clean", "authorized"
 
@@ -128,7 +131,9 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
     # the authorized network first (its weights cached): distill's teacher, part of distill's cells
     teacher = None
     if key is not None:
-        teacher, auth_cell = authorized_model(published, test, key, key_recipe or recipe, cache, progress)
+        teacher, auth = authorized_cell(published, test, key, key_recipe or recipe, cache, progress)
+        auth_cell = {"row": AUTHORIZED, "net": key.arch, "seed": None, "accuracy": auth["accuracy"],
+                     "wall_s": auth["wall_s"]}
         log(f"authorized {key.arch} {key.fingerprint[:12]}: {100 * auth_cell['accuracy']:.1f}%")
     base_config = cell_inputs(recipe=recipe, published=published, test=test, aux=aux)
     specs: list[tuple[str, str, int, dict]] = []  # (row, net, seed, config) of every cell, in table order
@@ -205,19 +210,6 @@ def _cell(shared: dict, row: str, net: str, seed: int, config: dict) -> dict:
         return {**cell, "wall_s": round(time.perf_counter() - start, 1), "row": row, "net": net, "seed": seed}
 
     return shared["cache"].run("audit", cell_config(row, net, seed, config), compute)
-
-
-def authorized_model(published, test, key: NetSpec, recipe: Recipe, cache: CellCache, progress: bool):
-    """The authorized network trained on the published data as its key prepares them (a lock key
-    unlocks them), through `train_authorized` and its cell cache: the distill teacher, and its cell."""
-    from .table1 import authorized_inputs, train_authorized
-
-    start = time.perf_counter()
-    model = train_authorized(published, key, recipe, progress, cache=cache)
-    record = cache.record("authorized", authorized_inputs(published, key, recipe))
-    wall = record["wall_time_s"] if record else round(time.perf_counter() - start, 1)
-    return model, {"row": AUTHORIZED, "net": key.arch, "seed": None, "accuracy": evaluate(model, test),
-                   "wall_s": wall}
 
 
 def write_report(results, out: Path, published, test, nets, seeds, recipe, skipped, extras, key,
@@ -297,52 +289,15 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
     """`audit` of a published folder, its inputs given as dataset specs: the clean baseline
     (default: the source the manifest names), the test set (default: the source's test split), the
     attacker's aux set (items of the published set removed when it is the same source) and the key
-    (default: the one shipped in the folder, if any). Other arguments go to `audit`."""
-    from ..data import load_dataset
-    from ..data.base import check_test_set
-    from ..data.manifest import change_bound, manifest_recipe, unverified
-    from ..data.published import check_writable, load_published, published_fingerprint
-    from ..keys import check_key_matches, load_key
-
+    (default: the one shipped in the folder, if any); the folder, key, clean and test sets are opened
+    by `open_published`'s policy. Other arguments go to `audit`."""
     check_cheap(kwargs.get("attacks", "all"), kwargs.get("nets", ("cnn",)), kwargs.get("settings"))
     check_writable(out_dir)
     if kwargs.get("cache") is not None and not isinstance(kwargs["cache"], CellCache):
         kwargs["cache"] = CellCache(check_cache_dir(kwargs["cache"]))
-    if authorized:
-        load_key(authorized)  # a wrong file fails before any data are read
-    published, manifest = load_published(published_dir)
-    key, key_recipe = None, None
-    shipped = Path(published_dir) / "authorized_0.safetensors"  # written by protect --include-weights
-    key_path = authorized or (shipped if shipped.exists() else None)
-    if key_path and not authorized:
-        log(f"note: using the key shipped in {published_dir}; a key that travels with the data cannot "
-            "authenticate it (anyone holding the folder can re-sign an edited manifest)")
-    if key_path:
-        key = load_key(key_path)
-        check_key_matches(key, manifest)
-        key_recipe = manifest_recipe(manifest)
-    else:
-        unverified(manifest, Path(published_dir) / "manifest.json")
-    src = (manifest.get("extra") or {}).get("source_load")
-    clean_set = None
-    if clean:
-        clean_set = load_dataset(clean, "train", per_class=clean_per_class, seed=subset_seed)
-    elif src:
-        clean_set = load_dataset(src["spec"], src["split"], per_class=src["per_class"], seed=src["seed"])
-    if clean_set is not None and clean_set.ids != published.ids:
-        raise LearnlockError(f"clean baseline {clean_set.source} does not hold the published items (ids differ); "
-                             "give as `clean` the dataset the published one was made from")
-    if clean_set is None:
-        log("note: no clean baseline (the manifest does not say how to reload its source; give `clean`); "
-            "learnability ratios will be n/a")
-    test_spec = test or (src["spec"] if src else None)
-    if not test_spec:
-        raise LearnlockError("give the clean test set with `test`")
-    test_set = load_dataset(test_spec, "test", per_class=test_per_class, seed=subset_seed)
-    if clean_set is not None:
-        check_test_set(clean_set, test_set)
-    else:  # published pixels moved by up to rho from the source's
-        check_test_set(published, test_set, tolerance=change_bound(manifest))
+    opened = open_published(published_dir, authorized, test=test, test_per_class=test_per_class, clean=clean,
+                            clean_per_class=clean_per_class, subset_seed=subset_seed, log=log)
+    published, manifest, src = opened.data, opened.manifest, opened.source
     aux_set = None
     if aux:
         aux_set = load_dataset(aux, aux_split)
@@ -352,12 +307,12 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
         if aux_per_class:
             aux_set = aux_set.per_class(aux_per_class, seed=subset_seed)
     recipe = kwargs["recipe"]
-    log(f"audit of {published_dir}: {len(published)} images, test {len(test_set)}, aux "
+    log(f"audit of {published_dir}: {len(published)} images, test {len(opened.test)}, aux "
         f"{len(aux_set) if aux_set is not None else 'none'}, nets {','.join(kwargs.get('nets', ('cnn',)))}, "
         f"seeds {list(kwargs.get('seeds', (0,)))}, recipe {recipe.name}")
-    return audit(published, test_set, out_dir=out_dir, clean=clean_set, aux=aux_set, key=key, key_recipe=key_recipe,
-                 scheme=(manifest.get("extra") or {}).get("key"), rho=manifest.get("rho"), log=log,
-                 published_fingerprint=published_fingerprint(manifest), **kwargs)
+    return audit(published, opened.test, out_dir=out_dir, clean=opened.clean, aux=aux_set, key=opened.key,
+                 key_recipe=opened.key_recipe, scheme=(manifest.get("extra") or {}).get("key"), rho=manifest.get("rho"),
+                 log=log, published_fingerprint=opened.fingerprint, **kwargs)
 
 
 def load_cells(out_dir, cache=None) -> list[dict]:

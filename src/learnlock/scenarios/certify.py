@@ -33,12 +33,17 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from ..cells import CellCache, cell_inputs, check_cache_dir
 from ..data import ImageDataset
+from ..data.published import check_writable
 from ..errors import LearnlockError, require
+from ..device import current_device
+from ..losses import WeightNoiseLoss, generator_on, noisy_params
+from ..models import MODELS, NetSpec, create_model
 from ..files import atomic_write_bytes, atomic_write_json
-from ..losses import generator_on, noisy_params
 from ..provenance import result_provenance
-from ..training import check_compatible, evaluate
+from ..training import check_compatible, cross_entropy, evaluate, fit
+from .opening import open_published
 
 # The eta grid of the paper's certification script (L2 radius in parameter space).
 DEFAULT_ETAS = (0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
@@ -186,28 +191,37 @@ def certify(model: nn.Module, test: ImageDataset, settings: CertifySettings | No
 
 
 def train_surrogate(published: ImageDataset, arch: str, recipe, *, seed: int = 0, sigma: float = 0.0,
-                    draws: int = 1, out_dir=None, progress: bool = True, log=lambda message: None):
+                    draws: int = 1, out_dir=None, progress: bool = True, log=lambda message: None,
+                    cache: CellCache | None = None):
     """The surrogate to certify: `arch` trained on the published data, with Gaussian weight noise
-    `sigma` (`draws` samples per step; the paper trains with the certification's sigma). With
-    `out_dir` it is saved there and reused by a rerun with the same inputs. Returns (NetSpec, info)."""
-    from ..models import MODELS, NetSpec, create_model
-    from ..losses import WeightNoiseLoss
-    from ..training import cross_entropy, fit
-
+    `sigma` (`draws` samples per step; the paper trains with the certification's sigma). Its weights
+    are a cell of `cache` (learnlock.cells; default `out_dir`/cells), found again by a rerun with
+    the same inputs and code; with `out_dir` it is also saved there (surrogate.safetensors and
+    surrogate.json). Returns (NetSpec, info)."""
     MODELS.get(arch)
     info = {"arch": arch, "seed": seed, "recipe": recipe.to_dict(), "train_sigma": sigma, "train_draws": draws,
             "published": published.fingerprint()}
     out = Path(out_dir) if out_dir else None
-    if out and (out / "surrogate.safetensors").exists() and (out / "surrogate.json").exists() \
-            and json.loads((out / "surrogate.json").read_text()) == info:
-        log(f"reusing the surrogate in {out / 'surrogate.safetensors'}")
-        return NetSpec.load(out / "surrogate.safetensors"), info
-    model = create_model(arch, published.num_classes, published.in_channels, seed=seed)
-    loss = WeightNoiseLoss(model, sigma, draws, seed=seed) if sigma > 0 else cross_entropy
-    log(f"training a {arch} surrogate on {len(published)} published images (weight noise sigma {sigma}, "
-        f"{recipe.epochs} epochs)")
-    fit(model, published, recipe, loss=loss, progress=progress, desc="surrogate")
-    spec = NetSpec.from_model(arch, model, published.num_classes, published.in_channels)
+    if cache is None and out:
+        cache = CellCache(out / "cells")
+
+    def compute() -> dict:
+        model = create_model(arch, published.num_classes, published.in_channels, seed=seed)
+        loss = WeightNoiseLoss(model, sigma, draws, seed=seed) if sigma > 0 else cross_entropy
+        log(f"training a {arch} surrogate on {len(published)} published images (weight noise sigma {sigma}, "
+            f"{recipe.epochs} epochs)")
+        return fit(model, published, recipe, loss=loss, progress=progress, desc="surrogate").state_dict()
+
+    if cache is None:
+        state = compute()
+    else:
+        inputs = cell_inputs(data=published, net=arch, seed=seed, recipe=recipe, train_sigma=sigma, train_draws=draws)
+        hits = cache.hits
+        state = cache.run_tensors("surrogate", inputs, compute)
+        if cache.hits > hits:
+            log(f"reusing the surrogate in {cache.path('surrogate', inputs, '.safetensors')}")
+    spec = NetSpec(arch, published.num_classes, published.in_channels, {},
+                   {k: v.detach().cpu().contiguous().clone() for k, v in state.items()})
     if out:
         out.mkdir(parents=True, exist_ok=True)
         spec.save(out / "surrogate.safetensors", overwrite=True)
@@ -218,40 +232,33 @@ def train_surrogate(published: ImageDataset, arch: str, recipe, *, seed: int = 0
 def certify_folder(published_dir, settings: CertifySettings, *, out_dir, recipe, test: str | None = None,
                    test_per_class: int | None = None, subset_seed: int = 0, arch: str = "resnet18",
                    weights=None, train_sigma: float | None = None, train_draws: int = 1, progress: bool = True,
-                   log=lambda message: None) -> Certificate:
+                   log=lambda message: None, cache=None) -> Certificate:
     """`certify` a published folder: against `test` (a dataset spec; default the source's test
     split), with a given surrogate (`weights`, a NetSpec file) or one trained here (`arch`, weight
-    noise `train_sigma`, default the certification's sigma)."""
-    from ..data import load_dataset
-    from ..data.base import check_test_set
-    from ..data.manifest import change_bound, unverified
-    from ..device import current_device
-    from ..data.published import check_writable, load_published, published_fingerprint
-    from ..models import MODELS, NetSpec
-
+    noise `train_sigma`, default the certification's sigma). The folder and the test set are opened by
+    `open_published`'s policy (certify needs no key: a key shipped in the folder checks the manifest,
+    else it is used unverified). `cache`: the cell cache of the trained surrogate (a folder or a
+    `CellCache`; default `out_dir`/cells)."""
     check_writable(out_dir)
+    if cache is not None and not isinstance(cache, CellCache):
+        cache = CellCache(check_cache_dir(cache))
     spec = NetSpec.load(weights) if weights else None  # a wrong file or name fails before any data are read
     if spec is None:
         MODELS.get(arch)
-    published, manifest = load_published(published_dir)
-    unverified(manifest, Path(published_dir) / "manifest.json")  # certify takes no key
-    src = (manifest.get("extra") or {}).get("source_load")
-    test_spec = test or (src["spec"] if src else None)
-    if not test_spec:
-        raise LearnlockError("give the clean test set with `test`")
-    test_set = load_dataset(test_spec, "test", per_class=test_per_class, seed=subset_seed)
-    check_test_set(published, test_set, tolerance=change_bound(manifest))
+    opened = open_published(published_dir, test=test, test_per_class=test_per_class, clean=False,
+                            subset_seed=subset_seed, log=log)
+    published, manifest, test_set = opened.data, opened.manifest, opened.test
     if weights:
         spec.check_fits(published, "surrogate")
         surrogate = {"weights": str(weights), "fingerprint": spec.fingerprint}
     else:
         spec, surrogate = train_surrogate(published, arch, recipe, seed=settings.seed, out_dir=out_dir,
                                           sigma=settings.sigma if train_sigma is None else train_sigma,
-                                          draws=train_draws, progress=progress, log=log)
+                                          draws=train_draws, progress=progress, log=log, cache=cache)
     surrogate["method"] = manifest.get("method")
     return certify(spec.build(), test_set, settings, out_dir=out_dir, surrogate=surrogate, progress=progress,
                    device=current_device(),
-                   published={"path": str(published_dir), "fingerprint": published_fingerprint(manifest)})
+                   published={"path": str(published_dir), "fingerprint": opened.fingerprint})
 
 
 def plot_certificates(certs: dict[str, Certificate], path, chance: float | None = None) -> Path:

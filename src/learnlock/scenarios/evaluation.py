@@ -5,10 +5,10 @@
     print(results_table(rows))
 
 Seed s sets both the network's initial weights and the data order / augmentation draws, so the
-spread over seeds covers both sources of run-to-run noise. With `out_dir`, every finished cell
-is saved at once to results.json and a rerun skips it (a killed run resumes). With `jobs` > 1 the
-cells train in worker processes (see learnlock.jobs), each saving its row as it finishes; the
-finished results.json holds the same rows in the same order as a serial run.
+spread over seeds covers both sources of run-to-run noise. Every finished cell is kept at once in
+the cell cache (learnlock.cells; default OUT/cells with `out_dir`) and a rerun finds it (a killed
+run resumes). With `jobs` > 1 the cells train in worker processes (see learnlock.jobs), each
+caching its row as it finishes; results.json holds the same rows in the same order as a serial run.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from ..data.base import check_test_set
 from ..data.outdir import check_writable
 from ..errors import LearnlockError
 from ..files import atomic_write_json
-from ..jobs import Workers, locked
+from ..jobs import Workers
 from ..models import MODELS, NetSpec, create_model
 from ..provenance import provenance
 from ..recipe import Recipe, get_recipe
@@ -99,53 +99,49 @@ def evaluate_nets(train: ImageDataset, test: ImageDataset, nets: Sequence[str | 
                   seeds: Sequence[int], recipe: Recipe | str = "cpu",
                   out_dir: str | Path | None = None, progress: bool = True, jobs: int = 1,
                   cache: CellCache | str | Path | None = None) -> list[dict]:
-    """Train and test every (net, seed); returns one row per cell (see `train_one`), in the order
-    of nets and seeds after the rows a previous run left in `out_dir`. `jobs`: cells at once.
-    `cache` (a folder or a `CellCache`): each cell is also found in / kept in the cell cache
-    (learnlock.cells), shared with other runs and scenarios."""
+    """Train and test every (net, seed); returns one row per cell (see `train_one`): the rows a
+    previous run left in `out_dir`/results.json first (this run's value where it trained the same
+    cell), then this run's other cells in the order of nets and seeds. `jobs`: cells at once.
+    `cache` (a folder or a `CellCache`; default `out_dir`/cells, none without `out_dir`): each cell is
+    kept there at once and found again by any run with the same data, recipe and code (learnlock.cells);
+    a killed run resumes from it. results.json is written when the cells are done."""
     recipe = check_cheap(nets, seeds, recipe, out_dir)
     if cache is not None and not isinstance(cache, CellCache):
         cache = CellCache(check_cache_dir(cache))
+    elif cache is None and out_dir:
+        cache = CellCache(Path(out_dir) / "cells")
     check_test_set(train, test)
     header = {"recipe": recipe.to_dict(), "train": describe(train), "test": describe(test)}
-    rows: list[dict] = []
+    old: list[dict] = []
     path = Path(out_dir) / "results.json" if out_dir else None
     if path and path.exists():
         try:
-            old = json.loads(path.read_text())
+            saved = json.loads(path.read_text())
         except json.JSONDecodeError:
             raise LearnlockError(f"{path} is not valid JSON; move it away to start afresh") from None
-        if {k: old.get(k) for k in header} != header:
+        if {k: saved.get(k) for k in header} != header:
             raise LearnlockError(
                 f"{path} holds results of a different run (recipe or data differ); "
                 "choose another `out` folder"
             )
-        rows = old.get("rows", [])
-    done = {(r["net"], r["seed"]) for r in rows}
-    todo = [(net, seed) for net in nets for seed in seeds
-            if (f"{net.arch}@{net.fingerprint[:8]}" if isinstance(net, NetSpec) else net, seed) not in done]
-    if path:
+        old = saved.get("rows", [])
+    cells = [(net, seed) for net in nets for seed in seeds]
+    with Workers(jobs, (train, test, recipe, progress and jobs == 1, cache)) as pool:
+        new = {(row["net"], row["seed"]): row for row in pool.map(_cell, cells)}
+    rows = [new.pop((r["net"], r["seed"]), r) for r in old] + list(new.values())
+    if path:  # the rows in a fixed order, whatever order the workers finished in
         path.parent.mkdir(parents=True, exist_ok=True)
-    with Workers(jobs, (train, test, recipe, path, header, progress and jobs == 1, cache)) as pool:
-        rows = rows + pool.map(_cell, todo)
-    if path and todo:  # the rows in a fixed order, whatever order the workers finished in
         atomic_write_json(path, {**header, **provenance(), "rows": rows})
     return rows
 
 
 def _cell(shared, net, seed) -> dict:
-    """One (net, seed), its row added to results.json at once (under a lock: workers share the file)."""
-    train, test, recipe, path, header, progress, cache = shared
+    """One (net, seed), through the cell cache when there is one (in a worker with `jobs`)."""
+    train, test, recipe, progress, cache = shared
     if cache is None:
-        row, _ = train_one(train, test, net, seed, recipe, progress=progress)
-    else:
-        inputs = cell_inputs(data=train, test=test, net=net, seed=seed, recipe=replace(recipe, seed=seed))
-        row = cache.run("evaluate", inputs, lambda: train_one(train, test, net, seed, recipe, progress=progress)[0])
-    if path:
-        with locked(path.parent):
-            saved = json.loads(path.read_text())["rows"] if path.exists() else []
-            atomic_write_json(path, {**header, **provenance(), "rows": saved + [row]})
-    return row
+        return train_one(train, test, net, seed, recipe, progress=progress)[0]
+    inputs = cell_inputs(data=train, test=test, net=net, seed=seed, recipe=replace(recipe, seed=seed))
+    return cache.run("evaluate", inputs, lambda: train_one(train, test, net, seed, recipe, progress=progress)[0])
 
 
 def results_table(rows: Sequence[dict]) -> str:

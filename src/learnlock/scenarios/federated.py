@@ -18,8 +18,9 @@ Rows of the report (test accuracy on the first-half classes, the second-half cla
   Global         the global key trained on the union of the published shards (the server)
   Normal / Distill  hacker networks on the union of the published shards
 
-Every client's shard and every trained cell is cached in the output folder, so a killed run
-resumes; a changed setting is refused for a shard and recomputed for a cell.
+Every client's shard is kept in the output folder and every trained cell in the cell cache
+(learnlock.cells; default OUT/cells), so a killed run resumes; a changed setting is refused for a
+shard and recomputed for a cell.
 """
 
 from __future__ import annotations
@@ -27,16 +28,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
-import re
 import shutil
 import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
+from ..cells import CellCache, cell_inputs, check_cache_dir
 from ..data import ImageDataset
 from ..data.manifest import verify
 from ..data.published import load_published, published_fingerprint
@@ -45,107 +44,10 @@ from ..files import atomic_write_json
 from ..jobs import Workers
 from ..models import NetSpec
 from ..provenance import result_provenance
-from ..recipe import Recipe
-from ..training import predict
+from ..training import Recipe, predict
+from .authorized import train_authorized
+from .shards import SPLITS, concat, group_accuracy, parse_split, split_shards  # noqa: F401 (federated's API)
 from .table1 import Hacker
-
-SPLITS = ("classes", "iid", "dirichlet")
-
-
-def parse_split(text: str) -> tuple[str, float | None]:
-    """'classes', 'iid' or 'dirichlet:ALPHA' (ALPHA > 0; small = each client sees few classes)."""
-    kind, _, arg = text.partition(":")
-    if kind not in SPLITS:
-        raise LearnlockError(f"unknown split {text!r}; use classes, iid or dirichlet:ALPHA (e.g. dirichlet:0.5)")
-    if kind != "dirichlet":
-        if arg:
-            raise LearnlockError(f"split {kind} takes no parameter, got {text!r}")
-        return kind, None
-    try:
-        alpha = float(arg)
-    except ValueError:
-        raise LearnlockError(f"dirichlet split needs a concentration: dirichlet:ALPHA, e.g. dirichlet:0.5; "
-                             f"got {text!r}") from None
-    if not math.isfinite(alpha) or alpha <= 0:
-        raise LearnlockError(f"dirichlet concentration must be a finite number > 0, got {alpha}")
-    return kind, alpha
-
-
-def split_shards(labels: torch.Tensor, num_classes: int, clients: int, split: str,
-                 seed: int = 0) -> list[torch.Tensor]:
-    """A partition of range(len(labels)) into `clients` sorted, non-empty index tensors.
-
-    classes: client k holds whole classes [k C / N, (k + 1) C / N) (2 clients: the two halves);
-    iid: a seeded shuffle cut into near-equal parts;
-    dirichlet:ALPHA: per class, client shares drawn from Dirichlet(ALPHA) (Hsu et al. 2019)."""
-    n = len(labels)
-    if not isinstance(clients, int) or clients < 1:
-        raise LearnlockError(f"clients must be a positive count, got {clients!r}")
-    if clients > n:
-        raise LearnlockError(f"{clients} clients for {n} items: every client needs at least one item")
-    kind, alpha = parse_split(split)
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    if kind == "classes":
-        present = sorted(set(labels.tolist()))
-        if clients > len(present):
-            raise LearnlockError(f"a class split needs at most one client per class: {clients} clients, "
-                                 f"{len(present)} classes; use iid or dirichlet:ALPHA")
-        owner = torch.tensor([c * clients // num_classes for c in range(num_classes)])
-        shards = [torch.nonzero(owner[labels] == k).flatten() for k in range(clients)]
-    elif kind == "iid":
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        shards = [p.sort().values for p in torch.tensor_split(perm, clients)]
-    else:
-        rng = np.random.default_rng(seed)
-        for _ in range(100):  # redraw until no client is empty (only likely for tiny data)
-            parts = [[] for _ in range(clients)]
-            for c in range(num_classes):
-                idx = torch.nonzero(labels == c).flatten().numpy()
-                rng.shuffle(idx)
-                cuts = (np.cumsum(rng.dirichlet([alpha] * clients))[:-1] * len(idx)).astype(int)
-                for k, piece in enumerate(np.split(idx, cuts)):
-                    parts[k].extend(piece.tolist())
-            if all(parts):
-                break
-        else:
-            raise LearnlockError(f"dirichlet:{alpha} left a client empty in 100 draws for {n} items; "
-                                 "use fewer clients or a larger ALPHA")
-        shards = [torch.tensor(sorted(p), dtype=torch.long) for p in parts]
-    empty = [k for k, s in enumerate(shards) if len(s) == 0]
-    if empty:
-        raise LearnlockError(f"the {split} split leaves client(s) {empty} without data; use fewer clients")
-    return shards
-
-
-def concat(parts: Sequence[ImageDataset], source: str = "") -> ImageDataset:
-    """The union of datasets with the same classes and image shape, in order."""
-    if not parts:
-        raise LearnlockError("nothing to concatenate")
-    first = parts[0]
-    for p in parts[1:]:
-        if p.classes != first.classes or p.images.shape[1:] != first.images.shape[1:]:
-            raise LearnlockError(f"{p.source} does not match {first.source} (classes or image shape differ)")
-    return ImageDataset(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]),
-                        first.classes, tuple(i for p in parts for i in p.ids), source or first.source)
-
-
-def group_accuracy(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
-    """Accuracy on the first-half classes [0, ceil(C/2)), the second half, and all (Table 9's columns)."""
-    hit = (logits.argmax(1) == labels).float()
-    first = labels < (num_classes + 1) // 2
-    out = {"first": hit[first].mean().item() if first.any() else float("nan"),
-           "second": hit[~first].mean().item() if (~first).any() else float("nan"),
-           "all": hit.mean().item()}
-    return out
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
-
-
-def _ident(**parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
 
 class Federation:
     """One federated run in `out`: the shards, the clients' published data, the trained cells.
@@ -154,7 +56,8 @@ class Federation:
     def __init__(self, train: ImageDataset, test: ImageDataset, key: NetSpec, shards: Sequence[torch.Tensor],
                  out, recipe: Recipe, make_protection, hackers: Sequence[Hacker] = (Hacker("retrain", "cnn", 1),
                                                                                    Hacker("distill", "cnn", 1)),
-                 hacker_recipe: Recipe | None = None, split: str = "", progress: bool = True):
+                 hacker_recipe: Recipe | None = None, split: str = "", progress: bool = True,
+                 cache: CellCache | None = None):
         key.check_fits(train, "the global network")
         if test.classes != train.classes:
             raise LearnlockError(f"test set {test.source} has other classes than {train.source}")
@@ -166,6 +69,7 @@ class Federation:
         self.shards = [s.sort().values for s in shards]
         self.recipe, self.hacker_recipe = recipe, hacker_recipe or recipe
         self.make_protection, self.hackers, self.split, self.progress = make_protection, list(hackers), split, progress
+        self.cache = cache if cache is not None else CellCache(self.out / "cells")  # the trained cells
 
     # ---- clients ---------------------------------------------------------------------------
     def client_dir(self, k: int) -> Path:
@@ -232,28 +136,27 @@ class Federation:
 
     # ---- training cells --------------------------------------------------------------------
     def cell(self, name: str, data: ImageDataset, what: tuple, ident: dict) -> tuple[dict, torch.nn.Module | None]:
-        """Train as `what` says (`train_cell`) unless `name` is cached with the same ident; returns
-        the accuracies (and the model when it was trained now)."""
-        path = self.out / "cells" / f"{_slug(name)}.json"
-        ident = _ident(**ident, data=data.fingerprint(), test=self.test_fingerprint)
-        if path.exists():
-            cached = json.loads(path.read_text())
-            if cached.get("ident") == ident:
-                return cached, None
-        start = time.perf_counter()
-        model = self.train_cell(data, what)
-        acc = group_accuracy(predict(model, self.test), self.test.labels, self.test.num_classes)
-        res = {"name": name, "ident": ident, "train_size": len(data), **acc,
-               "wall_s": round(time.perf_counter() - start, 1)}
-        atomic_write_json(path, res)
-        return res, model
+        """Train as `what` says (`train_cell`) unless the cell cache holds this cell (its name, data,
+        test set and `ident`); returns the accuracies (and the model when it was trained now)."""
+        trained = []
+
+        def compute() -> dict:
+            start = time.perf_counter()
+            trained.append(self.train_cell(data, what))
+            acc = group_accuracy(predict(trained[0], self.test), self.test.labels, self.test.num_classes)
+            return {"name": name, "train_size": len(data), **acc, "wall_s": round(time.perf_counter() - start, 1)}
+
+        res = self.cache.run("federated", self.cell_inputs(name, data, ident), compute)
+        return res, trained[0] if trained else None
+
+    def cell_inputs(self, name: str, data: ImageDataset, ident: dict) -> dict:
+        return {**ident, "name": name, "data": data.fingerprint(), "test": self.test_fingerprint}
 
     def train_cell(self, data: ImageDataset, what: tuple):
         """("key", desc, key, published): the server's network of `key` trained on `data` the way the
         authorized user trains (`train_authorized`: published data go through the key first);
         ("hacker", Hacker, teacher weights or None): a hacker network."""
         from ..attacks import AttackContext, get_attack
-        from .table1 import train_authorized
 
         if what[0] == "key":
             _, desc, key, published = what
@@ -313,10 +216,10 @@ class Federation:
         else:  # each client locked its shard with its own key: unlock each, then train on the union
             global_data = concat([k.prepare(d) for (d, *_), k in zip(published, keys)], source="federated union")
             global_what = ("key", "global", ours, False)
-        base = {"key": self.key.fingerprint, "issued": [k.fingerprint for k in keys], "recipe": self.recipe.to_dict()}
+        base = {"key": self.key.fingerprint, "issued": [k.fingerprint for k in keys], **cell_inputs(recipe=self.recipe)}
         weights = self.out / "global.safetensors"  # the distillation teacher
-        if not weights.exists():
-            (self.out / "cells" / "Global.json").unlink(missing_ok=True)
+        if not weights.exists():  # train Global again to have it
+            self.cache.path("federated", self.cell_inputs("Global", global_data, base)).unlink(missing_ok=True)
         calls = [("Joint", concat(clean_parts), ("key", "joint", ours, False), base)]
         calls += [(f"Separate-{k + 1}", part, ("key", f"separate {k + 1}", ours, False), base)
                   for k, part in enumerate(clean_parts)]
@@ -324,7 +227,7 @@ class Federation:
                   for k, ((data, *_), key) in enumerate(zip(published, keys))]
         calls.append(("Global", global_data, global_what, base))
         hackers = [(f"{get_attack(h.attack).label} ({h.arch})", h, "teacher" in get_attack(h.attack).needs,
-                    {**base, "hacker": [h.attack, h.arch, h.seed], "hacker_recipe": self.hacker_recipe.to_dict()})
+                    {**base, "hacker": [h.attack, h.arch, h.seed], **cell_inputs(hacker_recipe=self.hacker_recipe)})
                    for h in self.hackers]
         order = [c[0] for c in calls] + [name for name, *_ in hackers]
         calls += [(name, union, ("hacker", h, None), {**ident, "teacher": None})
@@ -389,19 +292,24 @@ def plot_table9(result: dict, path) -> Path:
 def federate(train: ImageDataset, test: ImageDataset, key: NetSpec, shards: Sequence[torch.Tensor], out,
              recipe: Recipe, method: str = "uge", preset: str | None = None, settings: dict | None = None,
              hackers: Sequence[Hacker] = (Hacker("retrain", "cnn", 1), Hacker("distill", "cnn", 1)),
-             hacker_recipe: Recipe | None = None, split: str = "", progress: bool = True, jobs: int = 1) -> dict:
+             hacker_recipe: Recipe | None = None, split: str = "", progress: bool = True, jobs: int = 1,
+             cache: CellCache | str | Path | None = None) -> dict:
     """Run the federated scenario (see the module docstring); `method` is any registered
     protection, uge by default (its authorized network is the global key). Client k uses the
     protection seed `settings["seed"] + k`. `jobs` > 1: clients protect, then cells train, that
-    many at once in worker processes (learnlock.jobs), with the serial run's files and result."""
+    many at once in worker processes (learnlock.jobs), with the serial run's files and result.
+    `cache`: the cell cache of the trained cells (a folder or a `CellCache`; default `out`/cells)."""
     from ..protections import get_protection
 
     cls = get_protection(method)
     progress = progress and jobs == 1
     make = functools.partial(_make_protection, cls, dict(settings or {}), preset, recipe, progress)
     make(key)  # validate the settings before any work
+    if cache is not None and not isinstance(cache, CellCache):
+        cache = CellCache(check_cache_dir(cache))
     hacker_recipe = hacker_recipe or recipe
-    return Federation(train, test, key, shards, out, recipe, make, hackers, hacker_recipe, split, progress).run(jobs)
+    return Federation(train, test, key, shards, out, recipe, make, hackers, hacker_recipe, split, progress,
+                      cache).run(jobs)
 
 
 def _make_protection(cls, settings: dict, preset, recipe: Recipe, progress: bool, key: NetSpec, client: int = 0):

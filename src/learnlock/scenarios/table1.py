@@ -26,11 +26,13 @@ from ..errors import LearnlockError
 from ..files import atomic_write_bytes, atomic_write_json
 from ..jobs import Workers, arrive
 from ..models import MODELS, NetSpec
+from ..data.published import check_writable
 from ..provenance import result_provenance
-from ..recipe import Recipe
 from ..report import learnability_ratio, markdown_table
 from ..report.plots import grouped_bars, image_grid
-from ..training import evaluate, fit
+from ..training import Recipe, evaluate, get_recipe
+from .authorized import authorized_cell
+from .opening import SHIPPED_KEY, check_same_items, open_published
 
 # UGE's bar for "separates": the authorized net keeps 90% of its clean learnability, every hacker
 # keeps at most half of its own.
@@ -46,82 +48,6 @@ class Hacker:
     @property
     def label(self) -> str:
         return f"{self.arch} s{self.seed} {get_attack(self.attack).label}"
-
-
-def train_authorized(train: ImageDataset, key: NetSpec, recipe: Recipe, progress: bool = True,
-                     published: bool = True, desc: str | None = None, callbacks: Sequence = (),
-                     cache: CellCache | None = None):
-    """The authorized user's network trained on `train`, the one way every scenario and bench
-    script trains it: published data go through the key first (`key.prepare`: a lock key unlocks
-    them); clean data (published=False, Table 1's Original row) are trained on as they are.
-
-    With `cache`, the trained weights are a cell ("authorized": the data, the key, the recipe,
-    `published` and the code version): a rerun loads them instead of training (`callbacks` then
-    do not run). Returns the trained model (eval mode).
-
-        model = train_authorized(published, load_key("pub.key.safetensors"), manifest_recipe(manifest))
-    """
-    key.check_fits(train)
-
-    def compute():
-        data = key.prepare(train) if published else train
-        return fit(key.build(), data, recipe, callbacks=callbacks, progress=progress,
-                   desc=desc or f"authorized {key.arch}")
-
-    if cache is None:
-        return compute()
-    trained = []
-
-    def weights():
-        trained.append(compute())
-        return trained[0].state_dict()
-
-    state = cache.run_tensors("authorized", authorized_inputs(train, key, recipe, published), weights)
-    if trained:
-        return trained[0]
-    model = key.build()
-    model.load_state_dict(state)
-    model.test_flip = recipe.test_flip  # as `fit` marks what it trains
-    return model.eval()
-
-
-def authorized_inputs(train: ImageDataset, key: NetSpec, recipe: Recipe, published: bool = True) -> dict:
-    """The cache inputs of `train_authorized`'s cell."""
-    return cell_inputs(data=train, key=key, recipe=recipe, published=published)
-
-
-def train_published(published_dir, authorized, *, test: str | None = None, test_per_class: int | None = None,
-                    out=None, progress: bool = True, log=lambda message: None) -> dict:
-    """What the authorized user does: train the key's network on a published folder with the
-    manifest's recipe; with `out`, save the trained weights (NetSpec); with `test` (a dataset
-    spec), report clean test accuracy. Returns {"model", "key", "accuracy", "test", "test_size"}."""
-    from ..data import load_dataset
-    from ..data.base import check_test_set
-    from ..data.manifest import change_bound, manifest_recipe
-    from ..data.published import check_writable, load_published
-    from ..keys import check_key_matches, load_key
-
-    if not test and not out:
-        raise LearnlockError("give `test` to report test accuracy or `out` to save the trained weights (or both)")
-    if out:  # before any work: the weights are written after the training
-        if Path(out).exists() or Path(out).is_symlink():
-            raise LearnlockError(f"{out} exists; the trained weights never replace a file; choose another `out` "
-                                 "(or delete it)")
-        check_writable(out)
-    key = load_key(authorized)
-    data, manifest = load_published(published_dir)
-    check_key_matches(key, manifest)
-    test_set = load_dataset(test, "test", per_class=test_per_class) if test else None
-    if test_set is not None:  # published pixels moved by up to rho from the source's
-        check_test_set(data, test_set, tolerance=change_bound(manifest))
-    recipe = manifest_recipe(manifest)
-    log(f"training {key.arch} ({key.fingerprint[:12]}) on {len(data)} published images with the manifest's "
-        f"recipe ({recipe.epochs} epochs, seed {recipe.seed})")
-    model = train_authorized(data, key, recipe, progress, desc="authorized")
-    if out:
-        NetSpec.from_model(key.arch, model, key.num_classes, key.in_channels, key.kwargs).save(out)
-    return {"model": model, "key": key, "accuracy": evaluate(model, test_set) if test_set else None,
-            "test": test_set.source if test_set else None, "test_size": len(test_set) if test_set else 0}
 
 
 def authorized_vs_hackers(train: ImageDataset, test: ImageDataset, keys: Sequence[NetSpec], recipe: Recipe,
@@ -185,13 +111,10 @@ def _train_cell(shared: dict, i: int, what: str, which, teacher=None) -> tuple:
     cache: CellCache | None = shared["cache"]
     hits = cache.hits if cache is not None else 0
     if what == "authorized":
-        key, recipe = shared["keys"][which], shared["recipe"]
-        model = train_authorized(train, key, recipe, shared["progress"], published, cache=cache)
-        reused = cache is not None and cache.hits > hits
-        wall = (cache.record("authorized", authorized_inputs(train, key, recipe, published))["wall_time_s"]
-                if reused else round(time.perf_counter() - start, 1))
+        model, cell = authorized_cell(train, shared["test"], shared["keys"][which], shared["recipe"], cache,
+                                      shared["progress"], published)
         keep = which == 0 and shared["teachers"]
-        return evaluate(model, shared["test"]), wall, model if keep else None, reused
+        return cell["accuracy"], cell["wall_s"], model if keep else None, cell["reused"]
     teacher = arrive(teacher)
     recipe = replace(shared["hacker_recipe"], seed=which.seed)
     attack = get_attack(which.attack)()
@@ -324,24 +247,19 @@ class Table1:
 
 def table1(published: Sequence, authorized, *, test: str | None = None, test_per_class: int | None = None,
            hackers: Sequence[Hacker] = (), seeds: Sequence[int] = (0,), hacker_recipe: Recipe | str = "cpu",
-           out=None, progress: bool = True, log=lambda message: None, jobs: int = 1,
+           subset_seed: int = 0, out=None, progress: bool = True, log=lambda message: None, jobs: int = 1,
            cache: CellCache | str | Path | None = None) -> Table1:
-    """UGE's Table 1 for published dataset folder(s) of one source and their key (a path or a key).
+    """UGE's Table 1 for published dataset folder(s) of one source and their key (a path or a key;
+    None: the key shipped in the first folder).
 
-    The clean source is reloaded as the manifest says (the "Original" row); the test set is
-    `test` (a dataset spec; default the source's test split). Hacker seeds shift by 10 per
+    Each folder is opened by `open_published`'s policy: the clean source is reloaded as the first
+    manifest says (the "Original" row; an error when it does not say); the test set is `test` (a
+    dataset spec; default the source's test split; `test_per_class` drawn with `subset_seed`). Hacker seeds shift by 10 per
     evaluation seed, so each seed trains other hackers. With `out`, checked before any work, the
     result is saved there (`Table1.save`). `jobs` > 1 runs that many trainings at once (learnlock.jobs)
     with the serial run's results. `cache` (a folder or a `CellCache`, checked before any work): every
     finished training is kept there at once (learnlock.cells), so a killed table resumes and a
     rerun trains only what is missing; `Table1.reused` counts the trainings found there."""
-    from ..data import load_dataset
-    from ..data.base import check_test_set
-    from ..data.manifest import manifest_recipe
-    from ..data.published import check_writable, load_published, published_fingerprint
-    from ..keys import check_key_matches, load_key
-    from ..recipe import get_recipe
-
     if out:
         check_writable(out)
     if cache is not None and not isinstance(cache, CellCache):
@@ -351,32 +269,25 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
         MODELS.get(h.arch)
     if not seeds:
         raise LearnlockError("give at least one evaluation seed")
-    hacker_recipe = get_recipe(hacker_recipe)
-    key = load_key(authorized) if isinstance(authorized, (str, Path)) else authorized
-    loaded, about = [], []
-    for d in published:
-        ds, manifest = load_published(d)
-        check_key_matches(key, manifest)
-        name = manifest["settings"].get("preset") or manifest["method"]
-        loaded.append((f"{name} ({Path(d).name})", ds, manifest))
-        about.append({"row": loaded[-1][0], "path": str(d), "fingerprint": published_fingerprint(manifest),
-                      "method": manifest["method"]})
-    if not loaded:
+    if not published:
         raise LearnlockError("give at least one published dataset folder")
-    first = loaded[0][2]
-    src = (first.get("extra") or {}).get("source_load")
-    if not src:
-        raise LearnlockError(f"{published[0]}: manifest does not say how to reload its clean source; "
-                             "it was not written by `learnlock protect`")
-    clean = load_dataset(src["spec"], src["split"], per_class=src["per_class"], seed=src["seed"])
-    for name, ds, _ in loaded:
-        if ds.ids != clean.ids:
-            raise LearnlockError(f"{name}: its items are not those of {src['spec']} (ids differ); "
-                                 "compare datasets protected from the same source")
-    test_set = load_dataset(test or src["spec"], "test", per_class=test_per_class, seed=0)
-    check_test_set(clean, test_set)
-    recipe = manifest_recipe(first)
-    order = [(name, ds, seed) for seed in seeds for name, ds in [("Original", clean)] + [(n, d) for n, d, _ in loaded]]
+    if authorized is None and not (Path(published[0]) / SHIPPED_KEY).exists():
+        raise LearnlockError("give the authorized key (`authorized`): table1 trains the authorized network")
+    hacker_recipe = get_recipe(hacker_recipe)
+    loaded, about = [], []
+    for i, d in enumerate(published):  # the first brings the clean source and the test set
+        opened = open_published(d, authorized, test=test if i == 0 else False, test_per_class=test_per_class,
+                                clean=True if i == 0 else False, subset_seed=subset_seed, log=log)
+        if i == 0:
+            clean, test_set, key, recipe, src = opened.clean, opened.test, opened.key, opened.key_recipe, opened.source
+        else:
+            check_same_items(clean, opened.data, str(d))
+        authorized = key  # every folder is checked against the same key
+        name = opened.manifest["settings"].get("preset") or opened.manifest["method"]
+        loaded.append((f"{name} ({Path(d).name})", opened.data))
+        about.append({"row": loaded[-1][0], "path": str(d), "fingerprint": opened.fingerprint,
+                      "method": opened.manifest["method"]})
+    order = [(name, ds, seed) for seed in seeds for name, ds in [("Original", clean)] + [(n, d) for n, d in loaded]]
     cases = [(f"{name} seed {seed}", ds, ds is not clean, [replace(h, seed=h.seed + 10 * seed) for h in hackers])
              for name, ds, seed in order]
     rows: dict[str, list[dict]] = {}
@@ -387,7 +298,7 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
     trained, reused = sum(c for c, _ in counts), sum(r for _, r in counts)
     if cache is not None:
         log(f"cache {cache.root}: {reused} of {trained} trainings reused, {trained - reused} trained now")
-    name, ds, _ = loaded[0]
+    name, ds = loaded[0]
     result = Table1(rows, clean.num_classes, len(clean), len(test_set), src["spec"], f"{key.arch} {key.fingerprint[:12]}",
                     recipe, hacker_recipe, (clean.images, ds.images, clean.labels, clean.classes, name),
                     reused=reused, cells=trained, published=about, seeds=tuple(seeds))
