@@ -162,7 +162,7 @@ def test_registry():
     assert "clip" in list_encoders()
     with pytest.raises(LearnlockError, match="choose one of: clip, efficientnet-lite0"):
         create_encoder("resnet-nope")
-    with pytest.raises(LearnlockError, match="does not take pretrained"):
+    with pytest.raises(LearnlockError, match=r"unknown setting\(s\) pretrained; valid settings: resolution, device"):
         create_encoder("efficientnet-lite0", pretrained="x")
 
 

@@ -307,7 +307,7 @@ def test_block_key_refuses_bad_settings():
     for kw, match in [({"k": 5}, "not a multiple of k=5"), ({"k": 1}, "integer >= 2"), ({"k": True}, "integer >= 2"),
                       ({"dims": 0}, "dims"), ({"dims": 16}, "dims"), ({"dims": 2.5}, "dims"),
                       ({"fmin": 2, "fmax": 1}, "fmin <= fmax"), ({"dims": 4, "fmax": 1.0}, "dims"),
-                      ({"luma": 0.5}, "does not take luma")]:
+                      ({"luma": 0.5}, r"unknown setting\(s\) luma; valid settings: k, dims, fmin, fmax, dc")]:
         with pytest.raises(LearnlockError, match=match):
             create_key_layer("block", 1, 12, seed=0, **kw)
     layer = create_key_layer("block", 1, 12, seed=0, k=4, dims=3)

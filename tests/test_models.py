@@ -113,7 +113,7 @@ def test_unknown_model_lists_choices():
     ({"in_channels": 2}, "in_channels"),
     ({"num_classes": 1}, "num_classes"),
     ({"seed": 1.5}, "seed"),
-    ({"depth": 3}, "does not take depth"),
+    ({"depth": 3}, r"unknown setting\(s\) depth; valid settings: width"),
     ({"width": 0}, "width"),
 ])
 def test_bad_arguments_are_refused(kwargs, match):

@@ -24,6 +24,7 @@ from ..data import ImageDataset
 from ..errors import LearnlockError, require
 from ..models import create_model
 from ..recipe import Recipe
+from ..registry import Registry, check_settings
 from ..training import Callback, Loss, cross_entropy, evaluate, fit
 
 
@@ -73,11 +74,7 @@ class Attack:
     aux_match: str = "size"
 
     def __init__(self, settings: AttackSettings | None = None, **overrides):
-        valid = [f.name for f in dataclasses.fields(self.Settings)]
-        unknown = sorted(set(overrides) - set(valid))
-        if unknown:
-            raise LearnlockError(f"attack {self.name!r}: unknown setting(s) {', '.join(unknown)}; "
-                                 f"valid settings: {', '.join(valid) or '(none)'}")
+        check_settings(f"attack {self.name!r}", type(self), overrides)
         settings = settings or self.Settings()
         self.settings = replace(settings, **overrides) if overrides else settings
 
@@ -170,3 +167,6 @@ class Attack:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings})"
+
+
+ATTACKS = Registry("attack", fixed=("settings",), kind=Attack)  # the rest are an attack's Settings' fields

@@ -15,34 +15,15 @@ Add an encoder by writing one file here with a subclass of `Encoder` decorated w
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 
-from ..errors import LearnlockError
 from ..registry import Registry
 from .base import Encoder
 
-ENCODERS = Registry("encoder")
+ENCODERS = Registry("encoder", kind=Encoder)
 DEFAULT_ENCODER = "efficientnet-lite0"
-
-
-def register_encoder(name: str):
-    """Class decorator: register an Encoder subclass under `name` (and set its .name)."""
-    add = ENCODERS.register(name)
-
-    def deco(cls):
-        if not (isinstance(cls, type) and issubclass(cls, Encoder)):
-            raise TypeError(f"register_encoder({name!r}) expects an Encoder subclass, got {cls!r}")
-        cls.name = name
-        return add(cls)
-
-    return deco
-
-
-def list_encoders() -> list[str]:
-    """Names accepted by create_encoder, sorted."""
-    return ENCODERS.names()
+register_encoder = ENCODERS.register  # class decorator: register an Encoder subclass, set its `name`
+list_encoders = ENCODERS.names        # names accepted by create_encoder, sorted
 
 
 def create_encoder(name: str = DEFAULT_ENCODER, resolution: int | None = None,
@@ -53,14 +34,7 @@ def create_encoder(name: str = DEFAULT_ENCODER, resolution: int | None = None,
     efficientnet-lite0, 224 for clip). Other keyword arguments are encoder settings (e.g.
     model=, pretrained= for clip); unknown ones raise LearnlockError listing the accepted ones.
     """
-    cls = ENCODERS.get(name)
-    params = inspect.signature(cls.__init__).parameters
-    accepted = [p for p in params if p not in ("self", "resolution", "device")]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise LearnlockError(f"encoder {name!r} does not take {', '.join(unknown)}; "
-                             f"it accepts: {', '.join(['resolution', 'device', *accepted])}")
-    return cls(resolution=resolution, device=device, **kwargs)
+    return ENCODERS.create(name, resolution=resolution, device=device, **kwargs)
 
 
 __all__ = ["ENCODERS", "DEFAULT_ENCODER", "Encoder", "create_encoder", "list_encoders", "register_encoder"]

@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import LearnlockError
 from ..models import create_model, register_model
 from ..models.netspec import NetSpec
-from .layers import KeyLayer, check_params, create_key_layer
+from .layers import KeyLayer, create_key_layer
 
 
 class KeyedNet(nn.Module):
@@ -50,7 +50,6 @@ def keyed(num_classes: int, in_channels: int = 3, base: str = "cnn", family: str
     key_settings = dict(key_settings or {})
     if family == "auto":  # colour keys need RGB images
         family = "colour" if in_channels == 3 else "spectral"
-    check_params(family, key_settings)
     layer = create_key_layer(family, in_channels, image_size, **key_settings)
     return KeyedNet(layer, create_model(base, num_classes, in_channels, **dict(base_kwargs or {})))
 

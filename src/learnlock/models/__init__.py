@@ -14,7 +14,6 @@ and importing it at the bottom of this file.
 
 from __future__ import annotations
 
-import inspect
 from contextlib import contextmanager
 
 import torch
@@ -23,8 +22,9 @@ from torch import nn
 from ..errors import LearnlockError
 from ..registry import Registry
 
-MODELS = Registry("model")
+MODELS = Registry("model", fixed=("num_classes", "in_channels"))  # the rest of a constructor's arguments are settings
 register_model = MODELS.register
+list_models = MODELS.names  # names accepted by create_model, sorted
 
 
 @contextmanager
@@ -42,27 +42,14 @@ def frozen(model: nn.Module):
             p.requires_grad_(f)
 
 
-def list_models() -> list[str]:
-    """Names accepted by create_model, sorted."""
-    return MODELS.names()
-
-
 def check_args(name: str, num_classes: int, in_channels: int, kwargs: dict) -> None:
     """Raise LearnlockError unless create_model(name, num_classes, in_channels, **kwargs) is ok."""
-    ctor = MODELS.get(name)
+    MODELS.get(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise LearnlockError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     if type(in_channels) is not int or in_channels not in (1, 3):  # rejects True and 3.0
         raise LearnlockError(f"in_channels must be 1 (grayscale) or 3 (RGB), got {in_channels!r}")
-    params = inspect.signature(ctor).parameters.values()
-    accepted = [p.name for p in params if p.name not in ("num_classes", "in_channels")
-                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params):
-        raise LearnlockError(
-            f"model {name!r} does not take {', '.join(unknown)}; "
-            f"it accepts: {', '.join(accepted) or 'no extra arguments'}"
-        )
+    MODELS.check(name, kwargs)
 
 
 def create_model(name: str, num_classes: int, in_channels: int = 3, seed: int | None = None,

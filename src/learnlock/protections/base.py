@@ -37,9 +37,7 @@ from ..data.published import check_out_dir, write_published
 from ..errors import LearnlockError, require
 from ..models import NetSpec
 from ..recipe import Recipe, get_recipe
-from ..registry import Registry
-
-PROTECTIONS = Registry("protection")
+from ..registry import Registry, check_settings
 
 _SIMPLE_TYPES = {"float": (float, int), "int": (int,), "bool": (bool,), "str": (str,)}
 
@@ -228,12 +226,7 @@ class Protection(ABC):
             raise LearnlockError(
                 f"{name}: settings must be {cls.Settings.__name__}, got {type(settings).__name__}"
             )
-        valid = [f.name for f in dataclasses.fields(cls.Settings)]
-        unknown = sorted(set(overrides) - set(valid))
-        if unknown:
-            raise LearnlockError(
-                f"{name}: unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(valid)}"
-            )
+        check_settings(f"protection {name!r}", cls, overrides)
         if settings is None:  # build straight from the overrides: defaults are never half-validated
             settings = cls.Settings(**overrides)
         elif overrides:
@@ -373,27 +366,10 @@ class Protection(ABC):
         return f"{type(self).__name__}({self.settings})"
 
 
-def register_protection(name: str):
-    """Class decorator: register a Protection subclass under `name` (and set its `name`)."""
-
-    def deco(cls):
-        if not (isinstance(cls, type) and issubclass(cls, Protection)):
-            raise TypeError(f"register_protection({name!r}) needs a Protection subclass, got {cls!r}")
-        cls.name = name
-        return PROTECTIONS.register(name)(cls)
-
-    return deco
-
-
-def list_protections() -> list[str]:
-    return PROTECTIONS.names()
-
-
-def get_protection(name: str) -> type[Protection]:
-    return PROTECTIONS.get(name)
-
-
-def create_protection(name: str, context: ProtectionContext | None = None, settings: ProtectionSettings | None = None,
-                      preset: str | None = None, **overrides) -> Protection:
-    """`create_protection("random", rho=8/255, seed=1)`: the class by name, built with settings."""
-    return get_protection(name)(context, settings, preset, **overrides)
+# the fixed arguments of every protection's constructor; the rest are its Settings' fields
+PROTECTIONS = Registry("protection", fixed=("context", "settings", "preset"), kind=Protection)
+register_protection = PROTECTIONS.register  # class decorator: register a Protection subclass, set its `name`
+list_protections = PROTECTIONS.names
+get_protection = PROTECTIONS.get
+# create_protection("random", rho=8/255, seed=1): the class by name, built with checked settings
+create_protection = PROTECTIONS.create

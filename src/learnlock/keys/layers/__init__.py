@@ -16,7 +16,6 @@ subspace of the k x k patch space in every block; any number of channels).
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
@@ -25,15 +24,13 @@ from torch import nn
 from ...errors import LearnlockError
 from ...registry import Registry
 
-KEY_LAYERS = Registry("key family")
-
 
 class KeyLayer(nn.Module):
-    """Base class: a family sets `params` (its public settings) and implements `project` (P_S x)
-    and `estimate` (the key-estimation attack's guess of S from data)."""
+    """Base class: a family takes its public settings as keyword arguments after (in_channels,
+    image_size) and implements `project` (P_S x) and `estimate` (the key-estimation attack's guess
+    of S from data). `name` (the family) is set by `register_key_layer`."""
 
-    family = ""
-    params: tuple[str, ...] = ()
+    name = ""
 
     def __init__(self, in_channels: int, image_size: int):
         super().__init__()
@@ -83,8 +80,12 @@ class KeyLayer(nn.Module):
     def reads_changes(cls) -> bool:
         return cls.from_changes.__func__ is not KeyLayer.from_changes.__func__
 
+    @property
+    def family(self) -> str:
+        return self.name
+
     def public_settings(self) -> dict:
-        return {p: getattr(self, p) for p in self.params}
+        return {p: getattr(self, p) for p in family_params(self.name)}
 
     @classmethod
     def authorized_recipe(cls, recipe, settings: dict):
@@ -158,45 +159,24 @@ def cone_direction(cp: torch.Tensor, cr: torch.Tensor, luma: float, steps: int =
     return b[:, int(((excess @ b) * b).sum(0).argmax())]
 
 
-def register_key_layer(name: str):
-    def deco(cls):
-        cls.family = name
-        return KEY_LAYERS.register(name)(cls)
-
-    return deco
-
-
-def list_key_layers() -> list[str]:
-    return KEY_LAYERS.names()
-
-
-def get_key_layer(name: str) -> type[KeyLayer]:
-    return KEY_LAYERS.get(name)
-
-
-def check_params(family: str, kwargs: dict) -> None:
-    cls = get_key_layer(family)
-    unknown = sorted(set(kwargs) - set(cls.params))
-    if unknown:
-        raise LearnlockError(f"key family {family!r} does not take {', '.join(unknown)}; "
-                             f"it takes: {', '.join(cls.params) or 'nothing'}")
+# a family's settings are its constructor's keyword arguments after these
+KEY_LAYERS = Registry("key family", fixed=("in_channels", "image_size"), kind=KeyLayer)
+register_key_layer = KEY_LAYERS.register
+list_key_layers = KEY_LAYERS.names
+get_key_layer = KEY_LAYERS.get
+check_params = KEY_LAYERS.check      # check_params(family, settings): refuse settings the family does not take
+family_params = KEY_LAYERS.settings  # family_params(family): the family's public settings, in order
 
 
 def create_key_layer(family: str, in_channels: int, image_size: int, seed: int | None = None,
                      **kwargs) -> KeyLayer:
     """The key layer of `family`; with `seed` its buffers depend on the seed alone (the global RNG
     is left as it was), else they are drawn from the global RNG."""
-    check_params(family, kwargs)
-    cls = get_key_layer(family)
     if seed is None:
-        return cls(in_channels, image_size, **kwargs)
+        return KEY_LAYERS.create(family, in_channels, image_size, **kwargs)
     with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         torch.random.default_generator.manual_seed(seed)
-        return cls(in_channels, image_size, **kwargs)
-
-
-def family_params(family: str) -> tuple[str, ...]:
-    return get_key_layer(family).params
+        return KEY_LAYERS.create(family, in_channels, image_size, **kwargs)
 
 
 from . import block, colour, spectral  # noqa: E402,F401  (register on import)

@@ -127,8 +127,6 @@ def stationary_covariance(images: torch.Tensor, k: int) -> torch.Tensor:
 
 @register_key_layer("block")
 class BlockKey(KeyLayer):
-    params = ("k", "dims", "fmin", "fmax", "dc")
-
     def __init__(self, in_channels: int, image_size: int, k: int = 4, dims: int = 4, fmin: float = 1.0,
                  fmax: float | None = None, dc: bool = False):
         super().__init__(in_channels, image_size)

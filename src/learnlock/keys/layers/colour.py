@@ -51,8 +51,6 @@ def top_generalized(cp: torch.Tensor, cr: torch.Tensor, k: int, excess: bool = T
 
 @register_key_layer("colour")
 class ColourKey(KeyLayer):
-    params = ("dims", "luma")
-
     def __init__(self, in_channels: int, image_size: int, dims: int = 1, luma: float | None = None):
         super().__init__(in_channels, image_size)
         if in_channels != 3:

@@ -62,8 +62,6 @@ def class_covariance(images: torch.Tensor) -> torch.Tensor:
 
 @register_key_layer("spectral")
 class SpectralKey(KeyLayer):
-    params = ("dims", "bins", "fmin", "fmax", "luma")
-
     def __init__(self, in_channels: int, image_size: int, dims: int = 1, bins: float = 0.5,
                  fmin: float = 1.0, fmax: float | None = None, luma: float | None = None):
         super().__init__(in_channels, image_size)
