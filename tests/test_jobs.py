@@ -62,7 +62,7 @@ def test_audit_with_jobs_matches_serial_and_resumes(tmp_path):
     parallel = audit(published, test, out_dir=tmp_path / "b", log=logs.append, jobs=2, **kw)
     a, b = (json.loads((tmp_path / d / "audit.json").read_text()) for d in "ab")
     assert json.dumps(without(a, "wall_s")) == json.dumps(without(b, "wall_s"))  # cells, summary, table
-    assert json.dumps(without(serial, "wall_s")) == json.dumps(without(parallel, "wall_s"))
+    assert json.dumps(without(serial.to_dict(), "wall_s")) == json.dumps(without(parallel.to_dict(), "wall_s"))
     a, b = ([without(c, "wall_s", "file") for c in load_cells(tmp_path / d)] for d in "ab")
     assert a == b and len(a) == 8  # clean and 3 attacks, 2 nets: the same inputs (one key) and results
     # a killed run: one cell is missing; the rerun trains that cell alone and leaves the others' files
@@ -74,7 +74,7 @@ def test_audit_with_jobs_matches_serial_and_resumes(tmp_path):
     assert [m for m in logs if "cached" not in m and not m.startswith("authorized")] == [
         m for m in logs if m.startswith("iss-grayscale lenet seed 0")]
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
-    assert json.dumps(without(again, "wall_s")) == json.dumps(without(serial, "wall_s"))
+    assert json.dumps(without(again.to_dict(), "wall_s")) == json.dumps(without(serial.to_dict(), "wall_s"))
 
 
 def test_table1_cells_with_jobs_match_serial():
@@ -94,8 +94,8 @@ def test_federated_with_jobs_matches_serial(tmp_path):
               split="classes", progress=False)
     serial = federate(train, test, key, shards, tmp_path / "a", ONE, **kw)
     parallel = federate(train, test, key, shards, tmp_path / "b", ONE, jobs=2, **kw)
-    assert json.dumps(without(serial, "wall_s", "protect_wall_s")) == \
-        json.dumps(without(parallel, "wall_s", "protect_wall_s"))
+    assert json.dumps(without(serial.to_dict(), "wall_s", "protect_wall_s")) == \
+        json.dumps(without(parallel.to_dict(), "wall_s", "protect_wall_s"))
     for name in ("global.safetensors", "client_1/manifest.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     cells = {d: {p.name: without(json.loads(p.read_text())["result"], "wall_s")

@@ -2,7 +2,7 @@
 
     result = audit(published, test, out_dir="runs/audit", attacks=["retrain", "iss-jpeg"],
                    nets=["cnn", "resnet18"], seeds=[0, 1], recipe=RECIPES["cpu"], clean=clean, aux=aux)
-    print(result["table"])
+    print(result.markdown())
 
 Rows: the clean baseline (each net trained on the unprotected source), the authorized network
 (when the published dataset names its key and the key is given), then each attack. Columns: the
@@ -30,12 +30,12 @@ from ..cells import CellCache, cell_inputs, check_cache_dir
 from ..data import ImageDataset, load_dataset
 from ..data.published import check_writable
 from ..errors import LearnlockError
-from ..files import atomic_write_bytes, atomic_write_json
 from ..jobs import Workers, arrive, to_cpu
 from ..models import MODELS, NetSpec, create_model
 from ..provenance import result_provenance
 from ..recipe import Recipe
 from ..report import learnability_ratio, markdown_table
+from ..report.result import RecordResult
 from ..training import evaluate, fit
 from .authorized import authorized_cell
 from .opening import open_published
@@ -100,9 +100,9 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
           key: NetSpec | None = None, key_recipe: Recipe | None = None,
           settings: dict[str, dict] | None = None, scheme: dict | None = None, rho: float | None = None,
           progress: bool = True, log=print, jobs: int = 1, cache: CellCache | str | Path | None = None,
-          published_fingerprint: str | None = None) -> dict:
+          published_fingerprint: str | None = None) -> "AuditResult":
     """Run the clean baseline, the authorized net and every selected attack; write audit.json,
-    audit.md and audit.png under `out_dir`; return the audit dict (with its markdown `table`).
+    audit.md and audit.png under `out_dir` (`AuditResult.save`) and return the `AuditResult`.
     `jobs` > 1 trains that many cells at once in worker processes (learnlock.jobs); the cells and
     the report are those of the serial run. `cache`: the cell cache (a folder or a `CellCache`;
     default `out_dir`/cells). `published_fingerprint` (the manifest's, `audit_folder` gives it) is
@@ -213,7 +213,7 @@ def _cell(shared: dict, row: str, net: str, seed: int, config: dict) -> dict:
 
 
 def write_report(results, out: Path, published, test, nets, seeds, recipe, skipped, extras, key,
-                 about: dict | None = None) -> dict:
+                 about: dict | None = None) -> "AuditResult":
     k = published.num_classes
     clean_mean = {net: statistics.fmean(c["accuracy"] for c in results[CLEAN][net])
                   for net in results.get(CLEAN, {})}
@@ -244,26 +244,41 @@ def write_report(results, out: Path, published, test, nets, seeds, recipe, skipp
         "num_classes": k, "key": None if key is None else {"arch": key.arch, "fingerprint": key.fingerprint},
         **result_provenance(),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "audit.json", audit_json)
-    atomic_write_bytes(out / "audit.md", (table + "\n").encode())
-    plot(summary, nets, out / "audit.png", 100.0 / k, published.source)
-    curves = {row: by_net for row, by_net in results.items() if any("curve" in c for cs in by_net.values() for c in cs)}
-    if curves:
-        plot_recovery(curves, out / "recovery.png", 100.0 / k)
-    return audit_json
+    result = AuditResult(audit_json)
+    result.save(out)
+    return result
 
 
-def plot(summary: dict, nets, path: Path, chance: float, title: str) -> None:
+class AuditResult(RecordResult):
+    """An audit: audit.json's record (result["summary"], ["cells"], ["skipped"], ...); `markdown()`
+    is its table; `save(out)` writes audit.json, audit.md, audit.png and, with weight-space
+    recovery curves, recovery.png."""
+
+    stem = "audit"
+
+    def markdown(self) -> str:
+        return self.record["table"]
+
+    def plot(self, out: Path) -> list[Path]:
+        r, chance = self.record, 100.0 / self.record["num_classes"]
+        paths = [plot(r["summary"], r["nets"], out / "audit.png", chance, r["published"])]
+        curves = {row: by_net for row, by_net in r["cells"].items()
+                  if any("curve" in c for cs in by_net.values() for c in cs)}
+        if curves:
+            paths.append(plot_recovery(curves, out / "recovery.png", chance))
+        return paths
+
+
+def plot(summary: dict, nets, path: Path, chance: float, title: str) -> Path:
     from ..report.plots import grouped_bars
 
     groups = list(summary)
     series = {net: [100 * summary[g][net]["mean"] if net in summary[g] else float("nan") for g in groups]
               for net in nets}
-    grouped_bars(groups, series, path, hline=chance, title=f"audit of {title}: test accuracy per attack")
+    return grouped_bars(groups, series, path, hline=chance, title=f"audit of {title}: test accuracy per attack")
 
 
-def plot_recovery(curves: dict, path: Path, chance: float) -> None:
+def plot_recovery(curves: dict, path: Path, chance: float) -> Path:
     import matplotlib.pyplot as plt
 
     from ..report.plots import save_figure
@@ -279,13 +294,13 @@ def plot_recovery(curves: dict, path: Path, chance: float) -> None:
     ax.set_ylabel("clean test accuracy (%)")
     ax.set_title("weight-space recovery vs eta")
     ax.legend(fontsize=8)
-    save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_class: int | None = None,
                  clean: str | None = None, clean_per_class: int | None = None, aux: str | None = None,
                  aux_split: str = "train", aux_per_class: int | None = None, subset_seed: int = 0,
-                 authorized=None, log=lambda message: None, **kwargs) -> dict:
+                 authorized=None, log=lambda message: None, **kwargs) -> "AuditResult":
     """`audit` of a published folder, its inputs given as dataset specs: the clean baseline
     (default: the source the manifest names), the test set (default: the source's test split), the
     attacker's aux set (items of the published set removed when it is the same source) and the key
@@ -326,4 +341,4 @@ def load_cells(out_dir, cache=None) -> list[dict]:
     return cells
 
 
-__all__ = ["audit", "audit_folder", "load_cells", "resolve_attacks"]
+__all__ = ["AuditResult", "audit", "audit_folder", "load_cells", "resolve_attacks"]

@@ -40,8 +40,9 @@ from ..errors import LearnlockError, require
 from ..device import current_device
 from ..losses import WeightNoiseLoss, generator_on, noisy_params
 from ..models import MODELS, NetSpec, create_model
-from ..files import atomic_write_bytes, atomic_write_json
+from ..files import atomic_write_json
 from ..provenance import result_provenance
+from ..report.result import Result
 from ..training import check_compatible, cross_entropy, evaluate, fit
 from .opening import open_published
 
@@ -123,7 +124,10 @@ def sample_accuracies(model: nn.Module, test: ImageDataset, sigma: float, n: int
 
 
 @dataclass
-class Certificate:
+class Certificate(Result):
+    """A certificate; `save(out)` writes certify.json, certify.md and certify.png."""
+
+    stem = "certify"
     settings: CertifySettings
     accuracies: list[float]           # one per weight sample, in draw order
     base_accuracy: float              # the unperturbed surrogate
@@ -131,6 +135,7 @@ class Certificate:
     surrogate: dict                   # how the surrogate came about
     test: dict
     published: dict | None = None     # {"path", "fingerprint"} of the published folder (certify_folder)
+    chance: float | None = field(default=None, repr=False)  # 1 / classes, the plot's chance line
 
     def empirical_quantile(self) -> float:
         return float(np.quantile(self.accuracies, self.settings.q))
@@ -151,6 +156,9 @@ class Certificate:
             bound = "abstain" if r["abstain"] else f"{100 * r['bound']:.2f}"
             lines.append(f"| {r['eta']:g} | {r['q_bar']:.4f} | {r['k'] if r['k'] else '-'} | {bound} |")
         return "\n".join(lines) + "\n"
+
+    def plot(self, out: Path) -> list[Path]:
+        return [plot_certificates({"surrogate": self}, Path(out) / "certify.png", chance=self.chance)]
 
 
 def certify(model: nn.Module, test: ImageDataset, settings: CertifySettings | None = None, *,
@@ -182,11 +190,9 @@ def certify(model: nn.Module, test: ImageDataset, settings: CertifySettings | No
     accs = sample_accuracies(model, test, s.sigma, s.n, s.seed, device=device, progress=progress,
                              done=done, on_sample=save_partial)
     cert = Certificate(s, accs, base, certify_accuracies(accs, s.q, s.sigma, s.etas, s.alpha),
-                       surrogate or {}, {"source": test.source, "size": len(test)}, published)
+                       surrogate or {}, {"source": test.source, "size": len(test)}, published, 1 / test.num_classes)
     if out:
-        atomic_write_json(out / "certify.json", cert.to_dict())
-        atomic_write_bytes(out / "certify.md", cert.markdown().encode())
-        plot_certificates({"surrogate": cert}, out / "certify.png", chance=1 / test.num_classes)
+        cert.save(out)
     return cert
 
 

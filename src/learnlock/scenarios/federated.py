@@ -9,7 +9,7 @@ trained global network (Distill).
     shards = split_shards(train.labels, 10, clients=2, split="classes")
     result = federate(train, test, NetSpec.create("cnn", 10, 3, seed=7), shards, "runs/fed",
                       recipe=RECIPES["cpu"], preset="paper")
-    print(table9_markdown(result))
+    print(result.markdown())
 
 Rows of the report (test accuracy on the first-half classes, the second-half classes, all):
   Joint          the global key trained on the union of the clean shards (no protection)
@@ -30,6 +30,7 @@ import hashlib
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -48,6 +49,7 @@ from ..training import Recipe, predict
 from .authorized import train_authorized
 from .shards import SPLITS, concat, group_accuracy, parse_split, split_shards  # noqa: F401 (federated's API)
 from .table1 import Hacker
+from .table9 import FederatedResult, table9_markdown  # noqa: F401 (federated's API)
 
 class Federation:
     """One federated run in `out`: the shards, the clients' published data, the trained cells.
@@ -166,7 +168,7 @@ class Federation:
         context = AttackContext(teacher=teacher, progress=self.progress)
         return get_attack(h.attack)().train(data, h.arch, h.seed, self.hacker_recipe, context, self.progress)
 
-    def run(self, jobs: int = 1) -> dict:
+    def run(self, jobs: int = 1) -> FederatedResult:
         """Every client's shard, then every cell; `jobs` > 1 runs that many at once in worker
         processes (learnlock.jobs; `make_protection` must then be picklable, e.g. a partial of a
         module-level function), with the serial run's files and result."""
@@ -196,9 +198,8 @@ class Federation:
                   "published": [{"client": k, "path": self.client_dir(k).name, "fingerprint": published_fingerprint(m)}
                                 for k, (_, m, _) in enumerate(published)],
                   **result_provenance()}
-        atomic_write_json(self.out / "federated.json", result)
-        (self.out / "federated.md").write_text(table9_markdown(result) + "\n")
-        plot_table9(result, self.out / "federated.png")
+        result = FederatedResult(result)
+        result.save(self.out)
         return result
 
     def train_cells(self, pool: Workers, published, clean_parts) -> dict:
@@ -264,36 +265,11 @@ def _weights_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def table9_markdown(result: dict) -> str:
-    """The paper's Table 9 layout: rows x (first-half, second-half, all classes), accuracy %."""
-    from ..report import markdown_table
-
-    c = result["num_classes"]
-    half = (c + 1) // 2
-    cols = [f"classes 0-{half - 1} %", f"classes {half}-{c - 1} %", "all %", "trained on (images)"]
-    body = [[name, *(f"{100 * r[k]:.1f}" if r[k] == r[k] else "n/a" for k in ("first", "second", "all")),
-             str(r["train_size"])] for name, r in result["rows"].items()]
-    return markdown_table(["row", *cols], body)
-
-
-def plot_table9(result: dict, path) -> Path:
-    from ..report.plots import grouped_bars
-
-    rows = result["rows"]
-    c = result["num_classes"]
-    half = (c + 1) // 2
-    series = {label: [100 * r[k] for r in rows.values()]
-              for k, label in (("first", f"classes 0-{half - 1}"), ("second", f"classes {half}-{c - 1}"),
-                               ("all", "all classes"))}
-    return grouped_bars(list(rows), series, path, hline=100 / c,
-                        title=f"federated ({result['clients']} clients, split {result['split']}): test accuracy")
-
-
 def federate(train: ImageDataset, test: ImageDataset, key: NetSpec, shards: Sequence[torch.Tensor], out,
              recipe: Recipe, method: str = "uge", preset: str | None = None, settings: dict | None = None,
              hackers: Sequence[Hacker] = (Hacker("retrain", "cnn", 1), Hacker("distill", "cnn", 1)),
              hacker_recipe: Recipe | None = None, split: str = "", progress: bool = True, jobs: int = 1,
-             cache: CellCache | str | Path | None = None) -> dict:
+             cache: CellCache | str | Path | None = None) -> FederatedResult:
     """Run the federated scenario (see the module docstring); `method` is any registered
     protection, uge by default (its authorized network is the global key). Client k uses the
     protection seed `settings["seed"] + k`. `jobs` > 1: clients protect, then cells train, that
@@ -336,11 +312,11 @@ def check_hackers(hackers: Sequence[Hacker]) -> None:
 def run_federated(data: str, out, *, global_arch: str, global_seed: int | None = None,
                   global_secret: str | None = None, test: str | None = None, per_class: int | None = None,
                   test_per_class: int | None = None, subset_seed: int = 0, clients: int = 2, split: str = "classes",
-                  split_seed: int = 0, log=lambda message: None, **kwargs) -> dict:
+                  split_seed: int = 0, log=lambda message: None, **kwargs) -> FederatedResult:
     """`federate` from dataset specs: load and split the data, resolve the global key (an
     architecture with a seed or secret, or a key file), check `out` (a fresh folder, or a run to
     resume), run, and save a derived global key as out/global.key.safetensors (the server keeps it).
-    Other arguments go to `federate`. The result holds `key` and `key_path` too."""
+    Other arguments go to `federate`; the result holds `key`, `key_path` and `source` too."""
     from ..data import load_dataset
     from ..data.base import check_test_set
     from ..data.published import check_out_dir
@@ -383,4 +359,4 @@ def run_federated(data: str, out, *, global_arch: str, global_seed: int | None =
         key_path = out / "global.key.safetensors"
         if not key_path.exists():
             key.save(key_path, private=True)
-    return {**result, "key": key, "key_path": key_path, "train_size": len(train), "source": train.source}
+    return replace(result, key=key, key_path=key_path, source=train.source)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -22,14 +23,14 @@ from typing import Sequence
 from ..attacks import AttackContext, get_attack
 from ..cells import CellCache, cell_inputs, check_cache_dir
 from ..data import ImageDataset
-from ..errors import LearnlockError
-from ..files import atomic_write_bytes, atomic_write_json
+from ..errors import LearnlockError, LearnlockWarning
 from ..jobs import Workers, arrive
 from ..models import MODELS, NetSpec
 from ..data.published import check_writable
 from ..provenance import result_provenance
 from ..report import learnability_ratio, markdown_table
 from ..report.plots import grouped_bars, image_grid
+from ..report.result import Result
 from ..training import Recipe, evaluate, get_recipe
 from .authorized import authorized_cell
 from .opening import SHIPPED_KEY, check_same_items, open_published
@@ -180,9 +181,12 @@ def ratios(rows: dict[str, list[dict]], num_classes: int, clean_row: str = "Orig
 
 
 @dataclass
-class Table1:
+class Table1(Result):
     """Authorized vs hackers on one or more published datasets of one source, beside the clean
-    source ("Original"); rows: name -> list over evaluation seeds of `authorized_vs_hackers`."""
+    source ("Original"); rows: name -> list over evaluation seeds of `authorized_vs_hackers`.
+    `save(out)` writes table1.json, table1.md, authorized_vs_hackers.png and grid.png."""
+
+    stem = "table1"
 
     rows: dict[str, list[dict]]
     num_classes: int
@@ -237,12 +241,17 @@ class Table1:
             paths.append(image_grid(clean, published, labels, classes, out / "grid.png", title=title))
         return paths
 
-    def save(self, out) -> list[Path]:
-        """table1.json, table1.md and the plots under `out`."""
-        out = Path(out)
-        atomic_write_json(out / "table1.json", self.to_dict())
-        atomic_write_bytes(out / "table1.md", (self.markdown() + "\n").encode())
-        return [out / "table1.json", out / "table1.md", *self.plot(out)]
+
+
+def check_recipes(authorized: Recipe, hackers: Recipe) -> None:
+    """Warn, before any training, when the hackers train otherwise than the authorized network:
+    its ratios then compare two recipes as well as two kinds of access."""
+    a, h = authorized, hackers
+    if (a.epochs, a.lr, a.batch_size) != (h.epochs, h.lr, h.batch_size):
+        warnings.warn(LearnlockWarning(
+            f"the hackers train with another recipe than the authorized network ({h.epochs} vs {a.epochs} epochs, "
+            f"lr {h.lr} vs {a.lr}, batch {h.batch_size} vs {a.batch_size}); give the hacker recipe's `epochs` etc. "
+            "to match"))
 
 
 def table1(published: Sequence, authorized, *, test: str | None = None, test_per_class: int | None = None,
@@ -287,6 +296,7 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
         loaded.append((f"{name} ({Path(d).name})", opened.data))
         about.append({"row": loaded[-1][0], "path": str(d), "fingerprint": opened.fingerprint,
                       "method": opened.manifest["method"]})
+    check_recipes(recipe, hacker_recipe)
     order = [(name, ds, seed) for seed in seeds for name, ds in [("Original", clean)] + [(n, d) for n, d in loaded]]
     cases = [(f"{name} seed {seed}", ds, ds is not clean, [replace(h, seed=h.seed + 10 * seed) for h in hackers])
              for name, ds, seed in order]
