@@ -18,9 +18,9 @@ import learnlock
 
 SRC = Path(learnlock.__file__).resolve().parent
 MAX_LINES = 400
-# modules already over MAX_LINES may shrink, not grow, until they are split (cli.py and federated.py are
-# split now: cli_args.py holds the flags, scenarios/table9.py federated's result)
-TOO_LONG = {"report/html.py": 659}
+# modules over MAX_LINES that may stay so (none: cli.py, federated.py and report/html.py are split; cli_args.py
+# holds the flags, scenarios/table9.py federated's result, report/runs.py and originals.py the report's inputs)
+TOO_LONG: dict[str, int] = {}
 
 
 def modules() -> dict[str, tuple[Path, bool]]:
