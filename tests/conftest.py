@@ -83,3 +83,9 @@ def make_attack(name, **settings):
     """The attack `name` at its own smoke preset (tiny settings), `settings` on top."""
     cls = get_attack(name)
     return cls(**{**cls.presets["smoke"], **settings})
+
+
+# Clean test data name no key family: an attacker who knows the keyed scheme assumes one
+# (`make_attack(name, **ASSUMED.get(name, {}))`).
+ASSUMED = {"key-estimate": {"family": "spectral"}, "key-search": {"family": "colour"},
+           "leaked-pairs": {"family": "colour"}}

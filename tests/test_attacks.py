@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import learnable_dataset, make_attack as make
+from conftest import ASSUMED, learnable_dataset, make_attack as make
 from learnlock.attacks import AttackContext, create_attack, get_attack, list_attacks
 from learnlock.attacks.adversarial_training import PGDSettings
 from learnlock.attacks.augment import MixCallback, AugmentSettings
@@ -21,9 +21,6 @@ from learnlock.training import evaluate, fit, predict
 
 # The hacker's recipe: enough epochs for every attack to learn the clean, learnable data.
 HACKER = Recipe(name="hacker", epochs=10, batch_size=32, lr=0.05, augment="flip")
-# Clean data name no key family: an attacker who knows the keyed scheme assumes one.
-ASSUMED = {"key-estimate": {"family": "spectral"}, "key-search": {"family": "colour"},
-           "leaked-pairs": {"family": "colour"}}
 
 
 @pytest.fixture(scope="module")

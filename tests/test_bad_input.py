@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import learnable_dataset, write_folder
+from conftest import write_folder, write_npz
 from learnlock import cli
 from learnlock.data.folder import read_image
 
@@ -19,21 +19,15 @@ FAST_UGE = ["--set", "epochs=1", "--set", "encoder_resolution=32", "--set", "dia
             "--authorized-epochs", "1", "--no-progress"]
 
 
-def write_npz(path, n_per_class=6, size=16, seed=0, classes=None):
-    ds = learnable_dataset(n_per_class=n_per_class, classes=4, size=size, seed=seed)
-    np.savez(path, x=ds.images.permute(0, 2, 3, 1).numpy(), y=ds.labels.numpy(),
-             classes=np.array(list(classes or ds.classes)))
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """An npz source, a test set, a 32-pixel test set, aux data with other class names, and a uge
     dataset published from the source with its key."""
     root = tmp_path_factory.mktemp("world")
-    write_npz(root / "d.npz")
-    write_npz(root / "t.npz", seed=1)
-    write_npz(root / "big.npz", size=32, seed=2)
-    write_npz(root / "aux.npz", seed=3, classes=["w", "x", "y", "z"])
+    write_npz(root / "d.npz", n_per_class=6)
+    write_npz(root / "t.npz", n_per_class=6, seed=1)
+    write_npz(root / "big.npz", n_per_class=6, size=32, seed=2)
+    write_npz(root / "aux.npz", n_per_class=6, seed=3, classes=["w", "x", "y", "z"])
     rc = cli.main(["protect", "--method", "uge", "--data", f"npz:{root / 'd.npz'}", "--out", str(root / "pub"),
                    "--authorized", "cnn", "--key-seed", "3", "--key-out", str(root / "key.safetensors"), *FAST_UGE])
     assert rc == 0

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import learnable_dataset
+from conftest import learnable_dataset, write_npz
 from learnlock import NetSpec, cli
 from learnlock.data.published import load_published
 from learnlock.errors import LearnlockError
@@ -190,7 +190,6 @@ def test_federated_trains_the_issued_key(method, tmp_path, monkeypatch):
 
 
 def test_cli_federated(tmp_path, capsys):
-    from test_scenarios import write_npz
 
     write_npz(tmp_path / "d.npz")
     write_npz(tmp_path / "t.npz", seed=1)

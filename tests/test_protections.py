@@ -161,6 +161,8 @@ def test_protect_publishes(name, data, tmp_path):
     assert m["method"] == name and m["rho"] == prot.settings.rho and m["seed"] == 1
     assert m["settings"] == json.loads(json.dumps(prot.manifest_settings()))
     assert m["settings"]["fraction"] == 0.5 and m["extra"]["norm"]["norm"] == prot.norm
+    # where it ran is no part of what it published: data protected on a GPU train on a CPU
+    assert "device" not in json.dumps(m["settings"]) and "device" not in json.dumps(m["authorized"])
     flags = [it["protected"] for it in m["items"]]
     assert [i for i, f in enumerate(flags) if f] == prot.protected_index.tolist()
 
@@ -248,8 +250,6 @@ def test_project_quantize_property():
 
 
 def test_random_noise_patches_are_constant_blocks():
-    from conftest import CONTEXT, learnable_dataset, make_protection as make
-
     data = learnable_dataset(n_per_class=3, size=16)
     prot = create_protection("random", rho=8 / 255, classwise=True, patch=4, seed=0)
     delta = prot.perturb(data) - data.float_images()
