@@ -15,8 +15,7 @@ from conftest import write_folder, write_npz
 from learnlock import cli
 from learnlock.data.folder import read_image
 
-FAST_UGE = ["--set", "epochs=1", "--set", "encoder_resolution=32", "--set", "diagnostics=false",
-            "--authorized-epochs", "1", "--no-progress"]
+SMOKE = ["--preset", "smoke", "--authorized-epochs", "1", "--no-progress"]  # the method's tiny settings
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +28,7 @@ def world(tmp_path_factory):
     write_npz(root / "big.npz", n_per_class=6, size=32, seed=2)
     write_npz(root / "aux.npz", n_per_class=6, seed=3, classes=["w", "x", "y", "z"])
     rc = cli.main(["protect", "--method", "uge", "--data", f"npz:{root / 'd.npz'}", "--out", str(root / "pub"),
-                   "--authorized", "cnn", "--key-seed", "3", "--key-out", str(root / "key.safetensors"), *FAST_UGE])
+                   "--authorized", "cnn", "--key-seed", "3", "--key-out", str(root / "key.safetensors"), *SMOKE])
     assert rc == 0
     (root / "notes.txt").write_text("mine")
     return root
@@ -87,10 +86,10 @@ def cases(w: Path, t: Path):
          "is not a folder", []),
         ("protect: --key-out is --out",
          ["protect", "--method", "uge", "--data", src, "--authorized", "cnn", "--key-seed", "1",
-          "--out", str(t / "p"), "--key-out", str(t / "p"), *FAST_UGE], 2, "error", "inside it", [t / "p", t / ".p.work"]),
+          "--out", str(t / "p"), "--key-out", str(t / "p"), *SMOKE], 2, "error", "inside it", [t / "p", t / ".p.work"]),
         ("protect: --key-out is an existing file that is not a key",
          ["protect", "--method", "uge", "--data", src, "--authorized", "cnn", "--key-seed", "1",
-          "--out", str(t / "p"), "--key-out", str(w / "notes.txt"), *FAST_UGE], 2, "error",
+          "--out", str(t / "p"), "--key-out", str(w / "notes.txt"), *SMOKE], 2, "error",
          "not a learnlock key file", [t / "p", t / ".p.work"]),
         ("audit without a key",
          ["audit", pub, "--test", f"npz:{w / 't.npz'}", "--attacks", "retrain", "--epochs", "1", "--no-progress",
