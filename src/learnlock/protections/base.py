@@ -183,9 +183,7 @@ class Protection(ABC):
     # (`trains_key`, lock) has it only after `apply`: no file written before can hold it.
     needs_key: bool = False
     trains_key: bool = False
-    # Named groups of settings, chosen with preset=NAME (uge's paper, ...). Every method declares
-    # "smoke": tiny settings that run in seconds on a CPU (the tests and bench/gpu_smoke.py).
-    presets: dict[str, dict] = {}
+    presets: dict[str, dict] = {}  # named settings, preset=NAME (uge's paper; every method's "smoke": tiny, for tests)
     default_preset: str | None = None  # the preset used when neither a preset nor settings are given
     # The threat model (`threat_model()`, shown by `learnlock report`): the attacks a method's data
     # face beyond the generic ones (attacks that know this method's scheme), and what its hacker knows.
