@@ -5,9 +5,10 @@ a GPU machine (target: under 3 minutes). Exits 1 on the first failing command, w
     .venv/bin/python bench/gpu_smoke.py --data cifar10-jpg.tar.xz --jobs 2
     .venv/bin/python bench/gpu_smoke.py --device cpu --per-class 2        # the same on a CPU
 
-Commands: list; protect with every registered protection (tiny settings per method); train;
-evaluate; table1; audit with every registered attack (purify with a tiny DDPM, --aux) on the
-keyed data with its key; certify; federated. Data: the cifar10-jpg folder, or its .tar.xz
+Commands: list; protect with every registered protection at its smoke preset (the tiny settings
+each method declares, which the tests run too); train; evaluate; table1; audit with every
+registered attack at its smoke preset (purify with a tiny DDPM, --aux) on the keyed data with its
+key; certify; federated (uge at its smoke preset). Data: the cifar10-jpg folder, or its .tar.xz
 unpacked into a temporary folder; --per-class images per class for training and for testing.
 The commands' output goes to OUT/smoke.log.
 """
@@ -15,6 +16,7 @@ The commands' output goes to OUT/smoke.log.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -22,31 +24,14 @@ import time
 from pathlib import Path
 
 from gpu_common import cifar_folder, default_data, learnlock
+from learnlock.attacks import get_attack, list_attacks
 from learnlock.protections import get_protection, list_protections
 
-# Tiny settings per protection (--set NAME=VALUE); a method not listed runs with its defaults.
-TINY_PROTECT = {
-    "em": dict(surrogate="cnn", max_rounds=2, noise_steps=2, train_steps=2, batch_size=16),
-    "rem": dict(surrogate="cnn", max_rounds=2, noise_steps=2, train_steps=2, batch_size=16, adv_steps=2),
-    "pue": dict(surrogate="cnn", max_rounds=2, train_steps=2, batch_size=16, draws=2, train_draws=2,
-                warmup_accuracy=0),
-    "tap": dict(surrogate="cnn", recipe="cpu", steps=5),
-    "uge": dict(epochs=1, encoder_resolution=32, diagnostics="false", batch_size=16),
-    "keyed": dict(max_rounds=2, noise_steps=2, train_steps=2, batch_size=16),
-    "lock": dict(max_rounds=2, train_steps=2, batch_size=16),
-}
-DDPM = dict(channels="[8,16]", train_steps=20, train_batch_size=8, num_train_timesteps=50, t_star=3, batch_size=16,
-            samples=0)
-# Tiny settings per attack (--set ATTACK.NAME=VALUE).
-TINY_ATTACK = {
-    "purify": DDPM, "purify-diffpure": DDPM,
-    "recover": dict(epochs=1, eta=0.5, etas="[0.5]"), "recover-random": dict(trials=2, eta=0.5, etas="[0.5]"),
-    "adversarial-training": dict(steps=2), "ueraser": dict(repeats=2),
-}
 
-
-def sets(settings: dict, prefix: str = "") -> list[str]:
-    return [a for k, v in settings.items() for a in ("--set", f"{prefix}{k}={v}")]
+def attack_smoke_sets() -> list[str]:
+    """Every attack's own smoke preset as --set ATTACK.NAME=VALUE (JSON values, as the CLI reads them)."""
+    return [a for name in list_attacks() for k, v in get_attack(name).presets["smoke"].items()
+            for a in ("--set", f"{name}.{k}={json.dumps(v)}")]
 
 
 def main(argv=None) -> int:
@@ -74,10 +59,8 @@ def main(argv=None) -> int:
         for method in list_protections():
             key = (["--authorized", "cnn", "--key-seed", "1", "--key-out", out / f"{method}.key.safetensors"]
                    if get_protection(method).needs_key else [])
-            preset = ["--preset", "paper"] if method == "uge" else []
-            learnlock("protect", "--method", method, "--data", spec, "--per-class", k, *preset, *key,
-                      *sets(TINY_PROTECT.get(method, {})), "--authorized-epochs", "1", *dev, *quiet,
-                      "--out", out / f"pub-{method}", log=log)
+            learnlock("protect", "--method", method, "--data", spec, "--per-class", k, "--preset", "smoke", *key,
+                      "--authorized-epochs", "1", *dev, *quiet, "--out", out / f"pub-{method}", log=log)
         uge, uge_key = out / "pub-uge", out / "uge.key.safetensors"
         learnlock("train", "--authorized", uge_key, "--data", uge, *test, "--out", out / "trained.safetensors",
                   *dev, *quiet, log=log)
@@ -85,14 +68,13 @@ def main(argv=None) -> int:
                   "--epochs", "1", "--out", out / "evaluate", *dev, *jobs, *quiet, log=log)
         learnlock("table1", "--published", uge, "--authorized", uge_key, *test, "--hackers", "cnn:1,resnet18:1",
                   "--distill", "cnn:1", "--epochs", "1", "--out", out / "table1", *dev, *jobs, *quiet, log=log)
-        attack_sets = [a for name, s in TINY_ATTACK.items() for a in sets(s, f"{name}.")]
         learnlock("audit", out / "pub-keyed", "--authorized", out / "keyed.key.safetensors", *test, "--aux", spec,
-                  "--aux-per-class", k, "--attacks", "all", "--nets", "cnn", "--epochs", "1", *attack_sets,
+                  "--aux-per-class", k, "--attacks", "all", "--nets", "cnn", "--epochs", "1", *attack_smoke_sets(),
                   "--out", out / "audit", *dev, *jobs, *quiet, log=log)
         learnlock("certify", uge, *test, "--arch", "cnn", "--n", "20", "--epochs", "1", "--out", out / "certify",
                   *dev, *quiet, log=log)
         learnlock("federated", "--data", spec, "--per-class", k, "--test-per-class", k, "--clients", "2",
-                  "--global-arch", "cnn", "--global-seed", "1", *sets(TINY_PROTECT["uge"]), "--epochs", "1",
+                  "--global-arch", "cnn", "--global-seed", "1", "--preset", "smoke", "--epochs", "1",
                   "--out", out / "federated", *dev, *jobs, *quiet, log=log)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the unpacked data (and the outputs unless --out)

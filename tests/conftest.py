@@ -3,8 +3,12 @@ import pytest
 import torch
 from PIL import Image
 
+from learnlock.attacks import get_attack
 from learnlock.data import ImageDataset
 from learnlock.device import set_device, using
+from learnlock.models import NetSpec
+from learnlock.protections import ProtectionContext, get_protection
+from learnlock.recipe import Recipe
 
 torch.set_num_threads(1)  # tiny tensors: threads only add sync overhead
 set_device("cpu")  # the suite's exact-bytes checks are CPU facts; `device` below runs tests on each device
@@ -53,3 +57,35 @@ def learnable_dataset(n_per_class=40, classes=4, size=16, channels=3, seed=0) ->
 @pytest.fixture
 def learnable():
     return learnable_dataset
+
+
+def write_npz(path, n_per_class=12, size=16, seed=0, classes=None):
+    """A 4-class `learnable_dataset` as an npz source (x: N x H x W x C uint8, y, classes); `classes`
+    renames the classes."""
+    ds = learnable_dataset(n_per_class=n_per_class, classes=4, size=size, seed=seed)
+    np.savez(path, x=ds.images.permute(0, 2, 3, 1).numpy(), y=ds.labels.numpy(),
+             classes=np.array(list(classes or ds.classes)))
+
+
+# The authorized user's recipe in the tests' protection contexts: one epoch of small batches.
+TINY = Recipe(name="tiny", epochs=1, batch_size=8)
+# One context for every method: an authorized network for 3-class RGB data, trained with TINY by
+# the methods that read it.
+CONTEXT = ProtectionContext([NetSpec.create("cnn", 3, 3, seed=1, width=8)], TINY, progress=False)
+
+
+def make_protection(name, context=CONTEXT, **settings):
+    """The protection `name` at its own smoke preset (tiny settings), `settings` on top."""
+    return get_protection(name)(context, preset="smoke", **settings)
+
+
+def make_attack(name, **settings):
+    """The attack `name` at its own smoke preset (tiny settings), `settings` on top."""
+    cls = get_attack(name)
+    return cls(**{**cls.presets["smoke"], **settings})
+
+
+# Clean test data name no key family: an attacker who knows the keyed scheme assumes one
+# (`make_attack(name, **ASSUMED.get(name, {}))`).
+ASSUMED = {"key-estimate": {"family": "spectral"}, "key-search": {"family": "colour"},
+           "leaked-pairs": {"family": "colour"}}

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import learnable_dataset
+from conftest import ASSUMED, learnable_dataset, make_attack as make
 from learnlock.attacks import AttackContext, create_attack, get_attack, list_attacks
 from learnlock.attacks.adversarial_training import PGDSettings
 from learnlock.attacks.augment import MixCallback, AugmentSettings
@@ -19,29 +19,8 @@ from learnlock.models import create_model
 from learnlock.recipe import Recipe
 from learnlock.training import evaluate, fit, predict
 
-TINY = Recipe(name="tiny", epochs=10, batch_size=32, lr=0.05, augment="flip")
-# Small settings so every attack runs in seconds; the defaults are what users get.
-FAST = {
-    "adversarial-training": {"steps": 2, "eps": 4 / 255, "step": 2 / 255},
-    "ueraser": {"repeats": 2, "adversarial_fraction": 0.5},
-    "recover": {"epochs": 2, "eta": 0.5},
-    "recover-random": {"trials": 3, "eta": 0.5},
-    # T = 100, t* = 2: the noise level of t* = 20 of the default T = 1000, at a tenth of the cost
-    "purify": {"channels": (8, 16), "train_steps": 30, "num_train_timesteps": 100, "t_star": 2, "samples": 0},
-    "purify-diffpure": {"channels": (8, 16), "train_steps": 30, "num_train_timesteps": 100, "t_star": 2, "samples": 0},
-    "key-estimate": {"family": "spectral"},  # clean data name no key family: the attacker assumes one
-    "key-search": {"family": "colour", "candidates": 4, "search_epochs": 1, "refine": 0},
-    "leaked-pairs": {"family": "colour"},
-    "distill-proxy": {"queries": 40, "labels": "soft"},  # 40 hard labels alone leave the tiny net at 0.75
-    "adversarial-training-rho": {"steps": 2},
-    "orthogonal-projection": {"steps": 100},
-}
-
-
-def make(name):
-    cls = get_attack(name)
-    valid = {f for f in cls.Settings.__dataclass_fields__}
-    return cls(**{k: v for k, v in FAST.get(name, {}).items() if k in valid})
+# The hacker's recipe: enough epochs for every attack to learn the clean, learnable data.
+HACKER = Recipe(name="hacker", epochs=10, batch_size=32, lr=0.05, augment="flip")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +28,7 @@ def clean_setup():
     train = learnable_dataset(n_per_class=40)
     test = learnable_dataset(n_per_class=10, seed=1)
     aux = learnable_dataset(n_per_class=10, seed=2)
-    teacher = fit(create_model("cnn", 4, 3, seed=0), train, TINY, progress=False)
+    teacher = fit(create_model("cnn", 4, 3, seed=0), train, HACKER, progress=False)
     return train, test, aux, teacher
 
 
@@ -58,13 +37,13 @@ def test_every_attack_learns_clean_data(name, clean_setup, tmp_path):
     """On clean, learnable data every attack must still give a working model: an attack that
     breaks learning would 'recover' nothing and hide it."""
     train, test, aux, teacher = clean_setup
-    attack = make(name)
+    attack = make(name, **ASSUMED.get(name, {}))
     # leaked originals: the published images are the originals brightened by 8 grey levels
     originals = train.with_images((train.images.int() - 8).clamp(0, 255)
                                   .to(torch.uint8))
     context = AttackContext(teacher=teacher, aux=aux, workdir=tmp_path, progress=False, rho=4 / 255,
                             originals=originals)
-    model = attack.train(train, "cnn", 3, TINY, context, progress=False)
+    model = attack.train(train, "cnn", 3, HACKER, context, progress=False)
     assert not model.training
     assert evaluate(model, attack.transform_test(test)) >= 0.8
 
@@ -72,7 +51,17 @@ def test_every_attack_learns_clean_data(name, clean_setup, tmp_path):
 @pytest.mark.parametrize("name", [n for n in list_attacks() if get_attack(n).needs])
 def test_attacks_name_what_they_miss(name):
     with pytest.raises(LearnlockError, match="needs"):
-        make(name).train(learnable_dataset(n_per_class=4), "cnn", 0, TINY, progress=False)
+        make(name).train(learnable_dataset(n_per_class=4), "cnn", 0, HACKER, progress=False)
+
+
+def test_every_attack_declares_a_smoke_preset():
+    """Its own (not inherited) tiny settings, which every test here and bench/gpu_smoke.py run: a
+    new attack cannot be registered without them."""
+    for name in list_attacks():
+        cls = get_attack(name)
+        assert "smoke" in vars(cls).get("presets", {}), f"{name} declares no smoke preset"
+        settings = make(name).settings  # built: every key is a setting, every value passes its checks
+        assert all(getattr(settings, k) == v for k, v in cls.presets["smoke"].items()), name
 
 
 def test_unknown_or_bad_settings_are_refused():
@@ -129,7 +118,7 @@ def test_bit_depth_reduction_levels():
 def test_pgd_stays_in_the_eps_ball_and_raises_the_loss():
     torch.manual_seed(0)
     data = learnable_dataset(n_per_class=8)
-    model = fit(create_model("cnn", 4, 3, seed=0), data, replace(TINY, epochs=3), progress=False)
+    model = fit(create_model("cnn", 4, 3, seed=0), data, replace(HACKER, epochs=3), progress=False)
     x, y = data.float_images(), data.labels
     s = PGDSettings(eps=8 / 255, step=2 / 255, steps=5)
     adv = s.pgd()(model, x, y, torch.Generator().manual_seed(0))
@@ -147,13 +136,13 @@ def test_mixup_and_cutmix_labels_are_distributions():
     model = create_model("cnn", 4, 3, seed=0)
     for kind in ("mixup", "cutmix"):
         cb = MixCallback(AugmentSettings(kind=kind, alpha=1.0))
-        cb.on_fit_start(model, TINY)
+        cb.on_fit_start(model, HACKER)
         x2, y2 = cb.on_batch(model, x, y, 0)
         assert x2.shape == x.shape and y2.shape == (8, 4)
         assert torch.allclose(y2.sum(1), torch.ones(8))
         assert (y2 >= 0).all()
     cb = MixCallback(AugmentSettings(kind="cutout", size=0.5))
-    cb.on_fit_start(model, TINY)
+    cb.on_fit_start(model, HACKER)
     x3, y3 = cb.on_batch(model, torch.ones(8, 3, 16, 16), y, 0)
     zero = (x3 == 0).float().mean((1, 2, 3))
     assert torch.equal(y3, y) and (zero > 0).all() and (zero <= 0.25 + 1e-6).all()
@@ -172,14 +161,14 @@ def test_projection_gives_exactly_norm_eta():
     data = learnable_dataset(n_per_class=8)
     model = create_model("cnn", 4, 3, seed=1)
     start = [p.detach().clone() for p in model.parameters()]
-    fit(model, data, replace(TINY, epochs=2), callbacks=[cb], progress=False)
+    fit(model, data, replace(HACKER, epochs=2), callbacks=[cb], progress=False)
     assert change_norm(model, start) == pytest.approx(0.3, rel=1e-4)
 
 
 def test_recovery_curve_starts_at_the_unrecovered_model(clean_setup):
     train, test, aux, _ = clean_setup
     attack = create_attack("recover", epochs=1, etas=(0.0, 0.5))
-    curve = attack.curve(train, test, "cnn", 0, replace(TINY, epochs=3), AttackContext(aux=aux), progress=False)
+    curve = attack.curve(train, test, "cnn", 0, replace(HACKER, epochs=3), AttackContext(aux=aux), progress=False)
     assert [c["eta"] for c in curve] == [0.0, 0.5]
     assert all(0 <= c["accuracy"] <= 1 for c in curve)
 
@@ -187,8 +176,8 @@ def test_recovery_curve_starts_at_the_unrecovered_model(clean_setup):
 def test_same_seed_same_hacker():
     data = learnable_dataset(n_per_class=8)
     for name in ("cutmix", "ueraser", "adversarial-training", "iss-jpeg"):
-        a = make(name).train(data, "cnn", 1, replace(TINY, epochs=2), progress=False)
-        b = make(name).train(data, "cnn", 1, replace(TINY, epochs=2), progress=False)
+        a = make(name).train(data, "cnn", 1, replace(HACKER, epochs=2), progress=False)
+        b = make(name).train(data, "cnn", 1, replace(HACKER, epochs=2), progress=False)
         for p, q in zip(a.state_dict().values(), b.state_dict().values()):
             assert torch.equal(p, q), name
 
@@ -241,7 +230,7 @@ def test_key_search_finds_a_planted_colour_key(luma):
     scheme = {"family": "colour", "settings": {"dims": 1, **({"luma": luma} if luma else {})}}
     attack = create_attack("key-search", candidates=12 if luma else 24, search_epochs=8, refine=2)
     # the search trains with the recipe `train` is given, at batch 32, 8 epochs per candidate
-    attack.train(data, "cnn", 0, TINY, AttackContext(scheme=scheme, teacher=colour_teacher(c), progress=False),
+    attack.train(data, "cnn", 0, HACKER, AttackContext(scheme=scheme, teacher=colour_teacher(c), progress=False),
                  progress=False)
     rep = attack.report()
     assert rep["grid"] == ("cone" if luma else "half sphere")

@@ -6,14 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import learnable_dataset
+from conftest import learnable_dataset, write_npz
 from learnlock import cli
 from learnlock.recipe import Recipe
 from learnlock.scenarios.audit import audit, load_cells, resolve_attacks
 from learnlock.errors import LearnlockError
 from learnlock.models import NetSpec
 from learnlock.protections import create_protection
-from test_scenarios import write_npz
 
 TINY = Recipe(name="tiny", epochs=6, batch_size=32, lr=0.05, augment="flip")
 

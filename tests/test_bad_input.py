@@ -11,18 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import learnable_dataset, write_folder
+from conftest import write_folder, write_npz
 from learnlock import cli
 from learnlock.data.folder import read_image
 
-FAST_UGE = ["--set", "epochs=1", "--set", "encoder_resolution=32", "--set", "diagnostics=false",
-            "--authorized-epochs", "1", "--no-progress"]
-
-
-def write_npz(path, n_per_class=6, size=16, seed=0, classes=None):
-    ds = learnable_dataset(n_per_class=n_per_class, classes=4, size=size, seed=seed)
-    np.savez(path, x=ds.images.permute(0, 2, 3, 1).numpy(), y=ds.labels.numpy(),
-             classes=np.array(list(classes or ds.classes)))
+SMOKE = ["--preset", "smoke", "--authorized-epochs", "1", "--no-progress"]  # the method's tiny settings
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +23,12 @@ def world(tmp_path_factory):
     """An npz source, a test set, a 32-pixel test set, aux data with other class names, and a uge
     dataset published from the source with its key."""
     root = tmp_path_factory.mktemp("world")
-    write_npz(root / "d.npz")
-    write_npz(root / "t.npz", seed=1)
-    write_npz(root / "big.npz", size=32, seed=2)
-    write_npz(root / "aux.npz", seed=3, classes=["w", "x", "y", "z"])
+    write_npz(root / "d.npz", n_per_class=6)
+    write_npz(root / "t.npz", n_per_class=6, seed=1)
+    write_npz(root / "big.npz", n_per_class=6, size=32, seed=2)
+    write_npz(root / "aux.npz", n_per_class=6, seed=3, classes=["w", "x", "y", "z"])
     rc = cli.main(["protect", "--method", "uge", "--data", f"npz:{root / 'd.npz'}", "--out", str(root / "pub"),
-                   "--authorized", "cnn", "--key-seed", "3", "--key-out", str(root / "key.safetensors"), *FAST_UGE])
+                   "--authorized", "cnn", "--key-seed", "3", "--key-out", str(root / "key.safetensors"), *SMOKE])
     assert rc == 0
     (root / "notes.txt").write_text("mine")
     return root
@@ -93,10 +86,10 @@ def cases(w: Path, t: Path):
          "is not a folder", []),
         ("protect: --key-out is --out",
          ["protect", "--method", "uge", "--data", src, "--authorized", "cnn", "--key-seed", "1",
-          "--out", str(t / "p"), "--key-out", str(t / "p"), *FAST_UGE], 2, "error", "inside it", [t / "p", t / ".p.work"]),
+          "--out", str(t / "p"), "--key-out", str(t / "p"), *SMOKE], 2, "error", "inside it", [t / "p", t / ".p.work"]),
         ("protect: --key-out is an existing file that is not a key",
          ["protect", "--method", "uge", "--data", src, "--authorized", "cnn", "--key-seed", "1",
-          "--out", str(t / "p"), "--key-out", str(w / "notes.txt"), *FAST_UGE], 2, "error",
+          "--out", str(t / "p"), "--key-out", str(w / "notes.txt"), *SMOKE], 2, "error",
          "not a learnlock key file", [t / "p", t / ".p.work"]),
         ("audit without a key",
          ["audit", pub, "--test", f"npz:{w / 't.npz'}", "--attacks", "retrain", "--epochs", "1", "--no-progress",

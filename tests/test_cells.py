@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import learnable_dataset
+from conftest import learnable_dataset, write_npz
 from learnlock import NetSpec, cli
 from learnlock.cells import CellCache, cell_inputs, cell_key
 from learnlock.recipe import Recipe
@@ -102,7 +102,6 @@ def test_authorized_vs_hackers_from_the_cache(tmp_path):
 
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
-    from test_scenarios import write_npz
 
     root = tmp_path_factory.mktemp("t1")
     write_npz(root / "d.npz", n_per_class=6)

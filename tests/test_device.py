@@ -2,17 +2,20 @@
 
 The `device` fixture runs a test on the CPU and on CUDA where there is one; on this project's CPU
 machines the CUDA half is not collected, so the faults a GPU would show are also tested here by
-what a CPU can check: no device in recipes, manifests or cache keys, and modules that follow
-their inputs (the "meta" device stands in for a second device).
+what a CPU can check: no device in recipes, manifests (test_protections.py checks every method's)
+or cache keys, and modules that follow their inputs (the "meta" device stands in for a second
+device). Every protection and attack runs on CUDA only where there is one: on a CPU,
+test_protections.py and test_attacks.py already run each of them at its smoke preset.
 """
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
-from conftest import learnable_dataset
+from conftest import ASSUMED, TINY, learnable_dataset, make_attack, make_protection
 from learnlock.attacks import AttackContext, list_attacks
 from learnlock.data.published import read_manifest
 from learnlock.device import current_device, parse, set_device, using
@@ -23,33 +26,39 @@ from learnlock.models import NetSpec, create_model
 from learnlock.protections import ProtectionContext, list_protections
 from learnlock.recipe import Recipe
 from learnlock.training import evaluate, fit
-from test_attacks import make as make_attack
-from test_protections import FAST as FAST_PROTECTIONS
 
-TINY = Recipe(name="tiny", epochs=1, batch_size=8, augment="flip")
+FLIP = replace(TINY, augment="flip")  # augmentation runs where the batch is
+
+
+@pytest.fixture
+def cuda():
+    """The per-method runs: on CUDA only (a CPU runs every method in test_protections.py and
+    test_attacks.py already; here it would train them all a second time)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA: on a CPU, test_protections.py and test_attacks.py run every method")
+    with using("cuda") as dev:
+        yield dev
 
 
 def test_fit_runs_on_the_chosen_device(device):
     data = learnable_dataset(n_per_class=6, classes=3, size=8)
-    model = fit(create_model("cnn", 3, 3, seed=0, width=8), data, TINY, progress=False)
+    model = fit(create_model("cnn", 3, 3, seed=0, width=8), data, FLIP, progress=False)
     assert all(p.device.type == device.type for p in model.parameters())
     assert 0 <= evaluate(model, data) <= 1
 
 
 @pytest.mark.parametrize("name", list_protections())
-def test_every_protection_runs_on_the_device(name, device, tmp_path):
+def test_every_protection_runs_on_the_device(name, cuda, tmp_path):
     data = learnable_dataset(n_per_class=4, classes=3, size=8)
-    from learnlock.protections import get_protection
-
-    context = ProtectionContext([NetSpec.create("cnn", 3, 3, seed=1, width=8)], TINY, progress=False)
-    prot = get_protection(name)(context, **FAST_PROTECTIONS.get(name, {}))
+    context = ProtectionContext([NetSpec.create("cnn", 3, 3, seed=1, width=8)], FLIP, progress=False)
+    prot = make_protection(name, context)
     out = prot.protect(data, tmp_path / "pub")
     manifest = read_manifest(out)
     assert "device" not in json.dumps(manifest["settings"]) and "device" not in json.dumps(manifest["authorized"])
 
 
 @pytest.mark.parametrize("name", list_attacks())
-def test_every_attack_runs_on_the_device(name, device, tmp_path):
+def test_every_attack_runs_on_the_device(name, cuda, tmp_path):
     train = learnable_dataset(n_per_class=6, classes=3, size=16)
     teacher = create_model("cnn", 3, 3, seed=0, width=8).eval()  # on the CPU: it must follow the batch
     # every input a threat model may give: the budget rho and leaked clean originals (the published
@@ -57,12 +66,8 @@ def test_every_attack_runs_on_the_device(name, device, tmp_path):
     originals = train.with_images((train.images.int() - 8).clamp(0, 255).to(torch.uint8))
     context = AttackContext(teacher=teacher, aux=learnable_dataset(n_per_class=14, classes=3, size=16, seed=2),
                             workdir=tmp_path, progress=False, rho=8 / 255, originals=originals)
-    attack = make_attack(name)
-    if hasattr(attack.settings, "train_steps"):  # purify: a few DDPM steps are enough to run
-        from dataclasses import replace
-        attack.settings = replace(attack.settings, train_steps=2, holdout=0)
-    model = attack.train(train, "cnn", 0, TINY, context, progress=False)
-    assert all(p.device.type == device.type for p in model.parameters())
+    model = make_attack(name, **ASSUMED.get(name, {})).train(train, "cnn", 0, FLIP, context, progress=False)
+    assert all(p.device.type == cuda.type for p in model.parameters())
 
 
 def test_one_choice_checked_where_it_is_made():

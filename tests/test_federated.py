@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import learnable_dataset
+from conftest import learnable_dataset, write_npz
 from learnlock import NetSpec, cli
 from learnlock.data.published import load_published
 from learnlock.errors import LearnlockError
@@ -17,7 +17,6 @@ from learnlock.protections.uge import UGE
 from learnlock.scenarios import Hacker
 
 RECIPE = Recipe(name="tiny", epochs=8, batch_size=8, lr=0.05, augment="flip")
-FAST = dict(epochs=1, encoder_resolution=32, diagnostics=False)
 
 
 def assert_partition(shards, n):
@@ -95,7 +94,7 @@ def test_federated_uge_end_to_end_and_resume(tmp_path, monkeypatch):
 
     monkeypatch.setattr(UGE, "perturb", spy)
     hackers = [Hacker("retrain", "lenet", 1), Hacker("distill", "cnn", 1)]
-    res = federate(train, test, key, shards, tmp_path / "fed", RECIPE, preset="paper", settings=FAST,
+    res = federate(train, test, key, shards, tmp_path / "fed", RECIPE, preset="smoke",
                    hackers=hackers, split="classes", progress=False)
     # Each client protected exactly its own shard, nothing else.
     assert seen == [tuple(train.ids[i] for i in s.tolist()) for s in shards]
@@ -125,20 +124,15 @@ def test_federated_uge_end_to_end_and_resume(tmp_path, monkeypatch):
     # A rerun trains nothing and reports the same numbers.
     import learnlock.scenarios.federated as fed
     monkeypatch.setattr(fed.Federation, "train_cell", lambda *a, **k: pytest.fail("a cached cell was retrained"))
-    again = federate(train, test, key, shards, out, RECIPE, preset="paper", settings=FAST, hackers=hackers,
+    again = federate(train, test, key, shards, out, RECIPE, preset="smoke", hackers=hackers,
                      split="classes", progress=False)
     assert again["rows"] == res["rows"] and len(seen) == 2
     # Another protection setting in the same folder is refused, never silently mixed.
     with pytest.raises(LearnlockError, match="another configuration"):
-        federate(train, test, key, shards, out, RECIPE, preset="paper", settings={**FAST, "rho": 0.03},
+        federate(train, test, key, shards, out, RECIPE, preset="smoke", settings={"rho": 0.03},
                  hackers=hackers, split="classes", progress=False)
     with pytest.raises(LearnlockError, match="partition"):
-        federate(train, test, key, [shards[0], shards[0]], tmp_path / "x", RECIPE, settings=FAST, progress=False)
-
-
-# Tiny settings of every protection that needs a key (the federated test loops over the registry).
-KEYED_FAST = {"uge": FAST, "keyed": dict(max_rounds=2, noise_steps=2, train_steps=2, batch_size=8),
-              "lock": dict(max_rounds=2, train_steps=2, batch_size=8)}
+        federate(train, test, key, [shards[0], shards[0]], tmp_path / "x", RECIPE, preset="smoke", progress=False)
 
 
 @pytest.mark.parametrize("method", [m for m in list_protections() if get_protection(m).needs_key])
@@ -166,7 +160,7 @@ def test_federated_trains_the_issued_key(method, tmp_path, monkeypatch):
     monkeypatch.setattr(t1, "fit", spy)
     recipe = Recipe(name="tiny", epochs=1, batch_size=8, lr=0.05, augment="flip")
     out = tmp_path / "fed"
-    res = federate(train, test, key, shards, out, recipe, method=method, settings=KEYED_FAST.get(method, {}),
+    res = federate(train, test, key, shards, out, recipe, method=method, preset="smoke",
                    hackers=[], split="classes", progress=False)
     issued = [load_key(out / f"client_{k}.key.safetensors") for k in range(2)]
     assert res["issued"] == [k.fingerprint for k in issued]
@@ -184,13 +178,12 @@ def test_federated_trains_the_issued_key(method, tmp_path, monkeypatch):
         assert torch.equal(trained[f"server {k + 1}"][1], issued[k].prepare(published[k]).images)
     # A rerun reads the kept keys back, trains nothing and reports the same rows.
     monkeypatch.setattr(fed.Federation, "train_cell", lambda *a, **k: pytest.fail("a cached cell was retrained"))
-    again = federate(train, test, key, shards, out, recipe, method=method, settings=KEYED_FAST.get(method, {}),
+    again = federate(train, test, key, shards, out, recipe, method=method, preset="smoke",
                      hackers=[], split="classes", progress=False)
     assert again["rows"] == res["rows"] and again["issued"] == res["issued"]
 
 
 def test_cli_federated(tmp_path, capsys):
-    from test_scenarios import write_npz
 
     write_npz(tmp_path / "d.npz")
     write_npz(tmp_path / "t.npz", seed=1)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import learnable_dataset
+from conftest import TINY, learnable_dataset, make_protection
 from learnlock.attacks import AttackContext, create_attack
 from learnlock.errors import LearnlockError
 from learnlock.keys.layers import create_key_layer, family_params, list_key_layers
@@ -18,8 +18,6 @@ from learnlock.protections import ProtectionContext, create_protection
 from learnlock.recipe import Recipe
 from learnlock.training import apply_augment, draw_augment, fit
 
-TINY = Recipe(name="tiny", epochs=1, batch_size=8)
-FAST = dict(max_rounds=2, noise_steps=3, train_steps=2, batch_size=8)
 SETTINGS = {"colour": {"dims": 1}, "spectral": {"bins": 0.5}, "block": {"k": 4, "dims": 6}}
 
 
@@ -28,8 +26,7 @@ def base(seed=1, classes=3, channels=3):
 
 
 def protection(family, key=None, **kw):
-    prot = create_protection("keyed", ProtectionContext([key or base()], TINY), family=family,
-                             **{**FAST, **SETTINGS[family], **kw})
+    prot = make_protection("keyed", ProtectionContext([key or base()], TINY), family=family, **{**SETTINGS[family], **kw})
     prot.progress = False
     return prot
 
@@ -321,7 +318,7 @@ def test_block_key_gives_the_authorized_recipe_shifts_by_k(tmp_path):
     from learnlock.data.published import load_published
 
     prot = create_protection("keyed", ProtectionContext([base(channels=1)], Recipe(augment="crop+flip", crop_padding=3)),
-                             family="block", k=4, dims=6, **FAST)
+                             preset="smoke", family="block", k=4, dims=6)
     prot.progress = False
     assert prot.recipe.crop_step == 4 and prot.recipe.crop_padding == 4 and prot.recipe.augment == "crop+flip"
     data = learnable_dataset(n_per_class=4, classes=3, size=8, channels=1)

@@ -8,7 +8,7 @@ import struct
 import pytest
 import torch
 
-from conftest import learnable_dataset
+from conftest import CONTEXT as CTX, TINY as RECIPE, learnable_dataset, write_npz
 from learnlock import cli
 from learnlock.attacks import AttackContext, create_attack
 from learnlock.data import ImageDataset
@@ -20,12 +20,8 @@ from learnlock.models import NetSpec
 from learnlock.protections.base import ProtectionContext, quantize
 from learnlock.protections.lock import LearnabilityLock
 from learnlock.protections.resumable import Checkpoint
-from learnlock.recipe import Recipe
 
-RECIPE = Recipe(name="tiny", epochs=1, batch_size=8)
-FAST = dict(max_rounds=2, train_steps=2, batch_size=8)
-AUTH = NetSpec.create("cnn", 3, 3, seed=1, width=8)
-CTX = ProtectionContext([AUTH], RECIPE, progress=False)
+AUTH = CTX.authorized[0]
 K = 8  # grey levels of the default rho = 8/255
 
 
@@ -38,7 +34,7 @@ def grey(n=6, classes=3, size=8, seed=0):
 
 
 def locked(variant, data, **settings):
-    prot = LearnabilityLock(CTX, variant=variant, **{**FAST, **settings})
+    prot = LearnabilityLock(CTX, preset="smoke", variant=variant, **settings)
     x_q = prot.apply(data)
     return prot, x_q, prot.issued_keys()[0]
 
@@ -162,8 +158,8 @@ def test_settings_and_inputs_validated():
     with pytest.raises(LearnlockError, match="NetSpec"):
         LearnabilityLock(ProtectionContext([], RECIPE))
     with pytest.raises(LearnlockError, match="classes"):
-        LearnabilityLock(ProtectionContext(NetSpec.create("cnn", 4, 3, seed=0, width=8), RECIPE), **FAST).apply(grey())
-    prot = LearnabilityLock(CTX, **FAST)
+        LearnabilityLock(ProtectionContext(NetSpec.create("cnn", 4, 3, seed=0, width=8), RECIPE), preset="smoke").apply(grey())
+    prot = LearnabilityLock(CTX, preset="smoke")
     with pytest.raises(LearnlockError, match="only after"):
         prot.issued_keys()  # the key exists once the lock is trained
     prot.apply(grey())
@@ -173,14 +169,14 @@ def test_settings_and_inputs_validated():
 
 def test_wrong_key_refused(tmp_path):
     data = grey()
-    prot = LearnabilityLock(CTX, **FAST)
+    prot = LearnabilityLock(CTX, preset="smoke")
     out = prot.protect(data, tmp_path / "pub")
     manifest = read_manifest(out)
     key = prot.issued_keys()[0]
     assert manifest["authorized"]["unlock"] == "lock" and check_key_matches(key, manifest) == 0
     assert manifest["authorized"]["networks"][0]["fingerprint"] == key.fingerprint
     assert manifest["extra"]["eps"] == K / 255 and len(manifest["extra"]["log"]) >= 1
-    other = LearnabilityLock(CTX, seed=1, **FAST)
+    other = LearnabilityLock(CTX, seed=1, preset="smoke")
     other.apply(data)
     for wrong in (other.issued_keys()[0], AUTH):  # another lock; the bare network without its transform
         with pytest.raises(LearnlockError, match="wrong key"):
@@ -189,7 +185,7 @@ def test_wrong_key_refused(tmp_path):
 
 def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     data = grey()
-    settings = dict(FAST, max_rounds=3, stop_error=0.0, variant="residual")
+    settings = dict(preset="smoke", max_rounds=3, stop_error=0.0, variant="residual")
     full = LearnabilityLock(CTX, **settings)
     want = full.perturb(data, tmp_path / "a")
     real = Checkpoint.save
@@ -235,7 +231,6 @@ def test_lock_inverse_undoes_a_known_affine_lock():
 
 
 def test_cli_protect_train_table1_audit(tmp_path, capsys):
-    from test_scenarios import write_npz
 
     write_npz(tmp_path / "d.npz")
     write_npz(tmp_path / "t.npz", seed=1)

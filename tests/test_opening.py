@@ -3,12 +3,11 @@ shipped in the folder; the clean source and the test set the manifest records; a
 
 import pytest
 
-from conftest import learnable_dataset
+from conftest import learnable_dataset, write_npz
 from learnlock import NetSpec, cli, load_dataset
 from learnlock.errors import LearnlockError, LearnlockWarning
 from learnlock.protections import ProtectionContext, create_protection
 from learnlock.scenarios import open_published
-from test_scenarios import write_npz
 
 KEYED = ["--set", "max_rounds=1", "--set", "noise_steps=1", "--set", "train_steps=1", "--set", "batch_size=8"]
 

@@ -6,42 +6,19 @@ import sys
 import pytest
 import torch
 
-from conftest import learnable_dataset
+from conftest import CONTEXT, learnable_dataset, make_protection as make
 from learnlock.data import ImageDataset, load_dataset
 from learnlock.data.published import read_manifest
 from learnlock.errors import LearnlockError
-from learnlock.models import NetSpec
 from learnlock.protections import (
     Protection, ProtectionContext, ProtectionSettings, create_protection, get_protection, list_protections,
     project_quantize,
 )
-from learnlock.recipe import Recipe
 
 RHOS = [8 / 255, 0.04, 16 / 255]
 
-# Small settings so that model-based methods finish in seconds on 8 x 8 images; everything
-# not listed here runs with its defaults.
-FAST = {
-    "em": dict(surrogate="cnn", max_rounds=2, noise_steps=2, train_steps=2, batch_size=8),
-    "rem": dict(surrogate="cnn", max_rounds=2, noise_steps=2, train_steps=2, batch_size=8, adv_steps=2),
-    "pue": dict(surrogate="cnn", max_rounds=2, train_steps=2, batch_size=8, draws=2, train_draws=2,
-                warmup_accuracy=0.0),
-    "tap": dict(surrogate="cnn", recipe="cpu", steps=5, step_size=2 / 255),
-    "uge": dict(epochs=1, lambda_fd=0.0, diagnostics=False),
-    "keyed": dict(max_rounds=2, noise_steps=2, train_steps=2, batch_size=8),
-    "lock": dict(max_rounds=2, train_steps=2, batch_size=8),
-    "ar": dict(min_response=0.5),  # 8 x 8 patterns answer more weakly than the paper's 32 x 32
-}
-# Every method is built the same way, with one context: an authorized network for this file's data
-# (3 classes, RGB) and a tiny recipe for the authorized user's training (read by methods with a key).
-CONTEXT = ProtectionContext([NetSpec.create("cnn", 3, 3, seed=1, width=8)],
-                            Recipe(name="tiny", epochs=1, batch_size=8), progress=False)
 # Methods whose noise does not depend on the seed (it only picks the protected items).
 SEED_FREE = {"ops"}
-
-
-def make(name, **settings):
-    return get_protection(name)(CONTEXT, **{**FAST.get(name, {}), **settings})
 
 
 def one_change_per_class(x_q, x, y):
@@ -108,6 +85,8 @@ def test_registry():
         valid = {f.name for f in dataclasses.fields(cls.Settings)}
         assert all(set(p) <= valid for p in cls.presets.values())
         assert cls.default_preset is None or cls.default_preset in cls.presets
+        # its own smoke preset (not inherited): the tiny settings every test here and bench/gpu_smoke.py run
+        assert "smoke" in vars(cls).get("presets", {}), f"{name} declares no smoke preset"
 
 
 @pytest.mark.parametrize("name", list_protections())
@@ -120,7 +99,7 @@ def test_one_constructor_shape(name):
     assert cls(CONTEXT, prot.settings).settings == prot.settings
     if cls.needs_key:
         with pytest.raises(LearnlockError, match="needs at least one authorized network"):
-            cls(ProtectionContext(), **FAST.get(name, {}))
+            cls(ProtectionContext(), preset="smoke")
     else:
         assert cls(ProtectionContext()).issued_keys() == [] and prot.authorized_info() is None
     with pytest.raises(LearnlockError, match="ProtectionContext"):
@@ -182,6 +161,8 @@ def test_protect_publishes(name, data, tmp_path):
     assert m["method"] == name and m["rho"] == prot.settings.rho and m["seed"] == 1
     assert m["settings"] == json.loads(json.dumps(prot.manifest_settings()))
     assert m["settings"]["fraction"] == 0.5 and m["extra"]["norm"]["norm"] == prot.norm
+    # where it ran is no part of what it published: data protected on a GPU train on a CPU
+    assert "device" not in json.dumps(m["settings"]) and "device" not in json.dumps(m["authorized"])
     flags = [it["protected"] for it in m["items"]]
     assert [i for i, f in enumerate(flags) if f] == prot.protected_index.tolist()
 
@@ -230,8 +211,17 @@ def test_settings_validation():
         create_protection("random", epsilon=0.1)
     with pytest.raises(LearnlockError, match="classwise must be bool"):
         create_protection("random", classwise="yes")
-    with pytest.raises(LearnlockError, match="unknown random preset 'paper'.*no presets"):
+    with pytest.raises(LearnlockError, match="unknown random preset 'paper'; choose one of: smoke"):
         create_protection("random", preset="paper")
+
+    class Bare(Protection):
+        name = "bare"
+
+        def perturb(self, data, workdir=None):
+            return data.float_images()
+
+    with pytest.raises(LearnlockError, match="unknown bare preset 'paper'.*no presets"):
+        Bare(preset="paper")
     assert ProtectionSettings().rho == 8 / 255 and ProtectionSettings(rho=1).rho == 1
 
 
@@ -260,8 +250,6 @@ def test_project_quantize_property():
 
 
 def test_random_noise_patches_are_constant_blocks():
-    from conftest import learnable_dataset
-
     data = learnable_dataset(n_per_class=3, size=16)
     prot = create_protection("random", rho=8 / 255, classwise=True, patch=4, seed=0)
     delta = prot.perturb(data) - data.float_images()

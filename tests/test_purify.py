@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import make_attack
 from learnlock.attacks import ddpm
 from learnlock.attacks import AttackContext, get_attack
 from learnlock.attacks.purify import DiffPureSettings
@@ -17,9 +18,6 @@ from learnlock.data import ImageDataset
 from learnlock.errors import LearnlockError
 
 ATTACKS = ("purify", "purify-diffpure")
-# A DDPM of ~40k parameters, 20 Adam steps; T = 50 so that samples take 50 UNet calls.
-TINY = dict(channels=(8, 16), train_steps=20, train_batch_size=8, num_train_timesteps=50, t_star=3,
-            batch_size=4, samples=0)
 COLOURS = [[40, 200, 90], [220, 60, 60], [60, 60, 220], [200, 200, 40]]
 
 
@@ -48,7 +46,7 @@ def workdir(tmp_path_factory):
 def test_purified_images_keep_format(name, channels, size, workdir):
     published = random_set(5, channels, size, seed=1, source="published")   # 2 batches of 4 and 1
     aux = random_set(12, channels, size, seed=2, source="aux")
-    attack = get_attack(name)(**TINY)
+    attack = make_attack(name, batch_size=4)
     out = attack.transform(published, AttackContext(aux=aux, workdir=workdir, progress=False))
     assert out.images.dtype == torch.uint8 and out.images.device.type == "cpu"
     assert out.images.shape == published.images.shape
@@ -70,9 +68,9 @@ def test_zero_guidance_is_diffpure(workdir):
     """LE with both guidance scales at 0 is DiffPure, byte for byte (same DDPM, same noise)."""
     published = random_set(5, 1, 28, seed=1, source="published")
     ctx = AttackContext(aux=random_set(12, 1, 28, seed=2, source="aux"), workdir=workdir, progress=False)
-    plain = get_attack("purify-diffpure")(**TINY).transform(published, ctx)
-    unguided = get_attack("purify")(**TINY, guidance_pixel=0.0, guidance_perceptual=0.0).transform(published, ctx)
-    guided = get_attack("purify")(**TINY).transform(published, ctx)
+    plain = make_attack("purify-diffpure").transform(published, ctx)
+    unguided = make_attack("purify", guidance_pixel=0.0, guidance_perceptual=0.0).transform(published, ctx)
+    guided = make_attack("purify").transform(published, ctx)
     assert torch.equal(plain.images, unguided.images)
     assert not torch.equal(plain.images, guided.images)
 
@@ -100,10 +98,10 @@ def test_ddpm_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(ddpm, "train_ddpm", counting)
     published = random_set(3, 1, 12, seed=1, source="published")
     aux = random_set(10, 1, 12, seed=2, source="aux")
-    settings = {**TINY, "samples": 4}
+    settings = {"samples": 4}
     ctx = AttackContext(aux=aux, workdir=tmp_path, progress=False)
 
-    first = get_attack("purify-diffpure")(**settings)
+    first = make_attack("purify-diffpure", **settings)
     out1 = first.transform(published, ctx)
     assert len(trained) == 1 and first.ddpm_report["cached"] is False
     folder = Path(first.ddpm_report["folder"])
@@ -115,7 +113,7 @@ def test_ddpm_cache(tmp_path, monkeypatch):
     assert first.ddpm_report["samples_png"] == str(folder / "samples.png")
 
     # a new attack object (as in a new process): loads the weights, same bytes out
-    second = get_attack("purify-diffpure")(**settings)
+    second = make_attack("purify-diffpure", **settings)
     out2 = second.transform(published, ctx)
     assert len(trained) == 1 and second.ddpm_report["cached"] is True
     assert weights.stat().st_mtime_ns == mtime
@@ -126,13 +124,13 @@ def test_ddpm_cache(tmp_path, monkeypatch):
     pixels = aux.images.clone()
     pixels[0, 0, 0, 0] ^= 1
     # (no samples from here on: they are not part of the key, and each grid costs T UNet calls)
-    third = get_attack("purify-diffpure")(**TINY)
+    third = make_attack("purify-diffpure")
     third.transform(published, AttackContext(aux=aux.with_images(pixels), workdir=tmp_path, progress=False))
     assert len(trained) == 2 and third.ddpm_report["cached"] is False
     # a DDPM setting (the seed) changed: a new DDPM too; a purification setting (t_star) did not
-    get_attack("purify-diffpure")(**{**TINY, "seed": 1}).transform(published, ctx)
+    make_attack("purify-diffpure", seed=1).transform(published, ctx)
     assert len(trained) == 3
-    get_attack("purify-diffpure")(**{**TINY, "t_star": 2}).transform(published, ctx)
+    make_attack("purify-diffpure", t_star=2).transform(published, ctx)
     assert len(trained) == 3
     assert len(list((tmp_path / "ddpm").iterdir())) == 3
 
@@ -178,7 +176,7 @@ def test_training_lowers_the_denoising_error_and_repeats_exactly():
 
 def test_bad_input():
     published = random_set(3, 1, 28)
-    attack = get_attack("purify")(**TINY)
+    attack = make_attack("purify")
     with pytest.raises(LearnlockError, match="same channels and size"):
         attack.transform(published, AttackContext(aux=random_set(10, 3, 28), progress=False))
     with pytest.raises(LearnlockError, match="same channels and size"):

@@ -115,7 +115,7 @@ def cli_cases(pub, key, test, tmp):
         (["evaluate", "--train", test, "--out", f"{ro}/e"], "cannot write"),
         (["evaluate", "--train", test, "--device", "foo"], "device must be auto, cpu, cuda or cuda:N"),
         (["protect", "--method", "em", "--preset", "unlearn", "--data", test, "--out", f"{tmp}/p3"],
-         "has no presets"),
+         "unknown em preset 'unlearn'; choose one of: smoke"),
         (["evaluate", "--train", test, "--test", test, "--device", "cuda:7"], "was asked for, but this machine has"),
         (["protect", "--method", "random", "--data", test, "--per-class", "0", "--out", f"{tmp}/p0"],
          "per_class is a number of images per class >= 1"),

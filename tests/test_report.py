@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import learnable_dataset
+from conftest import write_npz
 from learnlock import cli
 from learnlock.attacks import create_attack, list_attacks
 from learnlock.protections import get_protection, list_protections
@@ -23,18 +23,13 @@ from learnlock.report.html import build_report, load_originals, ratio_colour, ve
 TINY = ["--epochs", "3", "--batch-size", "16", "--no-progress"]
 
 
-def write_npz(path, seed=0):
-    ds = learnable_dataset(n_per_class=10, classes=4, size=16, seed=seed)
-    np.savez(path, x=ds.images.permute(0, 2, 3, 1).numpy(), y=ds.labels.numpy(), classes=np.array(list(ds.classes)))
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A keyed dataset published from a local npz source, its table1, audit and certify runs, and a
     federated run (which publishes its own client shards). Returns (root, {command: stderr})."""
     root = tmp_path_factory.mktemp("report")
-    write_npz(root / "d.npz")
-    write_npz(root / "t.npz", seed=1)
+    write_npz(root / "d.npz", n_per_class=10)
+    write_npz(root / "t.npz", n_per_class=10, seed=1)
     src, test = f"npz:{root / 'd.npz'}", f"npz:{root / 't.npz'}"
     key = str(root / "pub.key.safetensors")
     commands = {

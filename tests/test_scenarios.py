@@ -4,11 +4,10 @@ import json
 import math
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 
-from conftest import learnable_dataset
+from conftest import learnable_dataset, write_npz
 from learnlock import NetSpec, cli
 from learnlock.attacks import AttackContext, get_attack, list_attacks
 from learnlock.errors import LearnlockError
@@ -48,12 +47,6 @@ def test_learnability_ratio():
     assert learnability_ratio(0.55, 1.0, 10) == pytest.approx(0.5)
     assert learnability_ratio(0.1, 0.9, 10) == pytest.approx(0.0)
     assert math.isnan(learnability_ratio(0.3, 0.105, 10))  # clean training failed: no ratio
-
-
-def write_npz(path, n_per_class=12, seed=0):
-    ds = learnable_dataset(n_per_class=n_per_class, classes=4, size=16, seed=seed)
-    np.savez(path, x=ds.images.permute(0, 2, 3, 1).numpy(), y=ds.labels.numpy(),
-             classes=np.array(list(ds.classes)))
 
 
 def test_cli_protect_train_table1_end_to_end(tmp_path, capsys):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import learnable_dataset
+from conftest import learnable_dataset, write_npz
 from learnlock import NetSpec, load_dataset
 from learnlock.errors import LearnlockError
 from learnlock.protections import ProtectionContext, get_protection
@@ -14,7 +14,9 @@ from learnlock.protections.uge import PRESETS, UGE
 from learnlock.recipe import Recipe
 
 RECIPE = Recipe(name="tiny", epochs=2, batch_size=16, lr=0.05)
-FAST = dict(epochs=2, encoder_resolution=32, surrogates=("lenet",), surrogate_epochs=1, diagnostics=False)
+# The smoke preset's sizes (it holds no loss weights, so it goes with any preset), over two epochs: the
+# log holds one entry per epoch.
+FAST = {**PRESETS["smoke"], "epochs": 2}
 
 
 def ctx(keys):
@@ -171,7 +173,6 @@ def test_anchors_only_for_classes_present(data):
 
 def test_cli_several_authorized_by_arch_and_seed(tmp_path, capsys):
     from learnlock import cli
-    from test_scenarios import write_npz
 
     write_npz(tmp_path / "d.npz")
     args = ["protect", "--method", "uge", "--data", f"npz:{tmp_path / 'd.npz'}", "--set", "epochs=1",

@@ -39,6 +39,7 @@ class PGDSettings(AttackSettings):
 @register_attack("adversarial-training")
 class AdversarialTraining(Attack):
     Settings = PGDSettings
+    presets = {"smoke": dict(steps=2, eps=4 / 255, step=2 / 255)}
 
     def callbacks(self, context):
         return [PGDCallback(self.settings.pgd())]
@@ -67,6 +68,7 @@ class AdversarialTrainingRho(Attack):
     """
 
     Settings = RhoPGDSettings
+    presets = {"smoke": dict(steps=2)}
     needs = ("rho",)
 
     def check_context(self, context):

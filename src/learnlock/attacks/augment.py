@@ -100,14 +100,17 @@ class Augment(Attack):
 
 @register_attack("cutout")
 class Cutout(Augment):
+    presets = {"smoke": {}}  # the defaults already run in seconds
     kind = "cutout"
 
 
 @register_attack("mixup")
 class Mixup(Augment):
+    presets = {"smoke": {}}  # the defaults already run in seconds
     kind = "mixup"
 
 
 @register_attack("cutmix")
 class CutMix(Augment):
+    presets = {"smoke": {}}  # the defaults already run in seconds
     kind = "cutmix"

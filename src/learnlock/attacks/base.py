@@ -68,6 +68,9 @@ class Attack:
     label = ""   # how tables name its hackers (UGE's "Normal", "Distill"); default: the name
     Settings: type[AttackSettings] = AttackSettings
     needs: tuple[str, ...] = ()   # fields of AttackContext that must be set
+    # named groups of settings, as for protections: every attack declares "smoke", tiny settings that
+    # run in seconds on a CPU (`cls(**cls.presets["smoke"])`; the tests and bench/gpu_smoke.py)
+    presets: dict[str, dict] = {}
     # What aux data (context.aux) must share with the published set, when the attack uses them:
     # "size" (any images of the same channels and size: a DDPM, a key estimate) or "classes" (also
     # the same class names in the same order: per-class statistics, fine-tuning on aux labels).

@@ -21,6 +21,7 @@ class DistillSettings(AttackSettings):
 @register_attack("distill")
 class Distill(Attack):
     Settings = DistillSettings
+    presets = {"smoke": {}}  # the defaults already run in seconds
     needs = ("teacher",)
     label = "Distill"
 

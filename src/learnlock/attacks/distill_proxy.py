@@ -53,6 +53,7 @@ class DistillProxySettings(AttackSettings):
 @register_attack("distill-proxy")
 class DistillProxy(Attack):
     Settings = DistillProxySettings
+    presets = {"smoke": dict(queries=40, labels="soft")}  # 40 hard labels alone leave a tiny net at 0.75
     needs = ("teacher", "aux")
     label = "distill-proxy"
 

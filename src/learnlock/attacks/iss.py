@@ -80,6 +80,8 @@ def _squeezed(data: ImageDataset, images: torch.Tensor, what: str) -> ImageDatas
 
 @register_attack("iss-grayscale")
 class IssGrayscale(Attack):
+    presets = {"smoke": {}}  # the defaults already run in seconds
+
     def transform(self, data, context):
         return _squeezed(data, grayscale(data.images), "grayscale")
 
@@ -90,6 +92,7 @@ class IssGrayscale(Attack):
 @register_attack("iss-jpeg")
 class IssJpeg(Attack):
     Settings = JpegSettings
+    presets = {"smoke": {}}  # the defaults already run in seconds
 
     def transform(self, data, context):
         return _squeezed(data, jpeg(data.images, self.settings.quality), f"jpeg q{self.settings.quality}")
@@ -98,6 +101,7 @@ class IssJpeg(Attack):
 @register_attack("iss-bits")
 class IssBits(Attack):
     Settings = BitsSettings
+    presets = {"smoke": {}}  # the defaults already run in seconds
 
     def transform(self, data, context):
         return _squeezed(data, reduce_bits(data.images, self.settings.bits), f"{self.settings.bits}-bit")

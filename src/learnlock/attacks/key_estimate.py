@@ -48,6 +48,7 @@ class KeyEstimateSettings(AttackSettings):
 @register_attack("key-estimate")
 class KeyEstimate(Attack):
     Settings = KeyEstimateSettings
+    presets = {"smoke": {}}  # the defaults already run in seconds
 
     def __init__(self, settings=None, **overrides):
         super().__init__(settings, **overrides)

@@ -104,6 +104,7 @@ class KeySearchSettings(KeyEstimateSettings):
 @register_attack("key-search")
 class KeySearch(KeyEstimate):
     Settings = KeySearchSettings
+    presets = {"smoke": dict(candidates=4, search_epochs=1, refine=0)}
 
     def __init__(self, settings=None, **overrides):
         super().__init__(settings, **overrides)

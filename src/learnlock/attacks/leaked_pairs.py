@@ -47,6 +47,7 @@ class LeakedPairsSettings(KeyEstimateSettings):
 @register_attack("leaked-pairs")
 class LeakedPairs(KeyEstimate):
     Settings = LeakedPairsSettings
+    presets = {"smoke": {}}  # the defaults already run in seconds
     needs = ("originals",)
 
     def __init__(self, settings=None, **overrides):

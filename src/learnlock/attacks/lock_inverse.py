@@ -79,6 +79,7 @@ class LockInverse(Attack):
     """Estimate and invert a class-wise per-pixel affine lock from image statistics (see the module docstring)."""
 
     Settings = LockInverseSettings
+    presets = {"smoke": {}}  # the defaults already run in seconds
     aux_match = "classes"  # each class is matched to the aux class of the same name
 
     def assumptions(self, facts: dict) -> list[str]:

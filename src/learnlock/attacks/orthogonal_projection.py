@@ -66,6 +66,7 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, classes: int, steps: int, lr: f
 @register_attack("orthogonal-projection")
 class OrthogonalProjection(Attack):
     Settings = OrthogonalProjectionSettings
+    presets = {"smoke": dict(steps=100)}
 
     def __init__(self, settings=None, **overrides):
         super().__init__(settings, **overrides)

@@ -166,11 +166,19 @@ class PurifySettings(DiffPureSettings):
 # -- the attacks ----------------------------------------------------------------------------
 
 
+# The smoke preset of both attacks: tiny settings that run in seconds on a CPU (the tests and
+# bench/gpu_smoke.py); results mean nothing. A DDPM of ~40k parameters, 20 Adam steps; T = 50 (the
+# smallest allowed) so that a sample grid takes 50 UNet calls.
+SMOKE = dict(channels=(8, 16), train_steps=20, train_batch_size=8, num_train_timesteps=50, t_star=3, batch_size=4,
+             samples=0)
+
+
 @register_attack("purify-diffpure")
 class DiffPure(Attack):
     """DiffPure with a DDPM trained on the auxiliary clean set; see the module docstring."""
 
     Settings = DiffPureSettings
+    presets = {"smoke": SMOKE}
     needs = ("aux",)
 
     def __init__(self, settings: AttackSettings | None = None, **overrides):
@@ -314,6 +322,7 @@ class Purify(DiffPure):
     """LE: DiffPure plus pixel / perceptual guidance towards the published image; see the module docstring."""
 
     Settings = PurifySettings
+    presets = {"smoke": SMOKE}
 
     def __init__(self, settings: AttackSettings | None = None, **overrides):
         super().__init__(settings, **overrides)

@@ -120,6 +120,8 @@ class Recover(Attack):
 
 @register_attack("recover")
 class RecoverFinetune(Recover):
+    presets = {"smoke": dict(epochs=2, eta=0.5, etas=(0.5,))}
+
     def recover(self, model, aux, recipe, eta, progress):
         r = replace(recipe, epochs=self.settings.epochs, lr=self.settings.lr, schedule="constant",
                     weight_decay=0.0, nesterov=False, momentum=0.9)
@@ -129,6 +131,8 @@ class RecoverFinetune(Recover):
 
 @register_attack("recover-random")
 class RecoverRandom(Recover):
+    presets = {"smoke": dict(trials=3, eta=0.5, etas=(0.5,))}
+
     @torch.no_grad()
     def recover(self, model, aux, recipe, eta, progress):
         start = [p.detach().clone() for p in weights(model)]

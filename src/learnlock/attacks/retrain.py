@@ -6,4 +6,5 @@ from .base import Attack
 
 @register_attack("retrain")
 class Retrain(Attack):
+    presets = {"smoke": {}}  # the defaults already run in seconds
     label = "Normal"

@@ -86,6 +86,7 @@ class MaxLossAugment(Callback):
 @register_attack("ueraser")
 class UEraser(Attack):
     Settings = UEraserSettings
+    presets = {"smoke": dict(repeats=2, adversarial_fraction=0.5)}
 
     def callbacks(self, context):
         return [MaxLossAugment(self.settings)]

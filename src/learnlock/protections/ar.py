@@ -127,6 +127,7 @@ class Autoregressive(Protection):
     """Autoregressive perturbations (Sandoval-Segura et al. 2022); see the module docstring."""
 
     Settings = ARSettings
+    presets = {"smoke": dict(min_response=0.5)}  # 8 x 8 patterns answer more weakly than 32 x 32
     norm = "l2"
 
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:

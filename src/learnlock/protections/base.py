@@ -181,7 +181,7 @@ class Protection(ABC):
     # (`trains_key`, lock) has it only after `apply`: no file written before can hold it.
     needs_key: bool = False
     trains_key: bool = False
-    presets: dict[str, dict] = {}  # named groups of settings, chosen with preset=NAME (uge's paper, ...)
+    presets: dict[str, dict] = {}  # named settings, preset=NAME (uge's paper; every method's "smoke": tiny, for tests)
     default_preset: str | None = None  # the preset used when neither a preset nor settings are given
     # The threat model (`threat_model()`, shown by `learnlock report`): the attacks a method's data
     # face beyond the generic ones (attacks that know this method's scheme), and what its hacker knows.

@@ -239,3 +239,4 @@ class MinMin(Protection):
 @register_protection("em")
 class ErrorMinimizing(MinMin):
     """Error-minimizing noise (Huang et al. 2021), sample-wise or class-wise; see the module docstring."""
+    presets = {"smoke": dict(surrogate="cnn", max_rounds=2, noise_steps=2, train_steps=2, batch_size=8)}

@@ -99,6 +99,7 @@ class Keyed(MinMin):
     """Error-minimising noise inside the blind spot of a keyed authorized network (module docstring)."""
 
     Settings = KeyedSettings
+    presets = {"smoke": dict(max_rounds=2, noise_steps=2, train_steps=2, batch_size=8)}
     needs_key = True
     scheme_attacks = ("key-estimate", "key-search", "leaked-pairs")
     threat = ("The hacker holds the published images and labels and knows the key scheme (the key family and its "

@@ -148,6 +148,7 @@ class LearnabilityLock(Protection):
     against a surrogate; the authorized user inverts them with the key. See the module docstring."""
 
     Settings = LockSettings
+    presets = {"smoke": dict(max_rounds=2, train_steps=2, batch_size=8)}
     needs_key = True
     trains_key = True
     scheme_attacks = ("lock-inverse",)

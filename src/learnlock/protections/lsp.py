@@ -57,6 +57,7 @@ class LinearlySeparablePatches(Protection):
     """Linearly separable synthetic perturbations (Yu et al. 2022); see the module docstring."""
 
     Settings = LSPSettings
+    presets = {"smoke": {}}  # the defaults already take milliseconds
     norm = "l2"
 
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:

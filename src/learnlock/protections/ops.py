@@ -49,6 +49,7 @@ class OnePixelShortcut(Protection):
     only chooses the protected items when fraction < 1."""
 
     Settings = OPSSettings
+    presets = {"smoke": {}}  # the defaults already take milliseconds
     norm = "l0"
 
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:

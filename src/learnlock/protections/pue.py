@@ -48,6 +48,8 @@ class ProvablyUnlearnable(MinMin):
     """PUE noise (Wang et al. 2024); see the module docstring."""
 
     Settings = PUESettings
+    presets = {"smoke": dict(surrogate="cnn", max_rounds=2, train_steps=2, batch_size=8, draws=2, train_draws=2,
+                             warmup_accuracy=0.0)}
 
     def reset(self):
         self.robust = self.settings.warmup_accuracy <= 0

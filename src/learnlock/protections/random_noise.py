@@ -37,6 +37,7 @@ class RandomNoise(Protection):
     """Uniform L-inf noise in [-rho, rho], sample-wise or class-wise."""
 
     Settings = RandomNoiseSettings
+    presets = {"smoke": {}}  # the defaults already take milliseconds
 
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
         s = self.settings

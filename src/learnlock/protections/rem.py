@@ -48,6 +48,7 @@ class RobustErrorMinimizing(MinMin):
     """Robust error-minimizing noise (Fu et al. 2022); see the module docstring."""
 
     Settings = REMSettings
+    presets = {"smoke": dict(surrogate="cnn", max_rounds=2, noise_steps=2, train_steps=2, batch_size=8, adv_steps=2)}
 
     def reset(self):
         self._gen = None  # PGD random starts, drawn on the run's device (made at first use)

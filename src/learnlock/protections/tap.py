@@ -56,6 +56,7 @@ class TargetedAdversarialPoisoning(Protection):
     """Targeted adversarial poisoning (Fowl et al. 2021); see the module docstring."""
 
     Settings = TAPSettings
+    presets = {"smoke": dict(surrogate="cnn", recipe="cpu", steps=5, step_size=2 / 255)}
 
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
         s = self.settings

@@ -111,6 +111,7 @@ PRESETS: dict[str, dict] = {
     # learnlock's default: per-sample delta, replayed trajectory, surrogate-ensemble adversarial term.
     "learnlock": dict(engine="direct", lambda_gm=1.0, lambda_fd=1.0, lambda_ud=1.0, lambda_adv=1.0,
                       gm_schedule="replay"),
+    "smoke": dict(epochs=1, encoder_resolution=32, surrogates=("lenet",), surrogate_epochs=1, diagnostics=False),
 }
 
 
