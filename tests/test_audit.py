@@ -46,7 +46,7 @@ def test_audit_table_files_and_ratios(tmp_path, shortcut):
     for f in ("audit.json", "audit.md", "audit.png", "recovery.png"):
         assert (out / f).stat().st_size > 0
     assert [r.split(" |")[0].strip("| ") for r in res["table"].splitlines()[2:]] == [
-        "clean", f"authorized (cnn {key.fingerprint[:8]})", "retrain", "iss-bits", "distill", "recover"]
+        "clean", f"authorized (cnn {key.fingerprint[:8]})", "aux-only", "retrain", "iss-bits", "distill", "recover"]
     s = res["summary"]
     assert s["clean"]["cnn"]["ratio"] == pytest.approx(1.0)
     for row in ("retrain", "iss-bits", "distill"):
@@ -56,7 +56,38 @@ def test_audit_table_files_and_ratios(tmp_path, shortcut):
             assert cell["ratio"] == pytest.approx((cell["mean"] - 0.25) / (s["clean"][net]["mean"] - 0.25))
     curve = json.loads((out / "audit.json").read_text())["cells"]["recover"]["cnn"][0]["curve"]
     assert [c["eta"] for c in curve] == [0.0, 0.5]
-    assert len(load_cells(out)) == 2 * 5  # clean + 4 attacks, 2 nets, 1 seed (authorized kept apart)
+    assert len(load_cells(out)) == 2 * 6  # clean + aux-only + 4 attacks, 2 nets, 1 seed (authorized kept apart)
+
+
+def test_aux_attacks_stand_beside_an_aux_only_baseline_and_an_aux_sweep_reuses_the_rest(tmp_path, shortcut):
+    clean, published, test, aux = shortcut
+    logs = []
+    settings = {"recover": {"epochs": 1, "etas": (0.5,), "eta": 0.5}}
+    res = run(tmp_path, shortcut, ["retrain", "recover"], logs, settings=settings)
+    s = res["summary"]
+    assert set(s) == {"clean", "aux-only", "retrain", "recover"}
+    assert res["aux"]["attacks"] == ["recover"]  # retrain does not read the aux set
+    for net in ("cnn", "lenet"):
+        base, cell = s["aux-only"][net]["ratio"], s["recover"][net]
+        assert cell["aux_only_ratio"] == base
+        assert cell["beats_aux_only"] == (cell["ratio"] > base + 0.1)
+        assert "aux_only_ratio" not in s["retrain"][net]
+        assert f"recover on {net}: ratio" in res["notes"]
+    # the aux-only cell is the net trained on the aux images alone, with their true labels
+    only = next(c for c in load_cells(tmp_path / "audit") if (c["row"], c["net"]) == ("aux-only", "cnn"))
+    assert only["config"]["aux"] == aux.fingerprint() and only["config"]["aux_only"] is True
+    # another aux size (a sweep point): only the cells that read the aux set train again
+    logs.clear()
+    smaller = aux.per_class(4, seed=0)
+    res = audit(published, test, out_dir=tmp_path / "audit", attacks=["retrain", "recover"], nets=["cnn", "lenet"],
+                seeds=[0], recipe=TINY, clean=clean, aux=smaller, progress=False, log=logs.append, settings=settings)
+    trained = sorted(m.split(" seed")[0] for m in logs if "cached" not in m)
+    assert trained == ["aux-only cnn", "aux-only lenet", "recover cnn", "recover lenet"]
+    assert res["aux"]["size"] == len(smaller)
+    # no aux set: no baseline row
+    res = audit(published, test, out_dir=tmp_path / "audit", attacks=["retrain"], nets=["cnn"], seeds=[0],
+                recipe=TINY, clean=clean, progress=False, log=logs.append)
+    assert "aux-only" not in res["summary"] and res["notes"] == ""
 
 
 def test_interrupted_audit_resumes_without_recomputing(tmp_path, shortcut):

@@ -214,6 +214,14 @@ def test_verdict_is_the_worst_case_and_never_passes_what_was_not_measured():
     assert v["level"] == "unknown" and v["attackers"][0]["status"] == "no ratio"
     v = verdict([], [], threat, {})
     assert v["level"] == "unknown" and {a["status"] for a in v["attackers"]} == {"not measured"}
+    # an aux attack above the bar that its aux-only baseline matches gained nothing from the data;
+    # one that beats the baseline by more than 0.1 breaks them
+    v = verdict(auth, [h("retrain", 0.1), {**h("distill-proxy", 0.9), "aux_only_ratio": 0.95}], threat, {})
+    by = {a["attack"]: a for a in v["attackers"]}
+    assert by["distill-proxy"]["status"] == "aux alone" and v["level"] == "holds" and v["aux_alone"] == ["distill-proxy"]
+    assert "distill-proxy reaches ratio 0.90, as the attacker's clean aux images alone do" in v["headline"]
+    v = verdict(auth, [h("retrain", 0.1), {**h("distill-proxy", 0.9), "aux_only_ratio": 0.6}], threat, {})
+    assert v["level"] == "broken" and v["breaks"] == ["distill-proxy"]
     assert ratio_colour(0.0) != ratio_colour(1.0) and ratio_colour(1.0, high_is_good=True) == ratio_colour(0.0)
 
 

@@ -81,6 +81,11 @@ class Attack:
         settings = settings or self.Settings()
         self.settings = replace(settings, **overrides) if overrides else settings
 
+    def uses_aux(self) -> bool:
+        """Whether this attack, as set, reads clean aux data when given (an audit then sets an
+        aux-only baseline beside it, and its cells depend on the aux set)."""
+        return "aux" in self.needs
+
     def check_aux(self, aux: ImageDataset, published: ImageDataset) -> None:
         """Refuse aux data this attack cannot use with `published` (see `aux_match`)."""
         if aux.in_channels != published.in_channels or aux.images.shape[-2:] != published.images.shape[-2:]:

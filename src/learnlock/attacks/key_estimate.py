@@ -55,6 +55,9 @@ class KeyEstimate(Attack):
         self.estimate: KeyLayer | None = None
         self.agreement: float | None = None
 
+    def uses_aux(self) -> bool:
+        return self.settings.use_aux
+
     def assumptions(self, facts: dict) -> list[str]:
         aux = facts.get("aux_size") if self.settings.use_aux else None
         return [*super().assumptions(facts), "the key scheme (family and public settings, from the manifest)",

@@ -82,6 +82,9 @@ class LockInverse(Attack):
     presets = {"smoke": {}}  # the defaults already run in seconds
     aux_match = "classes"  # each class is matched to the aux class of the same name
 
+    def uses_aux(self) -> bool:
+        return self.settings.reference != "pooled"
+
     def assumptions(self, facts: dict) -> list[str]:
         aux = facts.get("aux_size") if self.settings.reference != "pooled" else None
         return ["the published images and labels", "the lock's scheme (class-wise per-pixel affine maps)",

@@ -66,7 +66,11 @@ def _clean_json(x):
 
 def verdict(auth: list[dict], hackers: list[dict], threat: dict, facts: dict) -> dict:
     """Worst case over the measured attacks: per attack its highest ratio over nets and runs; an
-    attack of the threat model without a measurement is "not measured" (never a pass)."""
+    attack of the threat model without a measurement is "not measured" (never a pass); an attack
+    above the bar that its aux-only baseline matches (within AUX_MARGIN) is "aux alone": the
+    attacker's clean images teach that much without the published data."""
+    from ..scenarios.audit import AUX_MARGIN
+
     by_attack: dict[str, list[dict]] = {}
     for h in hackers:
         by_attack.setdefault(h["attack"], []).append(h)
@@ -82,14 +86,20 @@ def verdict(auth: list[dict], hackers: list[dict], threat: dict, facts: dict) ->
             continue
         worst = max(rated, key=lambda h: h["ratio"]) if rated else found[0]
         status = ("no ratio" if not rated else "resists" if worst["ratio"] <= RESIST_MAX else "breaks")
+        base = worst.get("aux_only_ratio")
+        if status == "breaks" and base is not None and worst["ratio"] <= base + AUX_MARGIN:
+            # the attacker's clean aux images alone teach as much: the published data add nothing
+            status = "aux alone"
         attackers.append({"attack": name, "status": status, "ratio": worst["ratio"], "net": worst["net"],
                           "accuracy": worst["accuracy"], "run": worst["run"], "where": worst["where"],
                           "colour": ratio_colour(worst["ratio"]), "assumptions": worst["assumptions"],
+                          "aux_only_ratio": base,
                           "measured": [{k: h[k] for k in ("net", "ratio", "accuracy", "run", "where")} for h in found]})
     rated_auth = [a for a in auth if a["ratio"] is not None]
     authorized = min(rated_auth, key=lambda a: a["ratio"]) if rated_auth else None
     breaks = [a for a in attackers if a["status"] == "breaks"]
     resists = [a for a in attackers if a["status"] == "resists"]
+    aux_alone = [a for a in attackers if a["status"] == "aux alone"]
     missing = [a for a in attackers if a["status"] == "not measured"]
     measured = [a for a in attackers if a["status"] not in ("not measured",)]
     auth_ok = authorized is None or authorized["ratio"] >= AUTHORIZED_MIN
@@ -100,20 +110,28 @@ def verdict(auth: list[dict], hackers: list[dict], threat: dict, facts: dict) ->
         level = "broken"
         headline = (f"Broken: {worst['attack']} learns these data at ratio {worst['ratio']:.2f} "
                     f"({len(breaks)} of {len(measured)} measured attacks break them)")
-    elif not resists:
+    elif not resists and not aux_alone:
         level, headline = "unknown", "No ratio: the clean baselines did not learn, so no attack could be rated"
     else:
-        worst = max(resists, key=lambda a: a["ratio"])
         level = "holds" if auth_ok else "costly"
-        headline = (f"Resists every measured attack (worst: {worst['attack']} at ratio {worst['ratio']:.2f})"
-                    + ("" if auth_ok else f", but the authorized network keeps only ratio {authorized['ratio']:.2f}"))
+        if resists:
+            worst = max(resists, key=lambda a: a["ratio"])
+            headline = f"Resists every measured attack (worst: {worst['attack']} at ratio {worst['ratio']:.2f})"
+        else:
+            headline = "No measured attack learns more from these data than from its clean aux images alone"
+        if aux_alone:
+            headline += (f"; {', '.join(a['attack'] for a in aux_alone)} reach{'es' if len(aux_alone) == 1 else ''} "
+                         f"ratio {max(a['ratio'] for a in aux_alone):.2f}, as the attacker's clean aux images alone do")
+        if not auth_ok:
+            headline += f", but the authorized network keeps only ratio {authorized['ratio']:.2f}"
     if missing:
         headline += f"; {len(missing)} attack{'s' if len(missing) != 1 else ''} of the threat model not measured"
     if authorized is not None and not auth_ok and level == "broken":
         headline += f"; the authorized network keeps only ratio {authorized['ratio']:.2f}"
     return {"level": level, "headline": headline, "authorized": authorized, "authorized_min": AUTHORIZED_MIN,
             "resist_max": RESIST_MAX, "attackers": attackers, "breaks": [a["attack"] for a in breaks],
-            "resists": [a["attack"] for a in resists], "not_measured": [a["attack"] for a in missing]}
+            "resists": [a["attack"] for a in resists], "aux_alone": [a["attack"] for a in aux_alone],
+            "not_measured": [a["attack"] for a in missing]}
 
 
 # ----------------------------------------------------------------------------- figures

@@ -204,7 +204,7 @@ def read_table1(run: dict, fingerprint: str, facts: dict) -> tuple[dict, list[di
 
 
 def read_audit(run: dict, facts: dict) -> tuple[dict, list[dict], list[dict]]:
-    from ..scenarios.audit import AUTHORIZED, CLEAN
+    from ..scenarios.audit import AUTHORIZED, AUX_ONLY, CLEAN
 
     d = run["data"]
     nets = d["nets"]
@@ -224,14 +224,17 @@ def read_audit(run: dict, facts: dict) -> tuple[dict, list[dict], list[dict]]:
         label = row
         if row == AUTHORIZED and d.get("key"):
             label = f"authorized ({d['key']['arch']} {d['key']['fingerprint'][:8]})"
-        table["rows"].append({"name": label, "cells": cells, "kind": row if row in (CLEAN, AUTHORIZED) else "attack"})
+        kind = "baseline" if row == AUX_ONLY else row if row in (CLEAN, AUTHORIZED) else "attack"
+        table["rows"].append({"name": label, "cells": cells, "kind": kind})
         for net, s in by_net.items():
+            if row == AUX_ONLY:  # what the aux images alone are worth: a baseline, not an attack
+                continue
             if row == AUTHORIZED:
                 auth.append({"who": "authorized", "ratio": finite(s["ratio"]), "accuracy": s["mean"],
                              "run": run["path"], "where": "audit"})
             elif row != CLEAN:
                 hackers.append({"attack": row, "net": net, "ratio": finite(s["ratio"]), "accuracy": s["mean"],
-                                "run": run["path"], "where": "audit",
+                                "run": run["path"], "where": "audit", "aux_only_ratio": s.get("aux_only_ratio"),
                                 "assumptions": assumptions(row, settings.get(row), facts)})
     return table, auth, hackers
 

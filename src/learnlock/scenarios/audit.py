@@ -2,7 +2,7 @@
 
     result = audit(published, test, out_dir="runs/audit", attacks=["retrain", "iss-jpeg"],
                    nets=["cnn", "resnet18"], seeds=[0, 1], recipe=RECIPES["cpu"], clean=clean, aux=aux)
-    print(result.markdown())
+    print(result.markdown())   # the table, and the aux attacks against the aux-only baseline
 
 Rows: the clean baseline (each net trained on the unprotected source), the authorized network
 (when the published dataset names its key and the key is given), then each attack. Columns: the
@@ -40,7 +40,10 @@ from ..training import evaluate, fit
 from .authorized import authorized_cell
 from .opening import open_published
 
-CLEAN, AUTHORIZED = "clean", "authorized"
+CLEAN, AUTHORIZED, AUX_ONLY = "clean", "authorized", "aux-only"
+# an attack that reads clean aux data wins only where it beats the same net trained on those aux
+# images alone by more than this (in learnability ratio)
+AUX_MARGIN = 0.1
 
 
 def _jsonable(x):
@@ -135,13 +138,20 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
         auth_cell = {"row": AUTHORIZED, "net": key.arch, "seed": None, "accuracy": auth["accuracy"],
                      "wall_s": auth["wall_s"]}
         log(f"authorized {key.arch} {key.fingerprint[:12]}: {100 * auth_cell['accuracy']:.1f}%")
-    base_config = cell_inputs(recipe=recipe, published=published, test=test, aux=aux)
+    # only the cells that read the aux set depend on it: an aux sweep (one audit per aux size)
+    # reuses every other cell from the cache
+    base_config = cell_inputs(recipe=recipe, published=published, test=test, aux=None)
+    aux_config = {**base_config, **cell_inputs(aux=aux)} if aux is not None else base_config
     specs: list[tuple[str, str, int, dict]] = []  # (row, net, seed, config) of every cell, in table order
     if clean is not None:
         clean_config = {**base_config, "clean": clean.fingerprint()}
         specs += [(CLEAN, net, seed, clean_config) for net in nets for seed in seeds]
+    aux_attacks = [name for name, attack in objs.items() if aux is not None and attack.uses_aux()]
+    if aux_attacks:  # what the aux images alone are worth: the baseline every aux attack must beat
+        specs += [(AUX_ONLY, net, seed, {**aux_config, "aux_only": True}) for net in nets for seed in seeds]
     for name, attack in objs.items():
-        config = {**base_config, "attack": name, "settings": _jsonable(attack.settings)}
+        config = {**(aux_config if name in aux_attacks else base_config), "attack": name,
+                  "settings": _jsonable(attack.settings)}
         if "teacher" in attack.needs:  # the trained weights: a retrained teacher is other cells
             config["teacher"] = cell_inputs(teacher=teacher)["teacher"]
         specs += [(name, net, seed, config) for net in nets for seed in seeds]
@@ -158,13 +168,14 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
                             progress=progress)
     extras: dict[str, dict] = {}
     data: dict[str, ImageDataset] = {}
-    for name in dict.fromkeys(row for (row, *_), cell in zip(specs, cached) if cell is None and row != CLEAN):
+    for name in dict.fromkeys(row for (row, *_), cell in zip(specs, cached)
+                              if cell is None and row not in (CLEAN, AUX_ONLY)):
         data[name] = objs[name].transform(published, context)
         report = objs[name].report()
         if report:
             extras[name] = report
     todo = [i for i, cell in enumerate(cached) if cell is None]
-    shared = {"clean": clean, "test": test, "recipe": recipe, "attacks": objs, "data": data, "cache": cache,
+    shared = {"clean": clean, "aux": aux, "test": test, "recipe": recipe, "attacks": objs, "data": data, "cache": cache,
               "context": replace(context, teacher=to_cpu(teacher) if jobs > 1 else teacher,
                                  progress=progress and jobs == 1)}
 
@@ -182,7 +193,8 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
     if key is not None and AUTHORIZED not in results:
         results[AUTHORIZED] = {key.arch: [auth_cell]}
     about = {"published_fingerprint": published_fingerprint,
-             "aux": None if aux is None else {"source": aux.source, "size": len(aux)},
+             "aux": None if aux is None else {"source": aux.source, "size": len(aux), "attacks": aux_attacks,
+                                              "margin": AUX_MARGIN},
              "attacks": {name: _jsonable(attack.settings) for name, attack in objs.items()}}
     return write_report(results, out, published, test, nets, seeds, recipe, skipped, extras, key, about)
 
@@ -198,10 +210,10 @@ def _cell(shared: dict, row: str, net: str, seed: int, config: dict) -> dict:
     def compute() -> dict:
         start = time.perf_counter()
         recipe, test, context = replace(shared["recipe"], seed=seed), shared["test"], shared["context"]
-        if row == CLEAN:
-            clean = shared["clean"]
-            model = create_model(net, clean.num_classes, clean.in_channels, seed=seed)
-            fit(model, clean, recipe, progress=context.progress, desc=f"clean {net} seed {seed}")
+        if row in (CLEAN, AUX_ONLY):  # the same net on clean images with their true labels
+            data = shared["clean" if row == CLEAN else "aux"]
+            model = create_model(net, data.num_classes, data.in_channels, seed=seed)
+            fit(model, data, recipe, progress=context.progress, desc=f"{row} {net} seed {seed}")
             cell = {"accuracy": evaluate(model, test)}
         else:
             context = replace(context, teacher=arrive(context.teacher))
@@ -237,10 +249,11 @@ def write_report(results, out: Path, published, test, nets, seeds, recipe, skipp
             cells_md.append(f"{100 * m:.1f} ± {100 * sd:.1f} ({'n/a' if ratio != ratio else f'{ratio:.2f}'}){where}")
         rows.append(cells_md)
     table = markdown_table(["attack"] + list(nets), rows)
+    notes = aux_verdicts(summary, (about or {}).get("aux"))
     audit_json = {
         "published": published.source, "train_size": len(published), "test": test.source, "test_size": len(test),
         "nets": list(nets), "seeds": list(seeds), "recipe": _jsonable(recipe), "skipped": skipped,
-        "summary": summary, "cells": results, "extras": extras, "table": table, **(about or {}),
+        "summary": summary, "cells": results, "extras": extras, "table": table, "notes": notes, **(about or {}),
         "num_classes": k, "key": None if key is None else {"arch": key.arch, "fingerprint": key.fingerprint},
         **result_provenance(),
     }
@@ -257,7 +270,8 @@ class AuditResult(RecordResult):
     stem = "audit"
 
     def markdown(self) -> str:
-        return self.record["table"]
+        notes = self.record.get("notes")
+        return self.record["table"] + (f"\n\n{notes}" if notes else "")
 
     def plot(self, out: Path) -> list[Path]:
         r, chance = self.record, 100.0 / self.record["num_classes"]
@@ -267,6 +281,27 @@ class AuditResult(RecordResult):
         if curves:
             paths.append(plot_recovery(curves, out / "recovery.png", chance))
         return paths
+
+
+def aux_verdicts(summary: dict, aux: dict | None) -> str:
+    """Set each attack that read the aux set against the aux-only baseline of the same net (in
+    `summary`, in place), and say it in lines under the table: an aux attack wins only where its
+    ratio beats the baseline's by more than AUX_MARGIN."""
+    base = summary.get(AUX_ONLY, {})
+    lines = []
+    for row in (aux or {}).get("attacks", []):
+        for arch, cell in summary.get(row, {}).items():
+            if arch not in base or base[arch]["ratio"] != base[arch]["ratio"]:
+                continue
+            cell["aux_only_ratio"] = base[arch]["ratio"]
+            cell["beats_aux_only"] = cell["ratio"] > base[arch]["ratio"] + AUX_MARGIN
+            lines.append(f"- {row} on {arch}: ratio {cell['ratio']:.2f} against aux-only {base[arch]['ratio']:.2f}: "
+                         + ("beats the aux images alone" if cell["beats_aux_only"] else
+                            f"no better than the aux images alone (+{AUX_MARGIN})"))
+    if not lines:
+        return ""
+    return (f"Aux attacks against the aux-only baseline (each net trained on the {aux['size']} clean aux "
+            "images alone):\n" + "\n".join(lines))
 
 
 def plot(summary: dict, nets, path: Path, chance: float, title: str) -> Path:
