@@ -25,6 +25,59 @@ def without(obj, *keys):
     return obj
 
 
+ORPHANS = """
+import os, sys, time
+from learnlock.jobs import Workers
+
+def cell(shared, i):
+    open(os.path.join(sys.argv[1], f"{i}-{os.getpid()}"), "w").close()
+    time.sleep(120)
+
+if __name__ == "__main__":
+    with Workers(2) as pool:
+        pool.map(cell, [(0,), (1,)])
+"""
+
+
+def test_workers_do_not_outlive_a_killed_parent(tmp_path):
+    """A killed run (SIGKILL, no cleanup) must not leave its workers training on as orphans."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "orphans.py"
+    script.write_text(ORPHANS)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    parent = subprocess.Popen([sys.executable, str(script), str(marks)])
+    try:
+        deadline = time.time() + 120
+        while len(list(marks.iterdir())) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        pids = [int(p.name.split("-")[1]) for p in marks.iterdir()]
+        assert len(pids) == 2, "the workers never started"
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.time() + 15
+    while any(alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    left = [p for p in pids if alive(p)]
+    for p in left:  # do not leave them behind for the next test either
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"workers {left} outlived their killed parent"
+
+
 def test_jobs_must_be_positive():
     with pytest.raises(LearnlockError, match="jobs` must be"):
         Workers(0)

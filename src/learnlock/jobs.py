@@ -36,6 +36,8 @@ import copy
 import fcntl
 import os
 import pickle
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Any, Callable, Sequence
@@ -60,8 +62,17 @@ def worker_devices() -> list[str]:
     return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose parent died (a killed audit: SIGKILL leaves the pool no chance to stop it)
+    exits instead of training on as an orphan that holds the CPUs or a GPU."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def _init(shared: bytes, counter, devices: list[str], threads: int) -> None:
     global _shared, _worker
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     with counter.get_lock():
         index = counter.value
         counter.value += 1
