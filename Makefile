@@ -63,7 +63,7 @@ demo: install fashion-mnist
 	$(LL) audit $(DEMO)/keyed --authorized $(DEMO)/keyed.key.safetensors --test-per-class 100 \
 	  --attacks retrain,iss-jpeg,key-estimate --nets cnn --out $(DEMO)/audit --cache $(DEMO)/cells
 	@echo "== 5/5 one page for the keyed data: verdict, images, who learns, what breaks it ($$(date +%T))"
-	$(LL) report $(DEMO)/keyed $(DEMO)/table1-keyed $(DEMO)/audit --out $(DEMO)/report.html
+	$(LL) report $(DEMO)/keyed $(DEMO)/table1-keyed $(DEMO)/audit --out $(DEMO)/report.html --originals fashion-mnist
 	@echo "The verdict lines above say whether each protection separates (target: authorized >= 0.9,"
 	@echo "every hacker <= 0.5). Open $(DEMO)/report.html in a browser."
 
