@@ -68,7 +68,7 @@ def cmd_protect(args) -> None:
     from .protections.publish import publish
 
     result = publish(args.method, args.data, args.out, settings=method_settings(args), preset=args.preset,
-                     per_class=args.per_class, subset_seed=args.subset_seed, authorized=args.authorized,
+                     per_class=args.per_class, subset_seed=args.subset_seed, split=args.split, authorized=args.authorized,
                      authorized_arch=args.authorized_arch, authorized_seeds=args.authorized_seeds,
                      key_seed=args.key_seed, key_secret=args.key_secret, key_out=args.key_out,
                      include_weights=args.include_weights, recipe=recipe_from_args(args), overwrite=args.overwrite,

@@ -131,6 +131,9 @@ def build_parser(commands: dict[str, Callable]) -> Parser:
                    help="also put the key's weights in OUT (makes the key public: no protection, no authentication)")
     p.add_argument("--per-class", type=int, help="protect a seeded subset of N images per class")
     p.add_argument("--subset-seed", type=int, default=0)
+    p.add_argument("--split", default="train", choices=("train", "owner", "aux", "dev"),
+                   help="the train split (default), or a fixed range of it: owner = items 0-999 per class, "
+                        "aux 1000-1999, dev 2000-2199 (with --per-class: the range's first N)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing published dataset at OUT")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_recipe_args(p, "authorized")
@@ -160,7 +163,9 @@ def build_parser(commands: dict[str, Callable]) -> Parser:
     p.add_argument("--clean", help="the unprotected source, for the clean baseline (default: from the manifest)")
     p.add_argument("--clean-per-class", type=int)
     p.add_argument("--aux", help="attacker's auxiliary clean set spec (items of the published set are removed)")
-    p.add_argument("--aux-split", default="train")
+    p.add_argument("--aux-split", default="train", choices=("train", "owner", "aux", "dev"),
+                   help="the aux set's split: train (default; items of the published set removed) or a fixed "
+                        "range (aux = items 1000-1999 per class, disjoint from owner)")
     p.add_argument("--aux-per-class", type=int, help="seeded subset of N aux images per class")
     p.add_argument("--authorized", help="the key file; enables the authorized row and distill")
     p.add_argument("--attacks", default="all", help="all, or comma-separated attack names")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import load_dataset
+from ..data import FIXED_SPLITS, load_dataset
 from ..data.outdir import check_out_dir, check_writable, clean_stale_temporaries, source_path
 from ..errors import LearnlockError
 from ..files import atomic_write_json
@@ -30,15 +30,19 @@ NEAR_ZERO = 0.05   # warn when the mean change is under 5% of the budget (UGE af
 
 
 def publish(method: str, data: str, out, *, settings: dict | None = None, preset: str | None = None,
-            per_class: int | None = None, subset_seed: int = 0, authorized: list[str] | None = None,
-            authorized_arch: list[str] | None = None, authorized_seeds: list[int] | None = None,
+            per_class: int | None = None, subset_seed: int = 0, split: str = "train",
+            authorized: list[str] | None = None, authorized_arch: list[str] | None = None, authorized_seeds: list[int] | None = None,
             key_seed: int | None = None, key_secret: str | None = None, key_out=None,
             include_weights: bool = False, recipe="cpu", overwrite: bool = False, progress: bool = True,
             log=lambda message: None) -> dict:
     """Protect dataset spec `data` with `method` and publish it to `out`. Keys: key files or
     architecture names in `authorized` (with `key_seed` or `key_secret`), or `authorized_arch` x
-    `authorized_seeds`. Returns {"path", "keys": [(path, key)], "diagnostics", "warnings"}."""
+    `authorized_seeds`. `split` "train" (all of it, or a seeded subset of `per_class`), or a fixed
+    range of it: "owner", "aux", "dev" (learnlock.data.splits; the first `per_class` of the range).
+    Returns {"path", "keys": [(path, key)], "diagnostics", "warnings"}."""
     cls = get_protection(method)
+    if split not in ("train",) + FIXED_SPLITS:
+        raise LearnlockError(f"split must be train or one of the fixed splits {FIXED_SPLITS}, got {split!r}")
     # everything that needs no data is checked first: a bad name or setting never waits for a download
     if cls.needs_key and not (authorized or authorized_arch):
         raise LearnlockError(f"{method} needs `authorized` (a key file, or an architecture with `key_seed` or "
@@ -54,7 +58,7 @@ def publish(method: str, data: str, out, *, settings: dict | None = None, preset
     workdir = out.parent / f".{out.name}.work"
     with exclusive(workdir, out):
         return _publish(cls, data, out, workdir, settings=settings, preset=preset, per_class=per_class,
-                        subset_seed=subset_seed, authorized=authorized, authorized_arch=authorized_arch,
+                        subset_seed=subset_seed, split=split, authorized=authorized, authorized_arch=authorized_arch,
                         authorized_seeds=authorized_seeds, key_seed=key_seed, key_secret=key_secret,
                         key_out=key_out, include_weights=include_weights, recipe=recipe, overwrite=overwrite,
                         progress=progress, log=log)
@@ -124,11 +128,11 @@ def key_derivation(workdir: Path) -> dict:
     return derivation
 
 
-def _publish(cls, data: str, out: Path, workdir: Path, *, settings, preset, per_class, subset_seed, authorized,
+def _publish(cls, data: str, out: Path, workdir: Path, *, settings, preset, per_class, subset_seed, split, authorized,
              authorized_arch, authorized_seeds, key_seed, key_secret, key_out, include_weights, recipe, overwrite,
              progress, log) -> dict:
     method = cls.name
-    source = load_dataset(data, "train", per_class=per_class, seed=subset_seed)
+    source = load_dataset(data, split, per_class=per_class, seed=subset_seed)
     derivation = key_derivation(workdir) if key_secret is not None else None
     keys = authorized_keys(source.num_classes, source.in_channels, authorized, authorized_arch, authorized_seeds,
                            key_seed, key_secret, derivation) if cls.needs_key else []
@@ -144,7 +148,7 @@ def _publish(cls, data: str, out: Path, workdir: Path, *, settings, preset, per_
     log(f"protecting {len(source)} images of {source.source} with {method} (rho {prot.settings.rho:.4f}); "
         f"resumable state in {workdir}")
     # how to reload the clean source (the "Original" row of `learnlock table1`)
-    source_load = {"spec": data, "split": "train", "per_class": per_class, "seed": subset_seed}
+    source_load = {"spec": data, "split": split, "per_class": per_class, "seed": subset_seed}
     # how a pass phrase became the key (kdf, salt, cost): public, and needed to derive it again
     extra = {"source_load": source_load, **({"key_derivation": derivation} if derivation else {})}
     images = prot.apply(source, workdir)

@@ -27,7 +27,7 @@ from typing import Sequence
 
 from ..attacks import Attack, AttackContext, create_attack, list_attacks
 from ..cells import CellCache, cell_inputs, check_cache_dir
-from ..data import ImageDataset, load_dataset
+from ..data import FIXED_SPLITS, ImageDataset, load_dataset
 from ..data.published import check_writable
 from ..errors import LearnlockError
 from ..jobs import Workers, arrive, to_cpu
@@ -78,13 +78,15 @@ def check_cheap(attacks: str | Sequence[str], nets: Sequence[str], settings: dic
 
 
 def resolve_attacks(names: str | Sequence[str], has_teacher: bool, has_aux: bool,
-                    has_rho: bool = False, has_scheme: bool = False) -> tuple[list[str], list[str]]:
+                    has_rho: bool = False, has_scheme: bool = False,
+                    has_originals: bool = False) -> tuple[list[str], list[str]]:
     """'all' -> every registered attack whose threat-model input is available (the rest are
     returned as skipped, with why); explicit names are all required."""
     explicit = names != "all"
     names = attack_names(names)
-    # an audit never holds clean originals of published images (the leaked-pairs threat model)
-    have = {"teacher": has_teacher, "aux": has_aux, "rho": has_rho, "scheme": has_scheme, "originals": False}
+    # the owner's clean source stands in for leaked originals of published images (leaked-pairs)
+    have = {"teacher": has_teacher, "aux": has_aux, "rho": has_rho, "scheme": has_scheme,
+            "originals": has_originals}
     chosen, skipped = [], []
     for n in names:
         missing = [need for need in create_attack(n).needs if not have.get(need, True)]
@@ -122,7 +124,8 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
                               or clean.images.shape[1:] != published.images.shape[1:]):
         raise LearnlockError(f"`clean` {clean.source} does not match the published data's classes or image size")
     check_cheap(attacks, nets, settings)
-    chosen, skipped = resolve_attacks(attacks, key is not None, aux is not None, rho is not None, scheme is not None)
+    chosen, skipped = resolve_attacks(attacks, key is not None, aux is not None, rho is not None, scheme is not None,
+                                      clean is not None)
     unknown = sorted(set(settings) - set(chosen))
     if unknown:
         raise LearnlockError(f"settings given for attacks not in the audit: {', '.join(unknown)}")
@@ -154,6 +157,8 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
                   "settings": _jsonable(attack.settings)}
         if "teacher" in attack.needs:  # the trained weights: a retrained teacher is other cells
             config["teacher"] = cell_inputs(teacher=teacher)["teacher"]
+        if "originals" in attack.needs:  # the leaked originals are the clean source's items
+            config["originals"] = clean.fingerprint()
         specs += [(name, net, seed, config) for net in nets for seed in seeds]
     cached = [cache.get("audit", cell_config(*spec)) for spec in specs]
     for (row, net, seed, _), cell in zip(specs, cached):
@@ -165,7 +170,7 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
     # DDPM), only for attacks with a cell to compute.
     # one work folder: attacks that share a trained model (a DDPM) find it by its own cache key
     context = AttackContext(teacher=teacher, aux=aux, workdir=out / "work", scheme=scheme, rho=rho,
-                            progress=progress)
+                            originals=clean, progress=progress)
     extras: dict[str, dict] = {}
     data: dict[str, ImageDataset] = {}
     for name in dict.fromkeys(row for (row, *_), cell in zip(specs, cached)
@@ -350,11 +355,12 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
     published, manifest, src = opened.data, opened.manifest, opened.source
     aux_set = None
     if aux:
-        aux_set = load_dataset(aux, aux_split)
-        if src and aux == src["spec"] and aux_split == src["split"]:
-            taken = set(published.ids)  # same source: keep the attacker's split disjoint
+        fixed = aux_split in FIXED_SPLITS  # a fixed range: its first N, nested like the tiers
+        aux_set = load_dataset(aux, aux_split, per_class=aux_per_class if fixed else None)
+        if src and aux == src["spec"] and (aux_split == src["split"] or "train" in (aux_split, src["split"])):
+            taken = set(published.ids)  # same source: keep the attacker's images disjoint from the owner's
             aux_set = aux_set.subset([i for i, item in enumerate(aux_set.ids) if item not in taken])
-        if aux_per_class:
+        if aux_per_class and not fixed:
             aux_set = aux_set.per_class(aux_per_class, seed=subset_seed)
     recipe = kwargs["recipe"]
     log(f"audit of {published_dir}: {len(published)} images, test {len(opened.test)}, aux "
