@@ -29,9 +29,9 @@ if [ ! -f "$OUT/published/manifest.json" ]; then
     --authorized-recipe fast "${EPOCHS[@]/--epochs/--authorized-epochs}" --set max_rounds=${MAX_ROUNDS:-10} \
     --key-out "$OUT/key.safetensors" --out "$OUT/published" --no-progress
 fi
-stamp "table1: the authorized fastnet against fastnet, cnn and lenet hackers and a distilled fastnet"
+stamp "table1: the authorized fastnet against fastnet, cnn and lenet hackers, a distilled fastnet and a wrong key"
 $LL table1 --published "$OUT/published" --authorized "$OUT/key.safetensors" "${TEST[@]}" \
-  --hackers fastnet:1,cnn:1,lenet:1 --distill fastnet:1 --recipe fast "${EPOCHS[@]}" \
+  --hackers fastnet:1,cnn:1,lenet:1 --distill fastnet:1 --wrong-keys 4321 --recipe fast "${EPOCHS[@]}" \
   --out "$OUT/table1" --cache "$OUT/cells" --no-progress
 stamp "audit: defences and attacks that know the scheme, fastnet hacker"
 $LL audit "$OUT/published" --authorized "$OUT/key.safetensors" "${TEST[@]}" \

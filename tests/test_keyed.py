@@ -414,3 +414,21 @@ def test_block_dc_off_keeps_the_keys_drawn_before_it():
     assert keyed_spec(b, "block", 8, plain).fingerprint == old.fingerprint
     with pytest.raises(LearnlockError, match="fit_box"):
         KeyedSettings(family="block", fit_box=-1)
+
+
+@pytest.mark.parametrize("family", list_key_layers())
+def test_wrong_key_keeps_the_scheme_and_changes_the_secret(family):
+    from learnlock.keys import wrong_key
+
+    key = keyed_spec(base(seed=1), family, 8, SETTINGS[family])
+    other = wrong_key(key, 2)
+    assert other.arch == "keyed" and other.kwargs["family"] == family and other.kwargs["base"] == "cnn"
+    assert other.kwargs["key_settings"] == key.kwargs["key_settings"]  # the public scheme is the same
+    assert other.fingerprint != key.fingerprint
+    # another secret: the key layer's buffers differ, not only the base network's weights
+    mine, theirs = key_layer_of(key).state_dict(), key_layer_of(other).state_dict()
+    assert any(not torch.equal(mine[k], theirs[k]) for k in mine if mine[k].is_floating_point())
+    plain = base(seed=3)
+    assert wrong_key(plain, 4).arch == "cnn" and wrong_key(plain, 4).kwargs == plain.kwargs
+    with pytest.raises(LearnlockError, match="rebuilds the authorized key"):
+        wrong_key(plain, 3)

@@ -89,3 +89,24 @@ def test_cli_protect_train_table1_end_to_end(tmp_path, capsys):
     assert rc == 0 and "| Original" in out and "| paper (pub)" in out and "lenet Normal" in out
     for f in ("table1.json", "table1.md", "authorized_vs_hackers.png", "grid.png"):
         assert (tmp_path / "report" / f).stat().st_size > 0
+
+
+def test_table1_wrong_key_column_is_a_hacker_and_is_cached(tmp_path):
+    """A wrong key (the authorized architecture from another seed) is a hacker column: it counts in
+    the verdict's worst hacker, and a rerun reuses its cells."""
+    from learnlock.cells import CellCache
+    from learnlock.scenarios.table1 import WRONG_KEY, authorized_vs_hackers_many
+
+    train, test = learnable_dataset(n_per_class=12), learnable_dataset(n_per_class=6, seed=1)
+    key = NetSpec.create("cnn", 4, 3, seed=5, width=8)
+    hackers = [Hacker(WRONG_KEY, "key", 7)]
+    cache = CellCache(tmp_path / "cells")
+    cases = [("Original", train, False, hackers), ("Protected", train, True, hackers)]
+    first = authorized_vs_hackers_many(cases, test, [key], TINY, TINY, progress=False, cache=cache)
+    assert list(first[0]["hackers"]) == ["wrong key s7"] and first[0]["reused"] == 0
+    # the same data and recipe through another initialisation: not the authorized network's accuracy bytes
+    again = authorized_vs_hackers_many(cases, test, [key], TINY, TINY, progress=False, cache=cache)
+    assert [r["reused"] for r in again] == [2, 2]
+    assert again[1]["hackers"] == first[1]["hackers"]
+    rows = {"Original": [first[0]], "Protected": [first[1]]}
+    assert "wrong key" in table1_markdown(rows, 4)

@@ -113,11 +113,13 @@ def cache_from_args(args):
 
 
 def cmd_table1(args) -> None:
-    from .scenarios import table1
+    from .scenarios import Hacker, table1
+    from .scenarios.table1 import WRONG_KEY
 
     result = table1(args.published, args.authorized, test=args.test, test_per_class=args.test_per_class,
                     subset_seed=args.subset_seed,
-                    hackers=hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill"),
+                    hackers=hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill")
+                    + [Hacker(WRONG_KEY, "key", seed) for seed in args.wrong_keys],
                     seeds=args.seeds, hacker_recipe=recipe_from_args(args), out=args.out,
                     progress=not args.no_progress, log=say, jobs=args.jobs, cache=cache_from_args(args))
     print("\nTest accuracy % (mean ± std over seeds) and learnability ratio (acc - chance) / (clean acc - chance):")

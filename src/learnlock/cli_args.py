@@ -153,6 +153,9 @@ def build_parser(commands: dict[str, Callable]) -> Parser:
     p.add_argument("--authorized", required=True, help="the authorized key file (.safetensors)")
     p.add_argument("--hackers", default="cnn:1,lenet:1,resnet8:1", help="ARCH:SEED,... trained from scratch")
     p.add_argument("--distill", default="cnn:1", help="ARCH:SEED,... distilled from the authorized net")
+    p.add_argument("--wrong-keys", type=int_list, default=[], metavar="SEED[,SEED...]",
+                   help="wrong-key hackers: the authorized architecture (a keyed network: same scheme) from "
+                        "these init seeds, trained like the authorized network")
     p.add_argument("--seeds", type=int_list, default=[0], help="evaluation seeds (shift hacker seeds)")
     p.add_argument("--out", help="folder for table1.json, table1.md and PNG plots")
     p.set_defaults(func=commands["table1"])

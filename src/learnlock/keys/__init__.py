@@ -22,6 +22,7 @@ from typing import Protocol, runtime_checkable
 from torch import Tensor, nn
 
 from ..data import ImageDataset
+from ..errors import LearnlockError
 from ..files import read_format
 from ..models.netspec import NetSpec
 from .lock import FORMAT as LOCK_FORMAT
@@ -74,5 +75,24 @@ from .resolve import (  # noqa: E402
     SCRYPT, authorized_keys, check_key_matches, check_key_specs, new_derivation, resolve_key, seed_from_secret,
 )
 
+
+
+def wrong_key(key: Key, seed: int) -> NetSpec:
+    """A wrong key: what an attacker who knows the scheme but not the secret builds. The same
+    architecture from init seed `seed`; for a keyed network the same base architecture and key
+    family with its public settings, so its key layer comes from another secret."""
+    if isinstance(key, LockKey):
+        raise LearnlockError("a wrong key is built for network keys (NetSpec); a Learnability Lock key has none")
+    if key.arch == "keyed":
+        kw = key.kwargs
+        base = NetSpec.create(kw["base"], key.num_classes, key.in_channels, seed=seed, **kw.get("base_kwargs", {}))
+        spec = keyed.keyed_spec(base, kw["family"], kw["image_size"], kw["key_settings"])
+    else:
+        spec = NetSpec.create(key.arch, key.num_classes, key.in_channels, seed=seed, **key.kwargs)
+    if spec.fingerprint == key.fingerprint:
+        raise LearnlockError(f"seed {seed} rebuilds the authorized key itself; choose another wrong-key seed")
+    return spec
+
+
 __all__ = ["Key", "LockKey", "NetSpec", "SCRYPT", "authorized_keys", "check_key_matches", "check_key_specs",
-           "load_key", "new_derivation", "resolve_key", "seed_from_secret"]
+           "load_key", "new_derivation", "resolve_key", "seed_from_secret", "wrong_key"]

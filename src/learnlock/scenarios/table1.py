@@ -25,6 +25,7 @@ from ..cells import CellCache, cell_inputs, check_cache_dir
 from ..data import ImageDataset
 from ..errors import LearnlockError, LearnlockWarning
 from ..jobs import Workers, arrive
+from ..keys import wrong_key
 from ..models import MODELS, NetSpec
 from ..data.published import check_writable
 from ..provenance import result_provenance
@@ -40,14 +41,21 @@ from .opening import SHIPPED_KEY, check_same_items, open_published
 AUTHORIZED_MIN, HACKER_MAX = 0.9, 0.5
 
 
+# a hacker who knows the scheme and guesses a key: the authorized architecture from another seed
+# (`learnlock.keys.wrong_key`), trained like the authorized network (its recipe, the key's prepare)
+WRONG_KEY = "wrong-key"
+
+
 @dataclass(frozen=True)
 class Hacker:
-    attack: str   # a registered attack: retrain (Normal) or distill
-    arch: str
+    attack: str   # a registered attack: retrain (Normal) or distill; or WRONG_KEY
+    arch: str     # the hacker's network (for WRONG_KEY: the authorized key's architecture)
     seed: int
 
     @property
     def label(self) -> str:
+        if self.attack == WRONG_KEY:
+            return f"wrong key s{self.seed}"
         return f"{self.arch} s{self.seed} {get_attack(self.attack).label}"
 
 
@@ -73,7 +81,8 @@ def authorized_vs_hackers_many(cases: Sequence[tuple[str, ImageDataset, bool, Se
     for i, (_, _, _, hs) in enumerate(cases):
         first += [(i, "authorized", k) for k in range(len(keys))]
         for h in hs:
-            (second if "teacher" in get_attack(h.attack).needs else first).append((i, "hacker", h))
+            distils = h.attack != WRONG_KEY and "teacher" in get_attack(h.attack).needs
+            (second if distils else first).append((i, "hacker", h))
     shared = {"cases": [(d, p) for _, d, p, _ in cases], "test": test, "keys": list(keys), "recipe": recipe,
               "hacker_recipe": hacker_recipe, "progress": progress and jobs == 1,
               "teachers": bool(second), "cache": cache}
@@ -116,6 +125,11 @@ def _train_cell(shared: dict, i: int, what: str, which, teacher=None) -> tuple:
                                       shared["progress"], published)
         keep = which == 0 and shared["teachers"]
         return cell["accuracy"], cell["wall_s"], model if keep else None, cell["reused"]
+    if which.attack == WRONG_KEY:  # the authorized path with a guessed key: its recipe, its prepare
+        spec = wrong_key(shared["keys"][0], which.seed)
+        _, cell = authorized_cell(train, shared["test"], spec, replace(shared["recipe"], seed=which.seed), cache,
+                                  shared["progress"], published)
+        return cell["accuracy"], cell["wall_s"], None, cell["reused"]
     teacher = arrive(teacher)
     recipe = replace(shared["hacker_recipe"], seed=which.seed)
     attack = get_attack(which.attack)()
@@ -274,8 +288,9 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
     if cache is not None and not isinstance(cache, CellCache):
         cache = CellCache(check_cache_dir(cache))
     for h in hackers:  # names first: a typo never waits for the clean source to load
-        get_attack(h.attack)
-        MODELS.get(h.arch)
+        if h.attack != WRONG_KEY:
+            get_attack(h.attack)
+            MODELS.get(h.arch)
     if not seeds:
         raise LearnlockError("give at least one evaluation seed")
     if not published:
