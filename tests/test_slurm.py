@@ -82,6 +82,31 @@ def test_table1_cells_on_slurm_match_serial(tmp_path, submitted):
     assert submitted == [2, 1] and again["reused"] == 3 and again["hackers"] == serial["hackers"]
 
 
+def test_audit_on_slurm_matches_serial(tmp_path, submitted):
+    """The teacher travels in the shared file; the report is the serial run's."""
+    from learnlock.protections import create_protection
+    from learnlock.scenarios import audit
+
+    clean, test = learnable_dataset(n_per_class=8), learnable_dataset(n_per_class=4, seed=1)
+    published = clean.with_images(create_protection("random", rho=8 / 255, classwise=True, seed=0).apply(clean),
+                                  source="classwise")
+    kw = dict(attacks=["retrain", "distill"], nets=["cnn"], seeds=[0], recipe=ONE, clean=clean,
+              key=NetSpec.create("cnn", 4, 3, seed=7), progress=False, log=lambda m: None)
+    serial = audit(published, test, out_dir=tmp_path / "a", **kw)
+    cluster = audit(published, test, out_dir=tmp_path / "b", executor=HERE, **kw)
+    a, b = (json.loads((tmp_path / d / "audit.json").read_text()) for d in "ab")
+    assert json.dumps(without_wall(a)) == json.dumps(without_wall(b)) and submitted == [3]
+    assert json.dumps(without_wall(serial.to_dict())) == json.dumps(without_wall(cluster.to_dict()))
+
+
+def without_wall(obj):
+    if isinstance(obj, dict):
+        return {k: without_wall(v) for k, v in obj.items() if k != "wall_s"}
+    if isinstance(obj, list):
+        return [without_wall(v) for v in obj]
+    return obj
+
+
 def dies_once(shared, i):
     """A cell that caches itself; cell 1 kills its own process midway the first time (a lost node)."""
     cache, marks = shared
@@ -124,8 +149,10 @@ def test_slurm_without_submitit_says_how_to_install(tmp_path, monkeypatch, capsy
     ([], "yet each cell asks for 1 GPU(s); run the command itself on a GPU node"),  # a CPU process, GPU cells
     (["--slurm-gpus", "0", "--slurm-param", "account=abc"], "--slurm-param are submitit's parameters"),
     (["--slurm-gpus", "0", "--slurm-time", "0"], "--slurm-time must be a whole number >= 1"),
+    (["--slurm-gpus", "0"], "this machine has no srun or sbatch on its PATH: run the command on a node of the SLURM"),
 ])
-def test_slurm_settings_are_checked_before_any_data(tmp_path, capsys, flags, says):
+def test_slurm_settings_are_checked_before_any_data(tmp_path, monkeypatch, capsys, flags, says):
+    monkeypatch.setattr("learnlock.slurm.shutil.which", lambda command: None)  # not a SLURM node
     assert main(["audit", str(tmp_path / "missing"), "--executor", "slurm", *flags, "--out", str(tmp_path / "o")]) == 2
     assert says in capsys.readouterr().err
 
@@ -140,3 +167,26 @@ def test_every_command_with_cells_takes_the_executor():
                                   "slurm_qos=high", "--jobs", "8"])
         assert (args.executor, args.partition, args.gpus, args.time_min, args.params, args.jobs) == \
             ("slurm", "gpu", 1, 240, ["slurm_qos=high"], 8)
+
+
+def test_the_job_array_asks_slurm_for_what_the_settings_say(tmp_path, monkeypatch):
+    """What sbatch receives, with a fake sbatch and srun on PATH (no cluster): one GPU per cell, the
+    partition, time and memory, at most `max_running` at once, and the extra parameters."""
+    from learnlock.slurm import Cells
+
+    bin_dir, got = tmp_path / "bin", tmp_path / "submitted.sh"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {got}\necho "Submitted batch job 4242"\n')
+    for command in ("srun", "sacct", "scancel"):
+        (bin_dir / command).write_text("#!/bin/sh\nexit 0\n")
+    for script in bin_dir.iterdir():
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    settings = Slurm(partition="gpu", time_min=30, mem_gb=16, max_running=2, params={"slurm_account": "abc"})
+    settings.check_here()
+    jobs = Cells(settings, None, tmp_path / "slurm")._executor().map_array(len, [[1], [2], [3]])
+    assert [job.job_id for job in jobs] == ["4242_0", "4242_1", "4242_2"]
+    text = got.read_text()
+    for line in ("--partition=gpu", "--gpus-per-node=1", "--ntasks-per-node=1", "--nodes=1", "--time=30",
+                 "--mem=16GB", "--array=0-2%2", "--account=abc", "--job-name=learnlock"):
+        assert f"#SBATCH {line}\n" in text, line

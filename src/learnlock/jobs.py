@@ -95,7 +95,8 @@ def _dumps(obj) -> bytes:
 
 def check_executor(executor):
     """"local", or the `Slurm` settings of executor "slurm" (or the `Slurm` given), checked: submitit
-    is installed and the cells would compute on the kind of device this process computes on."""
+    is installed, the cells would compute on the kind of device this process computes on, and this
+    machine can submit to SLURM."""
     from .slurm import Slurm, require_submitit
 
     if isinstance(executor, str) and executor in ("local", "slurm"):
@@ -105,6 +106,7 @@ def check_executor(executor):
     if isinstance(executor, Slurm):
         require_submitit()
         executor.check_device(current_device())
+        executor.check_here()
     return executor
 
 

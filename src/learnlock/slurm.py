@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -95,6 +96,12 @@ class Slurm:
                 "GPU(s); run the command itself on a GPU node (e.g. inside `srun --gpus 1`), or give `gpus` 0 to "
                 "train the cells on CPUs")
 
+    def check_here(self) -> None:
+        """Refuse, before any work, a SLURM run from a machine that cannot submit (no srun / sbatch)."""
+        missing = [c for c in ("srun", "sbatch") if self.cluster == "slurm" and shutil.which(c) is None]
+        require(not missing, f"the slurm executor submits with sbatch and srun, and this machine has no "
+                f"{' or '.join(missing)} on its PATH: run the command on a node of the SLURM cluster")
+
 
 def require_submitit():
     """The submitit module, or a clear error."""
@@ -146,7 +153,7 @@ class Cells:
         executor = self.submitit.AutoExecutor(folder=self.folder / "%j", cluster=self.settings.cluster)
         try:
             executor.update_parameters(**self.settings.parameters())
-        except (NameError, AssertionError, ValueError, TypeError) as e:  # submitit's messages for a bad parameter
+        except (NameError, AssertionError, ValueError, TypeError, RuntimeError) as e:  # submitit's messages for a bad parameter
             raise LearnlockError(f"a SLURM parameter was refused: {e}") from None
         return executor
 
