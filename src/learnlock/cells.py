@@ -13,6 +13,10 @@ reused in silence (each cell also records its git commit and provenance).
 Tensors (a protected set's pixels, a trained network's weights) are cached as safetensors with
 `run_tensors`. A cell is finished when its record (JSON) is there and reads whole: a temporary
 file a killed write left, a lock file, or a tensors file without its record is not a result.
+
+Inside `only_cached()` nothing is computed: a cell the cache lacks raises `NotCached` (a cell that
+computes outside the cache calls `must_compute` first). That is how the slurm executor reads the
+finished cells here and submits only the missing ones (learnlock.slurm).
 """
 
 from __future__ import annotations
@@ -58,6 +62,30 @@ def cell_lock(path: Path):
         yield
     finally:
         os.close(fd)
+
+
+_only_cached = False
+
+
+class NotCached(Exception):
+    """A cell the cache does not hold, met inside `only_cached()` (nothing was computed)."""
+
+
+@contextmanager
+def only_cached():
+    """Inside: every `CellCache.run` / `run_tensors` returns a finished cell or raises `NotCached`."""
+    global _only_cached
+    old, _only_cached = _only_cached, True
+    try:
+        yield
+    finally:
+        _only_cached = old
+
+
+def must_compute(what: str = "a cell") -> None:
+    """Call before computing anything outside a `CellCache`: raises `NotCached` inside `only_cached()`."""
+    if _only_cached:
+        raise NotCached(what)
 
 
 def cell_inputs(**parts) -> dict:
@@ -150,6 +178,12 @@ class CellCache:
         """The cached result of this cell, or compute it, store it and return it. Two processes
         asking for the same cell compute it once (the second waits on a lock, then reads)."""
         path = self.path(kind, inputs)
+        if _only_cached:  # read without the lock: a cell being computed elsewhere is not finished
+            record = _read_record(path)
+            if record is None:
+                raise NotCached(f"{kind} cell {path.name}")
+            self.hits += 1
+            return record["result"]
         path.parent.mkdir(parents=True, exist_ok=True)
         with cell_lock(path):
             record = _read_record(path)
@@ -169,6 +203,12 @@ class CellCache:
         """As `run`, for a dict of tensors (safetensors file) plus a JSON record beside it, written
         last: the record is what says the cell is finished."""
         path = self.path(kind, inputs, ".safetensors")
+        if _only_cached:
+            found = self.load_tensors(kind, inputs)
+            if found is None:
+                raise NotCached(f"{kind} cell {path.name}")
+            self.hits += 1
+            return found
         path.parent.mkdir(parents=True, exist_ok=True)
         with cell_lock(path):
             found = self.load_tensors(kind, inputs)

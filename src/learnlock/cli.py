@@ -30,12 +30,38 @@ def recipe_from_args(args):
     return get_recipe(args.recipe, **overrides)
 
 
+def cells_from_args(args) -> dict:
+    """`jobs` and `executor` of a command with cells: --jobs N local workers (default 1), or
+    --executor slurm with the --slurm-* settings (--jobs then caps the jobs running at once)."""
+    import json
+
+    from .jobs import check_executor
+    from .slurm import Slurm
+
+    if args.executor == "local":
+        return {"jobs": 1 if args.jobs is None else args.jobs, "executor": "local"}
+    if args.jobs is not None and args.jobs < 1:
+        raise LearnlockError(f"`jobs` (cluster jobs running at once) must be a whole number >= 1, got {args.jobs}")
+    params = {}
+    for pair in args.params or []:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise LearnlockError(f"--slurm-param expects KEY=VALUE (e.g. slurm_account=abc), got {pair!r}")
+        try:
+            params[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name.strip()] = value
+    settings = Slurm(partition=args.partition, gpus=args.gpus, cpus=args.cpus, time_min=args.time_min,
+                     mem_gb=args.mem_gb, max_running=args.jobs, params=params)
+    return {"jobs": 1, "executor": check_executor(settings)}
+
+
 def cmd_evaluate(args) -> None:
     from .scenarios.evaluation import evaluate_specs, results_table
 
     rows = evaluate_specs(args.train, args.test, args.nets, args.seeds, recipe_from_args(args),
                           per_class=args.per_class, test_per_class=args.test_per_class, subset_seed=args.subset_seed,
-                          log=say, out_dir=args.out, progress=not args.no_progress, jobs=args.jobs,
+                          log=say, out_dir=args.out, progress=not args.no_progress, **cells_from_args(args),
                           cache=cache_from_args(args))
     print(results_table(rows))
     if args.out:
@@ -121,7 +147,7 @@ def cmd_table1(args) -> None:
                     hackers=hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill")
                     + [Hacker(WRONG_KEY, "key", seed) for seed in args.wrong_keys],
                     seeds=args.seeds, hacker_recipe=recipe_from_args(args), out=args.out,
-                    progress=not args.no_progress, log=say, jobs=args.jobs, cache=cache_from_args(args))
+                    progress=not args.no_progress, log=say, **cells_from_args(args), cache=cache_from_args(args))
     print("\nTest accuracy % (mean ± std over seeds) and learnability ratio (acc - chance) / (clean acc - chance):")
     a, h = result.recipe, result.hacker_recipe
     print(f"train {result.train_size} images of {result.source}, test {result.test_size} clean images, authorized "
@@ -167,7 +193,7 @@ attacks that need --aux: purify, purify-diffpure, recover, recover-random; disti
                           aux_split=args.aux_split, aux_per_class=args.aux_per_class, subset_seed=args.subset_seed,
                           authorized=args.authorized, attacks=args.attacks, nets=args.nets,
                           seeds=args.seeds, recipe=recipe_from_args(args), settings=parse_attack_settings(args.set),
-                          progress=not args.no_progress, log=say, jobs=args.jobs, cache=cache_from_args(args))
+                          progress=not args.no_progress, log=say, **cells_from_args(args), cache=cache_from_args(args))
     print("\nClean test accuracy % (mean ± std over seeds) and learnability ratio "
           "(acc - chance) / (clean acc - chance); lower = the protection holds:\n")
     print(result.markdown())
@@ -258,7 +284,7 @@ example:
                            split=args.split, split_seed=args.split_seed, recipe=recipe_from_args(args),
                            method=args.method, preset=args.preset, settings=method_settings(args),
                            hackers=hacker_list(args.hackers, "retrain") + hacker_list(args.distill, "distill"),
-                           progress=not args.no_progress, log=say, jobs=args.jobs, cache=args.cache)
+                           progress=not args.no_progress, log=say, **cells_from_args(args), cache=args.cache)
     if result.key_path:
         say(f"global key: {result.key_path} (the server keeps it)")
     print(f"\nTest accuracy % of the {result.key.arch} global network and of the hackers "

@@ -84,8 +84,24 @@ def parents() -> dict[str, Parser]:
             (("--cache",), {"help": "cell cache folder: every finished training is kept there at once and a rerun of "
                             "the same command trains only what is missing (default: OUT/cells with --out, none "
                             "without; share one folder between commands; a code change retrains)"}),
-            (("--jobs",), {"type": int, "default": 1, "help": "cells trained at once in worker processes, spread "
-                           "over the GPUs (default 1; results as with 1)"})),
+            (("--jobs",), {"type": int, "help": "cells trained at once: in worker processes spread over this "
+                           "machine's GPUs (default 1; results as with 1), or with --executor slurm the most "
+                           "cluster jobs running at once (default: as many as the cluster grants)"}),
+            (("--executor",), {"choices": ("local", "slurm"), "default": "local", "help": "where the cells run: "
+                               "local (here, --jobs at once), or slurm: one SLURM job per cell through submitit "
+                               "(pip install learnlock[slurm]; a rerun submits only the missing cells; see README)"}),
+            (("--slurm-partition",), {"dest": "partition", "help": "SLURM partition of the cells' jobs (default: "
+                                      "the cluster's)"}),
+            (("--slurm-gpus",), {"dest": "gpus", "type": int, "default": 1, "help": "GPUs per cell (default 1; 0: "
+                                 "the cells train on CPUs, for a command run on a CPU)"}),
+            (("--slurm-cpus",), {"dest": "cpus", "type": int, "help": "CPU cores per cell (default: the cluster's)"}),
+            (("--slurm-time",), {"dest": "time_min", "type": int, "default": 240, "metavar": "MINUTES",
+                                 "help": "time limit of each cell's job in minutes (default 240)"}),
+            (("--slurm-mem",), {"dest": "mem_gb", "type": float, "metavar": "GB",
+                                "help": "memory per cell in GB (default: the cluster's)"}),
+            (("--slurm-param",), {"dest": "params", "action": "append", "metavar": "KEY=VALUE",
+                                  "help": "any other submitit parameter, repeatable: slurm_account=abc, slurm_qos=high, "
+                                  "slurm_constraint=a100, slurm_setup='[\"module load cuda\"]' (JSON values)"})),
         "method": parent(
             (("--method",), {"default": "uge", "help": "protection method (see `learnlock list`; default uge)"}),
             (("--preset",), {"help": "preset of the method (uge: paper, the default, unlearn, undistill, "

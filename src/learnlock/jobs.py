@@ -1,4 +1,5 @@
-"""Independent cells of a scenario, run here one after another or in worker processes (`jobs`).
+"""Independent cells of a scenario, run here one after another, in worker processes (`jobs`), or on
+a SLURM cluster (`executor`, learnlock.slurm).
 
     with Workers(jobs=4, shared={"train": train, "test": test, "recipe": recipe}) as pool:
         rows = pool.map(train_cell, [(net, seed) for net in nets for seed in seeds], on_done=log)
@@ -28,11 +29,14 @@ receiving cell, a no-op in the serial path), as plain pickles: each worker holds
 `shared`, and nothing goes through shared memory (a container's /dev/shm is often too small for
 a dataset). If a cell fails, the cells already running finish (and cache themselves), the rest are
 cancelled and the error is raised here.
+
+executor="slurm" (or a `learnlock.slurm.Slurm` with its settings) sends the cells to a SLURM
+cluster instead, one job of a job array per cell (`jobs` is not used there: `Slurm.max_running`
+caps the cells at once); Workers then needs `folder` (on the shared filesystem) and submitit.
 """
 
 from __future__ import annotations
 
-import copy
 import fcntl
 import os
 import pickle
@@ -44,11 +48,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .device import current_device, set_device
+from .device import current_device
 from .errors import require
+from .worker import arrive, start_worker, to_cpu  # noqa: F401 (the cells' helpers, from here as before)
 
 _shared: Any = None      # in a worker: the `shared` its pool was started with
-_worker: str | None = None   # in a worker: the device it computes on; None in the parent
 
 
 def worker_devices() -> list[str]:
@@ -71,16 +75,12 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _init(shared: bytes, counter, devices: list[str], threads: int) -> None:
-    global _shared, _worker
+    global _shared
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     with counter.get_lock():
         index = counter.value
         counter.value += 1
-    _worker = devices[index % len(devices)]
-    set_device(_worker)
-    if _worker.startswith("cuda"):
-        torch.cuda.set_device(torch.device(_worker))  # "cuda" without an index means this one too
-    torch.set_num_threads(threads)
+    start_worker(devices[index % len(devices)], threads)
     _shared = pickle.loads(shared)
 
 
@@ -93,34 +93,42 @@ def _dumps(obj) -> bytes:
     return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def to_cpu(obj):
-    """`obj` with every module and tensor in it (nested in tuples, lists and dicts) on the CPU; a
-    module or tensor on another device is copied, never moved in place."""
-    if isinstance(obj, torch.nn.Module):
-        on_cpu = all(t.device.type == "cpu" for t in [*obj.parameters(), *obj.buffers()])
-        return obj if on_cpu else copy.deepcopy(obj).cpu()
-    if isinstance(obj, torch.Tensor):
-        return obj.cpu()
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_cpu(v) for v in obj)
-    if isinstance(obj, dict):
-        return {k: to_cpu(v) for k, v in obj.items()}
-    return obj
+def check_executor(executor):
+    """"local", or the `Slurm` settings of executor "slurm" (or the `Slurm` given), checked: submitit
+    is installed, the cells would compute on the kind of device this process computes on, and this
+    machine can submit to SLURM."""
+    from .slurm import Slurm, require_submitit
+
+    if isinstance(executor, str) and executor in ("local", "slurm"):
+        executor = "local" if executor == "local" else Slurm()
+    require(executor == "local" or isinstance(executor, Slurm),
+            f"`executor` must be local or slurm (or a learnlock.slurm.Slurm), got {executor!r}")
+    if isinstance(executor, Slurm):
+        require_submitit()
+        executor.check_device(current_device())
+        executor.check_here()
+    return executor
 
 
-def arrive(module):
-    """A module a cell received: in a worker, moved to the worker's device (it travelled on the
-    CPU); in the serial path, unchanged."""
-    return module.to(current_device()) if _worker is not None and module is not None else module
+def runs_here(jobs: int, executor="local") -> bool:
+    """Whether the cells run in this process, one after another (jobs == 1 on the local executor):
+    then progress bars show and modules stay where they are."""
+    return jobs == 1 and executor == "local"
 
 
 class Workers:
-    """`jobs` worker processes sharing `shared` (or this process when jobs == 1); a context
+    """`jobs` worker processes sharing `shared` (or this process when jobs == 1), or with `executor`
+    slurm the jobs of a SLURM cluster (`folder`: theirs, on the shared filesystem); a context
     manager, so the workers are started once for several rounds of `map`."""
 
-    def __init__(self, jobs: int = 1, shared: Any = None):
+    def __init__(self, jobs: int = 1, shared: Any = None, executor="local", folder=None):
         require(isinstance(jobs, int) and jobs >= 1, f"`jobs` must be a whole number >= 1, got {jobs!r}")
-        self.jobs, self.shared, self.pool = jobs, shared, None
+        self.jobs, self.shared, self.pool, self.cluster = jobs, shared, None, None
+        executor = check_executor(executor)
+        if executor != "local":
+            from .slurm import Cells
+
+            self.cluster = Cells(executor, shared, folder)
 
     def __enter__(self) -> Workers:
         return self
@@ -129,6 +137,8 @@ class Workers:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
+        if self.cluster is not None:
+            self.cluster.close()
 
     def _start(self) -> ProcessPoolExecutor:
         if self.pool is None:
@@ -141,6 +151,8 @@ class Workers:
     def map(self, fn: Callable, calls: Sequence[tuple], on_done: Callable[[int, Any], None] | None = None) -> list:
         """[fn(shared, *args) for args in calls], in that order; on_done(i, result) as each finishes."""
         calls = [tuple(c) for c in calls]
+        if self.cluster is not None:
+            return self.cluster.map(fn, calls, on_done)
         results: list = [None] * len(calls)
         if self.jobs == 1:
             for i, args in enumerate(calls):

@@ -30,7 +30,7 @@ from ..cells import CellCache, cell_inputs, check_cache_dir
 from ..data import FIXED_SPLITS, ImageDataset, load_dataset
 from ..data.published import check_writable
 from ..errors import LearnlockError
-from ..jobs import Workers, arrive, to_cpu
+from ..jobs import Workers, arrive, check_executor, runs_here, to_cpu
 from ..models import MODELS, NetSpec, create_model
 from ..provenance import result_provenance
 from ..recipe import Recipe
@@ -105,14 +105,17 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
           key: NetSpec | None = None, key_recipe: Recipe | None = None,
           settings: dict[str, dict] | None = None, scheme: dict | None = None, rho: float | None = None,
           progress: bool = True, log=print, jobs: int = 1, cache: CellCache | str | Path | None = None,
-          published_fingerprint: str | None = None) -> "AuditResult":
+          published_fingerprint: str | None = None, executor="local") -> "AuditResult":
     """Run the clean baseline, the authorized net and every selected attack; write audit.json,
     audit.md and audit.png under `out_dir` (`AuditResult.save`) and return the `AuditResult`.
-    `jobs` > 1 trains that many cells at once in worker processes (learnlock.jobs); the cells and
-    the report are those of the serial run. `cache`: the cell cache (a folder or a `CellCache`;
+    `jobs` > 1 trains that many cells at once in worker processes (learnlock.jobs), `executor` slurm
+    (a `learnlock.slurm.Slurm`) as the jobs of a SLURM cluster (their files in `out_dir`/slurm); the
+    cells and the report are those of the serial run. `cache`: the cell cache (a folder or a `CellCache`;
     default `out_dir`/cells). `published_fingerprint` (the manifest's, `audit_folder` gives it) is
     recorded in audit.json, where `learnlock report` finds it."""
     out = Path(out_dir)
+    executor = check_executor(executor)
+    serial = runs_here(jobs, executor)
     if not isinstance(cache, CellCache):
         cache = CellCache(check_cache_dir(cache) if cache is not None else out / "cells")
     settings = settings or {}
@@ -181,13 +184,13 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
             extras[name] = report
     todo = [i for i, cell in enumerate(cached) if cell is None]
     shared = {"clean": clean, "aux": aux, "test": test, "recipe": recipe, "attacks": objs, "data": data, "cache": cache,
-              "context": replace(context, teacher=to_cpu(teacher) if jobs > 1 else teacher,
-                                 progress=progress and jobs == 1)}
+              "context": replace(context, teacher=teacher if serial else to_cpu(teacher),
+                                 progress=progress and serial)}
 
     def done(_, cell: dict) -> None:
         log(f"{cell['row']} {cell['net']} seed {cell['seed']}: {100 * cell['accuracy']:.1f}% ({cell['wall_s']} s)")
 
-    with Workers(jobs, shared) as pool:
+    with Workers(jobs, shared, executor, out / "slurm") as pool:
         for i, cell in zip(todo, pool.map(_cell, [specs[i] for i in todo], on_done=done)):
             cached[i] = cell
     results: dict[str, dict[str, list[dict]]] = {}
@@ -348,6 +351,7 @@ def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_cl
     by `open_published`'s policy. Other arguments go to `audit`."""
     check_cheap(kwargs.get("attacks", "all"), kwargs.get("nets", ("cnn",)), kwargs.get("settings"))
     check_writable(out_dir)
+    check_executor(kwargs.get("executor", "local"))
     if kwargs.get("cache") is not None and not isinstance(kwargs["cache"], CellCache):
         kwargs["cache"] = CellCache(check_cache_dir(kwargs["cache"]))
     opened = open_published(published_dir, authorized, test=test, test_per_class=test_per_class, clean=clean,

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..cells import CellCache, cell_inputs
+from ..cells import CellCache, cell_inputs, must_compute
 from ..data import ImageDataset
 from ..errors import LearnlockError
 from ..models import NetSpec
@@ -44,6 +44,7 @@ def train_authorized(train: ImageDataset, key: NetSpec, recipe: Recipe, progress
                    desc=desc or f"authorized {key.arch}")
 
     if cache is None:
+        must_compute()
         return compute()
     trained = []
 

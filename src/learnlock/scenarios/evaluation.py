@@ -7,8 +7,9 @@
 Seed s sets both the network's initial weights and the data order / augmentation draws, so the
 spread over seeds covers both sources of run-to-run noise. Every finished cell is kept at once in
 the cell cache (learnlock.cells; default OUT/cells with `out_dir`) and a rerun finds it (a killed
-run resumes). With `jobs` > 1 the cells train in worker processes (see learnlock.jobs), each
-caching its row as it finishes; results.json holds the same rows in the same order as a serial run.
+run resumes). With `jobs` > 1 the cells train in worker processes (see learnlock.jobs), with
+`executor` slurm as the jobs of a SLURM cluster (learnlock.slurm), each caching its row as it
+finishes; results.json holds the same rows in the same order as a serial run.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from ..cells import CellCache, cell_inputs, check_cache_dir
+from ..cells import CellCache, cell_inputs, check_cache_dir, must_compute
 from ..data import ImageDataset
 from ..data.base import check_test_set
 from ..data.outdir import check_writable
 from ..errors import LearnlockError
 from ..files import atomic_write_json
-from ..jobs import Workers
+from ..jobs import Workers, check_executor, runs_here
 from ..models import MODELS, NetSpec, create_model
 from ..provenance import provenance
 from ..recipe import Recipe, get_recipe
@@ -86,6 +87,7 @@ def evaluate_specs(train: str, test: str | None, nets: Sequence[str | NetSpec], 
     from ..device import current_device
 
     recipe = check_cheap(nets, seeds, recipe, kwargs.get("out_dir"))
+    check_executor(kwargs.get("executor", "local"))
     if kwargs.get("cache") is not None and not isinstance(kwargs["cache"], CellCache):
         kwargs["cache"] = CellCache(check_cache_dir(kwargs["cache"]))
     train_set = load_dataset(train, "train", per_class=per_class, seed=subset_seed)
@@ -98,14 +100,16 @@ def evaluate_specs(train: str, test: str | None, nets: Sequence[str | NetSpec], 
 def evaluate_nets(train: ImageDataset, test: ImageDataset, nets: Sequence[str | NetSpec],
                   seeds: Sequence[int], recipe: Recipe | str = "cpu",
                   out_dir: str | Path | None = None, progress: bool = True, jobs: int = 1,
-                  cache: CellCache | str | Path | None = None) -> list[dict]:
+                  cache: CellCache | str | Path | None = None, executor="local") -> list[dict]:
     """Train and test every (net, seed); returns one row per cell (see `train_one`): the rows a
     previous run left in `out_dir`/results.json first (this run's value where it trained the same
-    cell), then this run's other cells in the order of nets and seeds. `jobs`: cells at once.
+    cell), then this run's other cells in the order of nets and seeds. `jobs`: cells at once;
+    `executor`: local, or slurm (a `learnlock.slurm.Slurm`; jobs in `out_dir`/slurm).
     `cache` (a folder or a `CellCache`; default `out_dir`/cells, none without `out_dir`): each cell is
     kept there at once and found again by any run with the same data, recipe and code (learnlock.cells);
     a killed run resumes from it. results.json is written when the cells are done."""
     recipe = check_cheap(nets, seeds, recipe, out_dir)
+    executor = check_executor(executor)
     if cache is not None and not isinstance(cache, CellCache):
         cache = CellCache(check_cache_dir(cache))
     elif cache is None and out_dir:
@@ -126,7 +130,8 @@ def evaluate_nets(train: ImageDataset, test: ImageDataset, nets: Sequence[str | 
             )
         old = saved.get("rows", [])
     cells = [(net, seed) for net in nets for seed in seeds]
-    with Workers(jobs, (train, test, recipe, progress and jobs == 1, cache)) as pool:
+    shared = (train, test, recipe, progress and runs_here(jobs, executor), cache)
+    with Workers(jobs, shared, executor, Path(out_dir) / "slurm" if out_dir else None) as pool:
         new = {(row["net"], row["seed"]): row for row in pool.map(_cell, cells)}
     rows = [new.pop((r["net"], r["seed"]), r) for r in old] + list(new.values())
     if path:  # the rows in a fixed order, whatever order the workers finished in
@@ -139,6 +144,7 @@ def _cell(shared, net, seed) -> dict:
     """One (net, seed), through the cell cache when there is one (in a worker with `jobs`)."""
     train, test, recipe, progress, cache = shared
     if cache is None:
+        must_compute()
         return train_one(train, test, net, seed, recipe, progress=progress)[0]
     inputs = cell_inputs(data=train, test=test, net=net, seed=seed, recipe=replace(recipe, seed=seed))
     return cache.run("evaluate", inputs, lambda: train_one(train, test, net, seed, recipe, progress=progress)[0])

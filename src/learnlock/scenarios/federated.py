@@ -36,13 +36,13 @@ from typing import Sequence
 
 import torch
 
-from ..cells import CellCache, cell_inputs, check_cache_dir
+from ..cells import CellCache, cell_inputs, check_cache_dir, must_compute
 from ..data import ImageDataset
 from ..data.manifest import verify
 from ..data.published import load_published, published_fingerprint
 from ..errors import LearnlockError
 from ..files import atomic_write_json
-from ..jobs import Workers
+from ..jobs import Workers, check_executor, runs_here
 from ..models import NetSpec
 from ..provenance import result_provenance
 from ..training import Recipe, predict
@@ -104,6 +104,7 @@ class Federation:
             if issued is not None:  # the issued key authenticates what the server receives
                 verify(manifest, issued, path / "manifest.json")
             return data, manifest, issued
+        must_compute(f"client {k}'s shard")
         start = time.perf_counter()
         prot.protect(shard, path, workdir=self.out / f".client_{k}.work",
                      extra={"federated": {"client": k, "clients": len(self.shards), "split": self.split,
@@ -168,19 +169,21 @@ class Federation:
         context = AttackContext(teacher=teacher, progress=self.progress)
         return get_attack(h.attack)().train(data, h.arch, h.seed, self.hacker_recipe, context, self.progress)
 
-    def run(self, jobs: int = 1) -> FederatedResult:
+    def run(self, jobs: int = 1, executor="local") -> FederatedResult:
         """Every client's shard, then every cell; `jobs` > 1 runs that many at once in worker
         processes (learnlock.jobs; `make_protection` must then be picklable, e.g. a partial of a
-        module-level function), with the serial run's files and result."""
+        module-level function), `executor` slurm as the jobs of a SLURM cluster (their files in
+        `out`/slurm), with the serial run's files and result."""
+        executor = check_executor(executor)
         self.out.mkdir(parents=True, exist_ok=True)
         split_file = self.out / "split.json"
         split = {"split": self.split, "clients": [[self.train.ids[i] for i in s.tolist()] for s in self.shards]}
         if split_file.exists() and json.loads(split_file.read_text()) != split:
             raise LearnlockError(f"{split_file} records another split of the data; use another `out`")
         atomic_write_json(split_file, split)
-        if jobs > 1:
+        if not runs_here(jobs, executor):
             self.progress = False  # bars of several processes would garble each other
-        with Workers(jobs, self) as pool:
+        with Workers(jobs, self, executor, self.out / "slurm") as pool:
             published = pool.map(Federation.publish, [(k,) for k in range(len(self.shards))])
             clean_parts = [self.train.subset(s) for s in self.shards]
             rows = self.train_cells(pool, published, clean_parts)
@@ -269,23 +272,25 @@ def federate(train: ImageDataset, test: ImageDataset, key: NetSpec, shards: Sequ
              recipe: Recipe, method: str = "uge", preset: str | None = None, settings: dict | None = None,
              hackers: Sequence[Hacker] = (Hacker("retrain", "cnn", 1), Hacker("distill", "cnn", 1)),
              hacker_recipe: Recipe | None = None, split: str = "", progress: bool = True, jobs: int = 1,
-             cache: CellCache | str | Path | None = None) -> FederatedResult:
+             cache: CellCache | str | Path | None = None, executor="local") -> FederatedResult:
     """Run the federated scenario (see the module docstring); `method` is any registered
     protection, uge by default (its authorized network is the global key). Client k uses the
     protection seed `settings["seed"] + k`. `jobs` > 1: clients protect, then cells train, that
-    many at once in worker processes (learnlock.jobs), with the serial run's files and result.
+    many at once in worker processes (learnlock.jobs), or with `executor` slurm (a
+    `learnlock.slurm.Slurm`) on a SLURM cluster, with the serial run's files and result.
     `cache`: the cell cache of the trained cells (a folder or a `CellCache`; default `out`/cells)."""
     from ..protections import get_protection
 
     cls = get_protection(method)
-    progress = progress and jobs == 1
+    executor = check_executor(executor)
+    progress = progress and runs_here(jobs, executor)
     make = functools.partial(_make_protection, cls, dict(settings or {}), preset, recipe, progress)
     make(key)  # validate the settings before any work
     if cache is not None and not isinstance(cache, CellCache):
         cache = CellCache(check_cache_dir(cache))
     hacker_recipe = hacker_recipe or recipe
     return Federation(train, test, key, shards, out, recipe, make, hackers, hacker_recipe, split, progress,
-                      cache).run(jobs)
+                      cache).run(jobs, executor)
 
 
 def _make_protection(cls, settings: dict, preset, recipe: Recipe, progress: bool, key: NetSpec, client: int = 0):
@@ -333,6 +338,7 @@ def run_federated(data: str, out, *, global_arch: str, global_seed: int | None =
     if isinstance(clients, bool) or not isinstance(clients, int) or clients < 1:
         raise LearnlockError(f"`clients` must be a positive count, got {clients!r}")
     check_hackers(kwargs.get("hackers", ()))
+    check_executor(kwargs.get("executor", "local"))
     out = Path(out)
     if not (out / "split.json").exists():  # a fresh run (a folder with split.json resumes)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):

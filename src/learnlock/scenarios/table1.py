@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Sequence
 
 from ..attacks import AttackContext, get_attack
-from ..cells import CellCache, cell_inputs, check_cache_dir
+from ..cells import CellCache, cell_inputs, check_cache_dir, must_compute
 from ..data import ImageDataset
 from ..errors import LearnlockError, LearnlockWarning
-from ..jobs import Workers, arrive
+from ..jobs import Workers, arrive, check_executor, runs_here
 from ..keys import wrong_key
 from ..models import MODELS, NetSpec
 from ..data.published import check_writable
@@ -61,22 +61,25 @@ class Hacker:
 
 def authorized_vs_hackers(train: ImageDataset, test: ImageDataset, keys: Sequence[NetSpec], recipe: Recipe,
                           hackers: Sequence[Hacker], hacker_recipe: Recipe, progress: bool = True,
-                          published: bool = True, jobs: int = 1, cache: CellCache | None = None) -> dict:
+                          published: bool = True, jobs: int = 1, cache: CellCache | None = None,
+                          executor="local", folder=None) -> dict:
     """Test accuracy of each authorized key and each hacker trained on `train` (published data, or
     the clean source with published=False); `jobs`: trainings at once (learnlock.jobs); `cache`:
-    finished trainings are found there (see `authorized_vs_hackers_many`)."""
+    finished trainings are found there; `executor`, `folder`: see `authorized_vs_hackers_many`."""
     return authorized_vs_hackers_many([("", train, published, hackers)], test, keys, recipe, hacker_recipe,
-                                      progress, jobs, cache=cache)[0]
+                                      progress, jobs, cache=cache, executor=executor, folder=folder)[0]
 
 
 def authorized_vs_hackers_many(cases: Sequence[tuple[str, ImageDataset, bool, Sequence[Hacker]]], test: ImageDataset,
                                keys: Sequence[NetSpec], recipe: Recipe, hacker_recipe: Recipe, progress: bool = True,
-                               jobs: int = 1, log=lambda message: None, cache: CellCache | None = None) -> list[dict]:
+                               jobs: int = 1, log=lambda message: None, cache: CellCache | None = None,
+                               executor="local", folder=None) -> list[dict]:
     """`authorized_vs_hackers` of each case (name, train, published, hackers), as independent trainings:
     every authorized net and every hacker that needs no teacher, then the distilling hackers with
     the trained first key of their case as teacher. "wall_s" sums a case's training seconds (as
     recorded when a cell was trained); "cells" and "reused" count its trainings and those `cache`
-    already held (the authorized weights, the hackers' accuracies: a rerun trains only what is missing)."""
+    already held (the authorized weights, the hackers' accuracies: a rerun trains only what is missing).
+    `executor` slurm (a `learnlock.slurm.Slurm`) trains on a SLURM cluster, its jobs' files in `folder`."""
     first, second = [], []  # (case, what, which) calls of the two rounds
     for i, (_, _, _, hs) in enumerate(cases):
         first += [(i, "authorized", k) for k in range(len(keys))]
@@ -84,7 +87,7 @@ def authorized_vs_hackers_many(cases: Sequence[tuple[str, ImageDataset, bool, Se
             distils = h.attack != WRONG_KEY and "teacher" in get_attack(h.attack).needs
             (second if distils else first).append((i, "hacker", h))
     shared = {"cases": [(d, p) for _, d, p, _ in cases], "test": test, "keys": list(keys), "recipe": recipe,
-              "hacker_recipe": hacker_recipe, "progress": progress and jobs == 1,
+              "hacker_recipe": hacker_recipe, "progress": progress and runs_here(jobs, executor),
               "teachers": bool(second), "cache": cache}
     done: dict[tuple, tuple] = {}
 
@@ -95,7 +98,7 @@ def authorized_vs_hackers_many(cases: Sequence[tuple[str, ImageDataset, bool, Se
             log(f"{cases[i][0]}: {name} {100 * result[0]:.1f}% ({result[1]} s{', cached' if result[3] else ''})")
         return on_done
 
-    with Workers(jobs, shared) as pool:
+    with Workers(jobs, shared, executor, folder) as pool:
         for call, result in zip(first, pool.map(_train_cell, first, note(first))):
             done[call] = result
         second = [(i, "hacker", h, done[(i, "authorized", 0)][2]) for i, _, h in second]
@@ -139,6 +142,7 @@ def _train_cell(shared: dict, i: int, what: str, which, teacher=None) -> tuple:
         return {"accuracy": evaluate(model, shared["test"]), "wall_s": round(time.perf_counter() - start, 1)}
 
     if cache is None:
+        must_compute()
         cell = compute()
     else:  # the teacher by its trained weights: a retrained teacher is another cell
         cell = cache.run("hacker", cell_inputs(data=train, test=shared["test"], attack=which.attack,
@@ -271,7 +275,7 @@ def check_recipes(authorized: Recipe, hackers: Recipe) -> None:
 def table1(published: Sequence, authorized, *, test: str | None = None, test_per_class: int | None = None,
            hackers: Sequence[Hacker] = (), seeds: Sequence[int] = (0,), hacker_recipe: Recipe | str = "cpu",
            subset_seed: int = 0, out=None, progress: bool = True, log=lambda message: None, jobs: int = 1,
-           cache: CellCache | str | Path | None = None) -> Table1:
+           cache: CellCache | str | Path | None = None, executor="local") -> Table1:
     """UGE's Table 1 for published dataset folder(s) of one source and their key (a path or a key;
     None: the key shipped in the first folder).
 
@@ -280,11 +284,13 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
     dataset spec; default the source's test split; `test_per_class` drawn with `subset_seed`). Hacker seeds shift by 10 per
     evaluation seed, so each seed trains other hackers. With `out`, checked before any work, the
     result is saved there (`Table1.save`). `jobs` > 1 runs that many trainings at once (learnlock.jobs)
-    with the serial run's results. `cache` (a folder or a `CellCache`, checked before any work): every
+    with the serial run's results; `executor` slurm (a `learnlock.slurm.Slurm`) trains them on a SLURM
+    cluster, its jobs' files in `out`/slurm (learnlock.slurm). `cache` (a folder or a `CellCache`, checked before any work): every
     finished training is kept there at once (learnlock.cells), so a killed table resumes and a
     rerun trains only what is missing; `Table1.reused` counts the trainings found there."""
     if out:
         check_writable(out)
+    executor = check_executor(executor)
     if cache is not None and not isinstance(cache, CellCache):
         cache = CellCache(check_cache_dir(cache))
     for h in hackers:  # names first: a typo never waits for the clean source to load
@@ -316,7 +322,8 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
     cases = [(f"{name} seed {seed}", ds, ds is not clean, [replace(h, seed=h.seed + 10 * seed) for h in hackers])
              for name, ds, seed in order]
     rows: dict[str, list[dict]] = {}
-    results = authorized_vs_hackers_many(cases, test_set, [key], recipe, hacker_recipe, progress, jobs, log, cache)
+    results = authorized_vs_hackers_many(cases, test_set, [key], recipe, hacker_recipe, progress, jobs, log, cache,
+                                         executor, Path(out) / "slurm" if out else None)
     counts = [(res.pop("cells"), res.pop("reused")) for res in results]  # of this run, not of the table
     for (name, _, _), case, res in zip(order, cases, results):
         rows.setdefault(name, []).append(without_seeds(res, case[3]))
