@@ -49,6 +49,10 @@ def test_audit_table_files_and_ratios(tmp_path, shortcut):
         "clean", f"authorized (cnn {key.fingerprint[:8]})", "aux-only", "retrain", "iss-bits", "distill", "recover"]
     s = res["summary"]
     assert s["clean"]["cnn"]["ratio"] == pytest.approx(1.0)
+    # the authorized row against the key network on the clean source (not the seed-0 cnn hacker's clean cell)
+    auth = json.loads((out / "audit.json").read_text())["cells"]["authorized"]["cnn"][0]
+    assert s["authorized"]["cnn"]["ratio"] == pytest.approx(
+        (auth["accuracy"] - 0.25) / (auth["clean_accuracy"] - 0.25))
     for row in ("retrain", "iss-bits", "distill"):
         for net in ("cnn", "lenet") if row != "distill" else ("cnn", "lenet"):
             cell = s[row][net]

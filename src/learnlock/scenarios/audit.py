@@ -143,6 +143,9 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
         teacher, auth = authorized_cell(published, test, key, key_recipe or recipe, cache, progress)
         auth_cell = {"row": AUTHORIZED, "net": key.arch, "seed": None, "accuracy": auth["accuracy"],
                      "wall_s": auth["wall_s"]}
+        if clean is not None:  # the key's own clean baseline (table1's Original row: the same cached cell)
+            _, auth_clean = authorized_cell(clean, test, key, key_recipe or recipe, cache, progress, published=False)
+            auth_cell["clean_accuracy"] = auth_clean["accuracy"]
         log(f"authorized {key.arch} {key.fingerprint[:12]}: {100 * auth_cell['accuracy']:.1f}%")
     # only the cells that read the aux set depend on it: an aux sweep (one audit per aux size)
     # reuses every other cell from the cache
@@ -251,7 +254,9 @@ def write_report(results, out: Path, published, test, nets, seeds, recipe, skipp
             arch = shown[net]
             m = statistics.fmean(vals)
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            ratio = learnability_ratio(m, clean_mean[arch], k) if arch in clean_mean else float("nan")
+            # the authorized row against the key network on clean data (its key cost), hackers against clean
+            base = by_net[arch][0].get("clean_accuracy") if row == AUTHORIZED else clean_mean.get(arch)
+            ratio = learnability_ratio(m, base, k) if base is not None else float("nan")
             summary[row][arch] = {"mean": m, "std": sd, "ratio": ratio, "n": len(vals)}
             where = f" [{arch}]" if arch != net else ""
             cells_md.append(f"{100 * m:.1f} ± {100 * sd:.1f} ({'n/a' if ratio != ratio else f'{ratio:.2f}'}){where}")
