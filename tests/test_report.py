@@ -282,3 +282,17 @@ def test_the_page_in_headless_chromium(runs, tmp_path, capsys):
             if keep:
                 Path(keep).mkdir(parents=True, exist_ok=True)
                 shutil.copy(tmp_path / f"{name}.png", Path(keep) / f"report-{name}.png")
+
+
+def test_a_wrong_key_column_of_table1_is_read_as_the_wrong_key_attacker():
+    from learnlock.report.runs import WRONG_KEY_ASSUMES, read_table1
+
+    row = {"authorized": 0.8, "hackers": {"cnn Normal": 0.7, "wrong key": 0.2}}
+    data = {"published": [{"row": "keyed (pub)", "fingerprint": "f"}],
+            "rows": {"Original": [row], "keyed (pub)": [{**row, "hackers": {"cnn Normal": 0.1, "wrong key": 0.1}}]},
+            "ratios": {"keyed (pub)": {"authorized_ratio": 1.0,
+                                       "hacker_ratios": {"cnn Normal": 0.0, "wrong key": 0.0}}}}
+    _, _, hackers = read_table1({"data": data, "path": "t1"}, "f", {})
+    by = {h["attack"]: h for h in hackers}
+    assert by["wrong-key"]["assumptions"] == [WRONG_KEY_ASSUMES] and by["wrong-key"]["ratio"] == 0.0
+    assert by["retrain"]["net"] == "cnn"

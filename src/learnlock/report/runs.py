@@ -159,6 +159,11 @@ def find_runs(fingerprint: str, paths: Sequence, published=None) -> list[dict]:
 # ----------------------------------------------------------------------------- reading each run kind
 
 
+WRONG_KEY_LABEL = "wrong key"
+WRONG_KEY_ASSUMES = ("the published images and labels; the key scheme (family and public settings, from the "
+                     "manifest) and a key of it from another secret, trained with the authorized recipe")
+
+
 def _attack_names_by_label() -> dict[str, str]:
     from ..attacks import get_attack, list_attacks
 
@@ -195,11 +200,15 @@ def read_table1(run: dict, fingerprint: str, facts: dict) -> tuple[dict, list[di
              "accuracy": statistics.fmean(x["authorized"] for x in this), "run": run["path"], "where": "table1"}]
     hackers = []
     for c in cols:
-        arch, _, label = c.partition(" ")
-        name = labels.get(label, label)
+        if c.startswith(WRONG_KEY_LABEL):  # table1 --wrong-keys: the key's architecture from another seed
+            name, arch, assumed = "wrong-key", "key", [WRONG_KEY_ASSUMES]
+        else:
+            arch, _, label = c.partition(" ")
+            name = labels.get(label, label)
+            assumed = assumptions(name, None, facts)
         hackers.append({"attack": name, "net": arch, "ratio": finite(ratios[row]["hacker_ratios"].get(c)),
                         "accuracy": statistics.fmean(x["hackers"][c] for x in this), "run": run["path"],
-                        "where": "table1", "assumptions": assumptions(name, None, facts)})
+                        "where": "table1", "assumptions": assumed})
     return table, auth, hackers
 
 
