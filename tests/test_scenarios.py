@@ -110,3 +110,13 @@ def test_table1_wrong_key_column_is_a_hacker_and_is_cached(tmp_path):
     assert again[1]["hackers"] == first[1]["hackers"]
     rows = {"Original": [first[0]], "Protected": [first[1]]}
     assert "wrong key" in table1_markdown(rows, 4)
+
+
+def test_table1_key_cost_is_the_plain_network_minus_the_authorized_one():
+    from learnlock.scenarios.table1 import Table1
+
+    rows = {"Original": [{"authorized": 0.70, "hackers": {"fastnet Normal": 0.74, "cnn Normal": 0.6}}],
+            "keyed (pub)": [{"authorized": 0.69, "hackers": {"fastnet Normal": 0.1, "cnn Normal": 0.1}}]}
+    t = Table1(rows, 10, 100, 100, "src", "keyed abc", TINY, TINY, plain_arch="fastnet")
+    assert t.key_cost()["points"] == pytest.approx(4.0) and t.to_dict()["key_cost"]["plain"] == "fastnet Normal"
+    assert replace(t, plain_arch="resnet8").key_cost() is None  # the plain network was not measured

@@ -156,6 +156,10 @@ def cmd_table1(args) -> None:
     print(result.markdown())
     for name, verdict in result.verdict().items():
         print(f"\n{name}: {verdict}")
+    cost = result.key_cost()
+    if cost:
+        print(f"key cost on clean data: {cost['points']:.1f} points (authorized {100 * cost['authorized_accuracy']:.1f} % "
+              f"against the plain network, {cost['plain']}, {100 * cost['plain_accuracy']:.1f} %)")
     if args.out:
         say(f"\nwritten: {args.out}/table1.json, table1.md, authorized_vs_hackers.png, grid.png")
         for published in args.published:

@@ -219,9 +219,23 @@ class Table1(Result):
     cells: int = 0             # trainings of the table (authorized nets and hackers, every row and seed)
     published: list = field(default_factory=list)  # per published row: {"row", "path", "fingerprint", "method"}
     seeds: tuple = (0,)        # evaluation seeds
+    plain_arch: str | None = None  # the key's network without its key (a keyed net's base; else its arch)
 
     def markdown(self) -> str:
         return table1_markdown(self.rows, self.num_classes)
+
+    def key_cost(self) -> dict | None:
+        """What the key costs the authorized network on clean data: the plain network of the same
+        architecture (a Normal hacker column on the Original row) minus the authorized network, in
+        points; None when that column was not measured."""
+        col = f"{self.plain_arch} Normal"
+        clean = self.rows["Original"]
+        if not self.plain_arch or col not in clean[0]["hackers"]:
+            return None
+        authorized = statistics.fmean(r["authorized"] for r in clean)
+        plain = statistics.fmean(r["hackers"][col] for r in clean)
+        return {"plain": col, "plain_accuracy": plain, "authorized_accuracy": authorized,
+                "points": round(100 * (plain - authorized), 2)}
 
     def ratios(self) -> dict[str, dict]:
         return ratios(self.rows, self.num_classes)
@@ -243,7 +257,7 @@ class Table1(Result):
                 "train_size": self.train_size, "num_classes": self.num_classes, "source": self.source,
                 "key": self.key, "seeds": list(self.seeds), "recipe": self.recipe.to_dict(),
                 "hacker_recipe": self.hacker_recipe.to_dict(), "published": self.published,
-                **result_provenance()}
+                "key_cost": self.key_cost(), **result_provenance()}
 
     def plot(self, out) -> list[Path]:
         """authorized_vs_hackers.png (mean accuracy per row and column) and grid.png (clean /
@@ -333,7 +347,8 @@ def table1(published: Sequence, authorized, *, test: str | None = None, test_per
     name, ds = loaded[0]
     result = Table1(rows, clean.num_classes, len(clean), len(test_set), src["spec"], f"{key.arch} {key.fingerprint[:12]}",
                     recipe, hacker_recipe, (clean.images, ds.images, clean.labels, clean.classes, name),
-                    reused=reused, cells=trained, published=about, seeds=tuple(seeds))
+                    reused=reused, cells=trained, published=about, seeds=tuple(seeds),
+                    plain_arch=getattr(key, "kwargs", {}).get("base", key.arch) if key.arch == "keyed" else key.arch)
     if out:
         result.save(out)
     return result
