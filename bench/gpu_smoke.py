@@ -68,8 +68,9 @@ def main(argv=None) -> int:
                   "--epochs", "1", "--out", out / "evaluate", *dev, *jobs, *quiet, log=log)
         learnlock("table1", "--published", uge, "--authorized", uge_key, *test, "--hackers", "cnn:1,resnet18:1",
                   "--distill", "cnn:1", "--epochs", "1", "--out", out / "table1", *dev, *jobs, *quiet, log=log)
+        # 4 aux images per class at least: distill-proxy's smoke budget is 40 queries
         learnlock("audit", out / "pub-keyed", "--authorized", out / "keyed.key.safetensors", *test, "--aux", spec,
-                  "--aux-per-class", k, "--attacks", "all", "--nets", "cnn", "--epochs", "1", *attack_smoke_sets(),
+                  "--aux-per-class", str(max(args.per_class, 4)), "--attacks", "all", "--nets", "cnn", "--epochs", "1", *attack_smoke_sets(),
                   "--out", out / "audit", *dev, *jobs, *quiet, log=log)
         learnlock("certify", uge, *test, "--arch", "cnn", "--n", "20", "--epochs", "1", "--out", out / "certify",
                   *dev, *quiet, log=log)
