@@ -82,7 +82,8 @@ def run_stage(stage: int, args, folder: Path, deadline: float, log) -> dict:
             log(f"stage {stage}: deadline reached; rerun to continue")
             break
         if prot not in protected:
-            protected[prot] = protect(cache, prot, owner, recipes["fastnet"], log)
+            over = {"max_rounds": args.max_rounds} if args.max_rounds and prot != "clean" else None
+            protected[prot] = protect(cache, prot, owner, recipes["fastnet"], log, over)
         images, record, key = protected[prot]
         start = time.perf_counter()
         row = train_cell(cache, owner, images, dev, test, prot, defence, net, recipes[net], 0, False, key)
@@ -106,6 +107,7 @@ def main(argv=None) -> int:
     p.add_argument("--dev-per-class", type=int, default=200)
     p.add_argument("--test-per-class", type=int, help="default: the full test split")
     p.add_argument("--epochs", type=int, help="override every recipe's epochs (tiny runs)")
+    p.add_argument("--max-rounds", type=int, help="override every protection's max_rounds (tiny runs)")
     args = p.parse_args(argv)
     start = time.perf_counter()
     log = lambda m: print(f"[{time.perf_counter() - start:6.1f} s] {m}", flush=True)  # noqa: E731

@@ -71,22 +71,25 @@ ORDER = [("clean", "none"), ("em", "none"), ("clean", "iss-grayscale"), ("em", "
          ("lsp", "none"), ("lsp", "iss-grayscale"), ("lsp", "iss-jpeg")]
 
 
-def make_protection(name: str, owner, recipe):
-    """The protection of row `name`; a method that needs a key gets a fastnet authorized network
-    (init seed KEY_SEED) trained with `recipe`."""
+def make_protection(name: str, owner, recipe, overrides: dict | None = None):
+    """The protection of row `name` (its settings updated by `overrides`, for tiny runs); a method
+    that needs a key gets a fastnet authorized network (init seed KEY_SEED) trained with `recipe`."""
     method, settings = PROTECTIONS[name]
+    settings = {**settings, **(overrides or {})}
     if not get_protection(method).needs_key:
         return create_protection(method, **settings)
     base = NetSpec.create("fastnet", owner.num_classes, owner.in_channels, seed=KEY_SEED)
     return create_protection(method, ProtectionContext([base], recipe=recipe), **settings)
 
 
-def protect(cache: CellCache, name: str, owner, recipe, log) -> tuple[torch.Tensor, dict, object]:
+def protect(cache: CellCache, name: str, owner, recipe, log, overrides: dict | None = None
+            ) -> tuple[torch.Tensor, dict, object]:
     """(protected uint8 images, record, the issued key or None), the pixels cached."""
     if PROTECTIONS[name] is None:
         return owner.images, {"wall_time_s": 0.0}, None
     method, settings = PROTECTIONS[name]
-    prot = make_protection(name, owner, recipe)
+    settings = {**settings, **(overrides or {})}
+    prot = make_protection(name, owner, recipe, overrides)
     keys = prot.issued_keys(owner)
     inputs = {"data": owner.fingerprint(), "method": method, "settings": settings,
               "key": keys[0].fingerprint if keys else None}
