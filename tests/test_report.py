@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_npz
+from conftest import learnable_dataset, write_npz
 from learnlock import cli
 from learnlock.attacks import create_attack, list_attacks
 from learnlock.protections import get_protection, list_protections
@@ -296,3 +296,26 @@ def test_a_wrong_key_column_of_table1_is_read_as_the_wrong_key_attacker():
     by = {h["attack"]: h for h in hackers}
     assert by["wrong-key"]["assumptions"] == [WRONG_KEY_ASSUMES] and by["wrong-key"]["ratio"] == 0.0
     assert by["retrain"]["net"] == "cnn"
+
+
+def test_originals_accept_a_change_as_large_as_the_budget(monkeypatch):
+    """The keyed default (32/255) moves some items by more than 16 grey levels on average: their true
+    originals are accepted; images that moved past the budget are refused (regression: a 16-level
+    cap refused the keyed 10k tier's own source)."""
+    import torch
+
+    import learnlock.data
+    from learnlock.report.originals import load_originals
+
+    clean = learnable_dataset(n_per_class=3, classes=2, size=8)
+    manifest = {"rho": 32 / 255, "source": {"shape": [3, 8, 8]},
+                "extra": {"source_load": {"spec": "npz:x", "split": "train", "per_class": None, "seed": 0}}}
+    monkeypatch.setattr(learnlock.data, "load_dataset", lambda *a, **k: clean)  # the source the manifest names
+
+    def moved(levels):
+        return clean.with_images((clean.images.int() + torch.where(clean.images < 128, levels, -levels)).to(torch.uint8))
+
+    got, note = load_originals("pub", manifest, moved(20))       # 20 levels everywhere: inside 32/255
+    assert got is not None and torch.equal(got.images, clean.images), note
+    got, note = load_originals("pub", manifest, moved(40))       # past the budget: another dataset
+    assert got is None and "more than the published budget allows" in note
