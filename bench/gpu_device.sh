@@ -7,7 +7,8 @@
 #   run(command="bash bench/gpu_device.sh", carry=[".gpu", ".whl"], timeout_s=600)
 # BUDGET (seconds, default 540) bounds the whole script; DEADLINE (default BUDGET-120) is when the
 # tier stops starting cells; STAGES (default 1,2) are gpu_tier's stages (3: em as the paper runs
-# it, under grayscale: the next measurement, BENCHMARKS.md); SMOKE=0 skips the smoke test. A rerun on the same warm machine resumes from runs/ cell by cell.
+# it, under grayscale: the next measurement, BENCHMARKS.md); SMOKE=0 skips the smoke test. A
+# rerun on the same warm machine resumes from runs/ cell by cell.
 set -u
 BUDGET=${BUDGET:-540}
 DEADLINE=${DEADLINE:-$((BUDGET - 120))}

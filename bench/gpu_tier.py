@@ -82,8 +82,8 @@ def run_stage(stage: int, args, folder: Path, deadline: float, log) -> dict:
             log(f"stage {stage}: deadline reached; rerun to continue")
             break
         if prot not in protected:
-            over = {"max_rounds": args.max_rounds} if args.max_rounds and prot != "clean" else None
-            protected[prot] = protect(cache, prot, owner, recipes["fastnet"], log, over)
+            rounds = {"max_rounds": args.max_rounds} if args.max_rounds else None
+            protected[prot] = protect(cache, prot, owner, recipes["fastnet"], log, rounds)
         images, record, key = protected[prot]
         start = time.perf_counter()
         row = train_cell(cache, owner, images, dev, test, prot, defence, net, recipes[net], 0, False, key)

@@ -71,11 +71,16 @@ ORDER = [("clean", "none"), ("em", "none"), ("clean", "iss-grayscale"), ("em", "
          ("lsp", "none"), ("lsp", "iss-grayscale"), ("lsp", "iss-jpeg")]
 
 
-def make_protection(name: str, owner, recipe, overrides: dict | None = None):
-    """The protection of row `name` (its settings updated by `overrides`, for tiny runs); a method
-    that needs a key gets a fastnet authorized network (init seed KEY_SEED) trained with `recipe`."""
+def row_settings(name: str, overrides: dict | None = None) -> tuple[str, dict]:
+    """(method, settings) of row `name`, its settings updated by `overrides` (tiny runs)."""
     method, settings = PROTECTIONS[name]
-    settings = {**settings, **(overrides or {})}
+    return method, {**settings, **(overrides or {})}
+
+
+def make_protection(name: str, owner, recipe, overrides: dict | None = None):
+    """The protection of row `name` (see row_settings); a method that needs a key gets a fastnet
+    authorized network (init seed KEY_SEED) trained with `recipe`."""
+    method, settings = row_settings(name, overrides)
     if not get_protection(method).needs_key:
         return create_protection(method, **settings)
     base = NetSpec.create("fastnet", owner.num_classes, owner.in_channels, seed=KEY_SEED)
@@ -87,8 +92,7 @@ def protect(cache: CellCache, name: str, owner, recipe, log, overrides: dict | N
     """(protected uint8 images, record, the issued key or None), the pixels cached."""
     if PROTECTIONS[name] is None:
         return owner.images, {"wall_time_s": 0.0}, None
-    method, settings = PROTECTIONS[name]
-    settings = {**settings, **(overrides or {})}
+    method, settings = row_settings(name, overrides)
     prot = make_protection(name, owner, recipe, overrides)
     keys = prot.issued_keys(owner)
     inputs = {"data": owner.fingerprint(), "method": method, "settings": settings,
