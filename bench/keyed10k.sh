@@ -5,12 +5,16 @@
 #
 #     bash bench/keyed10k.sh                 # resumable: protect resumes, every cell is cached
 #     SMOKE=1 bash bench/keyed10k.sh         # the same commands at 10 images per class, 1 epoch
+#     RHO=16 OUT=runs/keyed10k-r16 HACKERS=fastnet:1,cnn:1 AUX=1000 QUERIES=10000 \
+#       ATTACKS=iss-grayscale,iss-jpeg,key-estimate,key-search,orthogonal-projection,distill-proxy \
+#       bash bench/keyed10k.sh                 # another design point: L-inf 16/255 (PSNR about 30 dB)
 #
 # Data: CIFAR-10 from ../shared/datasets/cifar10-jpg (the JPEG re-encoded copy), fixed splits of
 # learnlock.data.splits: owner items 0-999 per class (protected), aux 1000-1099 per class (the
 # attacker's clean images), the full 10,000 test images. Authorized network: fastnet, init seed
 # 1234, `fast` recipe; hackers `fast` recipe, training seed 1 (table1) and 0 (audit).
-# keyed: its defaults except max_rounds 10 (the tier's 30-minute protection budget).
+# keyed: its defaults except max_rounds 10 (the tier's 30-minute protection budget); RHO (in
+# 1/255 steps) sets its L-inf budget, HACKERS / ATTACKS / AUX (per class) / QUERIES the columns.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-folder:$(cd .. && pwd)/shared/datasets/cifar10-jpg}
@@ -19,24 +23,28 @@ LL=${LL:-.venv/bin/learnlock}
 if [ -n "${SMOKE:-}" ]; then
   PER=10; AUX=10; TEST=(--test-per-class 10); EPOCHS=(--epochs 1); QUERIES=100; CANDIDATES=4
 else
-  PER=1000; AUX=100; TEST=(); EPOCHS=(); QUERIES=1000; CANDIDATES=36
+  PER=1000; AUX=${AUX:-100}; TEST=(); EPOCHS=(); QUERIES=${QUERIES:-1000}; CANDIDATES=36
 fi
+RHO_SET=()
+[ -n "${RHO:-}" ] && RHO_SET=(--set "rho=$(python3 -c "print($RHO / 255)")")
+HACKERS=${HACKERS:-fastnet:1,cnn:1,lenet:1}
+ATTACKS=${ATTACKS:-retrain,iss-grayscale,iss-jpeg,key-estimate,key-search,orthogonal-projection,leaked-pairs,distill-proxy}
 stamp() { echo "== $1 ($(date +%T))"; }
 mkdir -p "$OUT"
 if [ ! -f "$OUT/published/manifest.json" ]; then
   stamp "protect: keyed, $PER owner images per class"
   $LL protect --method keyed --data "$DATA" --split owner --per-class $PER --authorized fastnet --key-seed 1234 \
-    --authorized-recipe fast "${EPOCHS[@]/--epochs/--authorized-epochs}" --set max_rounds=${MAX_ROUNDS:-10} \
+    --authorized-recipe fast "${EPOCHS[@]/--epochs/--authorized-epochs}" --set max_rounds=${MAX_ROUNDS:-10} "${RHO_SET[@]}" \
     --key-out "$OUT/key.safetensors" --out "$OUT/published" --no-progress
 fi
-stamp "table1: the authorized fastnet against fastnet, cnn and lenet hackers, a distilled fastnet and a wrong key"
+stamp "table1: the authorized fastnet against hackers $HACKERS, a distilled fastnet and a wrong key"
 $LL table1 --published "$OUT/published" --authorized "$OUT/key.safetensors" "${TEST[@]}" \
-  --hackers fastnet:1,cnn:1,lenet:1 --distill fastnet:1 --wrong-keys 4321 --recipe fast "${EPOCHS[@]}" \
+  --hackers $HACKERS --distill fastnet:1 --wrong-keys 4321 --recipe fast "${EPOCHS[@]}" \
   --out "$OUT/table1" --cache "$OUT/cells" --no-progress
 stamp "audit: defences and attacks that know the scheme, fastnet hacker"
 $LL audit "$OUT/published" --authorized "$OUT/key.safetensors" "${TEST[@]}" \
   --aux "$DATA" --aux-split aux --aux-per-class $AUX \
-  --attacks retrain,iss-grayscale,iss-jpeg,key-estimate,key-search,orthogonal-projection,leaked-pairs,distill-proxy \
+  --attacks $ATTACKS \
   --set key-estimate.use_aux=false --set key-search.candidates=$CANDIDATES --set distill-proxy.queries=$QUERIES \
   --nets fastnet --recipe fast "${EPOCHS[@]}" --out "$OUT/audit" --cache "$OUT/cells" --no-progress
 stamp "report"
