@@ -53,7 +53,7 @@ demo: install fashion-mnist
 	  --set encoder_resolution=32 --set epochs=6 --out $(DEMO)/published --overwrite
 	@echo "== 2/5 who learns from UGE's data: the authorized network against hackers ($$(date +%T))"
 	$(LL) table1 --published $(DEMO)/published --authorized $(DEMO)/key.safetensors \
-	  --test-per-class 100 --hackers cnn:1,lenet:1 --out $(DEMO)/table1 --cache $(DEMO)/cells
+	  --test-per-class 100 --hackers cnn:1,lenet:1 --distill "" --out $(DEMO)/table1 --cache $(DEMO)/cells
 	@echo "== 3/5 keyed (grey-image block key, 32/255) protects the same images ($$(date +%T))"
 	$(LL) protect --method keyed --data fashion-mnist --per-class 100 --authorized cnn --key-seed 1234 \
 	  $(BLOCK_KEY) --key-out $(DEMO)/keyed.key.safetensors --out $(DEMO)/keyed --overwrite

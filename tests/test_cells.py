@@ -163,3 +163,29 @@ def test_evaluate_finds_its_cells_in_a_shared_cache(tmp_path, monkeypatch):
     cache = CellCache(tmp_path / "cells")
     evaluate_nets(train, test, ["lenet"], [0], replace(ONE, lr=0.1), progress=False, cache=cache)
     assert cache.computed == 1  # another recipe: another cell
+
+
+def test_an_audit_after_table1_reuses_its_trainings(published, tmp_path, capsys, monkeypatch):
+    """table1's Original and Normal/Distill hackers are the audit's clean, retrain and distill rows:
+    with one cache, the audit trains none of them again, and reports the same accuracies."""
+    import importlib
+
+    import learnlock.attacks.base as attack_base
+
+    auth = importlib.import_module("learnlock.scenarios.authorized")
+    audit_module = importlib.import_module("learnlock.scenarios.audit")
+    common = ["--authorized", str(published / "key.safetensors"), "--test", f"npz:{published / 't.npz'}",
+              "--epochs", "1", "--batch-size", "16", "--no-progress", "--cache", str(tmp_path / "cells")]
+    assert cli.main(["table1", "--published", str(published / "pub"), "--hackers", "lenet:1", "--distill", "lenet:1",
+                     "--out", str(tmp_path / "t1"), *common]) == 0
+    capsys.readouterr()
+    t1 = json.loads((tmp_path / "t1" / "table1.json").read_text())["rows"]
+    for module in (auth, attack_base, audit_module):
+        monkeypatch.setattr(module, "fit", lambda *a, **k: pytest.fail("a network was trained again"))
+    assert cli.main(["audit", str(published / "pub"), "--attacks", "retrain,distill", "--nets", "lenet",
+                     "--seeds", "1", "--out", str(tmp_path / "audit"), *common]) == 0
+    cells = json.loads((tmp_path / "audit" / "audit.json").read_text())["cells"]
+    published_row = next(v for k, v in t1.items() if k != "Original")[0]["hackers"]
+    assert cells["clean"]["lenet"][0]["accuracy"] == t1["Original"][0]["hackers"]["lenet Normal"]
+    assert cells["retrain"]["lenet"][0]["accuracy"] == published_row["lenet Normal"]
+    assert cells["distill"]["lenet"][0]["accuracy"] == published_row["lenet Distill"]

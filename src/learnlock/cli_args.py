@@ -168,7 +168,7 @@ def build_parser(commands: dict[str, Callable]) -> Parser:
     p.add_argument("--published", nargs="+", required=True, help="published dataset folder(s) of one source")
     p.add_argument("--authorized", required=True, help="the authorized key file (.safetensors)")
     p.add_argument("--hackers", default="cnn:1,lenet:1,resnet8:1", help="ARCH:SEED,... trained from scratch")
-    p.add_argument("--distill", default="cnn:1", help="ARCH:SEED,... distilled from the authorized net")
+    p.add_argument("--distill", default="cnn:1", help="ARCH:SEED,... distilled from the authorized net (\"\" for none)")
     p.add_argument("--wrong-keys", type=int_list, default=[], metavar="SEED[,SEED...]",
                    help="wrong-key hackers: the authorized architecture (a keyed network: same scheme) from "
                         "these init seeds, trained like the authorized network")
@@ -225,7 +225,7 @@ def build_parser(commands: dict[str, Callable]) -> Parser:
     p.add_argument("--global-seed", type=int, help="init seed of the global network")
     p.add_argument("--global-secret", help="pass phrase hashed into the init seed (instead of --global-seed)")
     p.add_argument("--hackers", default="cnn:1", help="ARCH:SEED,... trained on the published union")
-    p.add_argument("--distill", default="cnn:1", help="ARCH:SEED,... distilled from the trained global network")
+    p.add_argument("--distill", default="cnn:1", help="ARCH:SEED,... distilled from the trained global network (\"\" for none)")
     p.add_argument("--out", required=True, help="run folder: published shards, cell cache, reports (a rerun resumes)")
     p.set_defaults(func=commands["federated"], flag_aliases={"authorized": "--global-arch", "key_seed": "--global-seed",
                                                      "key_secret": "--global-secret"})

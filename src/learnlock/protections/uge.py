@@ -42,6 +42,7 @@ from ..models import NetSpec, create_model
 from ..recipe import get_recipe
 from ..training import apply_augment, batch_schedule
 from .base import Protection, ProtectionContext, ProtectionSettings, register_protection
+from .generator import Generator
 from .resumable import Checkpoint
 from .surrogate import model_from, train_cached
 
@@ -113,29 +114,6 @@ PRESETS: dict[str, dict] = {
                       gm_schedule="replay"),
     "smoke": dict(epochs=1, encoder_resolution=32, surrogates=("lenet",), surrogate_epochs=1, diagnostics=False),
 }
-
-
-class Generator(nn.Module):
-    """ResNet-style conv encoder / decoder: x -> rho * tanh(G(x)) (same H x W as x)."""
-
-    def __init__(self, channels: int, width: int = 32, blocks: int = 2):
-        super().__init__()
-        self.down = nn.Sequential(
-            nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU())
-        self.blocks = nn.ModuleList(nn.Sequential(
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width)) for _ in range(blocks))
-        self.up = nn.Sequential(
-            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, channels, 3, padding=1))
-
-    def forward(self, x):
-        h = self.down(x)
-        for block in self.blocks:
-            h = F.relu(h + block(h))
-        out = self.up(h)
-        return out[..., :x.shape[2], :x.shape[3]]
 
 
 @dataclass

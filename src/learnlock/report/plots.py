@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from statistics import fmean
 from pathlib import Path
 
 import matplotlib
@@ -181,3 +182,18 @@ def grid_png(images: torch.Tensor, title: str) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     return buf.getvalue()
+
+
+def recovery_plot(curves: dict, path: Path, chance: float) -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for row, by_net in curves.items():
+        for net, cells in by_net.items():
+            etas = [c["eta"] for c in cells[0]["curve"]]
+            accs = [100 * fmean(cell["curve"][i]["accuracy"] for cell in cells) for i in range(len(etas))]
+            ax.plot(etas, accs, marker="o", label=f"{row} {net}")
+    ax.axhline(chance, color="grey", ls=":", label="chance")
+    ax.set_xlabel("eta (L2 radius of the weight change)")
+    ax.set_ylabel("clean test accuracy (%)")
+    ax.set_title("weight-space recovery vs eta")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)

@@ -35,9 +35,11 @@ from ..models import MODELS, NetSpec, create_model
 from ..provenance import result_provenance
 from ..recipe import Recipe
 from ..report import learnability_ratio, markdown_table
+from ..report.plots import recovery_plot
 from ..report.result import RecordResult
 from ..training import evaluate, fit
 from .authorized import authorized_cell
+from .hackers import hacker_cell, shared_attack
 from .opening import open_published
 
 CLEAN, AUTHORIZED, AUX_ONLY = "clean", "authorized", "aux-only"
@@ -129,9 +131,6 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
     check_cheap(attacks, nets, settings)
     chosen, skipped = resolve_attacks(attacks, key is not None, aux is not None, rho is not None, scheme is not None,
                                       clean is not None)
-    unknown = sorted(set(settings) - set(chosen))
-    if unknown:
-        raise LearnlockError(f"settings given for attacks not in the audit: {', '.join(unknown)}")
     objs: dict[str, Attack] = {n: create_attack(n, **settings.get(n, {})) for n in chosen}
     if aux is not None:  # each attack says what it needs of aux data (`Attack.aux_match`)
         for attack in objs.values() or [Attack()]:
@@ -166,6 +165,7 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
         if "originals" in attack.needs:  # the leaked originals are the clean source's items
             config["originals"] = clean.fingerprint()
         specs += [(name, net, seed, config) for net in nets for seed in seeds]
+
     cached = [cache.get("audit", cell_config(*spec)) for spec in specs]
     for (row, net, seed, _), cell in zip(specs, cached):
         if cell is not None:
@@ -186,7 +186,7 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
         if report:
             extras[name] = report
     todo = [i for i, cell in enumerate(cached) if cell is None]
-    shared = {"clean": clean, "aux": aux, "test": test, "recipe": recipe, "attacks": objs, "data": data, "cache": cache,
+    shared = {"clean": clean, "published": published, "aux": aux, "test": test, "recipe": recipe, "attacks": objs, "data": data, "cache": cache,
               "context": replace(context, teacher=teacher if serial else to_cpu(teacher),
                                  progress=progress and serial)}
 
@@ -217,12 +217,16 @@ def cell_config(row: str, net: str, seed: int, config: dict) -> dict:
 
 def _cell(shared: dict, row: str, net: str, seed: int, config: dict) -> dict:
     """One audit cell, trained and written to the cell cache at once (in a worker with `jobs`)."""
-
     def compute() -> dict:
         start = time.perf_counter()
         recipe, test, context = replace(shared["recipe"], seed=seed), shared["test"], shared["context"]
-        if row in (CLEAN, AUX_ONLY):  # the same net on clean images with their true labels
-            data = shared["clean" if row == CLEAN else "aux"]
+        plain = shared_attack(row, shared["attacks"].get(row), CLEAN)
+        if plain is not None:  # table1's training too (scenarios.hackers): one cell for both
+            teacher = arrive(context.teacher) if plain == "distill" else None
+            return {**hacker_cell(shared["cache"], plain, shared["clean" if row == CLEAN else "published"], test, net,
+                                  seed, recipe, teacher, context.progress), "row": row, "net": net, "seed": seed}
+        if row == AUX_ONLY:  # the same net on the aux images with their true labels
+            data = shared["aux"]
             model = create_model(net, data.num_classes, data.in_channels, seed=seed)
             fit(model, data, recipe, progress=context.progress, desc=f"{row} {net} seed {seed}")
             cell = {"accuracy": evaluate(model, test)}
@@ -292,7 +296,7 @@ class AuditResult(RecordResult):
         curves = {row: by_net for row, by_net in r["cells"].items()
                   if any("curve" in c for cs in by_net.values() for c in cs)}
         if curves:
-            paths.append(plot_recovery(curves, out / "recovery.png", chance))
+            paths.append(recovery_plot(curves, out / "recovery.png", chance))
         return paths
 
 
@@ -324,25 +328,6 @@ def plot(summary: dict, nets, path: Path, chance: float, title: str) -> Path:
     series = {net: [100 * summary[g][net]["mean"] if net in summary[g] else float("nan") for g in groups]
               for net in nets}
     return grouped_bars(groups, series, path, hline=chance, title=f"audit of {title}: test accuracy per attack")
-
-
-def plot_recovery(curves: dict, path: Path, chance: float) -> Path:
-    import matplotlib.pyplot as plt
-
-    from ..report.plots import save_figure
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for row, by_net in curves.items():
-        for net, cells in by_net.items():
-            etas = [c["eta"] for c in cells[0]["curve"]]
-            accs = [100 * statistics.fmean(cell["curve"][i]["accuracy"] for cell in cells) for i in range(len(etas))]
-            ax.plot(etas, accs, marker="o", label=f"{row} {net}")
-    ax.axhline(chance, color="grey", ls=":", label="chance")
-    ax.set_xlabel("eta (L2 radius of the weight change)")
-    ax.set_ylabel("clean test accuracy (%)")
-    ax.set_title("weight-space recovery vs eta")
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
 
 
 def audit_folder(published_dir, *, out_dir, test: str | None = None, test_per_class: int | None = None,

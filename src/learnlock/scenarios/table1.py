@@ -14,14 +14,13 @@ untouched clean test split.
 from __future__ import annotations
 
 import statistics
-import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
-from ..attacks import AttackContext, get_attack
-from ..cells import CellCache, cell_inputs, check_cache_dir, must_compute
+from ..attacks import get_attack
+from ..cells import CellCache, check_cache_dir
 from ..data import ImageDataset
 from ..errors import LearnlockError, LearnlockWarning
 from ..jobs import Workers, arrive, check_executor, runs_here
@@ -32,8 +31,9 @@ from ..provenance import result_provenance
 from ..report import learnability_ratio, markdown_table
 from ..report.plots import grouped_bars, image_grid
 from ..report.result import Result
-from ..training import Recipe, evaluate, get_recipe
+from ..training import Recipe, get_recipe
 from .authorized import authorized_cell
+from .hackers import hacker_cell
 from .opening import SHIPPED_KEY, check_same_items, open_published
 
 # UGE's bar for "separates": the authorized net keeps 90% of its clean learnability, every hacker
@@ -119,7 +119,6 @@ def authorized_vs_hackers_many(cases: Sequence[tuple[str, ImageDataset, bool, Se
 def _train_cell(shared: dict, i: int, what: str, which, teacher=None) -> tuple:
     """(test accuracy, training seconds, the model when later cells distil it, whether `cache` held
     the cell) of one training of case i."""
-    start = time.perf_counter()
     train, published = shared["cases"][i]
     cache: CellCache | None = shared["cache"]
     hits = cache.hits if cache is not None else 0
@@ -133,21 +132,8 @@ def _train_cell(shared: dict, i: int, what: str, which, teacher=None) -> tuple:
         _, cell = authorized_cell(train, shared["test"], spec, replace(shared["recipe"], seed=which.seed), cache,
                                   shared["progress"], published)
         return cell["accuracy"], cell["wall_s"], None, cell["reused"]
-    teacher = arrive(teacher)
-    recipe = replace(shared["hacker_recipe"], seed=which.seed)
-    attack = get_attack(which.attack)()
-
-    def compute() -> dict:
-        model = attack.train(train, which.arch, which.seed, recipe, AttackContext(teacher=teacher), shared["progress"])
-        return {"accuracy": evaluate(model, shared["test"]), "wall_s": round(time.perf_counter() - start, 1)}
-
-    if cache is None:
-        must_compute()
-        cell = compute()
-    else:  # the teacher by its trained weights: a retrained teacher is another cell
-        cell = cache.run("hacker", cell_inputs(data=train, test=shared["test"], attack=which.attack,
-                                               settings=attack.manifest_settings(),
-                                               net=which.arch, seed=which.seed, recipe=recipe, teacher=teacher), compute)
+    cell = hacker_cell(cache, which.attack, train, shared["test"], which.arch, which.seed, shared["hacker_recipe"],
+                       arrive(teacher), shared["progress"])
     return cell["accuracy"], cell["wall_s"], None, cache is not None and cache.hits > hits
 
 
