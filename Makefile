@@ -40,7 +40,8 @@ test: install
 # result against plain hackers (UGE as measured: it does not separate even without distillation); then
 # `keyed` with the grey-image key family (block key, the best configuration measured at the 1k tier,
 # `block-fmnist-v2`), its Table-1 result, an audit (a plain retrain row plus the attacks) and the
-# one-page report. Measured on 2026-12-03 the grey-image key did not separate yet; the verdict lines say
+# one-page report. The audit's seed 1 is table1's hacker seed: its clean and retrain rows are table1's
+# cells, not trained again. Measured on 2026-12-03 the grey-image key did not separate yet; the verdict lines say
 # what this run measured.
 DEMO := runs/demo
 LL := $(VENV)/bin/learnlock
@@ -61,7 +62,7 @@ demo: install fashion-mnist
 	$(LL) table1 --published $(DEMO)/keyed --authorized $(DEMO)/keyed.key.safetensors \
 	  --test-per-class 100 --hackers cnn:1,lenet:1 --distill cnn:1 --out $(DEMO)/table1-keyed \
 	  --cache $(DEMO)/cells
-	$(LL) audit $(DEMO)/keyed --authorized $(DEMO)/keyed.key.safetensors --test-per-class 100 \
+	$(LL) audit $(DEMO)/keyed --authorized $(DEMO)/keyed.key.safetensors --test-per-class 100 --seeds 1 \
 	  --attacks retrain,iss-jpeg,key-estimate --nets cnn --out $(DEMO)/audit --cache $(DEMO)/cells
 	@echo "== 5/5 one page for the keyed data: verdict, images, who learns, what breaks it ($$(date +%T))"
 	$(LL) report $(DEMO)/keyed $(DEMO)/table1-keyed $(DEMO)/audit --out $(DEMO)/report.html --originals fashion-mnist
