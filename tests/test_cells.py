@@ -184,6 +184,7 @@ def test_an_audit_after_table1_reuses_its_trainings(published, tmp_path, capsys,
         monkeypatch.setattr(module, "fit", lambda *a, **k: pytest.fail("a network was trained again"))
     assert cli.main(["audit", str(published / "pub"), "--attacks", "retrain,distill", "--nets", "lenet",
                      "--seeds", "1", "--out", str(tmp_path / "audit"), *common]) == 0
+    assert "".join(capsys.readouterr()).count("another run's training") == 3
     cells = json.loads((tmp_path / "audit" / "audit.json").read_text())["cells"]
     published_row = next(v for k, v in t1.items() if k != "Original")[0]["hackers"]
     assert cells["clean"]["lenet"][0]["accuracy"] == t1["Original"][0]["hackers"]["lenet Normal"]

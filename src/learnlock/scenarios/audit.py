@@ -191,7 +191,8 @@ def audit(published: ImageDataset, test: ImageDataset, *, out_dir, attacks: str 
                                  progress=progress and serial)}
 
     def done(_, cell: dict) -> None:
-        log(f"{cell['row']} {cell['net']} seed {cell['seed']}: {100 * cell['accuracy']:.1f}% ({cell['wall_s']} s)")
+        reused = ", another run's training" if cell.get("reused") else ""
+        log(f"{cell['row']} {cell['net']} seed {cell['seed']}: {100 * cell['accuracy']:.1f}% ({cell['wall_s']} s{reused})")
 
     with Workers(jobs, shared, executor, out / "slurm") as pool:
         for i, cell in zip(todo, pool.map(_cell, [specs[i] for i in todo], on_done=done)):
@@ -222,9 +223,10 @@ def _cell(shared: dict, row: str, net: str, seed: int, config: dict) -> dict:
         recipe, test, context = replace(shared["recipe"], seed=seed), shared["test"], shared["context"]
         plain = shared_attack(row, shared["attacks"].get(row), CLEAN)
         if plain is not None:  # table1's training too (scenarios.hackers): one cell for both
-            teacher = arrive(context.teacher) if plain == "distill" else None
-            return {**hacker_cell(shared["cache"], plain, shared["clean" if row == CLEAN else "published"], test, net,
-                                  seed, recipe, teacher, context.progress), "row": row, "net": net, "seed": seed}
+            teacher, hits = arrive(context.teacher) if plain == "distill" else None, shared["cache"].hits
+            cell = hacker_cell(shared["cache"], plain, shared["clean" if row == CLEAN else "published"], test, net,
+                               seed, recipe, teacher, context.progress)
+            return {**cell, "row": row, "net": net, "seed": seed, "reused": shared["cache"].hits > hits}
         if row == AUX_ONLY:  # the same net on the aux images with their true labels
             data = shared["aux"]
             model = create_model(net, data.num_classes, data.in_channels, seed=seed)
