@@ -217,3 +217,22 @@ def test_gpu_tier_stages_write_json_and_a_rerun_skips_them(tmp_path, tiny_cifar)
                           text=True, timeout=600)
     assert late.returncode == 1 and "deadline" in late.stdout           # nothing starts after the deadline
     assert (tmp_path / "late" / "stage-1.partial.json").exists() and not (tmp_path / "late" / "stage-1.json").exists()
+
+
+def test_keyed_front_reads_report_json(tmp_path):
+    """bench/keyed_front.py on the committed 10k example report: the worst ratio of each attacker
+    group and the key cost as the report states them; a JSON that is no keyed report is refused."""
+    example = ROOT / "docs" / "examples" / "keyed-cifar10k" / "report.json"
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "keyed_front.py"), str(example), "--out",
+                          str(tmp_path / "front.png")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    (point,) = json.loads((tmp_path / "front.json").read_text()).values()
+    assert (point["normal"]["attack"], point["no_clean_data"]["attack"], point["any"]["attack"]) == (
+        "wrong-key", "key-search", "leaked-pairs")
+    assert point["normal"]["ratio"] < point["no_clean_data"]["ratio"] < point["any"]["ratio"]
+    assert point["key_cost_points"] == pytest.approx(0.47, abs=0.01) and point["psnr_db"] == pytest.approx(24.2, abs=0.1)
+    assert (tmp_path / "front.png").stat().st_size > 0
+    (tmp_path / "other.json").write_text(json.dumps({"format": "something else"}))
+    bad = subprocess.run([sys.executable, str(ROOT / "bench" / "keyed_front.py"), str(tmp_path / "other.json"),
+                          "--out", str(tmp_path / "x.png")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error:")
