@@ -61,12 +61,12 @@ def point(report: dict, plain: str) -> dict:
 
 def plot(points: dict[str, dict], path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for group, marker, label in (("normal", "o", "worst Normal hacker / wrong key"),
-                                 ("no_clean_data", "s", "worst attack without clean data"),
-                                 ("any", "^", "worst attack (any)")):
+    for group, marker, colour, label in (("normal", "o", "C0", "worst Normal hacker / wrong key"),
+                                         ("no_clean_data", "s", "C1", "worst attack without clean data"),
+                                         ("any", "^", "C2", "worst attack (any)")):
         xs = [p["psnr_db"] for p in points.values() if p[group]]
         ys = [p[group]["ratio"] for p in points.values() if p[group]]
-        left.plot(xs, ys, marker=marker, ls="-", label=label)
+        left.plot(xs, ys, marker=marker, color=colour, ls="-", label=label)
     for name, p in points.items():
         left.annotate(name, (p["psnr_db"], p["normal"]["ratio"]), fontsize=7, xytext=(3, 6),
                       textcoords="offset points")
@@ -80,9 +80,9 @@ def plot(points: dict[str, dict], path: Path) -> Path:
     for name, p in points.items():
         if p["key_cost_points"] is None:
             continue
-        right.scatter(p["key_cost_points"], p["any"]["ratio"], marker="^")
-        right.scatter(p["key_cost_points"], p["no_clean_data"]["ratio"], marker="s")
-        right.annotate(name, (p["key_cost_points"], p["any"]["ratio"]), fontsize=7, xytext=(3, 4),
+        right.scatter(p["key_cost_points"], p["any"]["ratio"], marker="^", color="C2")
+        right.scatter(p["key_cost_points"], p["no_clean_data"]["ratio"], marker="s", color="C1")
+        right.annotate(name, (p["key_cost_points"], p["no_clean_data"]["ratio"]), fontsize=7, xytext=(5, -3),
                        textcoords="offset points")
     right.axvline(3, color="green", ls=":", lw=1, label="key cost goal 3 points")
     right.axhline(0.5, color="grey", ls="--", lw=1)
