@@ -8,13 +8,15 @@
 #     RHO=16 OUT=runs/keyed10k-r16 HACKERS=fastnet:1,cnn:1 AUX=1000 QUERIES=10000 \
 #       ATTACKS=iss-grayscale,iss-jpeg,key-estimate,key-search,orthogonal-projection,distill-proxy \
 #       bash bench/keyed10k.sh                 # another design point: L-inf 16/255 (PSNR about 30 dB)
+#     RHO=16 SETS="family=mosaic tile=2" OUT=runs/keyed10k-mosaic ... bash bench/keyed10k.sh   # another key family
 #
 # Data: CIFAR-10 from ../shared/datasets/cifar10-jpg (the JPEG re-encoded copy), fixed splits of
 # learnlock.data.splits: owner items 0-999 per class (protected), aux 1000-1099 per class (the
 # attacker's clean images), the full 10,000 test images. Authorized network: fastnet, init seed
 # 1234, `fast` recipe; hackers `fast` recipe, training seed 1 (table1) and 0 (audit).
 # keyed: its defaults except max_rounds 10 (the tier's 30-minute protection budget); RHO (in
-# 1/255 steps) sets its L-inf budget, HACKERS / ATTACKS / AUX (per class) / QUERIES the columns.
+# 1/255 steps) sets its L-inf budget, SETS (space-separated NAME=VALUE) more of keyed's settings,
+# HACKERS / ATTACKS / AUX (per class) / QUERIES / AUDIT_SETS (more audit --set values) the columns.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-folder:$(cd .. && pwd)/shared/datasets/cifar10-jpg}
@@ -25,10 +27,17 @@ if [ -n "${SMOKE:-}" ]; then
 else
   PER=1000; AUX=${AUX:-100}; TEST=(); EPOCHS=(); QUERIES=${QUERIES:-1000}; CANDIDATES=36
 fi
-RHO_SET=()
-[ -n "${RHO:-}" ] && RHO_SET=(--set "rho=$(python3 -c "print($RHO / 255)")")
 HACKERS=${HACKERS:-fastnet:1,cnn:1,lenet:1}
 ATTACKS=${ATTACKS:-retrain,iss-grayscale,iss-jpeg,key-estimate,key-search,orthogonal-projection,leaked-pairs,distill-proxy}
+RHO_SET=()
+[ -n "${RHO:-}" ] && RHO_SET=(--set "rho=$(python3 -c "print($RHO / 255)")")
+for s in ${SETS:-}; do RHO_SET+=(--set "$s"); done
+AUDIT_SET=()
+for s in ${AUDIT_SETS:-}; do AUDIT_SET+=(--set "$s"); done
+has() { [[ ",$ATTACKS," == *",$1,"* ]]; }   # the audit refuses settings of attacks it does not run
+has key-estimate && AUDIT_SET+=(--set key-estimate.use_aux=false)
+has key-search && AUDIT_SET+=(--set key-search.candidates=$CANDIDATES)
+has distill-proxy && AUDIT_SET+=(--set distill-proxy.queries=$QUERIES)
 stamp() { echo "== $1 ($(date +%T))"; }
 mkdir -p "$OUT"
 if [ ! -f "$OUT/published/manifest.json" ]; then
@@ -45,7 +54,7 @@ stamp "audit: defences and attacks that know the scheme, fastnet hacker"
 $LL audit "$OUT/published" --authorized "$OUT/key.safetensors" "${TEST[@]}" \
   --aux "$DATA" --aux-split aux --aux-per-class $AUX \
   --attacks $ATTACKS \
-  --set key-estimate.use_aux=false --set key-search.candidates=$CANDIDATES --set distill-proxy.queries=$QUERIES \
+  "${AUDIT_SET[@]}" \
   --nets fastnet --recipe fast "${EPOCHS[@]}" --out "$OUT/audit" --cache "$OUT/cells" --no-progress
 stamp "report"
 $LL report "$OUT/published" "$OUT/table1" "$OUT/audit" --out "$OUT/report.html"

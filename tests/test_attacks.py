@@ -251,6 +251,8 @@ def test_key_search_refuses_what_it_cannot_search():
         create_attack("key-search").transform(data, AttackContext())
     with pytest.raises(LearnlockError, match="one removed colour"):
         create_attack("key-search").transform(data, AttackContext(scheme={"family": "colour", "settings": {"dims": 2}}))
+    with pytest.raises(LearnlockError, match="searches colour keys"):   # one azimuth per tile: no grid
+        create_attack("key-search").transform(data, AttackContext(scheme={"family": "mosaic", "settings": {"tile": 2}}))
     with pytest.raises(LearnlockError, match="candidates"):
         create_attack("key-search", candidates=1)
     with pytest.raises(LearnlockError, match="no clean data"):

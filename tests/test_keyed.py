@@ -18,7 +18,8 @@ from learnlock.protections import ProtectionContext, create_protection
 from learnlock.recipe import Recipe
 from learnlock.training import apply_augment, draw_augment, fit
 
-SETTINGS = {"colour": {"dims": 1}, "spectral": {"bins": 0.5}, "block": {"k": 4, "dims": 6}}
+SETTINGS = {"colour": {"dims": 1}, "spectral": {"bins": 0.5}, "block": {"k": 4, "dims": 6},
+            "mosaic": {"tile": 2, "dims": 1}}
 
 
 def base(seed=1, classes=3, channels=3):
@@ -62,13 +63,13 @@ def test_luma_directions(family, dims):
     kw = {"dims": dims, "luma": 0.8, **({"fmax": 6.0} if family == "spectral" else {})}
     layer = create_key_layer(family, 3, 16, seed=5, **kw)
     other = create_key_layer(family, 3, 16, seed=6, **kw)
-    rows = layer.basis_map.flatten(0, 1) if family == "spectral" else layer.basis[None]
+    rows = layer.basis_map.flatten(0, 1) if hasattr(layer, "basis_map") else layer.basis[None]
     chosen = rows.abs().sum((1, 2)) > 0
     first = rows[chosen][:, :, 0].double()
     assert torch.allclose((first @ LUMA_AXIS) ** 2, torch.full((len(first),), 0.8, dtype=torch.float64), atol=1e-5)
     gram = rows[chosen].transpose(1, 2) @ rows[chosen]
     assert torch.allclose(gram, torch.eye(dims).expand_as(gram), atol=1e-5)
-    assert not torch.equal(rows, other.basis_map.flatten(0, 1) if family == "spectral" else other.basis[None])
+    assert not torch.equal(rows, other.basis_map.flatten(0, 1) if hasattr(other, "basis_map") else other.basis[None])
     assert layer.public_settings()["luma"] == 0.8
     p = layer.project(torch.randn(2, 3, 16, 16))
     assert torch.allclose(layer.project(p), p, atol=1e-5)
@@ -159,7 +160,8 @@ def test_key_estimation_finds_a_leaky_key(family):
     g = torch.Generator().manual_seed(0)
     key = keyed_spec(base(), family, 16, SETTINGS[family])
     layer = key_layer_of(key)
-    n = 80 if family == "block" else 20  # block: a 48-dimensional patch covariance needs more images
+    # block: a 48-dimensional patch covariance needs more images; mosaic: a covariance per tile
+    n = 80 if family in ("block", "mosaic") else 20
     clean = learnable_dataset(n_per_class=n, classes=3, size=16)
     noise = layer.project(torch.randn(len(clean), 3, 16, 16, generator=g))
     noise = noise * (30 / noise.abs().amax((1, 2, 3), keepdim=True))
@@ -432,3 +434,45 @@ def test_wrong_key_keeps_the_scheme_and_changes_the_secret(family):
     assert wrong_key(plain, 4).arch == "cnn" and wrong_key(plain, 4).kwargs == plain.kwargs
     with pytest.raises(LearnlockError, match="rebuilds the authorized key"):
         wrong_key(plain, 3)
+
+
+def test_mosaic_key_has_a_colour_per_tile_and_trains_without_shifts(tmp_path):
+    """The mosaic key removes one secret colour per t x t tile (mirror tiles share it): a projector
+    that commutes with flips and not with shifts, so the authorized recipe keeps flips and drops
+    crops; the manifest carries that recipe."""
+    from learnlock.data.published import load_published
+    from learnlock.keys.layers import LUMA_AXIS
+
+    layer = create_key_layer("mosaic", 3, 12, seed=4, tile=2, luma=0.9)
+    b = layer.basis_map.double()                                       # 6 x 6 x 3 x 1
+    assert torch.allclose(b.flip(1), b) and torch.allclose(b.norm(dim=2), torch.ones(6, 6, 1, dtype=torch.float64))
+    assert torch.allclose((b[..., 0] @ LUMA_AXIS) ** 2, torch.full((6, 6), 0.9, dtype=torch.float64), atol=1e-5)
+    assert len({tuple(v.round(decimals=4).tolist()) for v in b[:, :3, :, 0].reshape(-1, 3)}) == 18  # 18 secrets
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    p = layer.project(x)
+    assert torch.allclose(layer.project(x.flip(3)), p.flip(3), atol=1e-5)
+    assert not torch.allclose(layer.project(x.roll(2, 3)), p.roll(2, 3), atol=1e-3)  # a shift by a tile leaves S
+    # every pixel's projection lies along its tile's direction
+    d = b.repeat_interleave(2, 0).repeat_interleave(2, 1)[..., 0]      # 12 x 12 x 3
+    along = (p[0].permute(1, 2, 0).double() * d).sum(-1, keepdim=True) * d
+    assert torch.allclose(p[0].permute(1, 2, 0).double(), along, atol=1e-5)
+    for kw, match in [({"tile": 5}, "must divide"), ({"tile": 0}, "must divide"), ({"dims": 3}, "dims")]:
+        with pytest.raises(LearnlockError, match=match):
+            create_key_layer("mosaic", 3, 12, seed=0, **kw)
+    with pytest.raises(LearnlockError, match="RGB"):
+        create_key_layer("mosaic", 1, 12, seed=0)
+    prot = create_protection("keyed", ProtectionContext([base()], Recipe(augment="crop+flip", crop_padding=2)),
+                             preset="smoke", family="mosaic", tile=2)
+    prot.progress = False
+    assert prot.recipe.crop_padding == 0 and "flip" in prot.recipe.augment
+    prot.protect(learnable_dataset(n_per_class=4, classes=3, size=8), tmp_path / "pub")
+    _, manifest = load_published(tmp_path / "pub")
+    assert manifest["authorized"]["recipe"]["crop_padding"] == 0
+    assert manifest["extra"]["key"]["settings"] == {"tile": 2, "dims": 1, "luma": 0.9}   # luma auto: 0.9
+
+
+def test_mosaic_key_is_read_from_one_leaked_pair():
+    """One leaked pair gives every tile's colour: the change lies along it at every pixel."""
+    layer = create_key_layer("mosaic", 3, 16, seed=2, tile=4, luma=0.9)
+    change = layer.project(torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))).double()
+    assert layer.agreement(type(layer).from_changes(change, layer)) > 0.999

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import LearnlockError
-from ..keys.layers import LUMA_AXIS, KeyLayer
+from ..keys.layers import LUMA_AXIS, KeyLayer, cone_ring
 from ..models import create_model, list_models
 from ..keys.keyed import KeyedNet
 from ..recipe import get_recipe
@@ -56,15 +56,6 @@ from .key_estimate import KeyEstimate, KeyEstimateSettings
 
 
 PLATEAU = 0.01   # candidates within this training accuracy of the lowest count as tied
-
-
-def cone_grid(luma: float, steps: int) -> torch.Tensor:
-    """3 x steps unit vectors at squared cosine `luma` with the luma axis, evenly spaced in azimuth."""
-    basis = torch.linalg.qr(torch.stack([LUMA_AXIS, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64),
-                                         torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)], 1))[0][:, 1:]
-    phi = torch.arange(steps, dtype=torch.float64) * (2 * math.pi / steps)
-    ring = torch.stack([phi.cos(), phi.sin()])
-    return math.sqrt(luma) * LUMA_AXIS[:, None] + math.sqrt(1 - luma) * (basis @ ring)
 
 
 def half_sphere_grid(steps: int) -> torch.Tensor:
@@ -117,7 +108,7 @@ class KeySearch(KeyEstimate):
         if like.dims != 1:
             raise LearnlockError(f"key-search searches one removed colour direction; this key removes {like.dims}")
         n = self.settings.candidates
-        return cone_grid(like.luma, n) if like.luma is not None else half_sphere_grid(n)
+        return cone_ring(like.luma, n) if like.luma is not None else half_sphere_grid(n)
 
     @staticmethod
     def centre(like: KeyLayer, tried: list, accs: list) -> torch.Tensor:

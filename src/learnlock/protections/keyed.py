@@ -37,7 +37,8 @@ from .base import ProtectionContext, register_protection
 from .em import EMSettings, MinMin
 
 
-AUTO_LUMA = {"colour": 0.9}  # measured (BENCHMARKS.md): grayscale and JPEG-30 keep the noise, key cost 2-3 points
+AUTO_LUMA = {"colour": 0.9, "mosaic": 0.9}  # measured on colour (BENCHMARKS.md): grayscale and JPEG-30 keep the
+#                                            noise, key cost 2-3 points; mosaic is the colour key per tile
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class KeyedSettings(EMSettings):
     rho: float = 32 / 255
     surrogate: str = "cnn"         # key-less surrogate of the min-min (cnn: CPU-sized; resnet18 on a GPU)
     max_rounds: int = 20           # min-min rounds at most (measured: see BENCHMARKS.md)
-    family: str = "colour"         # key family (learnlock.keys.layers): colour | spectral | block
+    family: str = "colour"         # key family (learnlock.keys.layers): colour | mosaic | spectral | block
     dims: int = 1                  # colour directions the key removes (per pixel, or per chosen frequency);
     #                                block: patch dimensions removed per k x k block
     bins: float = 0.5              # spectral: share of the frequency classes in [fmin, fmax] in the key
@@ -58,8 +59,9 @@ class KeyedSettings(EMSettings):
     fmax: float | None = None      # spectral / block: highest (None: no upper bound)
     k: int = 4                     # block: the block side in pixels (the image size must be a multiple)
     dc: bool = False               # block: the block mean is in S (and counts in dims): noise >= 0 fits black blocks
+    tile: int = 2                  # mosaic: the tile side in pixels (one secret colour per tile; must divide the size)
     # squared cosine of each removed colour with the luma axis, azimuth secret (None: random colours).
-    # auto: 0.9 for colour keys (a random one can be isoluminant: grayscale then removes all of the
+    # auto: 0.9 for colour and mosaic keys (a random one can be isoluminant: grayscale then removes all of the
     # noise, measured in BENCHMARKS.md), None for spectral keys (their colour changes per frequency)
     luma: float | str | None = "auto"
     # Teacher-aware noise: the min-min fits (1 - mix) * one-hot label + mix * the soft outputs (at

@@ -7,7 +7,8 @@ in S is invisible to the authorized network; every network without the layer see
 
 Families (one file each): `colour` (a secret colour direction per pixel), `spectral` (a secret
 colour direction per spatial frequency, on a secret set of frequencies), `block` (a secret
-subspace of the k x k patch space in every block; any number of channels).
+subspace of the k x k patch space in every block; any number of channels), `mosaic` (a secret
+colour direction per tile of t x t pixels).
 
     layer = create_key_layer("spectral", in_channels=3, image_size=32, seed=7)
     layer(x)                    # x with its component in S removed
@@ -145,18 +146,28 @@ def generalized_excess(cp: torch.Tensor, cr: torch.Tensor):
             cp - float(w.min()) * cr)
 
 
+def cone_ring(luma: float, steps: int = 720) -> torch.Tensor:
+    """3 x steps unit vectors at squared cosine `luma` with the luma axis, evenly spaced in azimuth."""
+    u1 = torch.linalg.qr(torch.stack([LUMA_AXIS, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64),
+                                      torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)], 1))[0][:, 1:]
+    phi = torch.arange(steps, dtype=torch.float64) * (2 * math.pi / steps)
+    ring = torch.stack([phi.cos(), phi.sin()])                                   # 2 x steps
+    return math.sqrt(luma) * LUMA_AXIS[:, None] + math.sqrt(1 - luma) * (u1 @ ring)
+
+
+def cone_max(excess: torch.Tensor, luma: float, steps: int = 720) -> torch.Tensor:
+    """The unit vector on the cone at squared cosine `luma` along which the symmetric 3 x 3 `excess`
+    (float64) is largest, over a grid of azimuths. For a rank-1 excess along b on the cone: b."""
+    b = cone_ring(luma, steps)
+    return b[:, int(((excess @ b) * b).sum(0).argmax())]
+
+
 def cone_direction(cp: torch.Tensor, cr: torch.Tensor, luma: float, steps: int = 720) -> torch.Tensor:
     """The attacker's estimate of one removed colour when the scheme states its luma share: the
     unit vector at squared cosine `luma` with the luma axis along which the published covariance
     cp exceeds the reference cr most (3 x 3, float64; see `generalized_excess`), over a grid of
     azimuths. For a rank-1 excess along b on the cone its maximum is b itself."""
-    excess = generalized_excess(cp, cr)[2]
-    u1 = torch.linalg.qr(torch.stack([LUMA_AXIS, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64),
-                                      torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)], 1))[0][:, 1:]
-    phi = torch.arange(steps, dtype=torch.float64) * (2 * math.pi / steps)
-    ring = torch.stack([phi.cos(), phi.sin()])                                   # 2 x steps
-    b = math.sqrt(luma) * LUMA_AXIS[:, None] + math.sqrt(1 - luma) * (u1 @ ring)  # 3 x steps
-    return b[:, int(((excess @ b) * b).sum(0).argmax())]
+    return cone_max(generalized_excess(cp, cr)[2], luma, steps)
 
 
 # a family's settings are its constructor's keyword arguments after these
@@ -179,8 +190,8 @@ def create_key_layer(family: str, in_channels: int, image_size: int, seed: int |
         return KEY_LAYERS.create(family, in_channels, image_size, **kwargs)
 
 
-from . import block, colour, spectral  # noqa: E402,F401  (register on import)
+from . import block, colour, mosaic, spectral  # noqa: E402,F401  (register on import)
 
-__all__ = ["KEY_LAYERS", "LUMA_AXIS", "KeyLayer", "check_luma", "check_params", "cone_direction", "create_key_layer",
+__all__ = ["KEY_LAYERS", "LUMA_AXIS", "KeyLayer", "check_luma", "check_params", "cone_direction", "cone_max", "cone_ring", "create_key_layer",
            "family_params", "generalized_excess", "get_key_layer", "list_key_layers", "luma_basis", "orthonormal",
            "register_key_layer"]
