@@ -88,4 +88,5 @@ def make_attack(name, **settings):
 # Clean test data name no key family: an attacker who knows the keyed scheme assumes one
 # (`make_attack(name, **ASSUMED.get(name, {}))`).
 ASSUMED = {"key-estimate": {"family": "spectral"}, "key-search": {"family": "colour"},
+           "key-search-gradient": {"family": "colour"},
            "leaked-pairs": {"family": "colour"}}

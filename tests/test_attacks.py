@@ -245,6 +245,57 @@ def test_key_search_finds_a_planted_colour_key(luma):
         assert rep["abs_cos_with_true_key"] > 0.99
 
 
+def mosaic_shortcut(layer, classes=4, n_per_class=40, amplitude=40):
+    """Noise images plus a class-wise +-amplitude pattern of 4x4 blocks along each tile's colour of
+    a planted mosaic key (the only learnable signal)."""
+    from learnlock.data import ImageDataset
+
+    g = torch.Generator().manual_seed(0)
+    n, size, t = classes * n_per_class, layer.image_size, layer.tile
+    x = torch.randint(60, 196, (n, 3, size, size), generator=g).float()
+    y = torch.arange(classes).repeat_interleave(n_per_class)
+    signs = torch.randint(0, 2, (classes, 1, size // 4, size // 4), generator=g).float() * 2 - 1
+    signs = signs.repeat_interleave(4, 2).repeat_interleave(4, 3)
+    b = layer.basis_map[..., 0].repeat_interleave(t, 0).repeat_interleave(t, 1).permute(2, 0, 1)
+    images = (x + amplitude * signs[y] * b[None]).round().clamp(0, 255).to(torch.uint8)
+    return ImageDataset(images, y, tuple(f"c{i}" for i in range(classes)), tuple(map(str, range(n))), source="mosaic")
+
+
+def test_key_search_gradient_finds_a_planted_mosaic_key():
+    """A key of one free colour per tile (16 tiles, 8 secrets: no grid reaches it): from random
+    directions (agreement about 1/3), gradient ascent of the training loss finds the tiles' colours."""
+    from learnlock.keys.keyed import KeyedNet
+    from learnlock.keys.layers import create_key_layer
+
+    layer = create_key_layer("mosaic", 3, 16, seed=11, tile=4)
+    data = mosaic_shortcut(layer)
+    scheme = {"family": "mosaic", "settings": layer.public_settings()}
+    attack = create_attack("key-search-gradient", search_epochs=30, start="random")
+    context = AttackContext(scheme=scheme, teacher=KeyedNet(layer, create_model("cnn", 4, 3, seed=0)))
+    attack.train(data, "cnn", 0, HACKER, context, progress=False)
+    rep = attack.report()
+    assert rep["agreement_at_start"] < 0.4 and rep["agreement_with_true_key"] > 0.85, rep
+    # the colour key is the one-tile case; a block key has no colour per tile
+    with pytest.raises(LearnlockError, match="one colour direction per tile"):
+        create_attack("key-search-gradient").transform(data, AttackContext(scheme={"family": "block", "settings": {}}))
+    with pytest.raises(LearnlockError, match="no clean data"):
+        create_attack("key-search-gradient", use_aux=True)
+    with pytest.raises(LearnlockError, match="start"):
+        create_attack("key-search-gradient", start="grid")
+
+
+def test_key_search_gradient_finds_a_planted_colour_key():
+    from learnlock.keys.layers import luma_basis
+
+    torch.manual_seed(5)
+    c = luma_basis(0.9, 1)[:, 0].double()
+    data, _ = shortcut_dataset(c)
+    scheme = {"family": "colour", "settings": {"dims": 1, "luma": 0.9}}
+    attack = create_attack("key-search-gradient", search_epochs=10, start="random")
+    attack.train(data, "cnn", 0, HACKER, AttackContext(scheme=scheme, teacher=colour_teacher(c)), progress=False)
+    assert attack.report()["agreement_with_true_key"] > 0.97, attack.report()
+
+
 def test_key_search_refuses_what_it_cannot_search():
     data, _ = shortcut_dataset(torch.tensor([1.0, 0.0, 0.0]), n_per_class=4)
     with pytest.raises(LearnlockError, match="key family"):

@@ -22,6 +22,7 @@ get_attack = ATTACKS.get
 create_attack = ATTACKS.create  # create_attack("iss-jpeg", quality=10): the attack with checked settings
 
 from . import (adversarial_training, augment, distill, distill_proxy, iss, key_estimate, key_search,  # noqa: E402,F401
+               key_search_gradient,
                leaked_pairs, lock_inverse, orthogonal_projection, purify, recover, retrain, ueraser)
 
 __all__ = ["ATTACKS", "Attack", "AttackContext", "AttackSettings", "create_attack", "get_attack",

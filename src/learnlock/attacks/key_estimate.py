@@ -87,6 +87,10 @@ class KeyEstimate(Attack):
             raise LearnlockError("key-estimate: call transform (or train) first")
         net = create_model(arch, data.num_classes, data.in_channels, seed=seed)
         model = KeyedNet(self.estimate, net)
+        # behind its estimate the attacker trains as the authorized user does: with the augmentations
+        # the family's key layer commutes with (a mosaic key: flips only; block: shifts by k), else a
+        # shifted image would carry the noise past the estimated blind spot
+        recipe = type(self.estimate).authorized_recipe(recipe, self.estimate.public_settings())
         return fit(model, data, replace(recipe, seed=seed), callbacks=callbacks, progress=progress,
                    desc=f"{self.name} {arch} seed {seed}")
 

@@ -103,7 +103,7 @@ class Keyed(MinMin):
     Settings = KeyedSettings
     presets = {"smoke": dict(max_rounds=2, noise_steps=2, train_steps=2, batch_size=8)}
     needs_key = True
-    scheme_attacks = ("key-estimate", "key-search", "leaked-pairs")
+    scheme_attacks = ("key-estimate", "key-search", "key-search-gradient", "leaked-pairs")
     threat = ("The hacker holds the published images and labels and knows the key scheme (the key family and its "
               "public settings, which the manifest states), but not the key; it may hold clean auxiliary images, "
               "query the trained authorized network, or hold a few leaked (published, original) pairs.")
