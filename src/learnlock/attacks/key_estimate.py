@@ -20,10 +20,7 @@ the trained authorized network is at hand (1: S fully found, ~dim S_est / dim: c
 from __future__ import annotations
 
 import copy
-
 from dataclasses import dataclass, replace
-
-import torch
 
 from ..data import ImageDataset
 from ..errors import LearnlockError
