@@ -35,6 +35,8 @@ def test_the_shipped_key_is_used_with_a_note(root):
     assert opened.key_recipe.epochs == 1 and any("shipped" in n for n in notes)
     # the clean source and its test split come from the manifest's record
     assert opened.clean.ids == opened.data.ids and len(opened.test) == 12
+    with pytest.raises(LearnlockError, match="shares 8 of its 8 images"):   # True: the recorded source's test split
+        open_published(root / "pub", test=True, test_per_class=2)          # (an npz has none: its train split again)
     given = open_published(root / "pub", root / "key.safetensors", test=f"npz:{root / 't.npz'}", log=notes.append)
     assert given.key.fingerprint == opened.key.fingerprint and len(notes) == 1  # a given key: no note
 
@@ -58,8 +60,9 @@ def test_a_missing_source_record(root):
     with pytest.warns(LearnlockWarning, match="no authentication code"):
         opened = open_published(root / "bare", test=f"npz:{root / 't.npz'}", log=notes.append)
     assert opened.key is None and opened.clean is None and any("no clean baseline" in n for n in notes)
-    with pytest.warns(LearnlockWarning), pytest.raises(LearnlockError, match="give the clean test set"):
-        open_published(root / "bare")  # no recorded source: the test set must be given
+    for test in (None, True):   # no recorded source: the test set must be given
+        with pytest.warns(LearnlockWarning), pytest.raises(LearnlockError, match="give the clean test set"):
+            open_published(root / "bare", test=test)
     with pytest.warns(LearnlockWarning), pytest.raises(LearnlockError, match="does not say how to reload"):
         open_published(root / "bare", test=False, clean=True)  # table1's Original row needs it
     with pytest.warns(LearnlockWarning):

@@ -62,8 +62,8 @@ def open_published(published_dir, key=None, *, test: str | bool | None = None, t
       subset and seed), or no clean set, with a note, when it records none; True for the recorded
       source, an error when it records none (table1's Original row needs it); False: not loaded.
       A clean set must hold exactly the published items.
-    - `test`: a dataset spec; None for the recorded source's test split, an error naming `test`
-      when none is recorded; False: not loaded. `test_per_class` items per class drawn with
+    - `test`: a dataset spec; None (or True) for the recorded source's test split, an error naming
+      `test` when none is recorded; False: not loaded. `test_per_class` items per class drawn with
       `subset_seed` (0 by default: table1 and `train` drew their test subset with 0, audit and
       certify with `subset_seed`; now every scenario takes `subset_seed`). The test set is refused
       when it repeats the training images: checked against the clean set when there is one, else
@@ -102,7 +102,7 @@ def open_published(published_dir, key=None, *, test: str | bool | None = None, t
         check_same_items(clean_set, data, str(published_dir))
     test_set = None
     if test is not False:
-        spec = test or (source["spec"] if source else None)
+        spec = test if isinstance(test, str) and test else (source["spec"] if source else None)
         if not spec:
             raise LearnlockError("give the clean test set with `test`")
         test_set = load_dataset(spec, "test", per_class=test_per_class, seed=subset_seed)
