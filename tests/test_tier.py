@@ -236,3 +236,28 @@ def test_keyed_front_reads_report_json(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "bench" / "keyed_front.py"), str(tmp_path / "other.json"),
                           "--out", str(tmp_path / "x.png")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error:")
+
+
+def test_one_attack_and_clean_recipe_scripts(tmp_path, tiny_cifar):
+    """bench/one_attack.py (one audit row on a published folder) and bench/clean_recipe.py (a plain net
+    with recipe overrides) at tiny size: their JSON holds what the BENCHMARKS rows quote."""
+    from learnlock import cli
+
+    data = f"folder:{tiny_cifar}"
+    run = lambda *a: subprocess.run([sys.executable, *map(str, a)], capture_output=True, text=True, timeout=300)  # noqa: E731
+    out = run(ROOT / "bench" / "clean_recipe.py", "--data", data, "--per-class", "4", "--net", "cnn", "--recipe", "cpu",
+              "--set", "epochs=1", "--set", "crop_padding=0", "--out", tmp_path / "flip.json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = json.loads((tmp_path / "flip.json").read_text())
+    assert row["overrides"] == {"epochs": 1, "crop_padding": 0} and row["recipe"]["crop_padding"] == 0
+    assert row["train_size"] == 8 and row["test_size"] == 12 and 0 <= row["accuracy"] <= 1
+    assert cli.main(["protect", "--method", "keyed", "--data", data, "--split", "owner", "--per-class", "4",
+                     "--authorized", "cnn", "--key-seed", "3", "--key-out", str(tmp_path / "key.safetensors"),
+                     "--set", "family=mosaic", "--set", "max_rounds=1", "--set", "noise_steps=1", "--set", "train_steps=1",
+                     "--authorized-epochs", "1", "--no-progress", "--out", str(tmp_path / "pub")]) == 0
+    out = run(ROOT / "bench" / "one_attack.py", tmp_path / "pub", tmp_path / "key.safetensors", "key-estimate",
+              "--net", "cnn", "--recipe", "cpu", "--clean-accuracy", "0.75", "--out", tmp_path / "row.json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = json.loads((tmp_path / "row.json").read_text())
+    assert row["report"]["family"] == "mosaic" and 0 <= row["report"]["agreement_with_true_key"] <= 1
+    assert math.isclose(row["ratio"], (row["accuracy"] - 0.5) / 0.25) and row["test_size"] == 12   # 2 classes
