@@ -32,7 +32,7 @@ NORMAL = {"retrain", "wrong-key"}
 # what an attacker without clean data, the trained network or leaked originals can run
 NO_CLEAN_DATA = {"iss-grayscale", "iss-jpeg", "iss-bits", "ueraser", "cutout", "mixup", "cutmix",
                  "adversarial-training", "adversarial-training-rho", "orthogonal-projection", "key-estimate",
-                 "key-search"}
+                 "key-search", "key-search-gradient"}
 
 
 def point(report: dict, plain: str) -> dict:
@@ -108,7 +108,9 @@ def main(argv=None) -> int:
                   "by `learnlock report`", file=sys.stderr)
             return 2
         p_ = point(report, args.plain)
-        points[f"{p_['rho_levels']:.0f}/255"] = p_
+        # the family and the budget name a design point; two reports of the same point stay apart
+        name = f"{report['protected']['key']['family']} {p_['rho_levels']:.0f}/255"
+        points[name if name not in points else f"{name} ({sum(n.startswith(name) for n in points) + 1})"] = p_
     out = Path(args.out)
     plot(points, out)
     atomic_write_json(out.with_suffix(".json"), points)

@@ -227,6 +227,9 @@ def test_keyed_front_reads_report_json(tmp_path):
                           str(tmp_path / "front.png")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     (point,) = json.loads((tmp_path / "front.json").read_text()).values()
+    again = subprocess.run([*out.args[:3], str(example), "--out", str(tmp_path / "two.png")], capture_output=True,
+                           text=True, timeout=120)   # the same point twice: two points, not one overwritten
+    assert list(json.loads((tmp_path / "two.json").read_text())) == ["colour 32/255", "colour 32/255 (2)"]
     assert (point["normal"]["attack"], point["no_clean_data"]["attack"], point["any"]["attack"]) == (
         "wrong-key", "key-search", "leaked-pairs")
     assert point["normal"]["ratio"] < point["no_clean_data"]["ratio"] < point["any"]["ratio"]
