@@ -319,3 +319,18 @@ def test_originals_accept_a_change_as_large_as_the_budget(monkeypatch):
     assert got is not None and torch.equal(got.images, clean.images), note
     got, note = load_originals("pub", manifest, moved(40))       # past the budget: another dataset
     assert got is None and "more than the published budget allows" in note
+
+
+def test_the_threat_model_drops_attacks_that_cannot_apply_to_the_key_scheme():
+    """A grid search over one colour direction cannot run against a block or mosaic key: the report
+    lists it neither as measured nor as missing; attacks without such a limit always apply."""
+    from learnlock.report.html import applies
+
+    colour = {"family": "colour", "settings": {"dims": 1, "luma": 0.9}}
+    mosaic = {"family": "mosaic", "settings": {"tile": 2, "dims": 1, "luma": 0.9}}
+    block = {"family": "block", "settings": {"k": 4, "dims": 4}}
+    assert applies("key-search", colour) and not applies("key-search", mosaic) and not applies("key-search", block)
+    assert not applies("key-search", {"family": "colour", "settings": {"dims": 2}})
+    assert applies("key-search-gradient", colour) and applies("key-search-gradient", mosaic)
+    assert not applies("key-search-gradient", block)
+    assert applies("retrain", block) and applies("key-estimate", block) and applies("not-an-attack", None)

@@ -113,6 +113,13 @@ class Attack:
         """What the attacker's model sees at test time (default: the clean test images)."""
         return data
 
+    @classmethod
+    def applies_to(cls, scheme: dict | None) -> bool:
+        """Whether this attack can run against data published under `scheme` (the manifest's
+        extra.key: family and settings; None without a key): a report lists an attack of the
+        threat model that cannot apply as neither measured nor missing."""
+        return True
+
     def check_context(self, context: AttackContext) -> None:
         for need in self.needs:
             if getattr(context, need) is None:

@@ -101,6 +101,12 @@ class KeySearch(KeyEstimate):
         super().__init__(settings, **overrides)
         self.search: dict | None = None
 
+    @classmethod
+    def applies_to(cls, scheme):
+        """Colour keys of one direction only: the grid is over that direction."""
+        scheme = scheme or {}
+        return scheme.get("family") in (None, "colour") and (scheme.get("settings") or {}).get("dims", 1) == 1
+
     def candidate_vectors(self, like: KeyLayer) -> torch.Tensor:
         if like.family != "colour":
             raise LearnlockError(f"key-search searches colour keys (one direction per pixel); the scheme's family "

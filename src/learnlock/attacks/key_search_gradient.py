@@ -141,6 +141,12 @@ class KeySearchGradient(KeyEstimate):
         super().__init__(settings, **overrides)
         self.search: dict | None = None
 
+    @classmethod
+    def applies_to(cls, scheme):
+        scheme = scheme or {}
+        return (scheme.get("family") in (None, "colour", "mosaic")
+                and (scheme.get("settings") or {}).get("dims", 1) == 1)
+
     @staticmethod
     def tiles_of(like: KeyLayer) -> tuple[int, torch.Tensor]:
         """The tile size and the n x n x 3 directions of a one-direction-per-tile key."""

@@ -61,6 +61,14 @@ def _clean_json(x):
     return x
 
 
+def applies(attack: str, scheme: dict | None) -> bool:
+    """False for an attack of the threat model that cannot run against this key scheme (a grid
+    search over one colour direction against a block key): not a gap in the measurements."""
+    from ..attacks import ATTACKS
+
+    return attack not in ATTACKS.names() or ATTACKS.get(attack).applies_to(scheme)
+
+
 # ----------------------------------------------------------------------------- the verdict
 
 
@@ -206,6 +214,7 @@ def build_report(published, runs: Sequence = (), *, originals: str | None = None
     threat = method_cls.threat_model() if method_cls else {
         "attacks": [], "assumes": f"{manifest['method']} is not a method this learnlock knows; its threat model "
                                   "is unknown"}
+    threat["attacks"] = [a for a in threat["attacks"] if applies(a, extra.get("key"))]
     rho = manifest.get("rho")
     facts = {"train_size": len(data), "aux_size": None,
              "rho": None if rho is None else f"{rho:.4g} ({255 * rho:.3g}/255)"}
