@@ -41,18 +41,12 @@ import torch
 
 from ..errors import LearnlockError
 from ..keys.keyed import KeyedNet
-from ..keys.layers import LUMA_AXIS, KeyLayer
+from ..keys.layers import LUMA_AXIS, KeyLayer, cone_plane
 from ..models import create_model, list_models
 from ..training import Callback, fit
 from . import register_attack
 from .key_estimate import KeyEstimate, KeyEstimateSettings
 from .key_search import context_recipe
-
-
-def cone_plane() -> torch.Tensor:
-    """3 x 2 orthonormal basis of the plane orthogonal to the luma axis (float64)."""
-    e = torch.eye(3, dtype=torch.float64)
-    return torch.linalg.qr(torch.stack([LUMA_AXIS, e[0], e[1]], 1))[0][:, 1:]
 
 
 class DirectionField(KeyLayer):

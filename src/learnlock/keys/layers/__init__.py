@@ -146,10 +146,15 @@ def generalized_excess(cp: torch.Tensor, cr: torch.Tensor):
             cp - float(w.min()) * cr)
 
 
+def cone_plane() -> torch.Tensor:
+    """3 x 2 orthonormal basis (float64) of the plane orthogonal to the luma axis: azimuth 0 and 90 degrees."""
+    e = torch.eye(3, dtype=torch.float64)
+    return torch.linalg.qr(torch.stack([LUMA_AXIS, e[0], e[1]], 1))[0][:, 1:]
+
+
 def cone_ring(luma: float, steps: int = 720) -> torch.Tensor:
     """3 x steps unit vectors at squared cosine `luma` with the luma axis, evenly spaced in azimuth."""
-    u1 = torch.linalg.qr(torch.stack([LUMA_AXIS, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64),
-                                      torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)], 1))[0][:, 1:]
+    u1 = cone_plane()
     phi = torch.arange(steps, dtype=torch.float64) * (2 * math.pi / steps)
     ring = torch.stack([phi.cos(), phi.sin()])                                   # 2 x steps
     return math.sqrt(luma) * LUMA_AXIS[:, None] + math.sqrt(1 - luma) * (u1 @ ring)
@@ -192,6 +197,6 @@ def create_key_layer(family: str, in_channels: int, image_size: int, seed: int |
 
 from . import block, colour, mosaic, spectral  # noqa: E402,F401  (register on import)
 
-__all__ = ["KEY_LAYERS", "LUMA_AXIS", "KeyLayer", "check_luma", "check_params", "cone_direction", "cone_max", "cone_ring", "create_key_layer",
+__all__ = ["KEY_LAYERS", "LUMA_AXIS", "KeyLayer", "check_luma", "check_params", "cone_direction", "cone_max", "cone_plane", "cone_ring", "create_key_layer",
            "family_params", "generalized_excess", "get_key_layer", "list_key_layers", "luma_basis", "orthonormal",
            "register_key_layer"]

@@ -26,13 +26,17 @@ from . import KeyLayer, check_luma, cone_direction, generalized_excess, luma_bas
 NATURAL_CHANNEL_CORRELATION = 0.9
 
 
+def colour_residual(x: torch.Tensor) -> torch.Tensor:
+    """x - mean3x3(x) per channel (reflect padding): the high-pass part where the noise stands out."""
+    return x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
+
+
 def highpass_colour_cov(images: torch.Tensor) -> torch.Tensor:
     """3 x 3 covariance (float64) of per-pixel colour residuals x - mean3x3(x) of uint8 images."""
     total = torch.zeros(3, 3, dtype=torch.float64)
     count = 0
     for chunk in images.split(512):
-        x = chunk.double() / 255
-        r = x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
+        r = colour_residual(chunk.double() / 255)
         v = r.permute(1, 0, 2, 3).reshape(3, -1)
         total += v @ v.T
         count += v.shape[1]

@@ -27,10 +27,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 
 from ...errors import LearnlockError
 from . import KeyLayer, check_luma, cone_max, luma_basis, orthonormal, register_key_layer
+from .colour import colour_residual
 
 
 def tile_colour_covs(images: torch.Tensor, t: int) -> torch.Tensor:
@@ -38,8 +38,7 @@ def tile_colour_covs(images: torch.Tensor, t: int) -> torch.Tensor:
     at the tile's pixels: (H/t) x (W/t) x 3 x 3."""
     total, count = 0.0, 0
     for chunk in images.split(512):
-        x = chunk.double() / 255
-        r = x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
+        r = colour_residual(chunk.double() / 255)
         n, c, h, w = r.shape
         r = r.reshape(n, c, h // t, t, w // t, t).permute(2, 4, 1, 0, 3, 5).reshape(h // t, w // t, c, -1)
         total = total + torch.einsum("ijcp,ijdp->ijcd", r, r)
@@ -78,11 +77,9 @@ class MosaicKey(KeyLayer):
 
     def pixel_basis(self, size: int, device, dtype) -> torch.Tensor:
         """3 x dims x size x size: every pixel's basis (its tile's)."""
-        if size % self.tile:
-            raise LearnlockError(f"mosaic key: image side {size} is not a multiple of tile={self.tile}")
-        b = self.basis_map.to(device=device, dtype=dtype)
-        if size != self.image_size:
+        if size != self.image_size:   # the tiles are laid out for this size (a multiple of the tile)
             raise LearnlockError(f"mosaic key: made for {self.image_size}-pixel images, got {size}")
+        b = self.basis_map.to(device=device, dtype=dtype)
         return b.repeat_interleave(self.tile, 0).repeat_interleave(self.tile, 1).permute(2, 3, 0, 1)
 
     def project(self, x):
