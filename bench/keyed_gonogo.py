@@ -188,6 +188,20 @@ GREY_CHOSEN = "classwise-strong"   # the best on dev (BENCHMARKS.md, "Block key 
 CONFIGS["block-fmnist-v2"] = {
     **CONFIGS["block-fmnist"], "out": ROOT / "runs" / "cells-keyed-block-fmnist-v2", "docs": "block-fmnist-v2-gonogo",
     "protections": {"keyed": ("keyed", GREY_DEV[GREY_CHOSEN])}}
+# issue 23 section 3, third pass: a synthetic class pattern in S (`noise: pattern`) in place of min-min
+# noise, chosen on dev (BENCHMARKS.md, "A class pattern for the grey-image key"). lenet under the `cpu`
+# recipe underfits Fashion-MNIST (about 50 % clean): it also trains for 60 epochs (76 % clean on dev), the
+# recipe a hacker would pick on clean data; rows with a fifth element take those recipe overrides.
+PATTERN = {**BLOCK, "noise": "pattern", "period": 4}
+PATTERN_ROWS = {
+    **BLOCK_ROWS,
+    "lenet 60 epochs (Normal hacker)": ("keyed", "retrain", {}, "lenet", {"epochs": 60}),
+    "clean lenet 60 epochs": ("clean", "retrain", {}, "lenet", {"epochs": 60}),
+}
+CONFIGS["pattern-fmnist"] = {
+    "data": "fashion-mnist", "out": ROOT / "runs" / "cells-keyed-pattern-fmnist", "docs": "pattern-fmnist-gonogo",
+    "protections": {"keyed": ("keyed", PATTERN)}, "rows": PATTERN_ROWS,
+    "seeds": lambda row: TWO_SEEDS if PATTERN_ROWS[row][1] in (None, "retrain") and "aux" not in row else (TRAIN_SEED,)}
 CFG = CONFIGS["colour-cifar10"]
 WRONG_KEY_SEED = 4321
 
@@ -214,7 +228,7 @@ def cmd_run(args):
     only = [r for r in args.only.split(",") if r]
     todo = [(row, seed) for row in CFG["rows"] for seed in CFG["seeds"](row) if not only or row in only]
     for row, seed in todo:
-        source, attack, settings, net = CFG["rows"][row]
+        source, attack, settings, net, *more = CFG["rows"][row]
         if source not in pubs and source not in ("clean", "aux"):
             if not (OUT / "published" / f"{source}.json").exists():
                 print(f"[skip] {row}: {source} is not protected yet (run `protect` first)", flush=True)
@@ -223,7 +237,7 @@ def cmd_run(args):
         pub, manifest, _, _ = pubs.get(source, pubs["keyed"])
         data = {"clean": owner, "aux": aux}.get(source, pub)
         _, keyed_manifest, keyed_key, _ = pubs["keyed"]
-        recipe = get_recipe("cpu", seed=seed)
+        recipe = get_recipe("cpu", seed=seed, **(more[0] if more else {}))
         inputs = cell_inputs(row=row, source=source, data=data, attack=attack, settings=settings, net=net,
                              seed=seed, recipe=recipe, key=keyed_key, dev=dev, test=test)
 
@@ -266,7 +280,7 @@ def cmd_run(args):
 # data <= 0.5; attacks with clean data or the trained network <= their aux-only baseline + 0.1
 GOALS = {
     "cnn (Normal hacker)": ("normal", "<= 0.3"),
-    **{f"{a} (Normal hacker)": ("normal-block", "<= 0.5") for a in ("lenet", "fastnet", "resnet8")},
+    **{f"{a} (Normal hacker)": ("normal-block", "<= 0.5") for a in ("lenet", "lenet 60 epochs", "fastnet", "resnet8")},
     "wrong key": ("normal-block", "<= 0.5"),
     "authorized": ("authorized", ">= 0.9"),
     "key-estimate (aux)": ("aux", "<= aux-only + 0.1"),
@@ -315,7 +329,8 @@ def cmd_report(args):
             continue
         c = cells[row][0]
         net = CFG["rows"][row][3]
-        base = acc.get(f"clean {net}", clean_cnn) if net != "keyed" else clean_keyed
+        hacker = row.removesuffix(" (Normal hacker)")
+        base = acc.get(f"clean {hacker}", acc.get(f"clean {net}", clean_cnn)) if net != "keyed" else clean_keyed
         if net == "keyed-wrong":
             base = acc.get("clean wrong key", clean_keyed)
         r = ratio(acc[row], base) if base else None

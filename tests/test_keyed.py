@@ -476,3 +476,35 @@ def test_mosaic_key_is_read_from_one_leaked_pair():
     layer = create_key_layer("mosaic", 3, 16, seed=2, tile=4, luma=0.9)
     change = layer.project(torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))).double()
     assert layer.agreement(type(layer).from_changes(change, layer)) > 0.999
+
+
+@pytest.mark.parametrize("family", list_key_layers())
+def test_pattern_noise_is_one_pattern_per_class_in_the_blind_spot(family):
+    """noise=pattern: no surrogate; every item of a class gets the same change, it lies in S, fills
+    the L-inf budget, and (keys whose S is the same at every block or pixel) repeats every period."""
+    data = learnable_dataset(n_per_class=5, classes=3, size=8)
+    data = data.with_images((data.images.float() * 0.5 + 64).round().to(torch.uint8))   # nothing clipped
+    prot = protection(family, noise="pattern", period=4)
+    out = prot.apply(data)
+    change = out.float() - data.images.float()
+    layer = key_layer_of(prot.issued_keys(data)[0])
+    assert prot.residual["outside_energy_share"] < 0.01, prot.residual       # 8-bit rounding only
+    assert (layer.project(change).pow(2).sum() / change.pow(2).sum()) > 0.99
+    for c in range(3):
+        rows = change[data.labels == c]
+        assert (rows - rows[0]).abs().max() <= 1.0                           # one pattern per class (rounding)
+    assert not torch.allclose(change[data.labels == 0][0], change[data.labels == 1][0], atol=2)
+    assert change.abs().amax((1, 2, 3)).min() >= math.floor(prot.settings.rho * 255) - 1   # the budget is used
+    if family in ("colour", "block"):
+        assert (change[..., :4] - change[..., 4:]).abs().max() <= 1.0       # periodic (to the rounding)
+        assert (change[..., :4, :] - change[..., 4:, :]).abs().max() <= 1.0
+    assert prot.manifest_extra()["rounds"] == 0                             # no min-min ran
+
+
+def test_pattern_noise_refuses_settings_it_would_ignore():
+    for kw, words in (({"teacher_mix": 0.5}, "teacher_mix"), ({"fit_box": 2}, "fit_box"),
+                      ({"period": 6}, "multiple of k"), ({"period": 0}, "period")):
+        with pytest.raises(LearnlockError, match=words):
+            protection("block", noise="pattern", **kw)
+    with pytest.raises(LearnlockError, match="min-min or pattern"):
+        protection("colour", noise="lsp")

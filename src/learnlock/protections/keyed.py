@@ -73,6 +73,13 @@ class KeyedSettings(EMSettings):
     fit_box: int = 0
     teacher_mix: float = 0.0
     temperature: float = 4.0
+    # min-min: error-minimising noise in S against the surrogate (the settings above). pattern: no
+    # surrogate; one synthetic pattern per class in S that repeats every `period` pixels, filled to the
+    # L-inf budget (a class-wise shortcut, like lsp's, that only the key's blind spot holds). Measured on
+    # Fashion-MNIST with a block key (BENCHMARKS.md, "A class pattern for the grey-image key"): it holds
+    # cnn, fastnet and resnet8 hackers where error-minimising noise did not.
+    noise: str = "min-min"
+    period: int = 4                # pattern: its period in pixels (block keys: a multiple of k)
 
     def __post_init__(self):
         super().__post_init__()
@@ -84,6 +91,15 @@ class KeyedSettings(EMSettings):
                      f"temperature must be > 0, got {self.temperature!r}")
         self.require(self.family in list_key_layers(),
                      f"unknown key family {self.family!r}; choose one of {list_key_layers()}")
+        self.require(self.noise in ("min-min", "pattern"), f"noise is min-min or pattern, got {self.noise!r}")
+        self.require(isinstance(self.period, int) and not isinstance(self.period, bool) and self.period >= 1,
+                     f"period is a pattern period in pixels, an integer >= 1; got {self.period!r}")
+        self.require(self.noise != "pattern" or self.family != "block" or self.period % self.k == 0,
+                     f"a block key's pattern must repeat whole blocks: period {self.period} is not a multiple of "
+                     f"k={self.k}")
+        self.require(self.noise != "pattern" or (self.teacher_mix == 0 and self.fit_box == 0),
+                     "teacher_mix and fit_box shape min-min noise; the pattern noise has no min-min (set noise "
+                     "to min-min, or leave them at 0)")
         self.require(not isinstance(self.luma, str) or self.luma == "auto",
                      f"luma is auto, null (random colours) or a squared cosine in [0, 1]; got {self.luma!r}")
 
@@ -199,8 +215,29 @@ class Keyed(MinMin):
 
     def perturb(self, data: ImageDataset, workdir: Path | None = None) -> torch.Tensor:
         self.key_for(data)
+        if self.settings.noise == "pattern":
+            self.reset()
+            self.log, self.converged = [], None
+            return data.float_images() + self.class_patterns(data)[data.labels]
         self._soft = self.teacher_targets(data) if self.settings.teacher_mix > 0 else None
         return super().perturb(data, workdir)
+
+    def class_patterns(self, data: ImageDataset, rounds: int = 50) -> torch.Tensor:
+        """num_classes x C x H x W: per class, a random tile of `period` pixels repeated over the image,
+        put in S and pushed to the corners of the rho-ball by alternating sign and projection onto S
+        (the L-inf budget filled as far as S allows), then scaled to peak rho exactly. Seeded."""
+        s = self.settings
+        c, h, w = data.images.shape[1:]
+        g = torch.Generator().manual_seed(s.seed)
+        tile = torch.randn((data.num_classes, c, s.period, s.period), generator=g)
+        p = tile.repeat(1, 1, -(-h // s.period), -(-w // s.period))[:, :, :h, :w]
+        layer = self.layer()
+        with torch.no_grad():
+            p = layer.project(p)
+            for _ in range(rounds):
+                p = layer.project(p.sign())
+        peak = p.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        return p * (s.rho / peak)
 
     def teacher_targets(self, data: ImageDataset) -> torch.Tensor:
         """(1 - mix) one-hot + mix softmax(T(x) / temperature), T the authorized network trained on
