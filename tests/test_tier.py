@@ -264,3 +264,57 @@ def test_one_attack_and_clean_recipe_scripts(tmp_path, tiny_cifar):
     row = json.loads((tmp_path / "row.json").read_text())
     assert row["report"]["family"] == "mosaic" and 0 <= row["report"]["agreement_with_true_key"] <= 1
     assert math.isclose(row["ratio"], (row["accuracy"] - 0.5) / 0.25) and row["test_size"] == 12   # 2 classes
+
+
+def test_keyed_gonogo_runs_a_config_at_tiny_size(tmp_path, tiny_cifar):
+    """bench/keyed_gonogo.py (issue 23's go/no-go) on a tiny folder: the pattern config protects,
+    runs the authorized, wrong-key and hacker rows at two seeds, rates each hacker against its own
+    clean baseline (the 60-epoch lenet against the 60-epoch clean lenet), and a rerun trains nothing."""
+    rows = ["authorized", "clean keyed", "wrong key", "clean wrong key", "cnn (Normal hacker)", "clean cnn",
+            "lenet (Normal hacker)", "clean lenet", "lenet 60 epochs (Normal hacker)", "clean lenet 60 epochs"]
+    cmd = [sys.executable, str(ROOT / "bench" / "keyed_gonogo.py"), "--config", "pattern-fmnist", "run",
+           "--threads", "1", "--data", f"folder:{tiny_cifar}", "--per-class", "3", "--out", str(tmp_path / "cells"),
+           "--docs", str(tmp_path / "docs"), "--only", ",".join(rows)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads((tmp_path / "docs" / "pattern-fmnist-gonogo-dev.json").read_text())
+    got = {r["row"]: r for r in report["rows"]}
+    assert set(got) == set(rows)
+    assert got["authorized"]["seeds"] == [1, 2] and got["cnn (Normal hacker)"]["seeds"] == [1, 2]
+    acc = {r: got[r]["accuracy"] for r in got}
+    for hacker, clean in (("lenet 60 epochs (Normal hacker)", "clean lenet 60 epochs"),
+                          ("lenet (Normal hacker)", "clean lenet"), ("wrong key", "clean wrong key")):
+        if abs(acc[clean] - 0.1) > 1e-6:
+            assert got[hacker]["ratio"] == pytest.approx((acc[hacker] - 0.1) / (acc[clean] - 0.1), abs=1e-3)
+    assert all(got[r]["ratio"] in (None, pytest.approx(1.0)) for r in rows if r.startswith("clean ") and acc[r] > 0.1 + 1e-6)
+    assert got["lenet 60 epochs (Normal hacker)"]["goal"] == "<= 0.5"
+    assert got["lenet 60 epochs (Normal hacker)"]["cell"]["recipe"]["epochs"] == 60
+    manifest = json.loads(next((tmp_path / "cells" / "published" / "keyed").glob("manifest.json")).read_text())
+    assert manifest["settings"]["noise"] == "pattern"
+    cells = sorted((tmp_path / "cells" / "gonogo").glob("*.json"))
+    assert len(cells) == 2 * len(rows)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "[cell]" in again.stdout
+    assert sorted((tmp_path / "cells" / "gonogo").glob("*.json")) == cells
+    assert [c.stat().st_mtime for c in cells] == [c.stat().st_mtime for c in sorted((tmp_path / "cells" / "gonogo").glob("*.json"))]
+
+
+def test_grey_pattern_probe_caches_its_rows(tmp_path, tiny_cifar):
+    """bench/grey_pattern.py (one dev candidate of the grey-image key) at tiny size: its JSON line,
+    a pattern that lies in S up to clipping, the clean baselines at --rho 0, and a cached rerun."""
+    cmd = [sys.executable, str(ROOT / "bench" / "grey_pattern.py"), "--data", f"folder:{tiny_cifar}", "--per-class", "3",
+           "--rows", "authorized,wrong,lenet60", "--cache", str(tmp_path / "cells"), "--out", str(tmp_path / "c.jsonl")]
+    for extra in ([], ["--rho", "0"]):
+        out = subprocess.run(cmd + extra, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+    noisy, clean = [json.loads(line) for line in (tmp_path / "c.jsonl").read_text().splitlines()]
+    assert 0 < noisy["outside_energy_share"] < 0.5 and noisy["psnr_db"] < 40
+    assert clean["outside_energy_share"] == 0 and clean["psnr_db"] > 100
+    assert {"authorized", "wrong", "lenet60"} <= set(noisy)
+    cells = sorted((tmp_path / "cells" / "grey-pattern").glob("*.json"))
+    assert len(cells) == 6
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and sorted((tmp_path / "cells" / "grey-pattern").glob("*.json")) == cells
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == noisy
+    bad = subprocess.run(cmd + ["--rows", "vgg99"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "unknown row" in bad.stderr
