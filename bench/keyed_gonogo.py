@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import sys
 import time
 from datetime import date
@@ -51,7 +50,7 @@ from learnlock.data.splits import load_split
 from learnlock.protections import ProtectionContext, create_protection
 from learnlock.files import atomic_write_json
 from learnlock.provenance import provenance
-from learnlock.scenarios import open_published, train_authorized
+from learnlock.scenarios import publish_once, train_authorized
 from learnlock.training import evaluate, get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,26 +86,13 @@ def key_base(data):
 def protect(name: str, owner):
     """(published dataset, manifest, issued key or None, seconds); cached by settings."""
     method, settings = CFG["protections"][name]
-    out = OUT / "published" / name
-    meta = OUT / "published" / f"{name}.json"
-    key_path = OUT / "published" / f"{name}.key.safetensors"
     want = {"method": method, "settings": settings, "seed": PROT_SEED, "data": owner.fingerprint(),
             "key_seed": KEY_SEED}
-    if not (out.exists() and meta.exists() and json.loads(meta.read_text()).get("want") == want):
-        shutil.rmtree(out, ignore_errors=True)
-        work = OUT / "work" / name
-        work.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        prot = create_protection(method, ProtectionContext([key_base(owner)], recipe="cpu"), seed=PROT_SEED,
-                                 **settings)
-        prot.protect(owner, out, workdir=work)
-        keys = prot.issued_keys(owner)
-        if keys:
-            keys[0].save(key_path, overwrite=True)
-        atomic_write_json(meta, {"want": want, "seconds": round(time.perf_counter() - t0, 1), **provenance()})
-        print(f"[protect] {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    opened = open_published(out, key_path if key_path.exists() else None, test=False, clean=False)
-    return opened.data, opened.manifest, opened.key, json.loads(meta.read_text())["seconds"]
+    make = lambda: create_protection(method, ProtectionContext([key_base(owner)], recipe="cpu"),  # noqa: E731
+                                     seed=PROT_SEED, **settings)
+    opened, seconds = publish_once(OUT / "published" / name, make, owner, want,
+                                   log=lambda m: print(m, file=sys.stderr, flush=True))
+    return opened.data, opened.manifest, opened.key, seconds
 
 
 def cmd_protect(args):

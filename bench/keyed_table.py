@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import statistics
 import sys
 import time
@@ -41,7 +40,7 @@ from learnlock.protections import ProtectionContext, create_protection
 from learnlock.provenance import provenance
 from learnlock.recipe import get_recipe
 from learnlock.report import learnability_ratio, markdown_table
-from learnlock.scenarios import open_published, train_authorized
+from learnlock.scenarios import publish_once, train_authorized
 from learnlock.training import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,28 +120,16 @@ def key_base(train, seed):
 def protect(row: str, train, seed: int):
     """(published dataset, manifest, key or None, wall seconds), cached under OUT/published."""
     method, settings = ROWS[row]
-    out = OUT / "published" / f"{row}_s{seed}"
-    meta = OUT / "published" / f"{row}_s{seed}.json"
-    want = {"method": method, "settings": settings, "seed": seed}
     if method is None:
         return train, {}, None, 0.0
-    if not (out.exists() and meta.exists() and json.loads(meta.read_text()).get("want") == want):
-        shutil.rmtree(out, ignore_errors=True)
-        work = OUT / "work" / f"{row}_s{seed}"
-        work.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        kwargs = dict(settings)
-        context = ProtectionContext([key_base(train, seed)], recipe="cpu")  # read by methods with a key
-        prot = create_protection(method, context, preset=kwargs.pop("preset", None), seed=seed, **kwargs)
-        prot.protect(train, out, workdir=work)
-        keys = prot.issued_keys(train)
-        if keys:
-            keys[0].save(OUT / "published" / f"{row}_s{seed}.key.safetensors", overwrite=True)
-        atomic_write_json(meta, {"want": want, "seconds": time.perf_counter() - t0})
-        print(f"[protect] {row} seed {seed}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    key_path = OUT / "published" / f"{row}_s{seed}.key.safetensors"
-    opened = open_published(out, key_path if key_path.exists() else None, test=False, clean=False)
-    return opened.data, opened.manifest, opened.key, json.loads(meta.read_text())["seconds"]
+    kwargs = dict(settings)
+    preset = kwargs.pop("preset", None)
+    make = lambda: create_protection(method, ProtectionContext([key_base(train, seed)], recipe="cpu"),  # noqa: E731
+                                     preset=preset, seed=seed, **kwargs)   # the context is read by methods with a key
+    opened, seconds = publish_once(OUT / "published" / f"{row}_s{seed}", make, train,
+                                   {"method": method, "settings": settings, "seed": seed},
+                                   log=lambda m: print(m, file=sys.stderr, flush=True))
+    return opened.data, opened.manifest, opened.key, seconds
 
 
 class Row:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import statistics
 import sys
 import time
@@ -32,7 +31,7 @@ import torch
 from learnlock import RECIPES, NetSpec, load_dataset
 from learnlock.files import atomic_write_json
 from learnlock.recipe import get_recipe
-from learnlock.scenarios import train_authorized
+from learnlock.scenarios import publish_once, train_authorized
 from learnlock.scenarios.certify import CertifySettings, certify, plot_certificates
 from learnlock.data.published import load_published
 from learnlock.losses import WeightNoiseLoss
@@ -80,24 +79,15 @@ def slug(name: str) -> str:
 def protect(name: str, train, seed: int) -> tuple[Path, float]:
     """Publish `train` under method `name`; cached with its wall time."""
     method, settings = METHODS[name]
-    out = OUT / "published" / f"{slug(name)}_s{seed}"
-    meta = OUT / "published" / f"{slug(name)}_s{seed}.json"
-    want = {"method": method, "settings": settings, "seed": seed}
-    if out.exists() and meta.exists() and json.loads(meta.read_text()).get("want") == want:
-        return out, json.loads(meta.read_text())["seconds"]
-    shutil.rmtree(out, ignore_errors=True)
-    work = OUT / "work" / f"{slug(name)}_s{seed}"
-    t0 = time.perf_counter()
     s = dict(settings)
+    preset = s.pop("preset", None)
     key = NetSpec.create("cnn", train.num_classes, train.in_channels, seed=KEY_SEED)  # read by methods with a key
-    prot = create_protection(method, ProtectionContext([key], RECIPES["cpu"]), preset=s.pop("preset", None),
-                             seed=seed, **s)
-    work.mkdir(parents=True, exist_ok=True)
-    prot.protect(train, out, workdir=work)
-    seconds = time.perf_counter() - t0
-    atomic_write_json(meta, {"want": want, "seconds": seconds, "extra": prot.manifest_extra()})
-    print(f"[protect] {name} seed {seed}: {seconds:.0f} s", file=sys.stderr, flush=True)
-    return out, seconds
+    make = lambda: create_protection(method, ProtectionContext([key], RECIPES["cpu"]), preset=preset,  # noqa: E731
+                                     seed=seed, **s)
+    opened, seconds = publish_once(OUT / "published" / f"{slug(name)}_s{seed}", make, train,
+                                   {"method": method, "settings": settings, "seed": seed},
+                                   log=lambda m: print(m, file=sys.stderr, flush=True))
+    return opened.path, seconds
 
 
 def train_eval(name: str, pseed: int, published: Path, test, net: str, seed: int, authorized: bool = False) -> float:

@@ -77,3 +77,29 @@ def test_one_seed_for_every_subset(root):
     opened = open_published(root / "pub", test=spec, test_per_class=2, subset_seed=5)
     assert opened.test.ids == load_dataset(spec, "test", per_class=2, seed=5).ids
     assert opened.test.ids != load_dataset(spec, "test", per_class=2, seed=0).ids
+
+
+def test_publish_once_protects_once_per_want(tmp_path):
+    """publish_once (bench scripts' published sets): the same `want` opens the folder without
+    protecting again, its key travels beside it and verifies; another `want` protects anew."""
+    from learnlock.scenarios import publish_once
+
+    data = learnable_dataset(n_per_class=4, classes=3, size=8)
+    calls = []
+
+    def make(seed=0):
+        def build():
+            calls.append(seed)
+            key = NetSpec.create("cnn", 3, 3, seed=5, width=8)
+            return create_protection("keyed", ProtectionContext([key]), preset="smoke", seed=seed)
+        return build
+
+    out = tmp_path / "published" / "keyed"
+    first, seconds = publish_once(out, make(0), data, {"seed": 0})
+    assert calls == [0] and seconds >= 0 and first.key is not None
+    assert (tmp_path / "published" / "keyed.key.safetensors").exists()
+    again, _ = publish_once(out, make(0), data, {"seed": 0})
+    assert calls == [0] and again.data.fingerprint() == first.data.fingerprint()
+    other, _ = publish_once(out, make(1), data, {"seed": 1})
+    assert calls == [0, 1] and other.data.fingerprint() != first.data.fingerprint()
+    assert other.key.fingerprint == first.key.fingerprint   # the same key network, new noise

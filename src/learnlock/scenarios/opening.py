@@ -9,6 +9,9 @@ clean source and the test set by one policy (see `open_published`).
 
 from __future__ import annotations
 
+import json
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from ..data.base import check_test_set
 from ..data.manifest import change_bound, manifest_recipe, unverified
 from ..data.published import check_writable, load_published, published_fingerprint
 from ..errors import LearnlockError
+from ..files import atomic_write_json
 from ..keys import check_key_matches, load_key
 from ..training import Recipe
 
@@ -121,4 +125,37 @@ def check_same_items(clean: ImageDataset, published: ImageDataset, name: str) ->
                              "from the same source")
 
 
-__all__ = ["Opened", "check_same_items", "open_published"]
+def publish_once(out_dir, make_protection, data: ImageDataset, want: dict, *, workdir=None,
+                 log=lambda message: None) -> tuple[Opened, float]:
+    """Publish `data` into `out_dir` once, for bench scripts that keep many published sets: a record
+    `<out_dir>.json` beside it holds `want` (JSON: what the set depends on, method, settings, seeds)
+    and the seconds protecting took. With the same `want` the folder is opened again; otherwise it is
+    removed and `make_protection()` protects anew (the min-min is the slow part and must not rerun when
+    unrelated code changes, so the code version is not part of it); a killed run resumes from its
+    state in `workdir` (default `<parent>/work/<name>`) under the same `want`. The issued key goes to
+    `<out_dir>.key.safetensors`. Returns (the folder opened without clean or test set, seconds)."""
+    out = Path(out_dir)
+    meta, key_path = out.parent / f"{out.name}.json", out.parent / f"{out.name}.key.safetensors"
+    if not (out.exists() and meta.exists() and json.loads(meta.read_text()).get("want") == want):
+        shutil.rmtree(out, ignore_errors=True)
+        key_path.unlink(missing_ok=True)
+        work = Path(workdir) if workdir else out.parent / "work" / out.name
+        stamp = work / "want.json"   # a killed run resumes from its state only under the same want
+        if work.exists() and (not stamp.exists() or json.loads(stamp.read_text()) != want):
+            shutil.rmtree(work)
+        work.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(stamp, want)
+        start = time.perf_counter()
+        prot = make_protection()
+        prot.protect(data, out, workdir=work)
+        keys = prot.issued_keys(data)
+        if keys:
+            keys[0].save(key_path, overwrite=True)
+        seconds = time.perf_counter() - start
+        atomic_write_json(meta, {"want": want, "seconds": round(seconds, 1), "extra": prot.manifest_extra()})
+        log(f"[protect] {out.name}: {seconds:.0f} s")
+    opened = open_published(out, key_path if key_path.exists() else None, test=False, clean=False)
+    return opened, json.loads(meta.read_text())["seconds"]
+
+
+__all__ = ["Opened", "check_same_items", "open_published", "publish_once"]
