@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     start = time.time()
     model = attack.train(opened.data, args.net, args.seed, get_recipe(args.recipe),
                          AttackContext(scheme=opened.manifest["extra"].get("key"), teacher=opened.key.build(),
-                                       progress=False), progress=False)
+                                       rho=opened.manifest.get("rho"), progress=False), progress=False)
     acc = evaluate(model, opened.test)
     chance = 1 / opened.data.num_classes
     row = {"published": args.published, "attack": args.attack, "settings": settings, "net": args.net,
