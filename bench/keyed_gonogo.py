@@ -168,7 +168,8 @@ GREY_DEV = {
 }
 for _name, _settings in GREY_DEV.items():
     CONFIGS[f"grey-dev-{_name}"] = {
-        "data": "fashion-mnist", "grey": True, "out": ROOT / "runs" / f"cells-grey-dev-{_name}", "docs": f"grey-dev-{_name}",
+        "data": "fashion-mnist", "grey": True, "out": ROOT / "runs" / f"cells-grey-dev-{_name}",
+        "docs": f"grey-dev-{_name}",
         "protections": {"keyed": ("keyed", _settings)}, "rows": BLOCK_ROWS, "seeds": lambda row: (TRAIN_SEED,)}
 GREY_CHOSEN = "classwise-strong"   # the best on dev (BENCHMARKS.md, "Block key on Fashion-MNIST, second pass"); it does not separate
 CONFIGS["block-fmnist-v2"] = {
@@ -185,7 +186,8 @@ PATTERN_ROWS = {
     "clean lenet 60 epochs": ("clean", "retrain", {}, "lenet", {"epochs": 60}),
 }
 CONFIGS["pattern-fmnist"] = {
-    "data": "fashion-mnist", "grey": True, "out": ROOT / "runs" / "cells-keyed-pattern-fmnist", "docs": "pattern-fmnist-gonogo",
+    "data": "fashion-mnist", "grey": True, "out": ROOT / "runs" / "cells-keyed-pattern-fmnist",
+    "docs": "pattern-fmnist-gonogo",
     "protections": {"keyed": ("keyed", PATTERN)}, "rows": PATTERN_ROWS,
     "seeds": lambda row: TWO_SEEDS if PATTERN_ROWS[row][1] in (None, "retrain") and "aux" not in row else (TRAIN_SEED,)}
 CFG = CONFIGS["colour-cifar10"]
