@@ -172,7 +172,9 @@ def build_parser(commands: dict[str, Callable]) -> Parser:
     p.add_argument("--wrong-keys", type=int_list, default=[], metavar="SEED[,SEED...]",
                    help="wrong-key hackers: the authorized architecture (a keyed network: same scheme) from "
                         "these init seeds, trained like the authorized network")
-    p.add_argument("--seeds", type=int_list, default=[0], help="evaluation seeds (shift hacker seeds)")
+    p.add_argument("--seeds", type=int_list, default=[0], metavar="SEED[,SEED...]",
+                   help="evaluation seeds, a list, not a count (0,1: two seeds); seed s shifts every hacker and "
+                        "wrong-key seed by 10 s")
     p.add_argument("--out", help="folder for table1.json, table1.md and PNG plots")
     p.set_defaults(func=commands["table1"])
 
