@@ -16,6 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from learnlock.cli import parse_settings
 from learnlock.data.splits import load_split
 from learnlock.files import atomic_write_json
 from learnlock.models import create_model
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="recipe field (JSON value)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    overrides = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
+    overrides = parse_settings(args.set)
     recipe = replace(get_recipe(args.recipe), seed=args.seed, **overrides)
     owner = load_split(args.data, "owner", per_class=args.per_class)
     test = load_split(args.data, "test")

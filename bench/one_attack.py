@@ -16,6 +16,7 @@ import json
 import time
 
 from learnlock.attacks import AttackContext, create_attack
+from learnlock.cli import parse_settings
 from learnlock.files import atomic_write_json
 from learnlock.provenance import provenance
 from learnlock.recipe import get_recipe
@@ -35,13 +36,7 @@ def main(argv=None) -> int:
     p.add_argument("--clean-accuracy", type=float, required=True)
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    settings = {}
-    for item in args.set:
-        name, _, value = item.partition("=")
-        try:
-            settings[name] = json.loads(value)
-        except json.JSONDecodeError:
-            settings[name] = value
+    settings = parse_settings(args.set)
     opened = open_published(args.published, key=args.key)
     attack = create_attack(args.attack, **settings)
     start = time.time()
