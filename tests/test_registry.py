@@ -3,6 +3,8 @@ refused once with the known ones named."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from learnlock.attacks import ATTACKS, create_attack
@@ -57,3 +59,23 @@ def test_a_family_refuses_the_wrong_kind_and_a_name_twice():
     reg.register("t")(Thing)
     with pytest.raises(RuntimeError, match="registered twice"):
         reg.register("t")(Thing)
+
+
+WRONG = {"int": [True, 2.5, "3"], "float": [True, "0.1", float("nan"), float("inf")], "bool": [1, "yes"],
+         "str": [3, None]}
+
+
+@pytest.mark.parametrize("registry", [PROTECTIONS, ATTACKS], ids=lambda r: r.family)
+def test_every_settings_field_refuses_a_value_of_another_type(registry):
+    """Each method's `check` states only ranges; a value of the wrong type (a bool for a count, a
+    string for a number, a float that is not finite) must be refused with the field named, not
+    reach a comparison that raises TypeError or a loop that runs nan times."""
+    tried = 0
+    for name in registry.names():
+        Settings = registry.get(name).Settings
+        for f in dataclasses.fields(Settings):
+            for bad in WRONG.get(f.type if isinstance(f.type, str) else f.type.__name__, []):
+                with pytest.raises(LearnlockError, match=rf"\b{f.name}\b"):
+                    Settings(**{f.name: bad})
+                tried += 1
+    assert tried > 20

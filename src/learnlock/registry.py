@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from typing import Callable, Generic, Iterable, TypeVar
 
 from .errors import LearnlockError
@@ -43,6 +44,25 @@ def check_settings(what: str, obj: Callable, given: Iterable[str], fixed: Iterab
     if unknown:
         raise LearnlockError(f"{what}: unknown setting(s) {', '.join(unknown)}; "
                              f"valid settings: {', '.join(known) or '(none)'}")
+
+
+# what a settings field declared with one of these annotations may hold (an int is a float here)
+_SIMPLE_TYPES = {"float": (float, int), "int": (int,), "bool": (bool,), "str": (str,)}
+
+
+def check_field_types(settings) -> None:
+    """Refuse a frozen settings dataclass whose simply-typed fields hold another type (True for an
+    int, "3" for a float) or a float that is not finite, through `settings.require`, so that each
+    method's `check` only states its ranges."""
+    for f in dataclasses.fields(settings):
+        name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        kinds, value = _SIMPLE_TYPES.get(name), getattr(settings, f.name)
+        if kinds is None:
+            continue
+        settings.require(isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds),
+                         f"setting {f.name} must be {name}, got {value!r} ({type(value).__name__})")
+        settings.require(not isinstance(value, float) or math.isfinite(value),
+                         f"setting {f.name} must be finite, got {value}")
 
 
 class Registry(Generic[T]):

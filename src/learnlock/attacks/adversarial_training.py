@@ -30,7 +30,7 @@ class PGDSettings(AttackSettings):
     def check(self):
         self.require(0 < self.eps <= 1, f"eps is an L-inf radius in (0, 1] pixel units (8/255 = 0.031), got {self.eps}")
         self.require(0 < self.step <= 1, f"step must be in (0, 1] pixel units, got {self.step}")
-        self.require(isinstance(self.steps, int) and self.steps >= 1, f"steps must be an integer >= 1, got {self.steps!r}")
+        self.require(self.steps >= 1, f"steps must be an integer >= 1, got {self.steps!r}")
 
     def pgd(self) -> PGD:
         return PGD(self.eps, self.step, self.steps, self.random_start)
@@ -53,7 +53,7 @@ class RhoPGDSettings(AttackSettings):
 
     def check(self):
         self.require(0 < self.step_share <= 1, f"step_share is a share of eps in (0, 1], got {self.step_share}")
-        self.require(isinstance(self.steps, int) and self.steps >= 1, f"steps must be an integer >= 1, got {self.steps!r}")
+        self.require(self.steps >= 1, f"steps must be an integer >= 1, got {self.steps!r}")
 
 
 @register_attack("adversarial-training-rho")

@@ -13,7 +13,6 @@ diffusion purification), of the test images (`transform_test`, grayscale ISS), a
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +23,7 @@ from ..data import ImageDataset
 from ..errors import LearnlockError, require
 from ..models import create_model
 from ..recipe import Recipe
-from ..registry import Registry, check_settings
+from ..registry import Registry, check_field_types, check_settings
 from ..training import Callback, Loss, cross_entropy, evaluate, fit
 
 
@@ -44,14 +43,11 @@ class AttackContext:
 @dataclass(frozen=True)
 class AttackSettings:
     """Settings of an attack; a method subclasses this (frozen) with its own fields, units in
-    comments. Numbers are checked to be finite on construction; methods add their own ranges in
-    `check`."""
+    comments. Fields annotated float / int / bool / str are type-checked on construction and floats
+    must be finite; methods add their own ranges in `check`."""
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, float) and not math.isfinite(v):
-                raise LearnlockError(f"attack setting {f.name} must be finite, got {v}")
+        check_field_types(self)
         self.check()
 
     def check(self) -> None: ...

@@ -44,7 +44,7 @@ class DistillProxySettings(AttackSettings):
     subset_seed: int = 0         # which aux images are queried
 
     def check(self):
-        self.require(isinstance(self.queries, int) and not isinstance(self.queries, bool) and self.queries >= 2,
+        self.require(self.queries >= 2,
                      f"queries is a count of images, an integer >= 2; got {self.queries!r}")
         self.require(self.labels in ("top1", "soft"), f"labels must be top1 or soft, got {self.labels!r}")
         self.require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")

@@ -61,7 +61,7 @@ class JpegSettings(AttackSettings):
     quality: int = 10  # JPEG quality, 1 (strongest compression) .. 95
 
     def check(self):
-        self.require(isinstance(self.quality, int) and 1 <= self.quality <= 95,
+        self.require(1 <= self.quality <= 95,
                      f"quality must be an integer in [1, 95], got {self.quality!r}")
 
 
@@ -70,7 +70,7 @@ class BitsSettings(AttackSettings):
     bits: int = 2  # bits kept per channel, 1..7
 
     def check(self):
-        self.require(isinstance(self.bits, int) and 1 <= self.bits <= 7,
+        self.require(1 <= self.bits <= 7,
                      f"bits must be an integer in [1, 7], got {self.bits!r}")
 
 

@@ -69,43 +69,69 @@ def half_sphere_grid(steps: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class KeySearchSettings(KeyEstimateSettings):
-    candidates: int = 36        # candidate keys (azimuths on the cone, or points on the half sphere)
+class SearchSettings(KeyEstimateSettings):
+    """What every search by learnability shares: a plain network trained behind each candidate,
+    and no clean data (an attacker with aux images has key-estimate)."""
     search_epochs: int = 2      # epochs each candidate trains
     search_net: str = "cnn"     # the architecture trained behind each candidate
-    search_batch: int = 32      # batch size of the search's training (more steps per epoch)
-    refine: int = 4             # rounds of local search around the best grid candidate
     use_aux: bool = False       # no clean data in this threat model (kept for the shared base)
 
     def check(self):
         super().check()
-        self.require(isinstance(self.candidates, int) and not isinstance(self.candidates, bool)
-                     and self.candidates >= 2, f"candidates must be an integer >= 2, got {self.candidates!r}")
-        self.require(isinstance(self.search_epochs, int) and self.search_epochs >= 1,
-                     f"search_epochs must be an integer >= 1, got {self.search_epochs!r}")
+        self.require(self.search_epochs >= 1, f"search_epochs must be >= 1, got {self.search_epochs!r}")
         self.require(self.search_net in list_models() and self.search_net != "keyed",
                      f"search_net must be a plain architecture, one of {list_models()}; got {self.search_net!r}")
-        self.require(isinstance(self.search_batch, int) and self.search_batch >= 1,
-                     f"search_batch must be an integer >= 1, got {self.search_batch!r}")
-        self.require(isinstance(self.refine, int) and not isinstance(self.refine, bool) and self.refine >= 0,
-                     f"refine must be an integer >= 0 (rounds of local search), got {self.refine!r}")
-        self.require(not self.use_aux, "key-search uses no clean data (use key-estimate for an attacker with aux)")
+        self.require(not self.use_aux, "a key search uses no clean data (use key-estimate for an attacker with aux)")
 
 
-@register_attack("key-search")
-class KeySearch(KeyEstimate):
-    Settings = KeySearchSettings
-    presets = {"smoke": dict(candidates=4, search_epochs=1, refine=0)}
+@dataclass(frozen=True)
+class KeySearchSettings(SearchSettings):
+    candidates: int = 36        # candidate keys (azimuths on the cone, or points on the half sphere)
+    search_batch: int = 32      # batch size of the search's training (more steps per epoch)
+    refine: int = 4             # rounds of local search around the best grid candidate
+
+    def check(self):
+        super().check()
+        self.require(self.candidates >= 2, f"candidates must be >= 2, got {self.candidates!r}")
+        self.require(self.search_batch >= 1, f"search_batch must be >= 1, got {self.search_batch!r}")
+        self.require(self.refine >= 0, f"refine must be >= 0 (rounds of local search), got {self.refine!r}")
+
+
+class Search(KeyEstimate):
+    """A key search by learnability: it trains with the recipe and seed `train` was given (the cpu
+    recipe when called through `transform` alone) and adds what it found to key-estimate's report.
+    It searches one removed direction per position, for the key families in `families`."""
+
+    families: tuple[str, ...] = ("colour",)
 
     def __init__(self, settings=None, **overrides):
         super().__init__(settings, **overrides)
         self.search: dict | None = None
+        self.recipe = None
 
     @classmethod
     def applies_to(cls, scheme):
-        """Colour keys of one direction only: the grid is over that direction."""
         scheme = scheme or {}
-        return scheme.get("family") in (None, "colour") and (scheme.get("settings") or {}).get("dims", 1) == 1
+        return (scheme.get("family") in (None, *cls.families)
+                and (scheme.get("settings") or {}).get("dims", 1) == 1)
+
+    def search_recipe(self):
+        return self.recipe or get_recipe("cpu")
+
+    def train(self, published, arch, seed, recipe, context=None, progress=True):
+        self.recipe = replace(recipe, seed=seed)
+        return super().train(published, arch, seed, recipe, context, progress)
+
+    def report(self):
+        out = super().report()
+        return None if out is None else {**out, **(self.search or {})}
+
+
+@register_attack("key-search")
+class KeySearch(Search):
+    """The grid search, over the one removed direction of a colour key."""
+    Settings = KeySearchSettings
+    presets = {"smoke": dict(candidates=4, search_epochs=1, refine=0)}
 
     def candidate_vectors(self, like: KeyLayer) -> torch.Tensor:
         if like.family != "colour":
@@ -147,7 +173,7 @@ class KeySearch(KeyEstimate):
     def transform(self, data, context):
         like = self.scheme(data, context)
         vectors = self.candidate_vectors(like)
-        recipe = replace(context_recipe(self), epochs=self.settings.search_epochs, batch_size=self.settings.search_batch)
+        recipe = replace(self.search_recipe(), epochs=self.settings.search_epochs, batch_size=self.settings.search_batch)
         start = time.perf_counter()
         tried, accs, losses = [], [], []
 
@@ -191,16 +217,3 @@ class KeySearch(KeyEstimate):
                 self.search["abs_cos_grid_choice"] = round(abs(float(b @ grid_best)), 6)
                 self.search["abs_cos_best_grid_candidate"] = round(float((b @ vectors).abs().max()), 6)
         return data
-
-    def train(self, published, arch, seed, recipe, context=None, progress=True):
-        self._recipe = replace(recipe, seed=seed)   # the search trains with the attack's recipe and seed
-        return super().train(published, arch, seed, recipe, context, progress)
-
-    def report(self):
-        out = super().report()
-        return None if out is None else {**out, **(self.search or {})}
-
-
-def context_recipe(attack: KeySearch):
-    """The recipe the search trains with: the one `train` was called with, else the cpu recipe."""
-    return getattr(attack, "_recipe", None) or get_recipe("cpu")

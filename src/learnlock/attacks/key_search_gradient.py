@@ -42,11 +42,10 @@ import torch
 from ..errors import LearnlockError
 from ..keys.keyed import KeyedNet
 from ..keys.layers import LUMA_AXIS, KeyLayer, cone_plane
-from ..models import create_model, list_models
+from ..models import create_model
 from ..training import Callback, fit
 from . import register_attack
-from .key_estimate import KeyEstimate, KeyEstimateSettings
-from .key_search import context_recipe
+from .key_search import Search, SearchSettings
 
 
 class DirectionField(KeyLayer):
@@ -107,39 +106,22 @@ class AscentStep(Callback):
 
 
 @dataclass(frozen=True)
-class KeySearchGradientSettings(KeyEstimateSettings):
+class KeySearchGradientSettings(SearchSettings):
     search_epochs: int = 6      # epochs of the min-max
-    search_net: str = "cnn"     # the architecture trained behind the candidate key
     key_lr: float = 0.05        # the first ascent step (radians of azimuth; free vectors: a share of their norm)
     start: str = "estimate"     # estimate: the key-estimate guess (no clean data); random: random directions
-    use_aux: bool = False       # no clean data in this threat model
 
     def check(self):
         super().check()
-        self.require(isinstance(self.search_epochs, int) and not isinstance(self.search_epochs, bool)
-                     and self.search_epochs >= 1, f"search_epochs must be an integer >= 1, got {self.search_epochs!r}")
-        self.require(self.search_net in list_models() and self.search_net != "keyed",
-                     f"search_net must be a plain architecture, one of {list_models()}; got {self.search_net!r}")
-        self.require(isinstance(self.key_lr, (int, float)) and not isinstance(self.key_lr, bool) and self.key_lr > 0,
-                     f"key_lr must be > 0, got {self.key_lr!r}")
+        self.require(self.key_lr > 0, f"key_lr must be > 0, got {self.key_lr!r}")
         self.require(self.start in ("estimate", "random"), f"start is estimate or random, got {self.start!r}")
-        self.require(not self.use_aux, "key-search-gradient uses no clean data (use key-estimate for an attacker with aux)")
 
 
 @register_attack("key-search-gradient")
-class KeySearchGradient(KeyEstimate):
+class KeySearchGradient(Search):
     Settings = KeySearchGradientSettings
     presets = {"smoke": dict(search_epochs=1)}
-
-    def __init__(self, settings=None, **overrides):
-        super().__init__(settings, **overrides)
-        self.search: dict | None = None
-
-    @classmethod
-    def applies_to(cls, scheme):
-        scheme = scheme or {}
-        return (scheme.get("family") in (None, "colour", "mosaic")
-                and (scheme.get("settings") or {}).get("dims", 1) == 1)
+    families = ("colour", "mosaic")
 
     @staticmethod
     def tiles_of(like: KeyLayer) -> tuple[int, torch.Tensor]:
@@ -161,7 +143,7 @@ class KeySearchGradient(KeyEstimate):
         else:
             first = copy.deepcopy(like)   # the scheme's layer is drawn from seed 0: random, not the key
         field = DirectionField(like.image_size, tile, like.luma, self.tiles_of(first)[1])
-        recipe = context_recipe(self)
+        recipe = self.search_recipe()
         recipe = type(like).authorized_recipe(replace(recipe, epochs=self.settings.search_epochs), like.public_settings())
         net = create_model(self.settings.search_net, data.num_classes, data.in_channels, seed=recipe.seed)
         steps = self.settings.search_epochs * math.ceil(len(data) / recipe.batch_size)
@@ -185,11 +167,3 @@ class KeySearchGradient(KeyEstimate):
             est.basis.copy_(directions[0, 0][:, None].float())
             return est
         return like.with_basis(directions[..., None])
-
-    def train(self, published, arch, seed, recipe, context=None, progress=True):
-        self._recipe = replace(recipe, seed=seed)   # the search trains with the attack's recipe and seed
-        return super().train(published, arch, seed, recipe, context, progress)
-
-    def report(self):
-        out = super().report()
-        return None if out is None else {**out, **(self.search or {})}

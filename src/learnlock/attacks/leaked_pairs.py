@@ -40,7 +40,7 @@ class LeakedPairsSettings(KeyEstimateSettings):
 
     def check(self):
         super().check()
-        self.require(isinstance(self.k, int) and not isinstance(self.k, bool) and self.k >= 1,
+        self.require(self.k >= 1,
                      f"k is a count of leaked pairs, an integer >= 1; got {self.k!r}")
 
 

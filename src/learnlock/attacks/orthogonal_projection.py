@@ -45,7 +45,7 @@ class OrthogonalProjectionSettings(AttackSettings):
     def check(self):
         self.require(self.directions is None or (isinstance(self.directions, int) and self.directions >= 1),
                      f"directions must be None (one per class) or an integer >= 1, got {self.directions!r}")
-        self.require(isinstance(self.steps, int) and self.steps >= 1, f"steps must be an integer >= 1, got {self.steps!r}")
+        self.require(self.steps >= 1, f"steps must be an integer >= 1, got {self.steps!r}")
         self.require(self.lr > 0, f"lr must be > 0, got {self.lr}")
         self.require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
 

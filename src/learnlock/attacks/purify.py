@@ -118,15 +118,13 @@ class DiffPureSettings(AttackSettings):
         self.require(self.holdout >= 0, f"holdout must be >= 0 images, got {self.holdout}")
         self.require(0 <= self.samples <= 256, f"samples must be in [0, 256], got {self.samples}")
         self.require(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
-        self.require(isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool) and self.lr > 0,
+        self.require(self.lr > 0,
                      f"lr is Adam's learning rate and must be a number > 0, got {self.lr!r}")
         ch = self.channels
         self.require(isinstance(ch, (tuple, list)) and 1 <= len(ch) <= 6 and all(_is_int(c) and c >= 1 for c in ch),
                      f"channels are the UNet's block_out_channels: 1 to 6 positive integers, e.g. (32, 64, 64); "
                      f"got {ch!r}")
-        self.require(isinstance(self.flip, bool), f"flip must be True or False, got {self.flip!r}")
-        self.require(isinstance(self.attention, bool), f"attention must be True or False, got {self.attention!r}")
-
+                
     def ddpm(self) -> DDPMConfig:
         """The settings the trained DDPM depends on (its cache key holds them)."""
         return DDPMConfig(**{f.name: getattr(self, f.name) for f in fields(DDPMConfig)})

@@ -41,9 +41,9 @@ class RecoverSettings(AttackSettings):
 
     def check(self):
         self.require(self.eta >= 0, f"eta is an L2 radius and must be >= 0, got {self.eta}")
-        self.require(isinstance(self.epochs, int) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs!r}")
+        self.require(self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs!r}")
         self.require(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        self.require(isinstance(self.trials, int) and self.trials >= 1, f"trials must be an integer >= 1, got {self.trials!r}")
+        self.require(self.trials >= 1, f"trials must be an integer >= 1, got {self.trials!r}")
         self.require(all(e >= 0 for e in self.etas), f"etas must all be >= 0, got {self.etas}")
 
 

@@ -31,7 +31,7 @@ class UEraserSettings(AttackSettings):
     adversarial_fraction: float = 0.75  # share of the epochs with adversarial augmentation
 
     def check(self):
-        self.require(isinstance(self.repeats, int) and self.repeats >= 1, f"repeats must be an integer >= 1, got {self.repeats!r}")
+        self.require(self.repeats >= 1, f"repeats must be an integer >= 1, got {self.repeats!r}")
         self.require(0 <= self.adversarial_fraction <= 1,
                      f"adversarial_fraction must be in [0, 1], got {self.adversarial_fraction}")
 

@@ -116,7 +116,7 @@ class ARSettings(ProtectionSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        self.require(isinstance(self.crop, int) and not isinstance(self.crop, bool) and 2 <= self.crop <= 16,
+        self.require(2 <= self.crop <= 16,
                      f"crop must be an integer in [2, 16] (the start rows the process keeps), got {self.crop!r}")
         self.require(self.max_norm > 0, f"max_norm must be positive, got {self.max_norm}")
         self.require(self.min_response >= 0, f"min_response must be >= 0, got {self.min_response}")

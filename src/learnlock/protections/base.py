@@ -37,9 +37,7 @@ from ..data.published import check_out_dir, write_published
 from ..errors import LearnlockError, require
 from ..models import NetSpec
 from ..recipe import Recipe, get_recipe
-from ..registry import Registry, check_settings
-
-_SIMPLE_TYPES = {"float": (float, int), "int": (int,), "bool": (bool,), "str": (str,)}
+from ..registry import Registry, check_field_types, check_settings
 
 
 def _is_number(v) -> bool:
@@ -66,14 +64,7 @@ class ProtectionSettings:
         self.require(rho > 0, f"rho must be in (0, 1] ([0,1] pixel units, e.g. 8/255 = 0.0314), got {rho}")
         self.require(_is_number(self.fraction) and 0 < self.fraction <= 1,
                      f"fraction is the share of items to protect, in (0, 1]; got {self.fraction!r}")
-        for f in dataclasses.fields(self):
-            kinds = _SIMPLE_TYPES.get(f.type if isinstance(f.type, str) else getattr(f.type, "__name__", ""))
-            value = getattr(self, f.name)
-            if kinds is None:
-                continue
-            self.require(isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds),
-                         f"setting {f.name} must be {f.type if isinstance(f.type, str) else f.type.__name__}, "
-                         f"got {value!r} ({type(value).__name__})")
+        check_field_types(self)
 
     def require(self, ok: bool, message: str) -> None:
         """Raise LearnlockError naming the settings class unless `ok`; `message` says how to fix the value."""

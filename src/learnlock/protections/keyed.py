@@ -83,16 +83,16 @@ class KeyedSettings(EMSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        self.require(isinstance(self.teacher_mix, (int, float)) and 0 <= self.teacher_mix <= 1,
+        self.require(0 <= self.teacher_mix <= 1,
                      f"teacher_mix is a share in [0, 1], got {self.teacher_mix!r}")
-        self.require(isinstance(self.fit_box, int) and not isinstance(self.fit_box, bool) and self.fit_box >= 0,
+        self.require(self.fit_box >= 0,
                      f"fit_box is a number of alternating projection rounds >= 0, got {self.fit_box!r}")
-        self.require(isinstance(self.temperature, (int, float)) and self.temperature > 0,
+        self.require(self.temperature > 0,
                      f"temperature must be > 0, got {self.temperature!r}")
         self.require(self.family in list_key_layers(),
                      f"unknown key family {self.family!r}; choose one of {list_key_layers()}")
         self.require(self.noise in ("min-min", "pattern"), f"noise is min-min or pattern, got {self.noise!r}")
-        self.require(isinstance(self.period, int) and not isinstance(self.period, bool) and self.period >= 1,
+        self.require(self.period >= 1,
                      f"period is a pattern period in pixels, an integer >= 1; got {self.period!r}")
         self.require(self.noise != "pattern" or self.family != "block" or self.period % self.k == 0,
                      f"a block key's pattern must repeat whole blocks: period {self.period} is not a multiple of "
