@@ -7,10 +7,11 @@ same net (fastnet, `fast`) trained on the aux images alone. An aux attack wins o
 that baseline by more than 0.1 in ratio (the rule `learnlock audit` now applies). At aux 0 the
 attacker has the published images only: the tier's "em none" cell, and the baseline is chance.
 
-Run from the calibration's snapshot (commit 6251639, code 2f9f47977d5ded2d), so the EM pixels and
-the clean/em cells come from the shared cell cache instead of being recomputed:
+The EM pixels and the clean/em cells are the tier's (bench/tier10k.py), read from the shared cell
+cache when the tier has run under the same code (the figures in BENCHMARKS.md were run from the
+calibration's snapshot, commit 6251639, for that reason):
 
-    cd SNAPSHOT && OMP_NUM_THREADS=2 PYTHONPATH=src python bench/aux_sweep.py --cache runs/cells --out docs/bench/cifar10k
+    OMP_NUM_THREADS=2 PYTHONPATH=src python bench/aux_sweep.py --cache runs/cells --out docs/bench/cifar10k
 
 Aux = the `aux` split (per class items 1000-1999, never owner images), its first N per class.
 """
@@ -18,7 +19,6 @@ Aux = the `aux` split (per class items 1000-1999, never owner images), its first
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import time
 from pathlib import Path
@@ -27,16 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tier10k  # noqa: E402  (the tier's cells, so the cached ones are reused)
 
 from learnlock.attacks import AttackContext, create_attack  # noqa: E402
-from learnlock.cells import CellCache, code_version  # noqa: E402
+from learnlock.cells import CellCache, cell_inputs, code_version  # noqa: E402
 from learnlock.data.splits import load_split  # noqa: E402
-from learnlock.device import current_device  # noqa: E402
+from learnlock.files import atomic_write_bytes, atomic_write_json  # noqa: E402
 from learnlock.provenance import provenance  # noqa: E402
-from learnlock.training import EpochAccuracy, evaluate, get_recipe  # noqa: E402
-
-try:
-    from learnlock.files import atomic_write_bytes, atomic_write_json
-except ImportError:  # the calibration's code version kept them in provenance.py
-    from learnlock.provenance import atomic_write_bytes, atomic_write_json
+from learnlock.training import evaluate  # noqa: E402
 
 RECOVER = {"eta": 1.0, "epochs": 10}
 MARGIN = 0.1
@@ -44,9 +39,8 @@ MARGIN = 0.1
 
 def recover_cell(cache: CellCache, published, aux, dev, test, seed: int, recipe, progress: bool) -> dict:
     """fastnet trained on the published images, then moved within eta on the aux images."""
-    inputs = {"data": published.fingerprint(), "aux": aux.fingerprint(), "dev": dev.fingerprint(),
-              "test": test.fingerprint(), "attack": "recover", "settings": RECOVER, "net": "fastnet", "seed": seed,
-              "recipe": recipe.to_dict(), "bf16": recipe.uses_bf16(current_device())}
+    inputs = cell_inputs(data=published, aux=aux, dev=dev, test=test, attack="recover", settings=RECOVER,
+                         net="fastnet", seed=seed, recipe=recipe)
 
     def compute():
         attack = create_attack("recover", **RECOVER)
@@ -60,26 +54,14 @@ def recover_cell(cache: CellCache, published, aux, dev, test, seed: int, recipe,
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=tier10k.DATA)
     p.add_argument("--sizes", default="100,1000", help="aux images per class (0 is the tier's em row)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--per-class", type=int, default=1000)
-    p.add_argument("--test-per-class", type=int)
-    p.add_argument("--epochs", type=int, help="override the recipe's epochs (tiny runs)")
-    p.add_argument("--cache", default="runs/cells")
-    p.add_argument("--out", default="docs/bench/cifar10k")
-    p.add_argument("--no-progress", action="store_true")
+    tier10k.tier_arguments(p, out_help="where aux_sweep.json and .md go")
     args = p.parse_args(argv)
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    cache = CellCache(args.cache)
-    owner = load_split(args.data, "owner", args.per_class)
-    dev = load_split(args.data, "dev", 200)
-    test = load_split(args.data, "test", args.test_per_class)
-    fast = get_recipe("fast", **({"epochs": args.epochs} if args.epochs else {}))
-    progress = not args.no_progress
-    # the snapshot's protect takes no recipe (it has no keyed row); later versions do
-    recipe_arg = (fast,) if "recipe" in inspect.signature(tier10k.protect).parameters else ()
-    images = tier10k.protect(cache, "em", owner, *recipe_arg, log)[0]
+    tier = tier10k.open_tier(args)
+    cache, owner, dev, test, fast, log, progress = (tier.cache, tier.owner, tier.dev, tier.test, tier.fast, tier.log,
+                                                     tier.progress)
+    images = tier10k.protect(cache, "em", owner, fast, log)[0]
     published = owner.with_images(images, source=f"{owner.source} [em]")
     clean = tier10k.train_cell(cache, owner, owner.images, dev, test, "clean", "none", "fastnet", fast, args.seed,
                                progress)["accuracy"]

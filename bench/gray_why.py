@@ -17,7 +17,6 @@ Cells come from and go to the shared cell cache, so the tier's 10-epoch cells ar
 from __future__ import annotations
 
 import argparse
-import inspect
 import statistics
 import sys
 import time
@@ -28,15 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tier10k  # noqa: E402  (the tier's cells, so the cached ones are reused)
 
-from learnlock.cells import CellCache, code_version  # noqa: E402
-from learnlock.data.splits import load_split  # noqa: E402
+from learnlock.cells import code_version  # noqa: E402
+from learnlock.files import atomic_write_bytes, atomic_write_json  # noqa: E402
 from learnlock.provenance import provenance  # noqa: E402
-
-try:
-    from learnlock.files import atomic_write_bytes, atomic_write_json
-except ImportError:  # the calibration's code version (2f9f479) kept them in provenance.py
-    from learnlock.provenance import atomic_write_bytes, atomic_write_json
-from learnlock.training import get_recipe  # noqa: E402
+from learnlock.recipe import get_recipe  # noqa: E402
 
 LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # ITU-R 601, what ISS grayscale keeps
 
@@ -60,33 +54,15 @@ def colour_stats(clean: torch.Tensor, protected: torch.Tensor) -> dict:
             "luma_energy_share": float((y.expand_as(d) ** 2).sum() / (d ** 2).sum())}
 
 
-def protect_em(cache: CellCache, owner, recipe, log) -> torch.Tensor:
-    # tier10k.protect gained a recipe argument (keyed rows) after the calibration's code version
-    if "recipe" in inspect.signature(tier10k.protect).parameters:
-        return tier10k.protect(cache, "em", owner, recipe, log)[0]
-    return tier10k.protect(cache, "em", owner, log)[0]
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default=tier10k.DATA)
     p.add_argument("--sizes", default="250,500,1000", help="owner images per class")
     p.add_argument("--long-epochs", type=int, default=30, help="the schedule check's epochs (0: skip)")
-    p.add_argument("--per-class", type=int, default=1000, help="owner images per class (1000 = the 10k tier)")
-    p.add_argument("--epochs", type=int, help="override the recipe's epochs (tiny runs)")
-    p.add_argument("--test-per-class", type=int, help="default: the full test split")
-    p.add_argument("--cache", default="runs/cells")
-    p.add_argument("--out", default="docs/bench/cifar10k")
-    p.add_argument("--no-progress", action="store_true")
+    tier10k.tier_arguments(p, out_help="where gray_why.json and .md go")
     args = p.parse_args(argv)
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    cache = CellCache(args.cache)
-    owner = load_split(args.data, "owner", args.per_class)
-    dev = load_split(args.data, "dev", 200 if args.per_class == 1000 else 10)
-    test = load_split(args.data, "test", args.test_per_class)
-    over = {"epochs": args.epochs} if args.epochs else {}
-    fast = get_recipe("fast", **over)
-    em = protect_em(cache, owner, fast, log)
+    tier = tier10k.open_tier(args)
+    cache, owner, dev, test, fast, log = tier.cache, tier.owner, tier.dev, tier.test, tier.fast, tier.log
+    em = tier10k.protect(cache, "em", owner, fast, log)[0]
     plan = [(k, fast) for k in map(int, args.sizes.split(","))]
     if args.long_epochs:
         plan.append((args.per_class, get_recipe("fast", epochs=args.long_epochs)))
@@ -99,7 +75,7 @@ def main(argv=None) -> int:
         for prot, images in (("clean", sub.images), ("em", sub_em)):
             start = time.perf_counter()
             r = tier10k.train_cell(cache, sub, images, dev, test, prot, "iss-grayscale", "fastnet", recipe, 0,
-                                   not args.no_progress)
+                                   tier.progress)
             accs[prot] = r
             log(f"{k}/class, {recipe.epochs} epochs, {prot} under grayscale: {100 * r['accuracy']:.1f} % "
                 f"({time.perf_counter() - start:.0f} s)")

@@ -29,6 +29,7 @@ from dataclasses import replace
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -40,7 +41,7 @@ from learnlock.models import NetSpec
 from learnlock.protections import ProtectionContext, create_protection, get_protection
 from learnlock.provenance import provenance
 from learnlock.recipe import get_recipe, native_bf16
-from learnlock.scenarios import train_authorized
+from learnlock.scenarios import protected_cell, train_authorized
 from learnlock.training import EpochAccuracy, evaluate
 
 DATA = "folder:" + str(Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10-jpg")
@@ -93,28 +94,10 @@ def make_protection(name: str, owner, recipe, overrides: dict | None = None):
 
 def protect(cache: CellCache, name: str, owner, recipe, log, overrides: dict | None = None
             ) -> tuple[torch.Tensor, dict, object]:
-    """(protected uint8 images, record, the issued key or None), the pixels cached."""
+    """(protected uint8 images, record, the issued key or None) of row `name`, a cell of `cache`."""
     if PROTECTIONS[name] is None:
         return owner.images, {"wall_time_s": 0.0}, None
-    method, settings = row_settings(name, overrides)
-    prot = make_protection(name, owner, recipe, overrides)
-    keys = prot.issued_keys(owner)
-    inputs = {"data": owner.fingerprint(), "method": method, "settings": settings,
-              "key": keys[0].fingerprint if keys else None}
-    record = {}
-
-    def compute():
-        work = cache.path("protect", inputs, ".work")
-        work.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        images = prot.apply(owner, work)
-        record.update(wall_time_s=round(time.perf_counter() - start, 1), settings=prot.manifest_settings(),
-                      extra=prot.manifest_extra())
-        log(f"protected with {name} in {record['wall_time_s']} s")
-        return {"images": images}
-
-    images = cache.run_tensors("protect", inputs, compute, meta=lambda: record)["images"]
-    return images, cache.get("protect", inputs) or record, keys[0] if keys else None
+    return protected_cell(cache, make_protection(name, owner, recipe, overrides), owner, log=log)
 
 
 def train_cell(cache: CellCache, owner, images, dev, test, prot: str, defence: str, net: str, recipe, seed: int,
@@ -220,35 +203,48 @@ def summarise(rows: list[dict], meta: dict) -> tuple[dict, str]:
     return {"table": table, "checks": checks}, "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", choices=("clean", "calibrate"), default="calibrate")
+def tier_arguments(p: argparse.ArgumentParser, out_help: str = "where the JSON and markdown go") -> None:
+    """The arguments every script of the tier takes: the data and its splits, tiny-run overrides, the
+    shared cell cache, the output folder."""
     p.add_argument("--data", default=DATA, help="folder:PATH with train/ and test/ (CIFAR-10 layout)")
-    p.add_argument("--seeds", default="0", help="comma-separated hacker seeds")
-    p.add_argument("--protections", default="clean,em,ar,lsp")
-    p.add_argument("--defences", default="none,iss-grayscale,iss-jpeg")
-    p.add_argument("--extra-defences", default="ueraser,adversarial-training", help="for clean and em, first seed")
-    p.add_argument("--no-cnn-row", action="store_true", help="skip the em row under cpu/cnn")
     p.add_argument("--per-class", type=int, default=1000, help="owner images per class (1000 = the 10k tier)")
     p.add_argument("--dev-per-class", type=int, default=200)
     p.add_argument("--test-per-class", type=int, help="default: the full test split")
     p.add_argument("--epochs", type=int, help="override the recipes' epochs (tiny runs)")
     p.add_argument("--cache", default="runs/cells", help="cell cache folder (shared by every bench script)")
-    p.add_argument("--out", default="docs/bench/cifar10k", help="where calibration.json and .md go")
+    p.add_argument("--out", default="docs/bench/cifar10k", help=out_help)
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    torch.set_num_threads(torch.get_num_threads())
+
+
+def open_tier(args) -> SimpleNamespace:
+    """The cell cache, the owner/dev/test splits and the `fast` recipe that `tier_arguments` name,
+    with a log to stderr and whether to show progress."""
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    seeds = [int(s) for s in args.seeds.split(",")]
-    cache = CellCache(args.cache)
     t0 = time.perf_counter()
     owner = load_split(args.data, "owner", args.per_class)
     dev = load_split(args.data, "dev", args.dev_per_class)
     test = load_split(args.data, "test", args.test_per_class)
     log(f"loaded owner {len(owner)}, dev {len(dev)}, test {len(test)} in {time.perf_counter() - t0:.1f} s; "
         f"native bf16: {native_bf16()}; code {code_version()}")
-    over = {"epochs": args.epochs} if args.epochs else {}
-    fast, cpu = get_recipe("fast", **over), get_recipe("cpu", **over)
+    return SimpleNamespace(cache=CellCache(args.cache), owner=owner, dev=dev, test=test, log=log,
+                           fast=get_recipe("fast", **({"epochs": args.epochs} if args.epochs else {})),
+                           progress=not args.no_progress)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=("clean", "calibrate"), default="calibrate")
+    p.add_argument("--seeds", default="0", help="comma-separated hacker seeds")
+    p.add_argument("--protections", default="clean,em,ar,lsp")
+    p.add_argument("--defences", default="none,iss-grayscale,iss-jpeg")
+    p.add_argument("--extra-defences", default="ueraser,adversarial-training", help="for clean and em, first seed")
+    p.add_argument("--no-cnn-row", action="store_true", help="skip the em row under cpu/cnn")
+    tier_arguments(p, out_help="where calibration.json and .md go")
+    args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    tier = open_tier(args)
+    cache, owner, dev, test, fast, log = tier.cache, tier.owner, tier.dev, tier.test, tier.fast, tier.log
+    cpu = get_recipe("cpu", **({"epochs": args.epochs} if args.epochs else {}))
     prots = ["clean"] if args.stage == "clean" else args.protections.split(",")
     rank = {pair: i for i, pair in enumerate(ORDER)}
     pairs = sorted(((p, d) for p in prots for d in args.defences.split(",")), key=lambda pd: rank.get(pd, len(rank)))

@@ -318,3 +318,27 @@ def test_grey_pattern_probe_caches_its_rows(tmp_path, tiny_cifar):
     assert json.loads(again.stdout.strip().splitlines()[-1]) == noisy
     bad = subprocess.run(cmd + ["--rows", "vgg99"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown row" in bad.stderr
+
+
+def test_aux_sweep_and_gray_why_share_the_tiers_em_cell(tmp_path, tiny_cifar):
+    """bench/aux_sweep.py and bench/gray_why.py at tiny size on one cell cache: each writes its rows,
+    both read the one em protection cell the tier made (the min-min runs once), and a rerun trains
+    nothing."""
+    common = ["--data", f"folder:{tiny_cifar}", "--per-class", "8", "--dev-per-class", "4", "--epochs", "1",
+              "--cache", str(tmp_path / "cells"), "--out", str(tmp_path / "out"), "--no-progress"]
+    aux = [sys.executable, str(ROOT / "bench" / "aux_sweep.py"), "--sizes", "4", *common]
+    gray = [sys.executable, str(ROOT / "bench" / "gray_why.py"), "--sizes", "4,8", "--long-epochs", "2", *common]
+    for cmd in (aux, gray):
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert len(list((tmp_path / "cells" / "protect").glob("*.safetensors"))) == 1
+    sweep = json.loads((tmp_path / "out" / "aux_sweep.json").read_text())
+    assert [r["aux_per_class"] for r in sweep["rows"]] == [0, 4]
+    assert all(r["beats_aux_only"] in (True, False, None) for r in sweep["rows"])
+    why = json.loads((tmp_path / "out" / "gray_why.json").read_text())
+    assert [(r["per_class"], r["epochs"]) for r in why["rows"]] == [(4, 1), (8, 1), (8, 2)]
+    assert 0 < why["noise"]["luma_energy_share"] < 1
+    cells = sorted((tmp_path / "cells").rglob("*.json"))
+    for cmd in (aux, gray):
+        assert subprocess.run(cmd, capture_output=True, text=True, timeout=600).returncode == 0
+    assert sorted((tmp_path / "cells").rglob("*.json")) == cells

@@ -4,7 +4,9 @@
     opened.data, opened.manifest, opened.key, opened.key_recipe, opened.clean, opened.test
 
 table1, `learnlock train`, audit and certify open their folders here, so they read the key, the
-clean source and the test set by one policy (see `open_published`).
+clean source and the test set by one policy (see `open_published`). Bench scripts make their
+protected sets once here too: `publish_once` (a published folder) and `protected_cell` (pixels in
+the cell cache).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cells import cell_inputs
 from ..data import ImageDataset, load_dataset
 from ..data.base import check_test_set
 from ..data.manifest import change_bound, manifest_recipe, unverified
@@ -158,4 +161,29 @@ def publish_once(out_dir, make_protection, data: ImageDataset, want: dict, *, wo
     return opened, json.loads(meta.read_text())["seconds"]
 
 
-__all__ = ["Opened", "check_same_items", "open_published", "publish_once"]
+def protected_cell(cache, protection, data: ImageDataset, *, log=lambda message: None) -> tuple:
+    """The protected pixels of `data` as one cell of `cache` (a `cells.CellCache`), for bench tiers
+    that keep many protected sets without a folder each: a pure function of the data, the method,
+    its resolved settings and the issued key, computed once (resumable: the min-min's state lives in
+    the cell's work folder until the cell is written) and then read back. Returns (uint8 images,
+    the record: seconds protecting, settings, manifest extra; the issued key or None)."""
+    keys = protection.issued_keys(data)
+    key = keys[0] if keys else None
+    inputs = cell_inputs(data=data, method=protection.name, settings=protection.manifest_settings(), key=key)
+    record = {}
+
+    def compute():
+        work = cache.path("protect", inputs, ".work")
+        work.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        images = protection.apply(data, work)
+        record.update(wall_time_s=round(time.perf_counter() - start, 1), settings=protection.manifest_settings(),
+                      extra=protection.manifest_extra())
+        log(f"[protect] {protection.name}: {record['wall_time_s']} s")
+        return {"images": images}
+
+    images = cache.run_tensors("protect", inputs, compute, meta=lambda: record)["images"]
+    return images, cache.get("protect", inputs) or record, key
+
+
+__all__ = ["Opened", "check_same_items", "open_published", "protected_cell", "publish_once"]
