@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data import ImageDataset
 from . import register_attack
 from .base import Attack, AttackSettings
 
@@ -74,34 +73,52 @@ class BitsSettings(AttackSettings):
                      f"bits must be an integer in [1, 7], got {self.bits!r}")
 
 
-def _squeezed(data: ImageDataset, images: torch.Tensor, what: str) -> ImageDataset:
-    return data.with_images(images, source=f"{data.source} [{what}]")
+class Squeeze(Attack):
+    """A squeeze of the published images before training: `squeeze` maps uint8 images to uint8
+    images and `what` names it in the dataset's source."""
+
+    def squeeze(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def what(self) -> str:
+        return self.name
+
+    def transform(self, data, context):
+        return data.with_images(self.squeeze(data.images), source=f"{data.source} [{self.what()}]")
 
 
 @register_attack("iss-grayscale")
-class IssGrayscale(Attack):
+class IssGrayscale(Squeeze):
     presets = {"smoke": {}}  # the defaults already run in seconds
+    def squeeze(self, images):
+        return grayscale(images)
 
-    def transform(self, data, context):
-        return _squeezed(data, grayscale(data.images), "grayscale")
+    def what(self):
+        return "grayscale"
 
-    def transform_test(self, data):
-        return _squeezed(data, grayscale(data.images), "grayscale")
+    def transform_test(self, data):   # the network is trained on grey images, so it is tested on them
+        return self.transform(data, None)
 
 
 @register_attack("iss-jpeg")
-class IssJpeg(Attack):
-    Settings = JpegSettings
+class IssJpeg(Squeeze):
     presets = {"smoke": {}}  # the defaults already run in seconds
+    Settings = JpegSettings
 
-    def transform(self, data, context):
-        return _squeezed(data, jpeg(data.images, self.settings.quality), f"jpeg q{self.settings.quality}")
+    def squeeze(self, images):
+        return jpeg(images, self.settings.quality)
+
+    def what(self):
+        return f"jpeg q{self.settings.quality}"
 
 
 @register_attack("iss-bits")
-class IssBits(Attack):
-    Settings = BitsSettings
+class IssBits(Squeeze):
     presets = {"smoke": {}}  # the defaults already run in seconds
+    Settings = BitsSettings
 
-    def transform(self, data, context):
-        return _squeezed(data, reduce_bits(data.images, self.settings.bits), f"{self.settings.bits}-bit")
+    def squeeze(self, images):
+        return reduce_bits(images, self.settings.bits)
+
+    def what(self):
+        return f"{self.settings.bits}-bit"
