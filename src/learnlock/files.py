@@ -114,9 +114,12 @@ def save_key_file(path, tensors: dict[str, torch.Tensor], metadata: dict[str, st
     return path
 
 
-def read_key_file(path, what: str, expected: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, metadata) of a key file; `what` names the file in errors ("NetSpec file"),
-    `expected` says what should be there."""
+def read_key_file(path, what: str, expected: str, *, format: str, required: tuple[str, ...] = (),
+                  other_formats: dict[str, str] | None = None, fix: str = "") -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, metadata) of a key file whose metadata says `format` and holds every `required`
+    entry; `what` names the file in errors ("NetSpec file"), `expected` says what should be there,
+    `other_formats` maps a format it may be confused with to why it is not this one, and `fix` is
+    appended to the message of a damaged file."""
     path = Path(path)
     if not path.is_file():
         raise LearnlockError(f"{what} {path} {'is a folder, not a file' if path.is_dir() else 'does not exist'}")
@@ -127,6 +130,17 @@ def read_key_file(path, what: str, expected: str) -> tuple[dict[str, torch.Tenso
     except (SafetensorError, AssertionError, KeyError, ValueError, TypeError, RuntimeError,
             struct.error) as e:  # what safetensors raises on damaged headers or data
         raise LearnlockError(f"{path} is not a readable safetensors file ({e}); expected {expected}") from None
+    found = meta.get("format")
+    if found != format:
+        family = format.split("/")[0]
+        hint = ((other_formats or {}).get(found)
+                or (f"it has format {found!r}, which this learnlock cannot read; upgrade learnlock"
+                    if str(found).startswith(f"{family}/") else f"its metadata lacks format={format!r}"))
+        raise LearnlockError(f"{path} is not a learnlock {what}: {hint}")
+    missing = [k for k in required if k not in meta]
+    if missing:
+        raise LearnlockError(f"{path}: {what.removesuffix(' file')} metadata lacks {', '.join(missing)}; "
+                             f"the file is damaged{fix}")
     return tensors, meta
 
 

@@ -256,17 +256,11 @@ class LockKey:
     def load(cls, path: str | Path, expected_fingerprint: str | None = None) -> LockKey:
         """Read a file written by save(); check both fingerprints (and the expected one, if given)."""
         path = Path(path)
-        flat, meta = read_key_file(path, "lock key file", "a lock key written by `learnlock protect --method lock`")
-        if meta.get("format") != FORMAT:
-            found = meta.get("format")
-            hint = ("it is a network key (NetSpec), not a lock key: a lock key also holds the transform"
-                    if found == NETSPEC_FORMAT else
-                    f"it has format {found!r}, which this learnlock cannot read; upgrade learnlock"
-                    if str(found).startswith("learnlock.lockkey/") else f"its metadata lacks format={FORMAT!r}")
-            raise LearnlockError(f"{path} is not a learnlock lock key: {hint}")
-        missing = [k for k in _META_KEYS if k not in meta]
-        if missing:
-            raise LearnlockError(f"{path}: lock key metadata lacks {', '.join(missing)}; the file is damaged")
+        flat, meta = read_key_file(
+            path, "lock key file", "a lock key written by `learnlock protect --method lock`", format=FORMAT,
+            required=_META_KEYS,
+            other_formats={NETSPEC_FORMAT: "it is a network key (NetSpec), not a lock key: a lock key also holds "
+                                           "the transform"})
         try:
             num_classes, in_channels, eps = int(meta["num_classes"]), int(meta["in_channels"]), float(meta["eps"])
             kwargs = json.loads(meta["kwargs"])

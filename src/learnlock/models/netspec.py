@@ -123,17 +123,8 @@ class NetSpec:
     def load(cls, path: str | Path, expected_fingerprint: str | None = None) -> NetSpec:
         """Read a file written by save(); check its fingerprint (and the expected one, if given)."""
         path = Path(path)
-        state, meta = read_key_file(path, "NetSpec file", "a NetSpec written by NetSpec.save")
-        if meta.get("format") != FORMAT:
-            found = meta.get("format")
-            hint = (f"it has format {found!r}, which this learnlock cannot read; upgrade learnlock"
-                    if str(found).startswith("learnlock.netspec/")
-                    else f"its metadata lacks format={FORMAT!r}")
-            raise LearnlockError(f"{path} is not a learnlock NetSpec file: {hint}")
-        missing = [k for k in _META_KEYS if k not in meta]
-        if missing:
-            raise LearnlockError(f"{path}: NetSpec metadata lacks {', '.join(missing)}; "
-                                 "the file is damaged, re-save it with NetSpec.save")
+        state, meta = read_key_file(path, "NetSpec file", "a NetSpec written by NetSpec.save", format=FORMAT,
+                                    required=_META_KEYS, fix=", re-save it with NetSpec.save")
         try:
             num_classes, in_channels = int(meta["num_classes"]), int(meta["in_channels"])
             kwargs = json.loads(meta["kwargs"])
