@@ -69,6 +69,10 @@ def write_npz(path, n_per_class=12, size=16, seed=0, classes=None):
 
 # The authorized user's recipe in the tests' protection contexts: one epoch of small batches.
 TINY = Recipe(name="tiny", epochs=1, batch_size=8)
+# One epoch with flips: for tests of what runs a cell (caching, workers, executors), not of what it learns.
+ONE = Recipe(name="one", epochs=1, batch_size=16, lr=0.05, augment="flip")
+# Enough training for a cnn to learn `learnable_dataset` (tests that compare accuracies).
+LEARN = Recipe(name="tiny", epochs=6, batch_size=32, lr=0.05, augment="flip")
 # One context for every method: an authorized network for 3-class RGB data, trained with TINY by
 # the methods that read it.
 CONTEXT = ProtectionContext([NetSpec.create("cnn", 3, 3, seed=1, width=8)], TINY, progress=False)

@@ -1,20 +1,17 @@
 """`learnlock audit`: the scoreboard, its cache (an interrupted audit resumes) and its CLI."""
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from conftest import learnable_dataset, write_npz
+from conftest import LEARN, learnable_dataset, write_npz
 from learnlock import cli
-from learnlock.recipe import Recipe
 from learnlock.scenarios.audit import audit, load_cells, resolve_attacks
 from learnlock.errors import LearnlockError
 from learnlock.models import NetSpec
 from learnlock.protections import create_protection
 
-TINY = Recipe(name="tiny", epochs=6, batch_size=32, lr=0.05, augment="flip")
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +31,7 @@ def cell_file(out, row, net, seed=0):
 def run(tmp_path, shortcut, attacks, logs, **kw):
     clean, published, test, aux = shortcut
     return audit(published, test, out_dir=tmp_path / "audit", attacks=attacks, nets=["cnn", "lenet"], seeds=[0],
-                 recipe=TINY, clean=clean, aux=aux, progress=False, log=logs.append, **kw)
+                 recipe=LEARN, clean=clean, aux=aux, progress=False, log=logs.append, **kw)
 
 
 def test_audit_table_files_and_ratios(tmp_path, shortcut):
@@ -84,13 +81,13 @@ def test_aux_attacks_stand_beside_an_aux_only_baseline_and_an_aux_sweep_reuses_t
     logs.clear()
     smaller = aux.per_class(4, seed=0)
     res = audit(published, test, out_dir=tmp_path / "audit", attacks=["retrain", "recover"], nets=["cnn", "lenet"],
-                seeds=[0], recipe=TINY, clean=clean, aux=smaller, progress=False, log=logs.append, settings=settings)
+                seeds=[0], recipe=LEARN, clean=clean, aux=smaller, progress=False, log=logs.append, settings=settings)
     trained = sorted(m.split(" seed")[0] for m in logs if "cached" not in m)
     assert trained == ["aux-only cnn", "aux-only lenet", "recover cnn", "recover lenet"]
     assert res["aux"]["size"] == len(smaller)
     # no aux set: no baseline row
     res = audit(published, test, out_dir=tmp_path / "audit", attacks=["retrain"], nets=["cnn"], seeds=[0],
-                recipe=TINY, clean=clean, progress=False, log=logs.append)
+                recipe=LEARN, clean=clean, progress=False, log=logs.append)
     assert "aux-only" not in res["summary"] and res["notes"] == ""
 
 
@@ -125,9 +122,9 @@ def test_audit_refuses_mismatched_sets(tmp_path, shortcut):
     clean, published, test, aux = shortcut
     wrong = learnable_dataset(5, classes=3)
     with pytest.raises(LearnlockError, match="test set"):
-        audit(published, wrong, out_dir=tmp_path, attacks=["retrain"], recipe=TINY, progress=False)
+        audit(published, wrong, out_dir=tmp_path, attacks=["retrain"], recipe=LEARN, progress=False)
     with pytest.raises(LearnlockError, match="settings given"):
-        audit(published, test, out_dir=tmp_path, attacks=["retrain"], recipe=TINY, progress=False,
+        audit(published, test, out_dir=tmp_path, attacks=["retrain"], recipe=LEARN, progress=False,
               settings={"iss-jpeg": {"quality": 5}})
 
 

@@ -7,13 +7,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import learnable_dataset, write_npz
+from conftest import ONE, learnable_dataset, write_npz
 from learnlock import NetSpec, cli
 from learnlock.cells import CellCache, cell_inputs, cell_key
-from learnlock.recipe import Recipe
 from learnlock.scenarios import Hacker, authorized_vs_hackers, train_authorized
 
-ONE = Recipe(name="one", epochs=1, batch_size=16, lr=0.05, augment="flip")
 
 
 def test_cell_inputs_record_what_determines_a_result():

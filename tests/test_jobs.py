@@ -5,15 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import learnable_dataset
+from conftest import ONE, learnable_dataset
 from learnlock.errors import LearnlockError
 from learnlock.jobs import Workers
 from learnlock.models import NetSpec
 from learnlock.protections import create_protection
-from learnlock.recipe import Recipe
 from learnlock.scenarios import Hacker, authorized_vs_hackers, audit, evaluate_nets, federate, load_cells, split_shards
 
-ONE = Recipe(name="one", epochs=1, batch_size=16, lr=0.05, augment="flip")
 
 
 def without(obj, *keys):

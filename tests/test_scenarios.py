@@ -5,17 +5,14 @@ import math
 from dataclasses import replace
 
 import pytest
-import torch
 
 from conftest import learnable_dataset, write_npz
 from learnlock import NetSpec, cli
-from learnlock.attacks import AttackContext, get_attack, list_attacks
+from learnlock.attacks import get_attack
 from learnlock.errors import LearnlockError
-from learnlock.models import create_model
 from learnlock.recipe import Recipe
 from learnlock.report import learnability_ratio
 from learnlock.scenarios import Hacker, authorized_vs_hackers, ratios, table1_markdown
-from learnlock.training import evaluate, fit
 
 TINY = Recipe(name="tiny", epochs=4, batch_size=32, lr=0.05, augment="flip")
 

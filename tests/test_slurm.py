@@ -12,17 +12,15 @@ import pytest
 
 pytest.importorskip("submitit")
 
-from conftest import learnable_dataset  # noqa: E402
+from conftest import ONE, learnable_dataset  # noqa: E402
 from learnlock.cells import CellCache  # noqa: E402
 from learnlock.cli import main  # noqa: E402
 from learnlock.errors import LearnlockError  # noqa: E402
 from learnlock.jobs import Workers  # noqa: E402
 from learnlock.models import NetSpec  # noqa: E402
-from learnlock.recipe import Recipe  # noqa: E402
 from learnlock.scenarios import Hacker, authorized_vs_hackers, evaluate_nets  # noqa: E402
 from learnlock.slurm import Slurm  # noqa: E402
 
-ONE = Recipe(name="one", epochs=1, batch_size=16, lr=0.05, augment="flip")
 HERE = Slurm(cluster="local", gpus=0, time_min=5)  # jobs as subprocesses of this machine, on its CPU
 
 

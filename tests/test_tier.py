@@ -1,7 +1,6 @@
 """The 10k tier's parts: fastnet and the fast recipe, the fixed splits, the cell cache, and
 bench/tier10k.py end to end at tiny size."""
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -229,6 +228,7 @@ def test_keyed_front_reads_report_json(tmp_path):
     (point,) = json.loads((tmp_path / "front.json").read_text()).values()
     again = subprocess.run([*out.args[:3], str(example), "--out", str(tmp_path / "two.png")], capture_output=True,
                            text=True, timeout=120)   # the same point twice: two points, not one overwritten
+    assert again.returncode == 0, again.stderr
     assert list(json.loads((tmp_path / "two.json").read_text())) == ["colour 32/255", "colour 32/255 (2)"]
     assert (point["normal"]["attack"], point["no_clean_data"]["attack"], point["any"]["attack"]) == (
         "wrong-key", "key-search", "leaked-pairs")

@@ -4,7 +4,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import learnable_dataset
+from conftest import LEARN, learnable_dataset
 from learnlock import cli
 from learnlock.errors import LearnlockError
 from learnlock.losses import DistillationLoss
@@ -14,14 +14,13 @@ from learnlock.models import create_model
 from learnlock.callbacks import Trajectory
 from learnlock.training import augment_batch, evaluate, fit
 
-TINY = Recipe(name="tiny", epochs=6, batch_size=32, lr=0.05, augment="flip")
 
 
 def test_fit_learns_a_learnable_task():
     train, test = learnable_dataset(seed=0), learnable_dataset(n_per_class=20, seed=1)
     model = create_model("cnn", 4, 3, seed=0)
     before = evaluate(model, test)
-    fit(model, train, TINY, progress=False)
+    fit(model, train, LEARN, progress=False)
     assert evaluate(model, test) >= 0.9 > before + 0.3
 
 
@@ -30,7 +29,7 @@ def test_fit_is_deterministic_and_seed_sensitive():
 
     def run(init_seed, data_seed):
         m = create_model("cnn", 4, 3, seed=init_seed)
-        fit(m, data, replace(TINY, epochs=2, augment="crop+flip", seed=data_seed), progress=False)
+        fit(m, data, replace(LEARN, epochs=2, augment="crop+flip", seed=data_seed), progress=False)
         return m.state_dict()
 
     a, b, c = run(0, 0), run(0, 0), run(0, 1)
@@ -40,7 +39,7 @@ def test_fit_is_deterministic_and_seed_sensitive():
 
 def test_augment_is_a_crop_and_flip_of_the_input():
     x = torch.rand(64, 3, 8, 8)
-    out = augment_batch(x, replace(TINY, augment="crop+flip", crop_padding=2), torch.Generator().manual_seed(0))
+    out = augment_batch(x, replace(LEARN, augment="crop+flip", crop_padding=2), torch.Generator().manual_seed(0))
     assert out.shape == x.shape
     for i in range(len(x)):  # each output is some shifted (and maybe mirrored) window of the padded input
         padded = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
@@ -54,7 +53,7 @@ def test_trajectory_keeps_init_and_each_epoch(tmp_path):
     model = create_model("lenet", 4, 3, seed=0)
     init = {k: v.clone() for k, v in model.state_dict().items()}
     traj = Trajectory(directory=tmp_path)
-    fit(model, data, replace(TINY, epochs=3), callbacks=[traj], progress=False)
+    fit(model, data, replace(LEARN, epochs=3), callbacks=[traj], progress=False)
     assert traj.epochs == [0, 1, 2, 3] and traj.steps == [0, 1, 2, 3]  # 32 items, batch 32
     assert all(torch.equal(traj.states[0][k], init[k]) for k in init)
     assert all(torch.equal(traj.states[-1][k], v) for k, v in model.state_dict().items())
@@ -66,7 +65,7 @@ def test_batch_schedule_replays_fit_exactly():
     from learnlock.training import apply_augment, batch_schedule
 
     data = learnable_dataset(n_per_class=10)
-    recipe = replace(TINY, epochs=2, batch_size=16, augment="crop+flip")
+    recipe = replace(LEARN, epochs=2, batch_size=16, augment="crop+flip")
     seen = []
 
     class Spy(Trajectory):
@@ -91,7 +90,7 @@ def test_fit_with_steps_takes_that_many_steps_on_batches_drawn_with_replacement(
     from learnlock.training import Callback, batch_schedule
 
     data = learnable_dataset(n_per_class=3)   # 12 items
-    recipe = replace(TINY, batch_size=8)
+    recipe = replace(LEARN, batch_size=8)
     seen, backward = [], []
 
     class Spy(Callback):
@@ -115,11 +114,11 @@ def test_fit_with_steps_takes_that_many_steps_on_batches_drawn_with_replacement(
 
 def test_distillation_loss_pulls_student_to_teacher():
     data = learnable_dataset(n_per_class=20)
-    teacher = fit(create_model("cnn", 4, 3, seed=0), data, TINY, progress=False)
+    teacher = fit(create_model("cnn", 4, 3, seed=0), data, LEARN, progress=False)
     # Labels scrambled: only the teacher's outputs can teach the student the task.
     scrambled = type(data)(data.images, data.labels[torch.randperm(len(data))], data.classes, data.ids, "x")
     assert evaluate(teacher, data) >= 0.9
-    student = fit(create_model("cnn", 4, 3, seed=5), scrambled, replace(TINY, epochs=15),
+    student = fit(create_model("cnn", 4, 3, seed=5), scrambled, replace(LEARN, epochs=15),
                   loss=DistillationLoss(teacher, temperature=1.0), progress=False)
     assert evaluate(student, data) >= 0.85
 
@@ -142,21 +141,21 @@ def test_bad_recipe_and_mismatched_model():
         get_recipe("turbo")
     data = learnable_dataset(n_per_class=4)
     with pytest.raises(LearnlockError, match="check in_channels=3"):
-        fit(create_model("cnn", 4, 1, seed=0), data, TINY, progress=False)
+        fit(create_model("cnn", 4, 1, seed=0), data, LEARN, progress=False)
     with pytest.raises(LearnlockError, match="has 4 classes; create it with num_classes=4"):
-        fit(create_model("cnn", 10, 3, seed=0), data, TINY, progress=False)
+        fit(create_model("cnn", 10, 3, seed=0), data, LEARN, progress=False)
 
 
 def test_nan_input_reports_divergence():
     data = learnable_dataset(n_per_class=4)
     model = create_model("cnn", 4, 3, seed=0)
     with pytest.raises(LearnlockError, match="training diverged"):
-        fit(model, data, replace(TINY, lr=1e30), progress=False)
+        fit(model, data, replace(LEARN, lr=1e30), progress=False)
 
 
 def test_harness_writes_results_and_resumes(tmp_path, monkeypatch):
     train, test = learnable_dataset(n_per_class=12), learnable_dataset(n_per_class=6, seed=1)
-    recipe = replace(TINY, epochs=1)
+    recipe = replace(LEARN, epochs=1)
     rows = evaluate_nets(train, test, ["cnn", "lenet"], [0, 1], recipe, out_dir=tmp_path, progress=False)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [(r["net"], r["seed"]) for r in saved["rows"]] == [("cnn", 0), ("cnn", 1), ("lenet", 0), ("lenet", 1)]
