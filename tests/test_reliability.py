@@ -252,7 +252,7 @@ def test_table1_names_both_recipes_and_warns_when_they_differ(keyed_pub, capsys)
         capsys.readouterr().err
 
 
-def test_version_and_the_deprecated_epochs_spelling(capsys, tmp_path):
+def test_version_and_the_removed_epochs_spelling(capsys, tmp_path):
     with pytest.raises(SystemExit) as done:
         cli.main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.startswith("learnlock ")
@@ -262,7 +262,9 @@ def test_version_and_the_deprecated_epochs_spelling(capsys, tmp_path):
              classes=np.array(list(data.classes)))
     rc = cli.main(["protect", "--method", "random", "--data", f"npz:{tmp_path / 'd.npz'}", "--epochs", "3",
                    "--out", str(tmp_path / "p"), "--no-progress"])
-    assert rc == 0 and "protect --epochs is deprecated" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "error: protect --epochs was removed" in err and "--authorized-epochs" in err
+    assert not (tmp_path / "p").exists()
 
 
 def test_review_fixes_keys_bounds_and_the_device_choice(tmp_path, capsys):

@@ -20,11 +20,11 @@ def recipe_from_args(args):
     from .recipe import get_recipe
 
     for old, new in (("old_epochs", "epochs"), ("old_recipe", "recipe")):
-        if getattr(args, old, None) is not None:
-            say(f"note: protect --{new} is deprecated (it reads like the method's own --set epochs); it sets "
-                f"the authorized network's recipe: write --authorized-{new}")
-            if getattr(args, new) in (None, "cpu"):
-                setattr(args, new, getattr(args, old))
+        if getattr(args, old, None) is not None:   # deprecated in 0.1.0, removed in 0.2.0 (CHANGELOG.md)
+            raise LearnlockError(f"protect --{new} was removed in learnlock 0.2.0 (it read like the method's own "
+                                 f"--set {new}): write --authorized-{new} for the recipe the authorized network "
+                                 f"will train with" + (", or --set epochs=N for the method's own epochs"
+                                                       if new == "epochs" else ""))
     overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size))
                  if v is not None}
     return get_recipe(args.recipe, **overrides)

@@ -36,7 +36,8 @@ def add_recipe_args(p: argparse.ArgumentParser, whose: str = "") -> None:
     if whose:
         p.add_argument(f"--{whose}-recipe", dest="recipe", default="cpu", help=f"named recipe of the {whose} network")
         p.add_argument(f"--{whose}-epochs", dest="epochs", type=int, help=f"epochs of the {whose} network's recipe")
-        p.add_argument("--epochs", dest="old_epochs", type=int, help=argparse.SUPPRESS)  # deprecated spelling
+        # removed spellings, kept only to say what replaced them
+        p.add_argument("--epochs", dest="old_epochs", type=int, help=argparse.SUPPRESS)
         p.add_argument("--recipe", dest="old_recipe", help=argparse.SUPPRESS)
     else:
         p.add_argument("--recipe", default="cpu", help="named training recipe (see `learnlock list`)")
