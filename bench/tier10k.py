@@ -53,7 +53,10 @@ ANCHORS = {("clean", "none"): "94.7-95.0", ("clean", "iss-grayscale"): "92.4", (
            ("lsp", "none"): "19.1", ("lsp", "iss-grayscale"): "82.5", ("lsp", "iss-jpeg"): "83.0",
            ("em", "adversarial-training"): "68.3"}
 DEFENCES = {"none": ("retrain", {}), "iss-grayscale": ("iss-grayscale", {}), "iss-jpeg": ("iss-jpeg", {"quality": 10}),
-            "ueraser": ("ueraser", {}), "adversarial-training": ("adversarial-training", {"eps": 8 / 255, "steps": 5})}
+            "ueraser": ("ueraser", {}), "adversarial-training": ("adversarial-training", {"eps": 8 / 255, "steps": 5}),
+            # adversarial-training-rho's defaults at rho = 16/255 (10 steps of 0.25 rho): what that defence
+            # costs clean data, the baseline of the keyed 16/255 row
+            "adversarial-training-16": ("adversarial-training", {"eps": 16 / 255, "step": 4 / 255, "steps": 10})}
 # each protection's settings at this tier: the papers' budgets; surrogates that fit 2 CPU cores
 # em: the paper's 8/255 sample-wise noise, with a cnn surrogate, 10 signed steps of 2/255 per
 # round (the paper: 20 of 0.8/255) and at most 10 rounds, so that it fits 30 minutes on 2 cores
