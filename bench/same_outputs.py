@@ -3,6 +3,9 @@
 Runs `protect` (uge, em, keyed, lock, random), `table1`, `audit` and `certify` through the CLI on
 tiny Fashion-MNIST and CIFAR-10 subsets with fixed seeds and threads, then hashes every published file and
 the result JSONs with timing and provenance fields removed (they differ between any two runs).
+What moves with the git commit alone is named, not compared: the published folders' fingerprints
+(their manifests record the commit) and the cache's cell keys (they hash the source), so a cell is
+matched by its kind and inputs.
 
     python bench/same_outputs.py --out runs/same/before --digest before.json   # on the old commit
     python bench/same_outputs.py --out runs/same/after --compare before.json   # on the new one
@@ -22,12 +25,13 @@ import sys
 from pathlib import Path
 
 # `authentication` (the manifest's MAC, issue 15) is new since the reference digest of the refactor
-VOLATILE = {"authentication", "wall_s", "train_seconds", "folder", "learnlock_version", "git_commit", "torch_version", "cpu_threads", "created", "time_s", "seconds", "elapsed_s"}
+VOLATILE = {"authentication", "code_version", "date", "wall_time_s", "wall_s", "train_seconds", "folder", "learnlock_version", "git_commit", "torch_version", "cpu_threads", "created", "time_s", "seconds", "elapsed_s"}
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = f"folder:{ROOT.parent / 'shared' / 'datasets' / 'cifar10-jpg'}"  # RGB, for the colour key
 DATA = ["--data", "fashion-mnist", "--per-class", "6"]
 TEST = ["--test-per-class", "5"]
 RECIPE = ["--epochs", "1", "--no-progress"]
+AUTHORIZED = ["--authorized-epochs", "1", "--no-progress"]   # protect's recipe for the authorized network
 
 
 def strip(obj):
@@ -38,15 +42,39 @@ def strip(obj):
     return obj
 
 
-def digest_file(path: Path) -> str:
+def digest_file(path: Path, names: dict[str, str]) -> str:
     if path.suffix == ".json":
         text = json.dumps(strip(json.loads(path.read_text())), sort_keys=True)
-        # a path to this run's folder is not an output difference
-        text = text.replace(str(path.parent.parent), "<out>")
+        for value, name in names.items():   # this run's folder and what depends on the commit
+            text = text.replace(value, name)
         return hashlib.sha256(text.encode()).hexdigest()
     if path.suffix == ".png" and path.parent.name not in ("images",) and "train" not in path.parts:
         return "plot"  # matplotlib plots embed nothing we test; their numbers are in the JSONs
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def commit_names(out: Path) -> dict[str, str]:
+    """Strings of this run that differ between two commits although no output does, each mapped to a
+    name: the output folder, and each published folder's fingerprint (its manifest records the git
+    commit, so the fingerprint, and every cell that takes the folder as input, moves with it)."""
+    from learnlock.data.published import published_fingerprint
+
+    names = {str(out): "<out>"}
+    for manifest in sorted(out.rglob("manifest.json")):
+        names[published_fingerprint(json.loads(manifest.read_text()))] = f"<published {manifest.parent.name}>"
+    return names
+
+
+def cell_name(path: Path, names: dict[str, str]) -> str | None:
+    """A cached cell's name without its code-dependent key: its kind and a hash of its inputs (with
+    the commit's strings named), so the same cell under two commits has one name; None if not a cell."""
+    if len(path.parts) < 3 or path.parts[-3] != "cells" or path.suffix not in (".json", ".safetensors"):
+        return None
+    record = path.with_suffix(".json")
+    inputs = json.dumps(json.loads(record.read_text()).get("inputs"), sort_keys=True)
+    for value, name in names.items():
+        inputs = inputs.replace(value, name)
+    return str(path.parent / f"{hashlib.sha256(inputs.encode()).hexdigest()[:24]}{path.suffix}")
 
 
 def run(args: list[str]) -> None:
@@ -61,12 +89,12 @@ def produce(out: Path) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     run(["protect", "--method", "uge", "--preset", "paper", *DATA, "--authorized", "cnn", "--key-seed", "7",
-         "--set", "encoder_resolution=32", "--set", "epochs=1", *RECIPE,
+         "--set", "encoder_resolution=32", "--set", "epochs=1", *AUTHORIZED,
          "--key-out", f"{out}/uge.key.safetensors", "--out", f"{out}/uge"])
     run(["protect", "--method", "keyed", "--data", f"{CIFAR}/train", "--per-class", "6", "--authorized", "cnn", "--key-seed", "7",
-         "--set", "max_rounds=2", *RECIPE, "--key-out", f"{out}/keyed.key.safetensors", "--out", f"{out}/keyed"])
+         "--set", "max_rounds=2", *AUTHORIZED, "--key-out", f"{out}/keyed.key.safetensors", "--out", f"{out}/keyed"])
     run(["protect", "--method", "lock", *DATA, "--set", "max_rounds=1", "--authorized", "cnn", "--key-seed", "7",
-         *RECIPE, "--key-out", f"{out}/lock.key.safetensors", "--out", f"{out}/lock"])
+         *AUTHORIZED, "--key-out", f"{out}/lock.key.safetensors", "--out", f"{out}/lock"])
     run(["protect", "--method", "em", *DATA, "--set", "max_rounds=1", "--out", f"{out}/em"])
     run(["protect", "--method", "random", *DATA, "--out", f"{out}/random"])
     run(["table1", "--published", f"{out}/uge", "--authorized", f"{out}/uge.key.safetensors", *TEST,
@@ -81,8 +109,12 @@ def produce(out: Path) -> None:
 
 
 def digest(out: Path) -> dict[str, str]:
-    return {str(p.relative_to(out)): digest_file(p) for p in sorted(out.rglob("*"))
-            if p.is_file() and not p.name.startswith(".")}
+    names = commit_names(out)
+    got = {}
+    for p in sorted(out.rglob("*")):
+        if p.is_file() and not p.name.startswith("."):
+            got[str(Path(cell_name(p, names) or p).relative_to(out))] = digest_file(p, names)
+    return got
 
 
 def main() -> int:

@@ -185,7 +185,7 @@ def test_cli_protect_keyed_then_train(tmp_path, capsys):
     out = tmp_path / "pub"
     main(["protect", "--method", "keyed", "--data", f"folder:{tmp_path / 'src'}", "--authorized", "cnn",
           "--key-secret", "s3cret", "--set", "max_rounds=1", "--set", "noise_steps=1", "--set", "batch_size=8",
-          "--out", str(out), "--no-progress", "--epochs", "1", "--batch-size", "8"])
+          "--out", str(out), "--no-progress", "--authorized-epochs", "1", "--batch-size", "8"])
     key_path = tmp_path / "pub.key.safetensors"
     key = NetSpec.load(key_path)
     assert key.arch == "keyed" and key.kwargs["base"] == "cnn"

@@ -239,7 +239,7 @@ def test_cli_protect_train_table1_audit(tmp_path, capsys):
     common = ["--epochs", "1", "--batch-size", "16", "--no-progress"]
     rc = cli.main(["protect", "--method", "lock", "--data", spec, "--authorized", "cnn", "--key-seed", "1",
                    "--set", "max_rounds=2", "--set", "train_steps=2", "--set", "batch_size=16", "--out", str(pub),
-                   *common])
+                   "--authorized-epochs", "1", *common[2:]])
     assert rc == 0, capsys.readouterr().err
     key_path = tmp_path / "pub.key.safetensors"
     key = load_key(key_path)

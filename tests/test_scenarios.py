@@ -53,7 +53,7 @@ def test_cli_protect_train_table1_end_to_end(tmp_path, capsys):
     rc = cli.main(["protect", "--method", "uge", "--preset", "paper", "--data", f"npz:{tmp_path / 'd.npz'}",
                    "--authorized", "cnn", "--key-secret", "open sesame", "--rho", "0.04",
                    "--set", "epochs=1", "--set", "encoder_resolution=32", "--set", "diagnostics=false",
-                   "--out", str(tmp_path / "pub"), *common])
+                   "--out", str(tmp_path / "pub"), "--authorized-epochs", "2", *common[2:]])
     assert rc == 0, capsys.readouterr().err
     key = tmp_path / "pub.key.safetensors"
     manifest = json.loads((tmp_path / "pub" / "manifest.json").read_text())

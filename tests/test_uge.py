@@ -176,7 +176,7 @@ def test_cli_several_authorized_by_arch_and_seed(tmp_path, capsys):
 
     write_npz(tmp_path / "d.npz")
     args = ["protect", "--method", "uge", "--data", f"npz:{tmp_path / 'd.npz'}", "--set", "epochs=1",
-            "--set", "encoder_resolution=32", "--set", "diagnostics=false", "--epochs", "1", "--no-progress"]
+            "--set", "encoder_resolution=32", "--set", "diagnostics=false", "--authorized-epochs", "1", "--no-progress"]
     assert cli.main([*args, "--authorized-arch", "cnn,lenet", "--authorized-seeds", "0,1",
                      "--out", str(tmp_path / "pub")]) == 0, capsys.readouterr().err
     import json
