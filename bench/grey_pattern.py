@@ -30,7 +30,10 @@ from learnlock.training import evaluate, fit, get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 HACKERS = {"cnn": ("cnn", {}), "fastnet": ("fastnet", {}), "resnet8": ("resnet8", {}), "lenet": ("lenet", {}),
-           "lenet60": ("lenet", {"epochs": 60})}
+           "lenet60": ("lenet", {"epochs": 60}),
+           # without random crops: does lenet (no global pooling: its head sees positions) ignore the
+           # pattern only because crops show it at k^2 phases?
+           "lenet60-flip": ("lenet", {"epochs": 60, "augment": "flip"})}
 
 
 def main(argv=None):
