@@ -69,12 +69,15 @@ PROTECTIONS = {"clean": None, "em": ("em", {"surrogate": "cnn", "noise_steps": 1
                # the tier's em run on towards the paper's stop (99 % surrogate accuracy), at most 40
                # rounds: the other suspect, unconverged rounds, measured on the CPU
                "em-long": ("em", {"surrogate": "cnn", "noise_steps": 10, "step_size": 2 / 255, "max_rounds": 40}),
+               # and with the paper's step schedule (20 signed steps of 0.8/255 per round): the cnn surrogate
+               # is then the one difference left from the published em
+               "em-steps": ("em", {"surrogate": "cnn", "max_rounds": 40}),
                # keyed's default (colour key, 32/255) for a fastnet key (init seed KEY_SEED)
                "keyed": ("keyed", {"surrogate": "cnn", "max_rounds": 10})}
 KEY_SEED = 1234
 # cells in the order that settles the calibration soonest: EM against its clean reference first
 ORDER = [("clean", "none"), ("em", "none"), ("clean", "iss-grayscale"), ("em", "iss-grayscale"),
-         ("em-long", "iss-grayscale"), ("em-long", "none"),
+         ("em-long", "iss-grayscale"), ("em-long", "none"), ("em-steps", "iss-grayscale"), ("em-steps", "none"),
          ("clean", "iss-jpeg"), ("em", "iss-jpeg"), ("ar", "iss-grayscale"), ("ar", "none"), ("ar", "iss-jpeg"),
          ("lsp", "none"), ("lsp", "iss-grayscale"), ("lsp", "iss-jpeg")]
 
