@@ -72,12 +72,16 @@ PROTECTIONS = {"clean": None, "em": ("em", {"surrogate": "cnn", "noise_steps": 1
                # and with the paper's step schedule (20 signed steps of 0.8/255 per round): the cnn surrogate
                # is then the one difference left from the published em
                "em-steps": ("em", {"surrogate": "cnn", "max_rounds": 40}),
+               # the tier's em with the evaluator's architecture as the surrogate (BatchNorm, wider): does the
+               # surrogate's architecture decide what grayscale keeps?
+               "em-fastnet": ("em", {"surrogate": "fastnet", "noise_steps": 10, "step_size": 2 / 255, "max_rounds": 40}),
                # keyed's default (colour key, 32/255) for a fastnet key (init seed KEY_SEED)
                "keyed": ("keyed", {"surrogate": "cnn", "max_rounds": 10})}
 KEY_SEED = 1234
 # cells in the order that settles the calibration soonest: EM against its clean reference first
 ORDER = [("clean", "none"), ("em", "none"), ("clean", "iss-grayscale"), ("em", "iss-grayscale"),
          ("em-long", "iss-grayscale"), ("em-long", "none"), ("em-steps", "iss-grayscale"), ("em-steps", "none"),
+         ("em-fastnet", "iss-grayscale"), ("em-fastnet", "none"),
          ("clean", "iss-jpeg"), ("em", "iss-jpeg"), ("ar", "iss-grayscale"), ("ar", "none"), ("ar", "iss-jpeg"),
          ("lsp", "none"), ("lsp", "iss-grayscale"), ("lsp", "iss-jpeg")]
 
