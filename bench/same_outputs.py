@@ -42,11 +42,16 @@ def strip(obj):
     return obj
 
 
+def named(text: str, names: dict[str, str]) -> str:
+    """`text` with this run's folder and what depends on the commit replaced by their names."""
+    for value, name in names.items():
+        text = text.replace(value, name)
+    return text
+
+
 def digest_file(path: Path, names: dict[str, str]) -> str:
     if path.suffix == ".json":
-        text = json.dumps(strip(json.loads(path.read_text())), sort_keys=True)
-        for value, name in names.items():   # this run's folder and what depends on the commit
-            text = text.replace(value, name)
+        text = named(json.dumps(strip(json.loads(path.read_text())), sort_keys=True), names)
         return hashlib.sha256(text.encode()).hexdigest()
     if path.suffix == ".png" and path.parent.name not in ("images",) and "train" not in path.parts:
         return "plot"  # matplotlib plots embed nothing we test; their numbers are in the JSONs
@@ -71,9 +76,7 @@ def cell_name(path: Path, names: dict[str, str]) -> str | None:
     if len(path.parts) < 3 or path.parts[-3] != "cells" or path.suffix not in (".json", ".safetensors"):
         return None
     record = path.with_suffix(".json")
-    inputs = json.dumps(json.loads(record.read_text()).get("inputs"), sort_keys=True)
-    for value, name in names.items():
-        inputs = inputs.replace(value, name)
+    inputs = named(json.dumps(json.loads(record.read_text()).get("inputs"), sort_keys=True), names)
     return str(path.parent / f"{hashlib.sha256(inputs.encode()).hexdigest()[:24]}{path.suffix}")
 
 

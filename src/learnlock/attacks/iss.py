@@ -90,6 +90,7 @@ class Squeeze(Attack):
 @register_attack("iss-grayscale")
 class IssGrayscale(Squeeze):
     presets = {"smoke": {}}  # the defaults already run in seconds
+
     def squeeze(self, images):
         return grayscale(images)
 
@@ -102,8 +103,8 @@ class IssGrayscale(Squeeze):
 
 @register_attack("iss-jpeg")
 class IssJpeg(Squeeze):
-    presets = {"smoke": {}}  # the defaults already run in seconds
     Settings = JpegSettings
+    presets = {"smoke": {}}  # the defaults already run in seconds
 
     def squeeze(self, images):
         return jpeg(images, self.settings.quality)
@@ -114,8 +115,8 @@ class IssJpeg(Squeeze):
 
 @register_attack("iss-bits")
 class IssBits(Squeeze):
-    presets = {"smoke": {}}  # the defaults already run in seconds
     Settings = BitsSettings
+    presets = {"smoke": {}}  # the defaults already run in seconds
 
     def squeeze(self, images):
         return reduce_bits(images, self.settings.bits)

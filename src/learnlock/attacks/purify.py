@@ -124,7 +124,7 @@ class DiffPureSettings(AttackSettings):
         self.require(isinstance(ch, (tuple, list)) and 1 <= len(ch) <= 6 and all(_is_int(c) and c >= 1 for c in ch),
                      f"channels are the UNet's block_out_channels: 1 to 6 positive integers, e.g. (32, 64, 64); "
                      f"got {ch!r}")
-                
+
     def ddpm(self) -> DDPMConfig:
         """The settings the trained DDPM depends on (its cache key holds them)."""
         return DDPMConfig(**{f.name: getattr(self, f.name) for f in fields(DDPMConfig)})

@@ -23,6 +23,6 @@ __all__ = [
     "AuditResult", "Certificate", "CertifySettings", "FederatedResult", "Hacker", "Opened", "Table1", "audit",
     "audit_folder", "authorized_cell", "authorized_vs_hackers", "certify", "certify_accuracies",
     "certify_folder", "evaluate_nets", "evaluate_specs", "federate", "load_cells", "open_published",
-    "protected_cell", "publish_once", "ratios", "resolve_attacks", "results_table", "run_federated", "split_shards", "table1", "table1_markdown",
-    "table9_markdown", "train_authorized", "train_published", "train_surrogate", "without_seeds",
+    "protected_cell", "publish_once", "ratios", "resolve_attacks", "results_table", "run_federated", "split_shards",
+    "table1", "table1_markdown", "table9_markdown", "train_authorized", "train_published", "train_surrogate", "without_seeds",
 ]

@@ -183,7 +183,7 @@ def protected_cell(cache, protection, data: ImageDataset, *, log=lambda message:
         return {"images": images}
 
     images = cache.run_tensors("protect", inputs, compute, meta=lambda: record)["images"]
-    return images, cache.get("protect", inputs) or record, key
+    return images, record or cache.get("protect", inputs), key   # computed here, or the stored record
 
 
 __all__ = ["Opened", "check_same_items", "open_published", "protected_cell", "publish_once"]
