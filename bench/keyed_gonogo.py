@@ -199,6 +199,9 @@ BLOCK_RGB_ROWS = {row: BLOCK_ROWS[row] for row in (
     "authorized", "wrong key", "cnn (Normal hacker)", "lenet (Normal hacker)", "clean keyed", "clean wrong key",
     "clean cnn", "clean lenet", "key-estimate (no aux)", "orthogonal-projection", "leaked-pairs k=1",
     "adv. training eps=rho")}
+# the generalised gradient search (a subspace by ascent, from the key-estimate guess), as at the 10k tier
+BLOCK_RGB_ROWS["key-search-gradient"] = ("keyed", "key-search-gradient", {"search_epochs": 6, "search_net": "cnn"},
+                                         "cnn")
 CONFIGS["block-cifar10"] = {
     "data": CIFAR, "out": ROOT / "runs" / "cells-keyed-block-cifar10", "docs": "block-cifar10-gonogo",
     "protections": {"keyed": ("keyed", BLOCK_RGB)}, "rows": BLOCK_RGB_ROWS,
@@ -287,6 +290,7 @@ GOALS = {
     "key-estimate (aux)": ("aux", "<= aux-only + 0.1"),
     "key-search": ("adaptive", "<= 0.5"),
     "key-search 6 epochs": ("adaptive", "<= 0.5"),
+    "key-search-gradient": ("adaptive", "<= 0.5"),
     "key-estimate (no aux)": ("adaptive", "<= 0.5"),
     "orthogonal-projection": ("adaptive", "<= 0.5"),
     "adv. training eps=rho": ("adaptive", "<= 0.5"),

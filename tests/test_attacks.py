@@ -275,13 +275,43 @@ def test_key_search_gradient_finds_a_planted_mosaic_key():
     attack.train(data, "cnn", 0, HACKER, context, progress=False)
     rep = attack.report()
     assert rep["agreement_at_start"] < 0.4 and rep["agreement_with_true_key"] > 0.85, rep
-    # the colour key is the one-tile case; a block key has no colour per tile
+    # the colour key is the one-tile case; a spectral key has no colour per tile
     with pytest.raises(LearnlockError, match="one colour direction per tile"):
-        create_attack("key-search-gradient").transform(data, AttackContext(scheme={"family": "block", "settings": {}}))
+        create_attack("key-search-gradient").transform(data, AttackContext(scheme={"family": "spectral", "settings": {}}))
     with pytest.raises(LearnlockError, match="no clean data"):
         create_attack("key-search-gradient", use_aux=True)
     with pytest.raises(LearnlockError, match="start"):
         create_attack("key-search-gradient", start="grid")
+
+
+def test_key_search_gradient_finds_a_planted_block_subspace():
+    """A block key's secret is a 6-dimensional subspace of the 45 non-DC patch directions: no grid.
+    From a random subspace (agreement about 6/45), the min-max finds most of the one a class
+    shortcut lives in, and its estimate stays a flip-closed block key of the scheme's shape."""
+    from learnlock.keys.keyed import KeyedNet
+    from learnlock.keys.layers import create_key_layer
+    from learnlock.data import ImageDataset
+    from learnlock.keys.layers.block import blocks, unblocks
+
+    layer = create_key_layer("block", 3, 16, seed=11, k=4, dims=6)
+    classes, n_per_class, g = 4, 48, torch.Generator().manual_seed(3)
+    x = torch.randint(60, 196, (classes * n_per_class, 3, 16, 16), generator=g).float()
+    y = torch.arange(classes).repeat_interleave(n_per_class)
+    coef = torch.randn((classes, 4, 4, 6), generator=g)             # one pattern in S per class and block
+    noise = unblocks(coef @ layer.basis.T, 3, 4)
+    images = (x + 30 * noise[y] / noise.std()).round().clamp(0, 255).to(torch.uint8)
+    data = ImageDataset(images, y, tuple(f"c{i}" for i in range(classes)), tuple(map(str, range(len(y)))),
+                        source="block")
+    scheme = {"family": "block", "settings": layer.public_settings()}
+    attack = create_attack("key-search-gradient", search_epochs=20, start="random")
+    context = AttackContext(scheme=scheme, teacher=KeyedNet(layer, create_model("cnn", classes, 3, seed=0)))
+    attack.train(data, "cnn", 0, HACKER, context, progress=False)
+    rep = attack.report()
+    assert rep["agreement_at_start"] < 0.3 and rep["agreement_with_true_key"] > 0.6, rep
+    est = attack.estimate
+    assert est.family == "block" and est.basis.shape == layer.basis.shape
+    flipped = blocks(unblocks(est.basis.T.reshape(6, 1, 1, 48), 3, 4).flip(-1), 4).reshape(6, 48)
+    assert torch.allclose(flipped @ est.basis @ est.basis.T, flipped, atol=1e-4)   # S is closed under a mirror
 
 
 def test_key_search_gradient_finds_a_planted_colour_key():

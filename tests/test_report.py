@@ -332,5 +332,6 @@ def test_the_threat_model_drops_attacks_that_cannot_apply_to_the_key_scheme():
     assert applies("key-search", colour) and not applies("key-search", mosaic) and not applies("key-search", block)
     assert not applies("key-search", {"family": "colour", "settings": {"dims": 2}})
     assert applies("key-search-gradient", colour) and applies("key-search-gradient", mosaic)
-    assert not applies("key-search-gradient", block)
+    assert applies("key-search-gradient", block)     # a subspace of any dimension
+    assert not applies("key-search-gradient", {"family": "colour", "settings": {"dims": 2}})
     assert applies("retrain", block) and applies("key-estimate", block) and applies("not-an-attack", None)

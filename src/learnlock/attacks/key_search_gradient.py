@@ -6,7 +6,8 @@ scheme (the family and its public settings: tile size, luma share), but has NO c
 leaked originals and no access to the authorized network.
 
 A grid over one azimuth per tile is out of reach (36 candidates per tile, 128 tiles at tile 2 on
-32-pixel images). The candidate key is made differentiable instead: tile t removes the direction
+32-pixel images), and over a `block` key's secret subspace (d of the patch's D dimensions) there is
+no grid at all. The candidate key is made differentiable instead: tile t removes the direction
 b_t (on the stated luma cone an azimuth phi_t, else a free unit vector), a `search_net` trains
 behind it with the plain recipe, and after every backward pass the directions take a normalised
 step UP the training loss while the network takes its step down. It is a min-max: the key layer
@@ -17,8 +18,13 @@ statistics of the published images alone) or from random directions (`start: ran
 step shrinks along a cosine to zero so the directions settle. The hacker then trains behind the
 final directions, as the authorized network does with the true key.
 
-The search trains with the family's authorized augmentations (a mosaic key: flips only), since a
-shift would move the noise onto other tiles' directions.
+For a `block` key the candidate is a d-dimensional subspace of the scheme's stated candidates (the
+patch's even and odd DCT functions in [fmin, fmax], d split between them as the scheme does, so it
+stays closed under a mirror): free coefficient matrices, orthonormalised (QR) in every forward
+pass, take the same normalised ascent steps.
+
+The search trains with the family's authorized augmentations (a mosaic key: flips only; a block
+key: shifts by multiples of k), since any other shift would move the noise out of the candidate S.
 
 `report()` gives the search time and the agreement with the true key (tr(P_S P_est) / dim S) at the
 start and at the end, when the trained authorized network is at hand.
@@ -42,6 +48,7 @@ import torch
 from ..errors import LearnlockError
 from ..keys.keyed import KeyedNet
 from ..keys.layers import LUMA_AXIS, KeyLayer, cone_plane
+from ..keys.layers.block import BlockKey, blocks, candidates, dc_basis, unblocks
 from ..models import create_model
 from ..training import Callback, fit
 from . import register_attack
@@ -84,6 +91,42 @@ class DirectionField(KeyLayer):
         return self.image_size ** 2
 
 
+class SubspaceField(KeyLayer):
+    """A trainable stand-in for a `block` key: S = span(cand @ (free * mask)) in every k x k block,
+    the mask keeping the scheme's even/odd split (the first columns use even candidates only, the
+    rest odd ones), so S stays closed under a mirror. The block mean (`dc`) is public and fixed.
+    `free` is a buffer moved by `AscentStep`; its scale does not matter (QR), so it starts at rms 1."""
+
+    def __init__(self, like: BlockKey, start: BlockKey):
+        super().__init__(like.in_channels, like.image_size)
+        self.k = like.k
+        even, odd = candidates(like.in_channels, like.k, like.fmin, like.fmax)
+        cand = torch.cat([even, odd], 1)                                        # D x n, orthonormal
+        m_even, m_odd = like.split
+        mask = torch.zeros(cand.shape[1], m_even + m_odd)
+        mask[:even.shape[1], :m_even] = 1
+        mask[even.shape[1]:, m_even:] = 1
+        fixed = dc_basis(like.in_channels, like.k) if like.dc else cand[:, :0]
+        free = (cand.T @ start.basis.double()[:, fixed.shape[1]:]).float() * mask   # start's coefficients
+        self.register_buffer("cand", cand.float())
+        self.register_buffer("fixed", fixed.float())
+        self.register_buffer("mask", mask)
+        self.register_buffer("free", free / free.pow(2).mean().sqrt().clamp_min(1e-12))
+
+    def basis(self) -> torch.Tensor:
+        """D x d orthonormal columns: the fixed block means, then the free subspace."""
+        q = torch.linalg.qr(self.cand @ (self.free * self.mask))[0]
+        return torch.cat([self.fixed, q], 1)
+
+    def project(self, x):
+        u = self.basis().to(x.device, x.dtype)
+        p = blocks(x, self.k)
+        return unblocks((p @ u) @ u.T, x.shape[1], self.k)
+
+    def dim(self) -> int:
+        return self.basis().shape[1] * (self.image_size // self.k) ** 2
+
+
 class AscentStep(Callback):
     """After each backward pass, a normalised step of the key's free values up the training loss
     (the network's optimiser takes its step down), shrinking along a cosine over `steps`."""
@@ -121,7 +164,14 @@ class KeySearchGradientSettings(SearchSettings):
 class KeySearchGradient(Search):
     Settings = KeySearchGradientSettings
     presets = {"smoke": dict(search_epochs=1)}
-    families = ("colour", "mosaic")
+    families = ("colour", "mosaic", "block")
+
+    @classmethod
+    def applies_to(cls, scheme):
+        scheme = scheme or {}
+        if scheme.get("family") == "block":   # a subspace of any dimension
+            return True
+        return super().applies_to(scheme)
 
     @staticmethod
     def tiles_of(like: KeyLayer) -> tuple[int, torch.Tensor]:
@@ -136,21 +186,24 @@ class KeySearchGradient(Search):
 
     def transform(self, data, context):
         like = self.scheme(data, context)
-        tile, _ = self.tiles_of(like)
+        if like.family != "block":
+            tile, _ = self.tiles_of(like)   # refuses what it cannot search before any work
         start_time = time.perf_counter()
         if self.settings.start == "estimate":
             first = type(like).estimate(data.images, None, like)
         else:
             first = copy.deepcopy(like)   # the scheme's layer is drawn from seed 0: random, not the key
-        field = DirectionField(like.image_size, tile, like.luma, self.tiles_of(first)[1])
+        if like.family == "block":
+            field = SubspaceField(like, first)
+        else:
+            field = DirectionField(like.image_size, tile, like.luma, self.tiles_of(first)[1])
         recipe = self.search_recipe()
         recipe = type(like).authorized_recipe(replace(recipe, epochs=self.settings.search_epochs), like.public_settings())
         net = create_model(self.settings.search_net, data.num_classes, data.in_channels, seed=recipe.seed)
         steps = self.settings.search_epochs * math.ceil(len(data) / recipe.batch_size)
         fit(KeyedNet(field, net), data, recipe, callbacks=[AscentStep(field, self.settings.key_lr, steps)],
             progress=False, desc="key-search-gradient")
-        found = field.directions().detach().double()
-        self.estimate = self.layer_from(like, found).eval()
+        self.estimate = self.layer_from(like, field).eval()
         self.search = {"start": self.settings.start, "epochs": self.settings.search_epochs,
                        "seconds": round(time.perf_counter() - start_time, 1)}
         self.agreement = None
@@ -161,8 +214,14 @@ class KeySearchGradient(Search):
         return data
 
     @staticmethod
-    def layer_from(like: KeyLayer, directions: torch.Tensor) -> KeyLayer:
+    def layer_from(like: KeyLayer, field: KeyLayer) -> KeyLayer:
+        """A key layer of `like`'s family holding what the search's field found."""
         est = copy.deepcopy(like)
+        with torch.no_grad():
+            if like.family == "block":
+                est.basis.copy_(field.basis())
+                return est
+            directions = field.directions().double()
         if like.family == "colour":
             est.basis.copy_(directions[0, 0][:, None].float())
             return est
