@@ -160,6 +160,11 @@ def ratio(acc: float, clean: float) -> float | None:
     return (acc - CHANCE) / (clean - CHANCE) if clean - CHANCE >= 0.05 else None
 
 
+def anchor_row(prot: str) -> str:
+    """The published row a protection is held against: every em variant against EM's."""
+    return "em" if prot.startswith("em-") else prot
+
+
 def summarise(rows: list[dict], meta: dict) -> tuple[dict, str]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -176,7 +181,7 @@ def summarise(rows: list[dict], meta: dict) -> tuple[dict, str]:
                       "final_dev_mean": statistics.mean(r["final_dev"] for r in rs),
                       "ratio": ratio(mean, clean_mean) if clean_mean is not None else None,
                       "train_s": statistics.mean(r["train_s"] for r in rs),
-                      "published": ANCHORS.get((prot, defence), "") if net == "fastnet" else ""})
+                      "published": ANCHORS.get((anchor_row(prot), defence), "") if net == "fastnet" else ""})
     get = {(t["net"], t["protection"], t["defence"]): t for t in table}
 
     def check(name, key, test, mark):
@@ -184,17 +189,27 @@ def summarise(rows: list[dict], meta: dict) -> tuple[dict, str]:
         return {"check": name, "mark": mark, "value": None if t is None else t["ratio"],
                 "passed": None if t is None or t["ratio"] is None else test(t["ratio"])}
 
-    checks = [check("EM ratio, no defence", ("fastnet", "em", "none"), lambda r: r <= 0.2, "<= 0.2"),
-              check("EM under grayscale vs clean under grayscale", ("fastnet", "em", "iss-grayscale"),
-                    lambda r: r >= 0.85, ">= 0.85"),
-              check("EM under JPEG-10 vs clean under JPEG-10", ("fastnet", "em", "iss-jpeg"), lambda r: r >= 0.85, ">= 0.85"),
-              check("AR under grayscale (negative control)", ("fastnet", "ar", "iss-grayscale"), lambda r: r <= 0.5,
-                    "<= 0.5"),
-              check("UEraser restores EM", ("fastnet", "em", "ueraser"), lambda r: r >= 0.8, ">= 0.8")]
-    cnn, fast = get.get(("cnn", "em", "none")), get.get(("fastnet", "em", "none"))
-    if cnn and fast and cnn["ratio"] is not None and fast["ratio"] is not None:
-        checks.append({"check": "EM ratio: cpu/cnn agrees with fast/fastnet", "mark": "within 0.15",
-                       "value": abs(cnn["ratio"] - fast["ratio"]), "passed": abs(cnn["ratio"] - fast["ratio"]) <= 0.15})
+    # the EM pass marks for the tier's em row and for every em variant measured (em-fastnet, ...)
+    ems = ["em"] + sorted({t["protection"] for t in table if t["protection"].startswith("em-")})
+    checks = []
+    for em in ems:
+        tag = "" if em == "em" else f" ({em})"
+        checks += [check("EM ratio, no defence" + tag, ("fastnet", em, "none"), lambda r: r <= 0.2, "<= 0.2"),
+                   check("EM under grayscale vs clean under grayscale" + tag, ("fastnet", em, "iss-grayscale"),
+                         lambda r: r >= 0.85, ">= 0.85"),
+                   check("EM under JPEG-10 vs clean under JPEG-10" + tag, ("fastnet", em, "iss-jpeg"),
+                         lambda r: r >= 0.85, ">= 0.85")]
+    checks += [check("AR under grayscale (negative control)", ("fastnet", "ar", "iss-grayscale"), lambda r: r <= 0.5,
+                     "<= 0.5"),
+               check("UEraser restores EM", ("fastnet", "em", "ueraser"), lambda r: r >= 0.8, ">= 0.8")]
+    for em in ems:
+        cnn, fast = get.get(("cnn", em, "none")), get.get(("fastnet", em, "none"))
+        if cnn and fast and cnn["ratio"] is not None and fast["ratio"] is not None:
+            checks.append({"check": "EM ratio: cpu/cnn agrees with fast/fastnet" + ("" if em == "em" else f" ({em})"),
+                           "mark": "within 0.15", "value": abs(cnn["ratio"] - fast["ratio"]),
+                           "passed": abs(cnn["ratio"] - fast["ratio"]) <= 0.15})
+    # a check of a row this run did not measure says "not measured"; only the tier's own rows are listed then
+    checks = [c for c in checks if c["value"] is not None or not c["check"].endswith(")")]
     lines = [f"CIFAR-10 (JPEG re-encoded copy), {meta['owner']} owner images, {meta['test']} test images, "
              f"dev {meta['dev']} images; code {meta['code_version']}; {meta['date']}", "",
              "| net | protection | defence | seeds | test acc % | ratio | best-dev / final-dev % | published % | train s |",
@@ -248,7 +263,7 @@ def main(argv=None) -> int:
     p.add_argument("--protections", default="clean,em,ar,lsp")
     p.add_argument("--defences", default="none,iss-grayscale,iss-jpeg")
     p.add_argument("--extra-defences", default="ueraser,adversarial-training", help="for clean and em, first seed")
-    p.add_argument("--no-cnn-row", action="store_true", help="skip the em row under cpu/cnn")
+    p.add_argument("--no-cnn-row", action="store_true", help="skip the em rows (every em* protection) under cpu/cnn")
     tier_arguments(p, out_help="where calibration.json and .md go")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -261,8 +276,9 @@ def main(argv=None) -> int:
     plan = [("fastnet", fast, s, p, d) for s in seeds for p, d in pairs]
     if args.stage == "calibrate":
         # the old evaluator's em row before lsp and the costly defences (UEraser 5x, adversarial training 6x a cell)
-        if not args.no_cnn_row and "em" in prots:
-            cnn_rows = [("cnn", cpu, seeds[0], p, d) for d in args.defences.split(",") for p in ("clean", "em")]
+        ems = [p for p in prots if p == "em" or p.startswith("em-")]
+        if not args.no_cnn_row and ems:
+            cnn_rows = [("cnn", cpu, seeds[0], p, d) for d in args.defences.split(",") for p in ("clean", *ems)]
             at = next((i for i, c in enumerate(plan) if c[3] == "lsp"), len(plan))
             plan[at:at] = cnn_rows
         extra = [d for d in args.extra_defences.split(",") if d]

@@ -342,3 +342,31 @@ def test_aux_sweep_and_gray_why_share_the_tiers_em_cell(tmp_path, tiny_cifar):
     for cmd in (aux, gray):
         assert subprocess.run(cmd, capture_output=True, text=True, timeout=600).returncode == 0
     assert sorted((tmp_path / "cells").rglob("*.json")) == cells
+
+
+def test_tier10k_pass_marks_cover_every_em_variant():
+    """The calibration's EM pass marks are read for the tier's em row and for each em variant measured
+    (an em-fastnet row gets its own grayscale check and its own cnn agreement); unmeasured variants
+    are not listed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tier10k", ROOT / "bench" / "tier10k.py")
+    tier = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tier)
+
+    def row(net, prot, defence, acc):
+        return {"net": net, "protection": prot, "defence": defence, "seed": 0, "accuracy": acc, "best_dev": acc,
+                "final_dev": acc, "train_s": 1.0}
+
+    rows = [row("fastnet", "clean", "none", 0.7), row("fastnet", "clean", "iss-grayscale", 0.6),
+            row("fastnet", "em-fastnet", "none", 0.1), row("fastnet", "em-fastnet", "iss-grayscale", 0.58),
+            row("cnn", "clean", "none", 0.5), row("cnn", "em-fastnet", "none", 0.3)]
+    summary, text = tier.summarise(rows, {"owner": 1, "test": 1, "dev": 1, "code_version": "x", "date": "d"})
+    checks = {c["check"]: c for c in summary["checks"]}
+    assert checks["EM under grayscale vs clean under grayscale (em-fastnet)"]["passed"] is True   # 0.48 / 0.5
+    assert checks["EM ratio, no defence (em-fastnet)"]["value"] == 0.0
+    assert checks["EM ratio: cpu/cnn agrees with fast/fastnet (em-fastnet)"]["passed"] is False    # 0.5 vs 0.0
+    assert checks["EM ratio, no defence"]["passed"] is None                                    # the tier's em: not run
+    assert "EM under JPEG-10 vs clean under JPEG-10 (em-fastnet)" not in checks                 # not measured
+    assert all(t["published"] == tier.ANCHORS[("em", t["defence"])] for t in summary["table"]
+               if t["protection"] == "em-fastnet" and t["net"] == "fastnet")
