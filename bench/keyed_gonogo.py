@@ -202,6 +202,8 @@ BLOCK_RGB_ROWS = {row: BLOCK_ROWS[row] for row in (
 # the generalised gradient search (a subspace by ascent, from the key-estimate guess), as at the 10k tier
 BLOCK_RGB_ROWS["key-search-gradient"] = ("keyed", "key-search-gradient", {"search_epochs": 6, "search_net": "cnn"},
                                          "cnn")
+BLOCK_RGB_ROWS["key-search-gradient (random start)"] = (
+    "keyed", "key-search-gradient", {"search_epochs": 6, "search_net": "cnn", "start": "random"}, "cnn")
 CONFIGS["block-cifar10"] = {
     "data": CIFAR, "out": ROOT / "runs" / "cells-keyed-block-cifar10", "docs": "block-cifar10-gonogo",
     "protections": {"keyed": ("keyed", BLOCK_RGB)}, "rows": BLOCK_RGB_ROWS,
@@ -291,6 +293,7 @@ GOALS = {
     "key-search": ("adaptive", "<= 0.5"),
     "key-search 6 epochs": ("adaptive", "<= 0.5"),
     "key-search-gradient": ("adaptive", "<= 0.5"),
+    "key-search-gradient (random start)": ("adaptive", "<= 0.5"),
     "key-estimate (no aux)": ("adaptive", "<= 0.5"),
     "orthogonal-projection": ("adaptive", "<= 0.5"),
     "adv. training eps=rho": ("adaptive", "<= 0.5"),
