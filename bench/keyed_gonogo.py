@@ -185,6 +185,15 @@ PATTERN_ROWS = {
     "lenet 60 epochs (Normal hacker)": ("keyed", "retrain", {}, "lenet", {"epochs": 60}),
     "clean lenet 60 epochs": ("clean", "retrain", {}, "lenet", {"epochs": 60}),
 }
+# issue 23 section 3, fourth pass: the one untried hypothesis of the second pass, the surrogate. lenet
+# (60 epochs) learns every noise tried so far as if it were absent; the tier's EM finding (the surrogate
+# decides where the noise lies) suggests a min-min against lenet itself. Candidates on dev only.
+for _name, _settings in {"lenet-surrogate": {**BLOCK, "surrogate": "lenet"},
+                         "lenet-surrogate-classwise": {**GREY_DEV["classwise-strong"], "surrogate": "lenet"}}.items():
+    CONFIGS[f"grey-dev-{_name}"] = {
+        "data": "fashion-mnist", "grey": True, "out": ROOT / "runs" / f"cells-grey-dev-{_name}",
+        "docs": f"grey-dev-{_name}", "protections": {"keyed": ("keyed", _settings)}, "rows": None,
+        "seeds": lambda row: (TRAIN_SEED,)}
 CONFIGS["pattern-fmnist"] = {
     "data": "fashion-mnist", "grey": True, "out": ROOT / "runs" / "cells-keyed-pattern-fmnist",
     "docs": "pattern-fmnist-gonogo",
@@ -208,6 +217,8 @@ CONFIGS["block-cifar10"] = {
     "data": CIFAR, "out": ROOT / "runs" / "cells-keyed-block-cifar10", "docs": "block-cifar10-gonogo",
     "protections": {"keyed": ("keyed", BLOCK_RGB)}, "rows": BLOCK_RGB_ROWS,
     "seeds": lambda row: TWO_SEEDS if BLOCK_RGB_ROWS[row][1] in (None, "retrain") else (TRAIN_SEED,)}
+for _name in ("lenet-surrogate", "lenet-surrogate-classwise"):
+    CONFIGS[f"grey-dev-{_name}"]["rows"] = PATTERN_ROWS
 CFG = CONFIGS["colour-cifar10"]
 WRONG_KEY_SEED = 4321
 
