@@ -198,10 +198,10 @@ def summarise(rows: list[dict], meta: dict) -> tuple[dict, str]:
                    check("EM under grayscale vs clean under grayscale" + tag, ("fastnet", em, "iss-grayscale"),
                          lambda r: r >= 0.85, ">= 0.85"),
                    check("EM under JPEG-10 vs clean under JPEG-10" + tag, ("fastnet", em, "iss-jpeg"),
-                         lambda r: r >= 0.85, ">= 0.85")]
+                         lambda r: r >= 0.85, ">= 0.85"),
+                   check("UEraser restores EM" + tag, ("fastnet", em, "ueraser"), lambda r: r >= 0.8, ">= 0.8")]
     checks += [check("AR under grayscale (negative control)", ("fastnet", "ar", "iss-grayscale"), lambda r: r <= 0.5,
-                     "<= 0.5"),
-               check("UEraser restores EM", ("fastnet", "em", "ueraser"), lambda r: r >= 0.8, ">= 0.8")]
+                     "<= 0.5")]
     for em in ems:
         cnn, fast = get.get(("cnn", em, "none")), get.get(("fastnet", em, "none"))
         if cnn and fast and cnn["ratio"] is not None and fast["ratio"] is not None:
@@ -262,7 +262,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="0", help="comma-separated hacker seeds")
     p.add_argument("--protections", default="clean,em,ar,lsp")
     p.add_argument("--defences", default="none,iss-grayscale,iss-jpeg")
-    p.add_argument("--extra-defences", default="ueraser,adversarial-training", help="for clean and em, first seed")
+    p.add_argument("--extra-defences", default="ueraser,adversarial-training",
+                   help="for clean and every em variant, first seed")
     p.add_argument("--no-cnn-row", action="store_true", help="skip the em rows (every em* protection) under cpu/cnn")
     tier_arguments(p, out_help="where calibration.json and .md go")
     args = p.parse_args(argv)
@@ -274,15 +275,15 @@ def main(argv=None) -> int:
     rank = {pair: i for i, pair in enumerate(ORDER)}
     pairs = sorted(((p, d) for p in prots for d in args.defences.split(",")), key=lambda pd: rank.get(pd, len(rank)))
     plan = [("fastnet", fast, s, p, d) for s in seeds for p, d in pairs]
+    ems = [p for p in prots if p == "em" or p.startswith("em-")]   # EM and its variants: cnn rows, extra defences
     if args.stage == "calibrate":
         # the old evaluator's em row before lsp and the costly defences (UEraser 5x, adversarial training 6x a cell)
-        ems = [p for p in prots if p == "em" or p.startswith("em-")]
         if not args.no_cnn_row and ems:
             cnn_rows = [("cnn", cpu, seeds[0], p, d) for d in args.defences.split(",") for p in ("clean", *ems)]
             at = next((i for i, c in enumerate(plan) if c[3] == "lsp"), len(plan))
             plan[at:at] = cnn_rows
         extra = [d for d in args.extra_defences.split(",") if d]
-        plan += [("fastnet", fast, seeds[0], p, d) for d in extra for p in ("clean", "em") if p in prots]
+        plan += [("fastnet", fast, seeds[0], p, d) for d in extra for p in ("clean", *ems) if p in prots]
     meta = {"owner": len(owner), "dev": len(dev), "test": len(test), "code_version": code_version(),
             "date": time.strftime("%Y-%m-%d"), "data": args.data, **provenance(), "native_bf16": native_bf16(),
             "recipes": {"fast": fast.to_dict(), "cpu": cpu.to_dict()}, "protections": {}}
