@@ -1,7 +1,8 @@
 """Rows of one protection measured under a later code version, set against the main calibration's
 clean rows (issue 20: the paper's AR was fixed after the main table's cells were computed).
 
-A ratio needs the clean reference of the same evaluator. Both code versions' clean cells of seed 0
+A ratio needs the clean reference of the same evaluator (the main table's clean rows of every defence the
+later rows were measured under). Both code versions' clean cells of seed 0
 were computed and agree to the last digit (`--check` lists them), so the later version's rows are
 divided by the main table's clean means over every seed instead of recomputing clean cells.
 
@@ -34,9 +35,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     main_run, later = json.loads(Path(args.main).read_text()), json.loads(Path(args.rows).read_text())
+    mine = [r for r in later["rows"] if r["protection"] == args.protection]
+    # the main table's clean rows of every defence the later rows were measured under (and only those)
     clean = [r for r in main_run["rows"] if r["protection"] == "clean" and r["net"] == "fastnet"
-             and r["defence"] in tier10k.DEFENCES and r["defence"] not in ("ueraser", "adversarial-training")]
-    rows = clean + [r for r in later["rows"] if r["protection"] == args.protection]
+             and r["defence"] in {m["defence"] for m in mine if m["net"] == "fastnet"}]
+    rows = clean + mine
     meta = {k: v for k, v in later.items() if k not in ("rows", "table", "checks")}
     meta["clean_rows_from"] = {"code_version": main_run["code_version"], "git_commit": main_run.get("git_commit")}
     own = [r for r in json.loads(Path(args.check).read_text())["rows"] if r["protection"] == "clean"]
