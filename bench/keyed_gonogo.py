@@ -216,7 +216,9 @@ BLOCK_RGB_ROWS["key-search-gradient (random start)"] = (
 CONFIGS["block-cifar10"] = {
     "data": CIFAR, "out": ROOT / "runs" / "cells-keyed-block-cifar10", "docs": "block-cifar10-gonogo",
     "protections": {"keyed": ("keyed", BLOCK_RGB)}, "rows": BLOCK_RGB_ROWS,
-    "seeds": lambda row: TWO_SEEDS if BLOCK_RGB_ROWS[row][1] in (None, "retrain") else (TRAIN_SEED,)}
+    # the gradient search decides the verdict: two seeds for it too
+    "seeds": lambda row: TWO_SEEDS if BLOCK_RGB_ROWS[row][1] in (None, "retrain", "key-search-gradient")
+    else (TRAIN_SEED,)}
 for _name in ("lenet-surrogate", "lenet-surrogate-classwise"):
     CONFIGS[f"grey-dev-{_name}"]["rows"] = PATTERN_ROWS
 CFG = CONFIGS["colour-cifar10"]
