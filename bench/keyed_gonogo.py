@@ -166,11 +166,18 @@ GREY_DEV = {
     "classwise-dc-box-strong": {**BLOCK, "classwise": True, "dc": True, "fit_box": 4, "step_size": 4 / 255,
                                 "noise_steps": 5, "stop_error": 0.01},
 }
+
+
+def grey_dev(name: str, settings: dict, rows: dict) -> None:
+    """Config `grey-dev-NAME`: one dev candidate of the grey key on Fashion-MNIST, its own cache, one seed."""
+    CONFIGS[f"grey-dev-{name}"] = {
+        "data": "fashion-mnist", "grey": True, "out": ROOT / "runs" / f"cells-grey-dev-{name}",
+        "docs": f"grey-dev-{name}", "protections": {"keyed": ("keyed", settings)}, "rows": rows,
+        "seeds": lambda row: (TRAIN_SEED,)}
+
+
 for _name, _settings in GREY_DEV.items():
-    CONFIGS[f"grey-dev-{_name}"] = {
-        "data": "fashion-mnist", "grey": True, "out": ROOT / "runs" / f"cells-grey-dev-{_name}",
-        "docs": f"grey-dev-{_name}",
-        "protections": {"keyed": ("keyed", _settings)}, "rows": BLOCK_ROWS, "seeds": lambda row: (TRAIN_SEED,)}
+    grey_dev(_name, _settings, BLOCK_ROWS)
 GREY_CHOSEN = "classwise-strong"   # the best on dev (BENCHMARKS.md, "Block key on Fashion-MNIST, second pass"); it does not separate
 CONFIGS["block-fmnist-v2"] = {
     **CONFIGS["block-fmnist"], "out": ROOT / "runs" / "cells-keyed-block-fmnist-v2", "docs": "block-fmnist-v2-gonogo",
@@ -186,14 +193,10 @@ PATTERN_ROWS = {
     "clean lenet 60 epochs": ("clean", "retrain", {}, "lenet", {"epochs": 60}),
 }
 # issue 23 section 3, fourth pass: the one untried hypothesis of the second pass, the surrogate. lenet
-# (60 epochs) learns every noise tried so far as if it were absent; the tier's EM finding (the surrogate
-# decides where the noise lies) suggests a min-min against lenet itself. Candidates on dev only.
-for _name, _settings in {"lenet-surrogate": {**BLOCK, "surrogate": "lenet"},
-                         "lenet-surrogate-classwise": {**GREY_DEV["classwise-strong"], "surrogate": "lenet"}}.items():
-    CONFIGS[f"grey-dev-{_name}"] = {
-        "data": "fashion-mnist", "grey": True, "out": ROOT / "runs" / f"cells-grey-dev-{_name}",
-        "docs": f"grey-dev-{_name}", "protections": {"keyed": ("keyed", _settings)}, "rows": None,
-        "seeds": lambda row: (TRAIN_SEED,)}
+# (60 epochs) learns every noise tried so far as if it were absent; the tier's EM runs (the surrogate
+# changes where the noise lies) suggest a min-min against lenet itself. Candidates on dev only.
+grey_dev("lenet-surrogate", {**BLOCK, "surrogate": "lenet"}, PATTERN_ROWS)
+grey_dev("lenet-surrogate-classwise", {**GREY_DEV["classwise-strong"], "surrogate": "lenet"}, PATTERN_ROWS)
 CONFIGS["pattern-fmnist"] = {
     "data": "fashion-mnist", "grey": True, "out": ROOT / "runs" / "cells-keyed-pattern-fmnist",
     "docs": "pattern-fmnist-gonogo",
@@ -219,8 +222,6 @@ CONFIGS["block-cifar10"] = {
     # the gradient search decides the verdict: two seeds for it too
     "seeds": lambda row: TWO_SEEDS if BLOCK_RGB_ROWS[row][1] in (None, "retrain", "key-search-gradient")
     else (TRAIN_SEED,)}
-for _name in ("lenet-surrogate", "lenet-surrogate-classwise"):
-    CONFIGS[f"grey-dev-{_name}"]["rows"] = PATTERN_ROWS
 CFG = CONFIGS["colour-cifar10"]
 WRONG_KEY_SEED = 4321
 

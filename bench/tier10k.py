@@ -189,27 +189,27 @@ def summarise(rows: list[dict], meta: dict) -> tuple[dict, str]:
         return {"check": name, "mark": mark, "value": None if t is None else t["ratio"],
                 "passed": None if t is None or t["ratio"] is None else test(t["ratio"])}
 
-    # the EM pass marks for the tier's em row and for every em variant measured (em-fastnet, ...)
-    ems = ["em"] + sorted({t["protection"] for t in table if t["protection"].startswith("em-")})
-    checks = []
+    # the EM pass marks for the tier's em row and for every em variant measured (em-fastnet, ...); a variant's
+    # checks are listed only where it was measured
+    ems = ["em"] + sorted({t["protection"] for t in table if t["protection"] != "em"
+                           and anchor_row(t["protection"]) == "em"})
+    checks, agreements = [], []
     for em in ems:
         tag = "" if em == "em" else f" ({em})"
-        checks += [check("EM ratio, no defence" + tag, ("fastnet", em, "none"), lambda r: r <= 0.2, "<= 0.2"),
-                   check("EM under grayscale vs clean under grayscale" + tag, ("fastnet", em, "iss-grayscale"),
-                         lambda r: r >= 0.85, ">= 0.85"),
-                   check("EM under JPEG-10 vs clean under JPEG-10" + tag, ("fastnet", em, "iss-jpeg"),
-                         lambda r: r >= 0.85, ">= 0.85"),
-                   check("UEraser restores EM" + tag, ("fastnet", em, "ueraser"), lambda r: r >= 0.8, ">= 0.8")]
-    checks += [check("AR under grayscale (negative control)", ("fastnet", "ar", "iss-grayscale"), lambda r: r <= 0.5,
-                     "<= 0.5")]
-    for em in ems:
+        mine = [check("EM ratio, no defence" + tag, ("fastnet", em, "none"), lambda r: r <= 0.2, "<= 0.2"),
+                check("EM under grayscale vs clean under grayscale" + tag, ("fastnet", em, "iss-grayscale"),
+                      lambda r: r >= 0.85, ">= 0.85"),
+                check("EM under JPEG-10 vs clean under JPEG-10" + tag, ("fastnet", em, "iss-jpeg"),
+                      lambda r: r >= 0.85, ">= 0.85"),
+                check("UEraser restores EM" + tag, ("fastnet", em, "ueraser"), lambda r: r >= 0.8, ">= 0.8")]
+        checks += mine if em == "em" else [c for c in mine if c["value"] is not None]
         cnn, fast = get.get(("cnn", em, "none")), get.get(("fastnet", em, "none"))
         if cnn and fast and cnn["ratio"] is not None and fast["ratio"] is not None:
-            checks.append({"check": "EM ratio: cpu/cnn agrees with fast/fastnet" + ("" if em == "em" else f" ({em})"),
-                           "mark": "within 0.15", "value": abs(cnn["ratio"] - fast["ratio"]),
-                           "passed": abs(cnn["ratio"] - fast["ratio"]) <= 0.15})
-    # a check of a row this run did not measure says "not measured"; only the tier's own rows are listed then
-    checks = [c for c in checks if c["value"] is not None or not c["check"].endswith(")")]
+            agreements.append({"check": "EM ratio: cpu/cnn agrees with fast/fastnet" + tag, "mark": "within 0.15",
+                               "value": abs(cnn["ratio"] - fast["ratio"]),
+                               "passed": abs(cnn["ratio"] - fast["ratio"]) <= 0.15})
+    checks += [check("AR under grayscale (negative control)", ("fastnet", "ar", "iss-grayscale"), lambda r: r <= 0.5,
+                     "<= 0.5"), *agreements]
     lines = [f"CIFAR-10 (JPEG re-encoded copy), {meta['owner']} owner images, {meta['test']} test images, "
              f"dev {meta['dev']} images; code {meta['code_version']}; {meta['date']}", "",
              "| net | protection | defence | seeds | test acc % | ratio | best-dev / final-dev % | published % | train s |",
@@ -275,7 +275,7 @@ def main(argv=None) -> int:
     rank = {pair: i for i, pair in enumerate(ORDER)}
     pairs = sorted(((p, d) for p in prots for d in args.defences.split(",")), key=lambda pd: rank.get(pd, len(rank)))
     plan = [("fastnet", fast, s, p, d) for s in seeds for p, d in pairs]
-    ems = [p for p in prots if p == "em" or p.startswith("em-")]   # EM and its variants: cnn rows, extra defences
+    ems = [p for p in prots if anchor_row(p) == "em"]   # EM and its variants: cnn rows, extra defences
     if args.stage == "calibrate":
         # the old evaluator's em row before lsp and the costly defences (UEraser 5x, adversarial training 6x a cell)
         if not args.no_cnn_row and ems:

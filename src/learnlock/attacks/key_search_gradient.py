@@ -48,7 +48,7 @@ import torch
 from ..errors import LearnlockError
 from ..keys.keyed import KeyedNet
 from ..keys.layers import LUMA_AXIS, KeyLayer, cone_plane
-from ..keys.layers.block import BlockKey, blocks, candidates, dc_basis, unblocks
+from ..keys.layers.block import BlockKey, candidates, dc_basis, project_blocks
 from ..models import create_model
 from ..training import Callback, fit
 from . import register_attack
@@ -119,9 +119,7 @@ class SubspaceField(KeyLayer):
         return torch.cat([self.fixed, q], 1)
 
     def project(self, x):
-        u = self.basis().to(x.device, x.dtype)
-        p = blocks(x, self.k)
-        return unblocks((p @ u) @ u.T, x.shape[1], self.k)
+        return project_blocks(x, self.basis(), self.k)
 
     def dim(self) -> int:
         return self.basis().shape[1] * (self.image_size // self.k) ** 2

@@ -91,6 +91,12 @@ def unblocks(p: torch.Tensor, c: int, k: int) -> torch.Tensor:
     return p.reshape(b, hb, wb, c, k, k).permute(0, 3, 1, 4, 2, 5).reshape(b, c, hb * k, wb * k)
 
 
+def project_blocks(x: torch.Tensor, basis: torch.Tensor, k: int) -> torch.Tensor:
+    """P_S x for S = span(basis) (D x d, orthonormal) in every k x k block of float images B x C x H x W."""
+    u = basis.to(device=x.device, dtype=x.dtype)
+    return unblocks((blocks(x, k) @ u) @ u.T, x.shape[1], k)
+
+
 def patch_covariance(images: torch.Tensor, k: int) -> torch.Tensor:
     """D x D covariance (float64) of the block-aligned k x k patches of uint8 images (each channel's
     mean over the set removed)."""
@@ -169,9 +175,7 @@ class BlockKey(KeyLayer):
     def project(self, x):
         if x.shape[-1] % self.k or x.shape[-2] % self.k:
             raise LearnlockError(f"block key: image sides {tuple(x.shape[-2:])} are not multiples of k={self.k}")
-        u = self.basis.to(device=x.device, dtype=x.dtype)
-        p = blocks(x, self.k)
-        return unblocks((p @ u) @ u.T, x.shape[1], self.k)
+        return project_blocks(x, self.basis, self.k)
 
     def dim(self) -> int:
         return self.dims * (self.image_size // self.k) ** 2
