@@ -40,7 +40,7 @@ from learnlock.files import atomic_write_bytes, atomic_write_json
 from learnlock.models import NetSpec
 from learnlock.protections import ProtectionContext, create_protection, get_protection
 from learnlock.provenance import provenance
-from learnlock.recipe import get_recipe, native_bf16
+from learnlock.recipe import PRECISIONS, get_recipe, native_bf16
 from learnlock.scenarios import protected_cell, train_authorized
 from learnlock.training import EpochAccuracy, evaluate
 
@@ -211,7 +211,8 @@ def summarise(rows: list[dict], meta: dict) -> tuple[dict, str]:
     checks += [check("AR under grayscale (negative control)", ("fastnet", "ar", "iss-grayscale"), lambda r: r <= 0.5,
                      "<= 0.5"), *agreements]
     lines = [f"CIFAR-10 (JPEG re-encoded copy), {meta['owner']} owner images, {meta['test']} test images, "
-             f"dev {meta['dev']} images; code {meta['code_version']}; {meta['date']}", "",
+             f"dev {meta['dev']} images; code {meta['code_version']}; {meta['date']}"
+             + (f"; hackers trained in {meta['hacker_precision']}" if meta.get("hacker_precision") else ""), "",
              "| net | protection | defence | seeds | test acc % | ratio | best-dev / final-dev % | published % | train s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for t in table:
@@ -265,12 +266,17 @@ def main(argv=None) -> int:
     p.add_argument("--extra-defences", default="ueraser,adversarial-training",
                    help="for clean and every em variant, first seed")
     p.add_argument("--no-cnn-row", action="store_true", help="skip the em rows (every em* protection) under cpu/cnn")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="the hackers' precision (default: each recipe's own); the protections keep theirs, so a "
+                        "run compares precisions on the same published pixels")
     tier_arguments(p, out_help="where calibration.json and .md go")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     tier = open_tier(args)
-    cache, owner, dev, test, fast, log = tier.cache, tier.owner, tier.dev, tier.test, tier.fast, tier.log
-    cpu = get_recipe("cpu", **({"epochs": args.epochs} if args.epochs else {}))
+    cache, owner, dev, test, log = tier.cache, tier.owner, tier.dev, tier.test, tier.log
+    fast, cpu = tier.fast, get_recipe("cpu", **({"epochs": args.epochs} if args.epochs else {}))
+    if args.precision:
+        fast, cpu = replace(fast, precision=args.precision), replace(cpu, precision=args.precision)
     prots = ["clean"] if args.stage == "clean" else args.protections.split(",")
     rank = {pair: i for i, pair in enumerate(ORDER)}
     pairs = sorted(((p, d) for p in prots for d in args.defences.split(",")), key=lambda pd: rank.get(pd, len(rank)))
@@ -286,13 +292,14 @@ def main(argv=None) -> int:
         plan += [("fastnet", fast, seeds[0], p, d) for d in extra for p in ("clean", *ems) if p in prots]
     meta = {"owner": len(owner), "dev": len(dev), "test": len(test), "code_version": code_version(),
             "date": time.strftime("%Y-%m-%d"), "data": args.data, **provenance(), "native_bf16": native_bf16(),
-            "recipes": {"fast": fast.to_dict(), "cpu": cpu.to_dict()}, "protections": {}}
+            "recipes": {"fast": fast.to_dict(), "cpu": cpu.to_dict()}, "protections": {},
+            **({"hacker_precision": args.precision} if args.precision else {})}
     protected, keys = {}, {}
     rows = []
     out = Path(args.out)
     for i, (net, recipe, seed, prot, defence) in enumerate(plan, 1):
         if prot not in protected:
-            protected[prot], meta["protections"][prot], keys[prot] = protect(cache, prot, owner, fast, log)
+            protected[prot], meta["protections"][prot], keys[prot] = protect(cache, prot, owner, tier.fast, log)
         start = time.perf_counter()
         row = train_cell(cache, owner, protected[prot], dev, test, prot, defence, net, recipe, seed,
                          not args.no_progress, keys[prot])

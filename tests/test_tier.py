@@ -189,6 +189,15 @@ def test_tier10k_runs_end_to_end_at_tiny_size(tmp_path, tiny_cifar):
     again = subprocess.run(out.args, capture_output=True, text=True, timeout=300)   # a rerun trains nothing
     assert again.returncode == 0 and sorted((tmp_path / "cells" / "train").glob("*.json")) == cells
     assert json.loads((tmp_path / "out" / "calibration.json").read_text())["rows"] == result["rows"]
+    protected = sorted((tmp_path / "cells").glob("protect*/*.json"))
+    bf16 = subprocess.run(out.args[:-3] + ["--out", str(tmp_path / "bf16"), "--precision", "bf16", "--no-progress"],
+                          capture_output=True, text=True, timeout=300)   # hackers in bf16 on the same pixels
+    assert bf16.returncode == 0, bf16.stderr[-2000:]
+    assert sorted((tmp_path / "cells").glob("protect*/*.json")) == protected   # the protection is not redone
+    assert len(list((tmp_path / "cells" / "train").glob("*.json"))) == 8         # four new hacker cells
+    meta = json.loads((tmp_path / "bf16" / "calibration.json").read_text())
+    assert meta["recipes"]["fast"]["precision"] == "bf16" and meta["hacker_precision"] == "bf16"
+    assert "hackers trained in bf16" in (tmp_path / "bf16" / "calibration.md").read_text()
 
 
 def test_gpu_tier_stages_write_json_and_a_rerun_skips_them(tmp_path, tiny_cifar):
