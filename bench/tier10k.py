@@ -35,6 +35,7 @@ import torch
 
 from learnlock.attacks import AttackContext, create_attack
 from learnlock.cells import CellCache, cell_inputs, code_version
+from learnlock.data.base import ImageDataset
 from learnlock.data.splits import load_split
 from learnlock.files import atomic_write_bytes, atomic_write_json
 from learnlock.models import NetSpec
@@ -237,6 +238,9 @@ def tier_arguments(p: argparse.ArgumentParser, out_help: str = "where the JSON a
     p.add_argument("--dev-per-class", type=int, default=200)
     p.add_argument("--test-per-class", type=int, help="default: the full test split")
     p.add_argument("--epochs", type=int, help="override the recipes' epochs (tiny runs)")
+    p.add_argument("--aux-as-owner", type=int, default=0, metavar="N",
+                   help="size probes past the owner split: add the first N aux images per class to the owner set "
+                        "(the aux split then is not the attacker's; never for the tier's own rows)")
     p.add_argument("--cache", default="runs/cells", help="cell cache folder (shared by every bench script)")
     p.add_argument("--out", default="docs/bench/cifar10k", help=out_help)
     p.add_argument("--no-progress", action="store_true")
@@ -248,6 +252,11 @@ def open_tier(args) -> SimpleNamespace:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     t0 = time.perf_counter()
     owner = load_split(args.data, "owner", args.per_class)
+    if args.aux_as_owner:
+        aux = load_split(args.data, "aux", args.aux_as_owner)
+        owner = ImageDataset(images=torch.cat([owner.images, aux.images]), labels=torch.cat([owner.labels, aux.labels]),
+                             classes=owner.classes, ids=owner.ids + aux.ids,
+                             source=f"{owner.source} + {aux.source} (first {args.aux_as_owner} per class)")
     dev = load_split(args.data, "dev", args.dev_per_class)
     test = load_split(args.data, "test", args.test_per_class)
     log(f"loaded owner {len(owner)}, dev {len(dev)}, test {len(test)} in {time.perf_counter() - t0:.1f} s; "

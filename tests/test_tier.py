@@ -198,6 +198,10 @@ def test_tier10k_runs_end_to_end_at_tiny_size(tmp_path, tiny_cifar):
     meta = json.loads((tmp_path / "bf16" / "calibration.json").read_text())
     assert meta["recipes"]["fast"]["precision"] == "bf16" and meta["hacker_precision"] == "bf16"
     assert "hackers trained in bf16" in (tmp_path / "bf16" / "calibration.md").read_text()
+    probe = subprocess.run(out.args[:-3] + ["--out", str(tmp_path / "probe"), "--aux-as-owner", "3", "--no-progress"],
+                           capture_output=True, text=True, timeout=300)   # a size probe: 8 owner + 3 aux per class
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert json.loads((tmp_path / "probe" / "calibration.json").read_text())["owner"] == 22
 
 
 def test_gpu_tier_stages_write_json_and_a_rerun_skips_them(tmp_path, tiny_cifar):
