@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import learnable_dataset, write_npz
 from learnlock import cli
-from learnlock.attacks import create_attack, list_attacks
+from learnlock.attacks import create_attack, get_attack, list_attacks
 from learnlock.protections import get_protection, list_protections
 from learnlock.report.html import build_report, load_originals, ratio_colour, verdict
 
@@ -105,6 +105,13 @@ def test_report_of_table1_audit_certify(runs, tmp_path, capsys):
     assert (v["level"] == "broken") == (worst is not None and worst > 0.5)
     for a in v["attackers"]:
         assert a["attack"] in html
+    # grayscale did not reproduce its published effect on EM at the 10k tier: marked wherever it appears
+    assert by["iss-grayscale"]["calibration"]["status"] == "uncalibrated" and by["retrain"]["calibration"]["status"] == "calibrated"
+    assert by["key-estimate"]["calibration"] is None
+    assert html.count('class="badge uncalibrated"') == 2   # iss-grayscale (measured) and ueraser (not measured)
+    assert "iss-grayscale: restores EM at 8/255 only to ratio" in html
+    audit_md = (root / "runs" / "audit" / "audit.md").read_text()
+    assert "- iss-grayscale: restores EM" in audit_md and "- retrain:" not in audit_md
     t1 = content["who_learns"][0]
     assert t1["kind"] == "table1" and [r["name"] for r in t1["rows"]][0] == "Original"
     audit = content["what_breaks"][0]
@@ -223,6 +230,15 @@ def test_verdict_is_the_worst_case_and_never_passes_what_was_not_measured():
     v = verdict(auth, [h("retrain", 0.1), {**h("distill-proxy", 0.9), "aux_only_ratio": 0.6}], threat, {})
     assert v["level"] == "broken" and v["breaks"] == ["distill-proxy"]
     assert ratio_colour(0.0) != ratio_colour(1.0) and ratio_colour(1.0, high_is_good=True) == ratio_colour(0.0)
+
+
+def test_every_calibration_states_a_status_and_what_was_measured():
+    from learnlock.attacks.base import CALIBRATION
+
+    for name in list_attacks():
+        said = get_attack(name).calibration
+        assert said == () or (len(said) == 2 and said[0] in CALIBRATION and "10k tier" in said[1]), name
+    assert get_attack("ueraser").calibration[0] == "uncalibrated"   # issue 20: 0.76 < the pass mark 0.8
 
 
 def test_every_protection_states_a_threat_model_of_registered_attacks():

@@ -27,6 +27,9 @@ from ..registry import Registry, check_field_types, check_settings
 from ..training import Callback, Loss, cross_entropy, evaluate, fit
 
 
+CALIBRATION = ("calibrated", "uncalibrated")
+
+
 @dataclass
 class AttackContext:
     """What the threat model gives the attacker beyond the published data."""
@@ -71,6 +74,11 @@ class Attack:
     # "size" (any images of the same channels and size: a DDPM, a key estimate) or "classes" (also
     # the same class names in the same order: per-class statistics, fine-tuning on aux labels).
     aux_match: str = "size"
+    # How the attack's published effect was checked at the 10k tier (BENCHMARKS.md, "The 10k tier:
+    # calibration"): (status, what was measured), status one of CALIBRATION. Audits and reports mark an
+    # "uncalibrated" attack, so nobody reads a low ratio under it as the protection's strength when it may
+    # be this evaluator's. Empty: no published effect to check it against.
+    calibration: tuple[str, str] = ()
 
     def __init__(self, settings: AttackSettings | None = None, **overrides):
         check_settings(f"attack {self.name!r}", type(self), overrides)

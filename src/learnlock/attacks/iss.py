@@ -91,6 +91,10 @@ class Squeeze(Attack):
 class IssGrayscale(Squeeze):
     presets = {"smoke": {}}  # the defaults already run in seconds
 
+    calibration = ("uncalibrated", "restores EM at 8/255 only to ratio 0.41-0.44 of clean data under grayscale "
+                   "at the 10k tier, where the published 50k runs reach about 1.0: a low ratio under it may be "
+                   "this tier's, not the protection's")
+
     def squeeze(self, images):
         return grayscale(images)
 
@@ -105,6 +109,9 @@ class IssGrayscale(Squeeze):
 class IssJpeg(Squeeze):
     Settings = JpegSettings
     presets = {"smoke": {}}  # the defaults already run in seconds
+
+    calibration = ("calibrated", "at quality 10 restores EM at 8/255 to ratio 0.96-0.99 of clean data under JPEG-10 "
+                   "at the 10k tier (published 78-82 % against 85 %)")
 
     def squeeze(self, images):
         return jpeg(images, self.settings.quality)

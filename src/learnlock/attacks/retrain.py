@@ -8,3 +8,4 @@ from .base import Attack
 class Retrain(Attack):
     presets = {"smoke": {}}  # the defaults already run in seconds
     label = "Normal"
+    calibration = ("calibrated", "EM at 8/255 drops fastnet to ratio 0.04 at the 10k tier (published 0.09-0.13)")

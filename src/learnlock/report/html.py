@@ -69,6 +69,16 @@ def applies(attack: str, scheme: dict | None) -> bool:
     return attack not in ATTACKS.names() or ATTACKS.get(attack).applies_to(scheme)
 
 
+def calibration_of(attack: str) -> dict | None:
+    """{"status", "text"} of a registered attack's calibration at the 10k tier (Attack.calibration)."""
+    from ..attacks import ATTACKS
+
+    if attack not in ATTACKS.names() or not ATTACKS.get(attack).calibration:
+        return None
+    status, text = ATTACKS.get(attack).calibration
+    return {"status": status, "text": text}
+
+
 # ----------------------------------------------------------------------------- the verdict
 
 
@@ -85,12 +95,13 @@ def verdict(auth: list[dict], hackers: list[dict], threat: dict, facts: dict) ->
     attackers = []
     for name in dict.fromkeys([*by_attack, *threat["attacks"]]):
         found = by_attack.get(name, [])
+        calibration = calibration_of(name)
         rated = [h for h in found if h["ratio"] is not None]
         if not found:
             attackers.append({"attack": name, "status": "not measured", "ratio": None, "colour": ratio_colour(None),
                               "assumptions": assumptions(name, None, {**facts, "aux_size": "some",
                                                                       "train_size": facts.get("train_size")}),
-                              "measured": []})
+                              "calibration": calibration, "measured": []})
             continue
         worst = max(rated, key=lambda h: h["ratio"]) if rated else found[0]
         status = ("no ratio" if not rated else "resists" if worst["ratio"] <= RESIST_MAX else "breaks")
@@ -101,7 +112,7 @@ def verdict(auth: list[dict], hackers: list[dict], threat: dict, facts: dict) ->
         attackers.append({"attack": name, "status": status, "ratio": worst["ratio"], "net": worst["net"],
                           "accuracy": worst["accuracy"], "run": worst["run"], "where": worst["where"],
                           "colour": ratio_colour(worst["ratio"]), "assumptions": worst["assumptions"],
-                          "aux_only_ratio": base,
+                          "aux_only_ratio": base, "calibration": calibration,
                           "measured": [{k: h[k] for k in ("net", "ratio", "accuracy", "run", "where")} for h in found]})
     rated_auth = [a for a in auth if a["ratio"] is not None]
     authorized = min(rated_auth, key=lambda a: a["ratio"]) if rated_auth else None

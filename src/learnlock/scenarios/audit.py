@@ -268,7 +268,7 @@ def write_report(results, out: Path, published, test, nets, seeds, recipe, skipp
             cells_md.append(f"{100 * m:.1f} ± {100 * sd:.1f} ({'n/a' if ratio != ratio else f'{ratio:.2f}'}){where}")
         rows.append(cells_md)
     table = markdown_table(["attack"] + list(nets), rows)
-    notes = aux_verdicts(summary, (about or {}).get("aux"))
+    notes = "\n\n".join(n for n in (aux_verdicts(summary, (about or {}).get("aux")), uncalibrated_notes(results)) if n)
     audit_json = {
         "published": published.source, "train_size": len(published), "test": test.source, "test_size": len(test),
         "nets": list(nets), "seeds": list(seeds), "recipe": _jsonable(recipe), "skipped": skipped,
@@ -321,6 +321,16 @@ def aux_verdicts(summary: dict, aux: dict | None) -> str:
         return ""
     return (f"Aux attacks against the aux-only baseline (each net trained on the {aux['size']} clean aux "
             "images alone):\n" + "\n".join(lines))
+
+
+def uncalibrated_notes(rows) -> str:
+    """A line under the table for each attack row whose published effect this evaluator did not
+    reproduce (Attack.calibration): its ratios are not the protection's alone."""
+    from ..attacks import ATTACKS
+
+    lines = [f"- {row}: {ATTACKS.get(row).calibration[1]}" for row in rows
+             if row in ATTACKS.names() and ATTACKS.get(row).calibration[:1] == ("uncalibrated",)]
+    return "Uncalibrated attacks (BENCHMARKS.md, the 10k tier's calibration):\n" + "\n".join(lines) if lines else ""
 
 
 def plot(summary: dict, nets, path: Path, chance: float, title: str) -> Path:
