@@ -41,7 +41,8 @@ from learnlock.files import atomic_write_bytes, atomic_write_json
 from learnlock.models import NetSpec
 from learnlock.protections import ProtectionContext, create_protection, get_protection
 from learnlock.provenance import provenance
-from learnlock.recipe import PRECISIONS, get_recipe, native_bf16
+from learnlock.device import current_device
+from learnlock.recipe import get_recipe, native_bf16
 from learnlock.scenarios import protected_cell, train_authorized
 from learnlock.training import EpochAccuracy, evaluate
 
@@ -213,7 +214,9 @@ def summarise(rows: list[dict], meta: dict) -> tuple[dict, str]:
                      "<= 0.5"), *agreements]
     lines = [f"CIFAR-10 (JPEG re-encoded copy), {meta['owner']} owner images, {meta['test']} test images, "
              f"dev {meta['dev']} images; code {meta['code_version']}; {meta['date']}"
-             + (f"; hackers trained in {meta['hacker_precision']}" if meta.get("hacker_precision") else ""), "",
+             + (f"; hackers trained in {meta['hacker_precision']}" if meta.get("hacker_precision") else "")
+             + (f"; a size probe: the owner set plus the first {meta['aux_as_owner']} aux images per class"
+                if meta.get("aux_as_owner") else ""), "",
              "| net | protection | defence | seeds | test acc % | ratio | best-dev / final-dev % | published % | train s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for t in table:
@@ -238,9 +241,6 @@ def tier_arguments(p: argparse.ArgumentParser, out_help: str = "where the JSON a
     p.add_argument("--dev-per-class", type=int, default=200)
     p.add_argument("--test-per-class", type=int, help="default: the full test split")
     p.add_argument("--epochs", type=int, help="override the recipes' epochs (tiny runs)")
-    p.add_argument("--aux-as-owner", type=int, default=0, metavar="N",
-                   help="size probes past the owner split: add the first N aux images per class to the owner set "
-                        "(the aux split then is not the attacker's; never for the tier's own rows)")
     p.add_argument("--cache", default="runs/cells", help="cell cache folder (shared by every bench script)")
     p.add_argument("--out", default="docs/bench/cifar10k", help=out_help)
     p.add_argument("--no-progress", action="store_true")
@@ -252,7 +252,7 @@ def open_tier(args) -> SimpleNamespace:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     t0 = time.perf_counter()
     owner = load_split(args.data, "owner", args.per_class)
-    if args.aux_as_owner:
+    if getattr(args, "aux_as_owner", 0):   # tier10k's size probes only: other scripts read aux as the attacker's
         aux = load_split(args.data, "aux", args.aux_as_owner)
         owner = ImageDataset(images=torch.cat([owner.images, aux.images]), labels=torch.cat([owner.labels, aux.labels]),
                              classes=owner.classes, ids=owner.ids + aux.ids,
@@ -275,17 +275,22 @@ def main(argv=None) -> int:
     p.add_argument("--extra-defences", default="ueraser,adversarial-training",
                    help="for clean and every em variant, first seed")
     p.add_argument("--no-cnn-row", action="store_true", help="skip the em rows (every em* protection) under cpu/cnn")
-    p.add_argument("--precision", choices=PRECISIONS,
-                   help="the hackers' precision (default: each recipe's own); the protections keep theirs, so a "
-                        "run compares precisions on the same published pixels")
+    p.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="the hackers' (and an authorized cell's) precision; default: each recipe's own. The "
+                        "protections keep theirs, so a run compares precisions on the same published pixels")
+    p.add_argument("--aux-as-owner", type=int, default=0, metavar="N",
+                   help="a size probe past the owner split: add the first N aux images per class to the owner set "
+                        "(no attacker aux then; never for the tier's own rows)")
     tier_arguments(p, out_help="where calibration.json and .md go")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     tier = open_tier(args)
     cache, owner, dev, test, log = tier.cache, tier.owner, tier.dev, tier.test, tier.log
     fast, cpu = tier.fast, get_recipe("cpu", **({"epochs": args.epochs} if args.epochs else {}))
-    if args.precision:
-        fast, cpu = replace(fast, precision=args.precision), replace(cpu, precision=args.precision)
+    if args.precision:   # only where it changes what runs: "fp32" where a recipe already trains in fp32 keeps its cells
+        wanted = args.precision == "bf16"
+        fast, cpu = (r if r.uses_bf16(current_device()) == wanted else replace(r, precision=args.precision)
+                     for r in (fast, cpu))
     prots = ["clean"] if args.stage == "clean" else args.protections.split(",")
     rank = {pair: i for i, pair in enumerate(ORDER)}
     pairs = sorted(((p, d) for p in prots for d in args.defences.split(",")), key=lambda pd: rank.get(pd, len(rank)))
@@ -302,7 +307,8 @@ def main(argv=None) -> int:
     meta = {"owner": len(owner), "dev": len(dev), "test": len(test), "code_version": code_version(),
             "date": time.strftime("%Y-%m-%d"), "data": args.data, **provenance(), "native_bf16": native_bf16(),
             "recipes": {"fast": fast.to_dict(), "cpu": cpu.to_dict()}, "protections": {},
-            **({"hacker_precision": args.precision} if args.precision else {})}
+            **({"hacker_precision": args.precision} if args.precision else {}),
+            **({"aux_as_owner": args.aux_as_owner} if args.aux_as_owner else {})}
     protected, keys = {}, {}
     rows = []
     out = Path(args.out)

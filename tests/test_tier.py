@@ -1,6 +1,7 @@
 """The 10k tier's parts: fastnet and the fast recipe, the fixed splits, the cell cache, and
 bench/tier10k.py end to end at tiny size."""
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -189,19 +190,41 @@ def test_tier10k_runs_end_to_end_at_tiny_size(tmp_path, tiny_cifar):
     again = subprocess.run(out.args, capture_output=True, text=True, timeout=300)   # a rerun trains nothing
     assert again.returncode == 0 and sorted((tmp_path / "cells" / "train").glob("*.json")) == cells
     assert json.loads((tmp_path / "out" / "calibration.json").read_text())["rows"] == result["rows"]
-    protected = sorted((tmp_path / "cells").glob("protect*/*.json"))
     bf16 = subprocess.run(out.args[:-3] + ["--out", str(tmp_path / "bf16"), "--precision", "bf16", "--no-progress"],
                           capture_output=True, text=True, timeout=300)   # hackers in bf16 on the same pixels
     assert bf16.returncode == 0, bf16.stderr[-2000:]
-    assert sorted((tmp_path / "cells").glob("protect*/*.json")) == protected   # the protection is not redone
     assert len(list((tmp_path / "cells" / "train").glob("*.json"))) == 8         # four new hacker cells
+    fp32 = subprocess.run(out.args[:-3] + ["--out", str(tmp_path / "fp32"), "--precision", "fp32", "--no-progress"],
+                          capture_output=True, text=True, timeout=300)   # what the CPU recipes already train in
+    assert fp32.returncode == 0 and len(list((tmp_path / "cells" / "train").glob("*.json"))) == 8
     meta = json.loads((tmp_path / "bf16" / "calibration.json").read_text())
     assert meta["recipes"]["fast"]["precision"] == "bf16" and meta["hacker_precision"] == "bf16"
     assert "hackers trained in bf16" in (tmp_path / "bf16" / "calibration.md").read_text()
     probe = subprocess.run(out.args[:-3] + ["--out", str(tmp_path / "probe"), "--aux-as-owner", "3", "--no-progress"],
                            capture_output=True, text=True, timeout=300)   # a size probe: 8 owner + 3 aux per class
     assert probe.returncode == 0, probe.stderr[-2000:]
-    assert json.loads((tmp_path / "probe" / "calibration.json").read_text())["owner"] == 22
+    probe_meta = json.loads((tmp_path / "probe" / "calibration.json").read_text())
+    assert probe_meta["owner"] == 22 and probe_meta["aux_as_owner"] == 3
+    assert "the owner set plus the first 3 aux images per class" in (tmp_path / "probe" / "calibration.md").read_text()
+
+
+def test_tier10k_precision_is_the_hackers_not_the_protections(tmp_path, tiny_cifar, monkeypatch):
+    """--precision bf16 trains the hackers under bf16 and protects with the recipe's own precision
+    (a keyed protection's authorized network), so precisions compare on the same published pixels."""
+    spec = importlib.util.spec_from_file_location("tier10k_precision", ROOT / "bench" / "tier10k.py")
+    tier = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tier)
+    protected, trained = [], []
+    monkeypatch.setattr(tier, "protect", lambda cache, name, owner, recipe, log: protected.append(recipe.precision)
+                        or (owner.images, {}, None))
+    monkeypatch.setattr(tier, "train_cell", lambda *a, **k: trained.append((a[7], a[8].precision)) or {
+        "accuracy": 0.5, "dev_per_epoch": [0.5], "best_dev": 0.5, "final_dev": 0.5, "best_dev_epoch": 1, "train_s": 0.0})
+    (tmp_path / "data").symlink_to(tiny_cifar)
+    assert tier.main(["--data", f"folder:{tmp_path / 'data'}", "--per-class", "4", "--dev-per-class", "2",
+                      "--protections", "clean,em", "--defences", "none", "--extra-defences", "", "--precision", "bf16",
+                      "--cache", str(tmp_path / "cells"), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert protected == ["auto", "auto"] and {p for _, p in trained} == {"bf16"}
+    assert {net for net, _ in trained} == {"fastnet", "cnn"}
 
 
 def test_gpu_tier_stages_write_json_and_a_rerun_skips_them(tmp_path, tiny_cifar):
@@ -361,8 +384,6 @@ def test_tier10k_pass_marks_cover_every_em_variant():
     """The calibration's EM pass marks are read for the tier's em row and for each em variant measured
     (an em-fastnet row gets its own grayscale check and its own cnn agreement); unmeasured variants
     are not listed."""
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location("tier10k", ROOT / "bench" / "tier10k.py")
     tier = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tier)

@@ -24,12 +24,15 @@ def test_fit_learns_a_learnable_task():
     assert evaluate(model, test) >= 0.9 > before + 0.3
 
 
-def test_fit_is_deterministic_and_seed_sensitive():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fit_is_deterministic_and_seed_sensitive(precision):
+    """Same seed, same bytes in either precision (on one machine and thread count: bf16 kernels
+    differ between CPUs with and without bf16 instructions)."""
     data = learnable_dataset(n_per_class=16)
 
     def run(init_seed, data_seed):
         m = create_model("cnn", 4, 3, seed=init_seed)
-        fit(m, data, replace(LEARN, epochs=2, augment="crop+flip", seed=data_seed), progress=False)
+        fit(m, data, replace(LEARN, epochs=2, augment="crop+flip", seed=data_seed, precision=precision), progress=False)
         return m.state_dict()
 
     a, b, c = run(0, 0), run(0, 0), run(0, 1)

@@ -77,8 +77,13 @@ class Attack:
     # How the attack's published effect was checked at the 10k tier (BENCHMARKS.md, "The 10k tier:
     # calibration"): (status, what was measured), status one of CALIBRATION. Audits and reports mark an
     # "uncalibrated" attack, so nobody reads a low ratio under it as the protection's strength when it may
-    # be this evaluator's. Empty: no published effect to check it against.
-    calibration: tuple[str, str] = ()
+    # be this evaluator's. None: no published effect to check it against.
+    calibration: tuple[str, str] | None = None
+
+    @classmethod
+    def uncalibrated(cls) -> str | None:
+        """What was measured, where this evaluator did not reproduce the attack's published effect."""
+        return cls.calibration[1] if cls.calibration and cls.calibration[0] == "uncalibrated" else None
 
     def __init__(self, settings: AttackSettings | None = None, **overrides):
         check_settings(f"attack {self.name!r}", type(self), overrides)

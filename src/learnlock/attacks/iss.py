@@ -91,9 +91,10 @@ class Squeeze(Attack):
 class IssGrayscale(Squeeze):
     presets = {"smoke": {}}  # the defaults already run in seconds
 
-    calibration = ("uncalibrated", "restores EM at 8/255 only to ratio 0.41-0.44 of clean data under grayscale "
-                   "at the 10k tier, where the published 50k runs reach about 1.0: a low ratio under it may be "
-                   "this tier's, not the protection's")
+    calibration = ("uncalibrated", "restores EM at 8/255 for a fastnet hacker only to ratio 0.41-0.44 of clean data "
+                   "under grayscale at the 10k tier (3 seeds; 0.31 for a converged cnn-surrogate EM, 1 seed), where "
+                   "the published 50k runs reach about 1.0: a low ratio under it may be this tier's, not the "
+                   "protection's")
 
     def squeeze(self, images):
         return grayscale(images)

@@ -88,8 +88,8 @@ class UEraser(Attack):
     Settings = UEraserSettings
     presets = {"smoke": dict(repeats=2, adversarial_fraction=0.5)}
     calibration = ("uncalibrated", "restores EM at 8/255 only to ratio 0.76 of clean data under UEraser in the "
-                   "10k tier's 10-epoch recipe (pass mark 0.8; published runs train for hundreds of epochs): a "
-                   "low ratio under it may be the short schedule's, not the protection's")
+                   "10k tier's 10-epoch recipe (1 seed; pass mark 0.8; published runs train for hundreds of "
+                   "epochs): a low ratio under it may be the short schedule's, not the protection's")
 
     def callbacks(self, context):
         return [MaxLossAugment(self.settings)]

@@ -73,10 +73,8 @@ def calibration_of(attack: str) -> dict | None:
     """{"status", "text"} of a registered attack's calibration at the 10k tier (Attack.calibration)."""
     from ..attacks import ATTACKS
 
-    if attack not in ATTACKS.names() or not ATTACKS.get(attack).calibration:
-        return None
-    status, text = ATTACKS.get(attack).calibration
-    return {"status": status, "text": text}
+    said = ATTACKS.get(attack).calibration if attack in ATTACKS.names() else None
+    return {"status": said[0], "text": said[1]} if said else None
 
 
 # ----------------------------------------------------------------------------- the verdict

@@ -328,8 +328,8 @@ def uncalibrated_notes(rows) -> str:
     reproduce (Attack.calibration): its ratios are not the protection's alone."""
     from ..attacks import ATTACKS
 
-    lines = [f"- {row}: {ATTACKS.get(row).calibration[1]}" for row in rows
-             if row in ATTACKS.names() and ATTACKS.get(row).calibration[:1] == ("uncalibrated",)]
+    lines = [f"- {row}: {ATTACKS.get(row).uncalibrated()}" for row in rows
+             if row in ATTACKS.names() and ATTACKS.get(row).uncalibrated()]
     return "Uncalibrated attacks (BENCHMARKS.md, the 10k tier's calibration):\n" + "\n".join(lines) if lines else ""
 
 
