@@ -104,9 +104,9 @@ RECIPES: dict[str, Recipe] = {
                   nesterov=True, weight_decay=5e-4, schedule="cosine", augment="crop+flip"),
     # The evaluator of the 10k tier, for `fastnet` (airbench94's recipe, simplified): batch 256,
     # Nesterov SGD lr 0.2 with a one-cycle schedule, label smoothing 0.2, flip + 2-pixel
-    # translation, flip at test time, 10 epochs. Precision auto (bf16 on GPUs, fp32 on CPUs): on
-    # this project's CPU bf16 autocast made fastnet 3x slower (oneDNN's bf16 weight gradients of
-    # the 3-channel stem and the 32->128 convolution, BENCHMARKS.md), though it speeds up `cnn`.
+    # translation, flip at test time, 10 epochs. Precision auto (bf16 on GPUs, fp32 on CPUs), so the
+    # tier's cells stay in one precision on CPUs; bf16 ("native") trains it 1.8x faster on CPUs with
+    # bf16 instructions at the same verdicts (BENCHMARKS.md, bench/speed.py --precision).
     "fast": Recipe(name="fast", epochs=10, batch_size=256, lr=0.2, momentum=0.9, nesterov=True,
                    weight_decay=5e-4, schedule="onecycle", augment="crop+flip", crop_padding=2,
                    label_smoothing=0.2, test_flip=True),
