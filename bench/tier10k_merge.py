@@ -42,7 +42,10 @@ def main(argv=None) -> int:
     rows = clean + mine
     meta = {k: v for k, v in later.items() if k not in ("rows", "table", "checks")}
     meta["clean_rows_from"] = {"code_version": main_run["code_version"], "git_commit": main_run.get("git_commit")}
-    own = [r for r in json.loads(Path(args.check).read_text())["rows"] if r["protection"] == "clean"]
+    # the later version's own clean cells of the evaluator and defences set against it (a check file may hold more)
+    defences = {c["defence"] for c in clean}
+    own = [r for r in json.loads(Path(args.check).read_text())["rows"]
+           if r["protection"] == "clean" and r["net"] == "fastnet" and r["defence"] in defences]
     checked = []
     for r in own:
         same = [c["accuracy"] for c in clean if (c["defence"], c["seed"]) == (r["defence"], r["seed"])]

@@ -404,3 +404,31 @@ def test_tier10k_pass_marks_cover_every_em_variant():
     assert "EM under JPEG-10 vs clean under JPEG-10 (em-fastnet)" not in checks                 # not measured
     assert all(t["published"] == tier.ANCHORS[("em", t["defence"])] for t in summary["table"]
                if t["protection"] == "em-fastnet" and t["net"] == "fastnet")
+
+
+def test_tier10k_merge_sets_later_rows_against_the_main_clean_rows(tmp_path):
+    """tier10k_merge: the later rows' ratios use the main table's clean rows of their defences; the check
+    compares only the clean cells it can (the evaluator's, those defences) and refuses a mismatch."""
+    def row(net, prot, defence, seed, acc):
+        return {"net": net, "protection": prot, "defence": defence, "seed": seed, "accuracy": acc, "best_dev": acc,
+                "final_dev": acc, "train_s": 1.0, "dev_per_epoch": [acc], "best_dev_epoch": 1}
+    meta = {"owner": 10, "dev": 2, "test": 10, "code_version": "a", "date": "d"}
+    main_rows = [row("fastnet", "clean", "none", 0, 0.7), row("fastnet", "clean", "ueraser", 0, 0.5),
+                 row("fastnet", "clean", "iss-grayscale", 0, 0.6)]
+    later = [row("fastnet", "em-x", "none", 0, 0.1), row("fastnet", "em-x", "ueraser", 0, 0.3)]
+    check = [row("fastnet", "clean", "none", 0, 0.7), row("fastnet", "clean", "iss-jpeg", 0, 0.4),
+             row("cnn", "clean", "none", 0, 0.55)]   # other defences and nets: not comparable, not compared
+    for name, rows in (("main", main_rows), ("later", later), ("check", check)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({**meta, "rows": rows}))
+    cmd = [sys.executable, str(ROOT / "bench" / "tier10k_merge.py"), "--main", str(tmp_path / "main.json"),
+           "--rows", str(tmp_path / "later.json"), "--check", str(tmp_path / "check.json"), "--protection", "em-x",
+           "--out", str(tmp_path / "out")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = {(t["protection"], t["defence"]): t for t in json.loads((tmp_path / "out" / "calibration.json").read_text())["table"]}
+    assert set(table) == {("clean", "none"), ("clean", "ueraser"), ("em-x", "none"), ("em-x", "ueraser")}
+    assert math.isclose(table[("em-x", "ueraser")]["ratio"], (0.3 - 0.1) / (0.5 - 0.1))
+    check[0] = row("fastnet", "clean", "none", 0, 0.69)   # the later code's clean cell differs: refused
+    (tmp_path / "check.json").write_text(json.dumps({**meta, "rows": check}))
+    bad = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "differs between code versions" in bad.stdout + bad.stderr
