@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         checked.append(f"{r['defence']} seed {r['seed']} {100 * r['accuracy']:.2f} %")
     summary, text = tier10k.summarise(rows, meta)
     note = (f"\nClean rows: the main table's (code {main_run['code_version']}), {len(clean)} cells; the later "
-            f"version's own clean cells of seed 0 equal them to the last digit ({'; '.join(checked)}).\n")
+            f"version's own clean cells that it has equal them to the last digit ({'; '.join(checked)}).\n")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "calibration.json", {**meta, "rows": rows, **summary})
