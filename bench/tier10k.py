@@ -35,15 +35,15 @@ import torch
 
 from learnlock.attacks import AttackContext, create_attack
 from learnlock.cells import CellCache, cell_inputs, code_version
-from learnlock.data.base import ImageDataset
 from learnlock.data.splits import load_split
+from learnlock.device import current_device
 from learnlock.files import atomic_write_bytes, atomic_write_json
 from learnlock.models import NetSpec
 from learnlock.protections import ProtectionContext, create_protection, get_protection
 from learnlock.provenance import provenance
-from learnlock.device import current_device
 from learnlock.recipe import get_recipe, native_bf16
 from learnlock.scenarios import protected_cell, train_authorized
+from learnlock.scenarios.shards import concat
 from learnlock.training import EpochAccuracy, evaluate
 
 DATA = "folder:" + str(Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10-jpg")
@@ -254,9 +254,7 @@ def open_tier(args) -> SimpleNamespace:
     owner = load_split(args.data, "owner", args.per_class)
     if getattr(args, "aux_as_owner", 0):   # tier10k's size probes only: other scripts read aux as the attacker's
         aux = load_split(args.data, "aux", args.aux_as_owner)
-        owner = ImageDataset(images=torch.cat([owner.images, aux.images]), labels=torch.cat([owner.labels, aux.labels]),
-                             classes=owner.classes, ids=owner.ids + aux.ids,
-                             source=f"{owner.source} + {aux.source} (first {args.aux_as_owner} per class)")
+        owner = concat([owner, aux], source=f"{owner.source} + {aux.source} (first {args.aux_as_owner} per class)")
     dev = load_split(args.data, "dev", args.dev_per_class)
     test = load_split(args.data, "test", args.test_per_class)
     log(f"loaded owner {len(owner)}, dev {len(dev)}, test {len(test)} in {time.perf_counter() - t0:.1f} s; "
