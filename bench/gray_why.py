@@ -5,7 +5,10 @@ The 10k tier measures a ratio of 0.42. This script separates two of the suspects
 own cells (fastnet hacker, `fast` recipe, seed 0, ISS grayscale on train and test):
 - size: the same EM pixels on the first 250 and 500 owner images per class (and the tier's 1,000);
   a ratio that climbs with the owner set points at size (50,000 images would restore more);
-- schedule: 30 epochs instead of 10 at 1,000 per class; a ratio that climbs points at the schedule.
+- schedule: 30 epochs instead of 10 at 1,000 per class; a ratio that climbs points at the schedule;
+- the hacker's recipe (--variants, at 1,000 per class): `fast` differs from the published ResNet-18
+  recipe in more than its length: 2-pixel crops instead of 4, label smoothing 0.2 instead of none, a
+  test-time flip. Each variant changes those and nothing else; a ratio that climbs points at them.
 It also writes the noise's colour statistics (how much of it survives grayscale).
 The surrogate (cnn here, ResNet-18 published) is the third suspect; bench/gpu_tier.py measures it.
 
@@ -17,6 +20,7 @@ Cells come from and go to the shared cell cache, so the tier's 10-epoch cells ar
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -32,6 +36,9 @@ from learnlock.files import atomic_write_bytes, atomic_write_json  # noqa: E402
 from learnlock.provenance import provenance  # noqa: E402
 from learnlock.recipe import get_recipe  # noqa: E402
 
+# hacker recipes that differ from `fast` in one published setting each, and in all of them at once
+VARIANTS = {"crop4": {"crop_padding": 4}, "no-smoothing": {"label_smoothing": 0.0},
+            "published-augment": {"crop_padding": 4, "label_smoothing": 0.0, "test_flip": False}}
 LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # ITU-R 601, what ISS grayscale keeps
 
 
@@ -58,18 +65,24 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="250,500,1000", help="owner images per class")
     p.add_argument("--long-epochs", type=int, default=30, help="the schedule check's epochs (0: skip)")
+    p.add_argument("--variants", default="", help=f"comma-separated hacker recipes at --per-class: {', '.join(VARIANTS)}")
     p.add_argument("--protection", default="em", choices=[k for k, v in tier10k.PROTECTIONS.items() if v],
                    help="the tier's row whose pixels are measured (ar: the negative control)")
     tier10k.tier_arguments(p, out_help="where gray_why.json and .md go")
     args = p.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variant(s) {', '.join(unknown)}; choose from: {', '.join(VARIANTS)}")
     tier = tier10k.open_tier(args)
     cache, owner, dev, test, fast, log = tier.cache, tier.owner, tier.dev, tier.test, tier.fast, tier.log
     em = tier10k.protect(cache, args.protection, owner, fast, log)[0]
-    plan = [(k, fast) for k in map(int, args.sizes.split(","))]
+    plan = [(k, fast, "fast") for k in map(int, args.sizes.split(",")) if k]
     if args.long_epochs:
-        plan.append((args.per_class, get_recipe("fast", epochs=args.long_epochs)))
+        plan.append((args.per_class, get_recipe("fast", epochs=args.long_epochs), "fast"))
+    plan += [(args.per_class, dataclasses.replace(fast, name=f"fast+{v}", **VARIANTS[v]), v) for v in variants]
     rows = []
-    for k, recipe in plan:
+    for k, recipe, hacker in plan:
         keep = first_per_class(owner.labels, k)
         sub = owner.subset(keep) if k < args.per_class else owner
         sub_em = em[keep] if k < args.per_class else em
@@ -79,11 +92,11 @@ def main(argv=None) -> int:
             r = tier10k.train_cell(cache, sub, images, dev, test, prot, "iss-grayscale", "fastnet", recipe, 0,
                                    tier.progress)
             accs[prot] = r
-            log(f"{k}/class, {recipe.epochs} epochs, {prot} under grayscale: {100 * r['accuracy']:.1f} % "
+            log(f"{k}/class, {recipe.epochs} epochs, {hacker}, {prot} under grayscale: {100 * r['accuracy']:.1f} % "
                 f"({time.perf_counter() - start:.0f} s)")
         ratio = tier10k.ratio(accs[args.protection]["accuracy"], accs["clean"]["accuracy"])
         # "em" keys whatever the protection (the JSON's shape stays that of the first runs); "protection" names it
-        rows.append({"per_class": k, "epochs": recipe.epochs, "clean": accs["clean"]["accuracy"],
+        rows.append({"per_class": k, "epochs": recipe.epochs, "hacker": hacker, "clean": accs["clean"]["accuracy"],
                      "em": accs[args.protection]["accuracy"], "ratio": ratio,
                      "em_dev_per_epoch": accs[args.protection]["dev_per_epoch"],
                      "clean_dev_per_epoch": accs["clean"]["dev_per_epoch"]})
@@ -93,9 +106,9 @@ def main(argv=None) -> int:
             "test": len(test), **provenance()}
     lines = [f"{args.protection} under ISS grayscale at the 10k tier: size and schedule (fastnet, `fast`, seed 0, "
              f"{len(test)} test images; code {meta['code_version']}; {meta['date']})", "",
-             f"| owner images / class | epochs | clean under grayscale % | {args.protection} under grayscale % | ratio |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {r['per_class']} | {r['epochs']} | {100 * r['clean']:.1f} | {100 * r['em']:.1f} | "
+             f"| owner images / class | epochs | hacker recipe | clean under grayscale % | {args.protection} under "
+             "grayscale % | ratio |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['per_class']} | {r['epochs']} | {r['hacker']} | {100 * r['clean']:.1f} | {100 * r['em']:.1f} | "
               f"{'-' if r['ratio'] is None else format(r['ratio'], '.2f')} |" for r in rows]
     lines += ["", f"{args.protection} noise: RMS {stats['noise_rms_255']:.2f}/255; its luma image (what grayscale keeps) "
               f"RMS {stats['luma_rms_255']:.2f}/255, {100 * stats['luma_energy_share']:.1f} % of the noise's energy."]

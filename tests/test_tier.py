@@ -363,7 +363,8 @@ def test_aux_sweep_and_gray_why_share_the_tiers_em_cell(tmp_path, tiny_cifar):
     common = ["--data", f"folder:{tiny_cifar}", "--per-class", "8", "--dev-per-class", "4", "--epochs", "1",
               "--cache", str(tmp_path / "cells"), "--out", str(tmp_path / "out"), "--no-progress"]
     aux = [sys.executable, str(ROOT / "bench" / "aux_sweep.py"), "--sizes", "4", *common]
-    gray = [sys.executable, str(ROOT / "bench" / "gray_why.py"), "--sizes", "4,8", "--long-epochs", "2", *common]
+    gray = [sys.executable, str(ROOT / "bench" / "gray_why.py"), "--sizes", "4,8", "--long-epochs", "2",
+            "--variants", "crop4", *common]
     for cmd in (aux, gray):
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-2000:]
@@ -372,12 +373,15 @@ def test_aux_sweep_and_gray_why_share_the_tiers_em_cell(tmp_path, tiny_cifar):
     assert [r["aux_per_class"] for r in sweep["rows"]] == [0, 4]
     assert all(r["beats_aux_only"] in (True, False, None) for r in sweep["rows"])
     why = json.loads((tmp_path / "out" / "gray_why.json").read_text())
-    assert [(r["per_class"], r["epochs"]) for r in why["rows"]] == [(4, 1), (8, 1), (8, 2)]
+    assert [(r["per_class"], r["epochs"], r["hacker"]) for r in why["rows"]] == [
+        (4, 1, "fast"), (8, 1, "fast"), (8, 2, "fast"), (8, 1, "crop4")]
     assert 0 < why["noise"]["luma_energy_share"] < 1
     cells = sorted((tmp_path / "cells").rglob("*.json"))
     for cmd in (aux, gray):
         assert subprocess.run(cmd, capture_output=True, text=True, timeout=600).returncode == 0
     assert sorted((tmp_path / "cells").rglob("*.json")) == cells
+    bad = subprocess.run(gray + ["--variants", "crop9"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "unknown variant" in bad.stderr
 
 
 def test_tier10k_pass_marks_cover_every_em_variant():
