@@ -282,6 +282,13 @@ def main(argv=None) -> int:
     tier_arguments(p, out_help="where calibration.json and .md go")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
+    prots = ["clean"] if args.stage == "clean" else args.protections.split(",")
+    defences = [d for d in args.defences.split(",") if d]   # "": only the extra defences
+    extra = [d for d in args.extra_defences.split(",") if d]
+    unknown = [d for d in defences + extra if d not in DEFENCES] + [x for x in prots if x not in PROTECTIONS]
+    if unknown:
+        p.error(f"unknown protection or defence {', '.join(unknown)}; protections: {', '.join(PROTECTIONS)}; "
+                f"defences: {', '.join(DEFENCES)}")
     tier = open_tier(args)
     cache, owner, dev, test, log = tier.cache, tier.owner, tier.dev, tier.test, tier.log
     fast, cpu = tier.fast, get_recipe("cpu", **({"epochs": args.epochs} if args.epochs else {}))
@@ -289,18 +296,16 @@ def main(argv=None) -> int:
         wanted = args.precision == "bf16"
         fast, cpu = (r if r.uses_bf16(current_device()) == wanted else replace(r, precision=args.precision)
                      for r in (fast, cpu))
-    prots = ["clean"] if args.stage == "clean" else args.protections.split(",")
     rank = {pair: i for i, pair in enumerate(ORDER)}
-    pairs = sorted(((p, d) for p in prots for d in args.defences.split(",")), key=lambda pd: rank.get(pd, len(rank)))
+    pairs = sorted(((p, d) for p in prots for d in defences), key=lambda pd: rank.get(pd, len(rank)))
     plan = [("fastnet", fast, s, p, d) for s in seeds for p, d in pairs]
     ems = [p for p in prots if anchor_row(p) == "em"]   # EM and its variants: cnn rows, extra defences
     if args.stage == "calibrate":
         # the old evaluator's em row before lsp and the costly defences (UEraser 5x, adversarial training 6x a cell)
         if not args.no_cnn_row and ems:
-            cnn_rows = [("cnn", cpu, seeds[0], p, d) for d in args.defences.split(",") for p in ("clean", *ems)]
+            cnn_rows = [("cnn", cpu, seeds[0], p, d) for d in defences for p in ("clean", *ems)]
             at = next((i for i, c in enumerate(plan) if c[3] == "lsp"), len(plan))
             plan[at:at] = cnn_rows
-        extra = [d for d in args.extra_defences.split(",") if d]
         plan += [("fastnet", fast, seeds[0], p, d) for d in extra for p in ("clean", *ems) if p in prots]
     meta = {"owner": len(owner), "dev": len(dev), "test": len(test), "code_version": code_version(),
             "date": time.strftime("%Y-%m-%d"), "data": args.data, **provenance(), "native_bf16": native_bf16(),

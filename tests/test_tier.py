@@ -227,6 +227,28 @@ def test_tier10k_precision_is_the_hackers_not_the_protections(tmp_path, tiny_cif
     assert {net for net, _ in trained} == {"fastnet", "cnn"}
 
 
+def test_tier10k_runs_only_the_extra_defences_and_refuses_unknown_names(tmp_path, tiny_cifar, monkeypatch, capsys):
+    """--defences '' plans only the extra defences (no cnn rows then); an unknown protection or defence
+    is refused with exit 2 before any data is read."""
+    spec = importlib.util.spec_from_file_location("tier10k_extra", ROOT / "bench" / "tier10k.py")
+    tier = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tier)
+    trained = []
+    monkeypatch.setattr(tier, "protect", lambda cache, name, owner, recipe, log: (owner.images, {}, None))
+    monkeypatch.setattr(tier, "train_cell", lambda *a, **k: trained.append((a[7], a[5], a[6])) or {
+        "accuracy": 0.5, "dev_per_epoch": [0.5], "best_dev": 0.5, "final_dev": 0.5, "best_dev_epoch": 1, "train_s": 0.0})
+    (tmp_path / "data").symlink_to(tiny_cifar)
+    args = ["--data", f"folder:{tmp_path / 'data'}", "--per-class", "4", "--dev-per-class", "2", "--protections",
+            "clean,em-fastnet", "--cache", str(tmp_path / "cells"), "--out", str(tmp_path / "out"), "--no-progress"]
+    assert tier.main(args + ["--defences", "", "--extra-defences", "ueraser"]) == 0
+    assert trained == [("fastnet", "clean", "ueraser"), ("fastnet", "em-fastnet", "ueraser")]
+    for bad in (["--defences", "none,grayscale"], ["--protections", "clean,emm"]):
+        with pytest.raises(SystemExit) as stop:
+            tier.main(args + bad)
+        assert stop.value.code == 2 and "unknown protection or defence" in capsys.readouterr().err
+    assert len(trained) == 2
+
+
 def test_gpu_tier_stages_write_json_and_a_rerun_skips_them(tmp_path, tiny_cifar):
     """bench/gpu_tier.py's cell stages on the CPU at tiny size (no timing): each stage's JSON, the
     keyed authorized cell, and a rerun that skips finished stages."""
