@@ -4,7 +4,9 @@ Published (ResNet-18, 50,000 images, 60+ epochs): EM under grayscale 88-93 % aga
 The 10k tier measures a ratio of 0.42. This script separates two of the suspects with the tier's
 own cells (fastnet hacker, `fast` recipe, seed 0, ISS grayscale on train and test):
 - size: the same EM pixels on the first 250 and 500 owner images per class (and the tier's 1,000);
-  a ratio that climbs with the owner set points at size (50,000 images would restore more);
+  a ratio that climbs with the owner set points at size (50,000 images would restore more); with
+  epochs per size (250:40) a smaller subset trains as many optimiser steps as the tier, which
+  separates the images from the steps;
 - schedule: 30 epochs instead of 10 at 1,000 per class; a ratio that climbs points at the schedule;
 - the hacker's recipe (--variants, at 1,000 per class): `fast` differs from the published ResNet-18
   recipe in more than its length: 2-pixel crops instead of 4, label smoothing 0.2 instead of none, a
@@ -63,7 +65,9 @@ def colour_stats(clean: torch.Tensor, protected: torch.Tensor) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sizes", default="250,500,1000", help="owner images per class")
+    p.add_argument("--sizes", default="250,500,1000",
+                   help="owner images per class, each optionally with its epochs (250:40 trains the 2,500-image "
+                        "subset as many optimiser steps as 1,000 per class for 10 epochs)")
     p.add_argument("--long-epochs", type=int, default=30, help="the schedule check's epochs (0: skip)")
     p.add_argument("--variants", default="", help=f"comma-separated hacker recipes at --per-class: {', '.join(VARIANTS)}")
     p.add_argument("--protection", default="em", choices=[k for k, v in tier10k.PROTECTIONS.items() if v],
@@ -77,7 +81,11 @@ def main(argv=None) -> int:
     tier = tier10k.open_tier(args)
     cache, owner, dev, test, fast, log = tier.cache, tier.owner, tier.dev, tier.test, tier.fast, tier.log
     em = tier10k.protect(cache, args.protection, owner, fast, log)[0]
-    plan = [(k, fast, "fast") for k in map(int, args.sizes.split(",")) if k]
+    try:
+        sizes = [tuple(map(int, item.split(":"))) for item in args.sizes.split(",") if item]
+    except ValueError:
+        p.error(f"--sizes takes per-class counts, each optionally with :epochs (250,500:20), got {args.sizes!r}")
+    plan = [(k, dataclasses.replace(fast, epochs=e[0]) if e else fast, "fast") for k, *e in sizes]
     if args.long_epochs:
         plan.append((args.per_class, get_recipe("fast", epochs=args.long_epochs), "fast"))
     plan += [(args.per_class, dataclasses.replace(fast, name=f"fast+{v}", **VARIANTS[v]), v) for v in variants]

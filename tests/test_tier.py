@@ -385,7 +385,7 @@ def test_aux_sweep_and_gray_why_share_the_tiers_em_cell(tmp_path, tiny_cifar):
     common = ["--data", f"folder:{tiny_cifar}", "--per-class", "8", "--dev-per-class", "4", "--epochs", "1",
               "--cache", str(tmp_path / "cells"), "--out", str(tmp_path / "out"), "--no-progress"]
     aux = [sys.executable, str(ROOT / "bench" / "aux_sweep.py"), "--sizes", "4", *common]
-    gray = [sys.executable, str(ROOT / "bench" / "gray_why.py"), "--sizes", "4,8", "--long-epochs", "2",
+    gray = [sys.executable, str(ROOT / "bench" / "gray_why.py"), "--sizes", "4,8,4:2", "--long-epochs", "2",
             "--variants", "crop4", *common]
     for cmd in (aux, gray):
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -396,7 +396,7 @@ def test_aux_sweep_and_gray_why_share_the_tiers_em_cell(tmp_path, tiny_cifar):
     assert all(r["beats_aux_only"] in (True, False, None) for r in sweep["rows"])
     why = json.loads((tmp_path / "out" / "gray_why.json").read_text())
     assert [(r["per_class"], r["epochs"], r["hacker"]) for r in why["rows"]] == [
-        (4, 1, "fast"), (8, 1, "fast"), (8, 2, "fast"), (8, 1, "crop4")]
+        (4, 1, "fast"), (8, 1, "fast"), (4, 2, "fast"), (8, 2, "fast"), (8, 1, "crop4")]
     assert 0 < why["noise"]["luma_energy_share"] < 1
     cells = sorted((tmp_path / "cells").rglob("*.json"))
     for cmd in (aux, gray):
@@ -404,6 +404,8 @@ def test_aux_sweep_and_gray_why_share_the_tiers_em_cell(tmp_path, tiny_cifar):
     assert sorted((tmp_path / "cells").rglob("*.json")) == cells
     bad = subprocess.run(gray + ["--variants", "crop9"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown variant" in bad.stderr
+    bad = subprocess.run(gray + ["--sizes", "4:x"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--sizes takes" in bad.stderr
 
 
 def test_tier10k_pass_marks_cover_every_em_variant():
