@@ -460,3 +460,48 @@ def test_tier10k_merge_sets_later_rows_against_the_main_clean_rows(tmp_path):
     (tmp_path / "check.json").write_text(json.dumps({**meta, "rows": check}))
     bad = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "differs between code versions" in bad.stdout + bad.stderr
+
+
+def _noise_shortcuts():
+    spec = importlib.util.spec_from_file_location("noise_shortcuts", ROOT / "bench" / "noise_shortcuts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_noise_shortcuts_tells_a_class_pattern_from_iid_noise_and_luma_from_chroma():
+    """A per-class pattern is linearly separable with its energy in the class means; iid noise is
+    neither; a chroma-only class pattern is separable while its luma image (what grayscale keeps) is not."""
+    ns = _noise_shortcuts()
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(10).repeat_interleave(100)
+    clean = torch.rand(1000, 3, 8, 8, generator=g) * 255
+    pattern = torch.randn(10, 1, 8, 8, generator=g).sign() * 4
+    luma_dir = torch.ones(1, 3, 1, 1)
+    chroma_dir = torch.tensor([0.587, -0.299, 0.0]).view(1, 3, 1, 1) * 4   # 0.299 * 0.587 - 0.587 * 0.299 = 0
+    iid = torch.randn(1000, 3, 8, 8, generator=g) * 4
+    cls = ns.noise_stats(clean, clean + pattern[labels] * luma_dir + iid * 0.25, labels)
+    assert cls["noise_linear_acc"] > 0.95 and cls["luma_linear_acc"] > 0.95 and cls["luma_class_mean_share"] > 0.5
+    rnd = ns.noise_stats(clean, clean + iid, labels)
+    assert rnd["noise_linear_acc"] < 0.3 and rnd["noise_class_mean_share"] < 0.05
+    chroma = ns.noise_stats(clean, clean + pattern[labels] * chroma_dir, labels)
+    assert chroma["noise_linear_acc"] > 0.95 and chroma["luma_linear_acc"] < 0.3 and chroma["luma_rms_255"] < 1e-3
+
+
+def test_noise_shortcuts_reads_a_protect_cell_and_refuses_other_originals(tmp_path, tiny_cifar, capsys):
+    """The CLI measures a cached protect cell against the split it was made from and stops with exit
+    2 when told another split (the recorded fingerprint differs)."""
+    ns = _noise_shortcuts()
+    from learnlock.cells import CellCache
+    from learnlock.data.splits import load_split
+    from learnlock.recipe import get_recipe
+    owner = load_split(f"folder:{tiny_cifar}", "owner", 8)
+    ns.tier10k.protect(CellCache(tmp_path / "cells"), "ar", owner, get_recipe("fast"), print)
+    (pixels,) = (tmp_path / "cells" / "protect").glob("*.safetensors")
+    args = [str(pixels), "--data", f"folder:{tiny_cifar}", "--out", str(tmp_path / "out")]
+    assert ns.main(args + ["--name", "ar", "--per-class", "8"]) == 0
+    row = json.loads((tmp_path / "out" / "noise_shortcuts.json").read_text())["rows"]["ar"]
+    assert row["images"] == 16 and row["noise_rms_255"] > 0 and 0 <= row["luma_linear_acc"] <= 1
+    with pytest.raises(SystemExit) as stop:
+        ns.main(args + ["--name", "ar", "--per-class", "7"])
+    assert stop.value.code == 2 and "was made from data" in capsys.readouterr().err
