@@ -502,6 +502,7 @@ def test_noise_shortcuts_reads_a_protect_cell_and_refuses_other_originals(tmp_pa
     assert ns.main(args + ["--name", "ar", "--per-class", "8"]) == 0
     row = json.loads((tmp_path / "out" / "noise_shortcuts.json").read_text())["rows"]["ar"]
     assert row["images"] == 16 and row["noise_rms_255"] > 0 and 0 <= row["luma_linear_acc"] <= 1
+    assert 0 <= row["clean_linear_acc"] <= 1 and "the clean images'" in (tmp_path / "out" / "noise_shortcuts.md").read_text()
     with pytest.raises(SystemExit) as stop:
         ns.main(args + ["--name", "ar", "--per-class", "7"])
     assert stop.value.code == 2 and "was made from data" in capsys.readouterr().err
