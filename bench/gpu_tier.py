@@ -14,6 +14,9 @@ if time runs out) and skipped by a rerun:
      surrogate, 20 steps of 0.8/255, to convergence) beside clean, under no defence and ISS
      grayscale, fastnet and ResNet-18 hackers (about 10 minutes on an H200; ask for it by name,
      --stages 3, it is not in the default).
+Every stage also records, per protection, whether its noise and the noise's luma image (what
+grayscale keeps) are linear shortcuts (bench/noise_shortcuts.py): on the CPU every EM noise's luma
+image is (0.87-0.98), so a ResNet-18-surrogate noise whose luma image is not would explain stage 3.
 Tests on the full 10,000 test images. Cells go through the cell cache (OUT/cells), so a stage cut
 by the deadline resumes cell by cell. The internal deadline (--deadline, seconds) is checked
 before every cell; a cell that starts before it runs to its end, so leave the run's own timeout a
@@ -30,6 +33,7 @@ import time
 from pathlib import Path
 
 from gpu_common import cifar_folder, default_data
+from noise_shortcuts import noise_stats
 from tier10k import protect, train_cell
 
 from learnlock.cells import CellCache, code_version
@@ -75,7 +79,7 @@ def run_stage(stage: int, args, folder: Path, deadline: float, log) -> dict:
     over = {"epochs": args.epochs} if args.epochs else {}
     recipes = {net: get_recipe(name, **over) for net, name in NETS.items()}
     cache = CellCache(Path(args.out) / "cells")
-    rows, protected, done = [], {}, True
+    rows, protected, noise, done = [], {}, {}, True
     for prot, defence, net in cells(stage):
         if time.perf_counter() > deadline:
             done = False
@@ -84,6 +88,8 @@ def run_stage(stage: int, args, folder: Path, deadline: float, log) -> dict:
         if prot not in protected:
             rounds = {"max_rounds": args.max_rounds} if args.max_rounds else None
             protected[prot] = protect(cache, prot, owner, recipes["fastnet"], log, rounds)
+            if prot != "clean":   # is the noise, and what grayscale keeps of it, a linear shortcut? (seconds)
+                noise[prot] = noise_stats(owner.images, protected[prot][0], owner.labels)
         images, record, key = protected[prot]
         start = time.perf_counter()
         row = train_cell(cache, owner, images, dev, test, prot, defence, net, recipes[net], 0, False, key)
@@ -92,7 +98,7 @@ def run_stage(stage: int, args, folder: Path, deadline: float, log) -> dict:
         log(f"stage {stage}: {net} {prot} {defence}: {100 * row['accuracy']:.1f} % ({time.perf_counter() - start:.0f} s)")
     return {"stage": stage, "complete": done, "owner": len(owner), "test": len(test), "dev": len(dev),
             "dev_note": "the dev split lies inside the training images at 50,000" if stage == 2 else "",
-            "recipes": {n: r.to_dict() for n, r in recipes.items()}, "rows": rows}
+            "recipes": {n: r.to_dict() for n, r in recipes.items()}, "rows": rows, "noise": noise}
 
 
 def main(argv=None) -> int:

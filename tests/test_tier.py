@@ -260,6 +260,7 @@ def test_gpu_tier_stages_write_json_and_a_rerun_skips_them(tmp_path, tiny_cifar)
     for stage, size in ((1, 12), (2, 16)):
         result = json.loads((tmp_path / "gpu" / f"stage-{stage}.json").read_text())
         assert result["complete"] and result["owner"] == size
+        assert set(result["noise"]) == {"em", "keyed"} and 0 <= result["noise"]["em"]["luma_linear_acc"] <= 1
         got = {(r["protection"], r["defence"], r["net"]) for r in result["rows"]}
         assert ("keyed", "authorized", "fastnet") in got and ("em", "iss-jpeg", "resnet18") in got and len(got) == 19
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
