@@ -13,8 +13,11 @@ grayscale keeps):
     PYTHONPATH=src python bench/noise_shortcuts.py runs/cells/protect/HASH.safetensors --per-class 1000 \\
         --name em-fastnet --out docs/bench/cifar10k/noise-shortcuts
 
+    PYTHONPATH=src python bench/noise_shortcuts.py --row em-paper --per-class 100 --name "em-paper 1k"
+
 The clean split is checked against the fingerprint the cell recorded, so the pixels cannot be
-compared with the wrong originals. Results accumulate in --out/noise_shortcuts.json by --name.
+compared with the wrong originals; --row makes the noise instead (a protect cell of --cache, reused
+by the tier's scripts). Results accumulate in --out/noise_shortcuts.json by --name.
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tier10k  # noqa: E402  (the tier's data and splits)
 
+from learnlock.cells import CellCache, code_version  # noqa: E402
 from learnlock.data.splits import load_split  # noqa: E402
 from learnlock.files import atomic_write_bytes, atomic_write_json  # noqa: E402
 from learnlock.provenance import provenance  # noqa: E402
+from learnlock.recipe import get_recipe  # noqa: E402
 from learnlock.scenarios.shards import concat  # noqa: E402
 
 LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
@@ -96,7 +101,10 @@ def noise_stats(clean: torch.Tensor, protected: torch.Tensor, labels: torch.Tens
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("pixels", help="a protect cell's .safetensors (its .json record beside it)")
+    p.add_argument("pixels", nargs="?", help="a protect cell's .safetensors (its .json record beside it)")
+    p.add_argument("--row", choices=[k for k, v in tier10k.PROTECTIONS.items() if v],
+                   help="instead of PIXELS: protect the split with this tier10k row (a cell of --cache) and measure it")
+    p.add_argument("--cache", default="runs/cells", help="with --row: the cell cache")
     p.add_argument("--name", required=True, help="the row's name in the output (e.g. 'em-fastnet 10k')")
     p.add_argument("--data", default=tier10k.DATA)
     p.add_argument("--per-class", type=int, default=1000, help="owner images per class the pixels were made from")
@@ -104,25 +112,35 @@ def main(argv=None) -> int:
                    help="the owner set was extended by the first N aux images per class (tier10k's size probe)")
     p.add_argument("--out", default="docs/bench/cifar10k/noise-shortcuts")
     args = p.parse_args(argv)
-    pixels, record = Path(args.pixels), Path(args.pixels).with_suffix(".json")
-    if not pixels.is_file() or not record.is_file():
-        p.error(f"{pixels} and its record {record.name} must both exist (a protect cell of the cell cache)")
+    if (args.pixels is None) == (args.row is None):
+        p.error("give either PIXELS (a protect cell's .safetensors) or --row NAME")
+    if args.pixels:
+        pixels, record = Path(args.pixels), Path(args.pixels).with_suffix(".json")
+        if not pixels.is_file() or not record.is_file():
+            p.error(f"{pixels} and its record {record.name} must both exist (a protect cell of the cell cache)")
     clean = load_split(args.data, "owner", args.per_class)
     if args.aux_as_owner:
         clean = concat([clean, load_split(args.data, "aux", args.aux_as_owner)], source=clean.source)
-    made_from = json.loads(record.read_text())["inputs"]["data"]
-    if made_from != clean.fingerprint():
-        p.error(f"{pixels.name} was made from data {made_from[:12]}, not from this split ({clean.fingerprint()[:12]}): "
-                "give the --per-class / --aux-as-owner it was protected with")
-    protected = load_file(str(pixels))["images"]
+    if args.row:
+        log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+        protected, made = tier10k.protect(CellCache(args.cache), args.row, clean, get_recipe("fast"), log)[:2]
+        cell, version, protect_s = None, code_version(), made.get("wall_time_s")
+    else:
+        made_from = json.loads(record.read_text())["inputs"]["data"]
+        if made_from != clean.fingerprint():
+            p.error(f"{pixels.name} was made from data {made_from[:12]}, not from this split "
+                    f"({clean.fingerprint()[:12]}): give the --per-class / --aux-as-owner it was protected with")
+        protected = load_file(str(pixels))["images"]
+        made = json.loads(record.read_text())
+        cell, version, protect_s = pixels.stem, made["code_version"], made.get("wall_time_s")
     start = time.perf_counter()
     stats = noise_stats(clean.images, protected, clean.labels)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "noise_shortcuts.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else {}
-    rows[args.name] = {**stats, "images": len(clean), "cell": pixels.stem, "code_version": json.loads(
-        record.read_text())["code_version"], "seconds": round(time.perf_counter() - start, 1)}
+    rows[args.name] = {**stats, "images": len(clean), "cell": cell, "row": args.row, "code_version": version,
+                       "protect_s": protect_s, "seconds": round(time.perf_counter() - start, 1)}
     atomic_write_json(path, {"date": time.strftime("%Y-%m-%d"), **provenance(), "rows": rows})
     lines = ["| noise | images | RMS /255 | luma RMS /255 | class-mean share (noise / luma) | "
              "linear separability (noise / luma) | the clean images' (colour / luma) |", "|---|---|---|---|---|---|---|"]

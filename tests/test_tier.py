@@ -507,3 +507,13 @@ def test_noise_shortcuts_reads_a_protect_cell_and_refuses_other_originals(tmp_pa
     with pytest.raises(SystemExit) as stop:
         ns.main(args + ["--name", "ar", "--per-class", "7"])
     assert stop.value.code == 2 and "was made from data" in capsys.readouterr().err
+    made = ["--data", f"folder:{tiny_cifar}", "--out", str(tmp_path / "out"), "--per-class", "8",
+            "--cache", str(tmp_path / "cells")]
+    assert ns.main(made + ["--row", "ar", "--name", "ar made"]) == 0   # the same cell, found in the cache
+    rows = json.loads((tmp_path / "out" / "noise_shortcuts.json").read_text())["rows"]
+    assert rows["ar made"]["row"] == "ar" and rows["ar made"]["noise_rms_255"] == rows["ar"]["noise_rms_255"]
+    assert len(list((tmp_path / "cells" / "protect").glob("*.safetensors"))) == 1
+    for both_or_neither in ([str(pixels), "--row", "ar"], []):
+        with pytest.raises(SystemExit) as stop:
+            ns.main(made + both_or_neither + ["--name", "x"])
+        assert stop.value.code == 2 and "either PIXELS" in capsys.readouterr().err
