@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tier10k  # noqa: E402  (the tier's cells, so the cached ones are reused)
+from noise_shortcuts import LUMA  # noqa: E402
 
 from learnlock.cells import code_version  # noqa: E402
 from learnlock.files import atomic_write_bytes, atomic_write_json  # noqa: E402
@@ -41,7 +42,6 @@ from learnlock.recipe import get_recipe  # noqa: E402
 # hacker recipes that differ from `fast` in one published setting each, and in all of them at once
 VARIANTS = {"crop4": {"crop_padding": 4}, "no-smoothing": {"label_smoothing": 0.0},
             "published-augment": {"crop_padding": 4, "label_smoothing": 0.0, "test_flip": False}}
-LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # ITU-R 601, what ISS grayscale keeps
 
 
 def first_per_class(labels: torch.Tensor, k: int) -> torch.Tensor:

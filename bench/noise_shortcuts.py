@@ -35,6 +35,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tier10k  # noqa: E402  (the tier's data and splits)
 
+from learnlock.attacks import iss  # noqa: E402
 from learnlock.cells import CellCache, code_version  # noqa: E402
 from learnlock.data.splits import load_split  # noqa: E402
 from learnlock.files import atomic_write_bytes, atomic_write_json  # noqa: E402
@@ -42,7 +43,7 @@ from learnlock.provenance import provenance  # noqa: E402
 from learnlock.recipe import get_recipe  # noqa: E402
 from learnlock.scenarios.shards import concat  # noqa: E402
 
-LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+LUMA = torch.tensor(iss.LUMA).view(1, 3, 1, 1)  # what ISS grayscale keeps
 
 
 def linear_separability(x: torch.Tensor, labels: torch.Tensor, per_class: int = 250, seed: int = 0) -> float:
