@@ -30,7 +30,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tier10k  # noqa: E402  (the tier's data and splits)
@@ -115,10 +114,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if (args.pixels is None) == (args.row is None):
         p.error("give either PIXELS (a protect cell's .safetensors) or --row NAME")
-    if args.pixels:
-        pixels, record = Path(args.pixels), Path(args.pixels).with_suffix(".json")
-        if not pixels.is_file() or not record.is_file():
-            p.error(f"{pixels} and its record {record.name} must both exist (a protect cell of the cell cache)")
     clean = load_split(args.data, "owner", args.per_class)
     if args.aux_as_owner:
         clean = concat([clean, load_split(args.data, "aux", args.aux_as_owner)], source=clean.source)
@@ -127,13 +122,11 @@ def main(argv=None) -> int:
         protected, made = tier10k.protect(CellCache(args.cache), args.row, clean, get_recipe("fast"), log)[:2]
         cell, version, protect_s = None, code_version(), made.get("wall_time_s")
     else:
-        made_from = json.loads(record.read_text())["inputs"]["data"]
-        if made_from != clean.fingerprint():
-            p.error(f"{pixels.name} was made from data {made_from[:12]}, not from this split "
-                    f"({clean.fingerprint()[:12]}): give the --per-class / --aux-as-owner it was protected with")
-        protected = load_file(str(pixels))["images"]
-        made = json.loads(record.read_text())
-        cell, version, protect_s = pixels.stem, made["code_version"], made.get("wall_time_s")
+        try:
+            protected, made = tier10k.load_protect_cell(args.pixels, clean)
+        except ValueError as e:
+            p.error(str(e))
+        cell, version, protect_s = Path(args.pixels).stem, made["code_version"], made.get("wall_time_s")
     start = time.perf_counter()
     stats = noise_stats(clean.images, protected, clean.labels)
     out = Path(args.out)

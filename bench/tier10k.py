@@ -24,6 +24,7 @@ evaluator on clean data, so "EM ratio 0.2" is comparable with the published 0.09
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from dataclasses import replace
 import sys
@@ -32,6 +33,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from safetensors.torch import load_file
 
 from learnlock.attacks import AttackContext, create_attack
 from learnlock.cells import CellCache, cell_inputs, code_version
@@ -110,6 +112,19 @@ def protect(cache: CellCache, name: str, owner, recipe, log, overrides: dict | N
     if PROTECTIONS[name] is None:
         return owner.images, {"wall_time_s": 0.0}, None
     return protected_cell(cache, make_protection(name, owner, recipe, overrides), owner, log=log)
+
+
+def load_protect_cell(path: str | Path, data) -> tuple[torch.Tensor, dict]:
+    """(uint8 images, record) of a protect cell's .safetensors and its .json record, made by any code
+    version; ValueError unless they exist and were made from `data` (the fingerprint the cell recorded)."""
+    pixels, record = Path(path), Path(path).with_suffix(".json")
+    if not pixels.is_file() or not record.is_file():
+        raise ValueError(f"{pixels} and its record {record.name} must both exist (a protect cell of the cell cache)")
+    made = json.loads(record.read_text())
+    if made["inputs"]["data"] != data.fingerprint():
+        raise ValueError(f"{pixels.name} was made from data {made['inputs']['data'][:12]}, not from this split "
+                         f"({data.fingerprint()[:12]}): give the --per-class / --aux-as-owner it was protected with")
+    return load_file(str(pixels))["images"], made
 
 
 def train_cell(cache: CellCache, owner, images, dev, test, prot: str, defence: str, net: str, recipe, seed: int,
@@ -279,13 +294,20 @@ def main(argv=None) -> int:
     p.add_argument("--aux-as-owner", type=int, default=0, metavar="N",
                    help="a size probe past the owner split: add the first N aux images per class to the owner set "
                         "(no attacker aux then; never for the tier's own rows)")
+    p.add_argument("--pixels", action="append", default=[], metavar="ROW=PATH",
+                   help="take ROW's pixels from a protect cell (.safetensors) made by other code, checked against "
+                        "the owner split, instead of protecting anew: attack code changed, the poison did not")
     tier_arguments(p, out_help="where calibration.json and .md go")
     args = p.parse_args(argv)
+    reuse = dict(item.split("=", 1) for item in args.pixels if "=" in item)
+    if len(reuse) != len(args.pixels) or any(get_protection(row_settings(r)[0]).needs_key
+                                             for r in reuse if PROTECTIONS.get(r)):
+        p.error("--pixels takes ROW=PATH for a row without a key (a keyed row needs its issued key)")
     seeds = [int(s) for s in args.seeds.split(",")]
     prots = ["clean"] if args.stage == "clean" else args.protections.split(",")
     defences = [d for d in args.defences.split(",") if d]   # "": only the extra defences
     extra = [d for d in args.extra_defences.split(",") if d]
-    unknown = [d for d in defences + extra if d not in DEFENCES] + [x for x in prots if x not in PROTECTIONS]
+    unknown = [d for d in defences + extra if d not in DEFENCES] + [x for x in [*prots, *reuse] if x not in PROTECTIONS]
     if unknown:
         p.error(f"unknown protection or defence {', '.join(unknown)}; protections: {', '.join(PROTECTIONS)}; "
                 f"defences: {', '.join(DEFENCES)}")
@@ -316,6 +338,14 @@ def main(argv=None) -> int:
     rows = []
     out = Path(args.out)
     for i, (net, recipe, seed, prot, defence) in enumerate(plan, 1):
+        if prot not in protected and prot in reuse:
+            try:
+                protected[prot], made = load_protect_cell(reuse[prot], owner)
+            except ValueError as e:
+                p.error(str(e))
+            keys[prot] = None
+            meta["protections"][prot] = {**made.get("result", {}), "pixels_from": reuse[prot],
+                                         "pixels_code_version": made["code_version"]}
         if prot not in protected:
             protected[prot], meta["protections"][prot], keys[prot] = protect(cache, prot, owner, tier.fast, log)
         start = time.perf_counter()

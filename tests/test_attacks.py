@@ -173,6 +173,31 @@ def test_recovery_curve_starts_at_the_unrecovered_model(clean_setup):
     assert all(0 <= c["accuracy"] <= 1 for c in curve)
 
 
+def test_ueraser_never_hands_back_plain_images():
+    """UEraser augments every batch to the last epoch: K max-loss draws in the adversarial share of
+    the epochs, one strong draw after it (the reference's UEraser-Lite), never the plain batch, on
+    which a network would learn the intact shortcut in the last epochs; draws are seeded."""
+    from learnlock.attacks.ueraser import MaxLossAugment, UEraserSettings
+    from learnlock.models import create_model
+
+    model = create_model("cnn", 10, 3, seed=0)
+    x, y = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(8)
+    cb = MaxLossAugment(UEraserSettings())
+    cb.on_fit_start(model, replace(HACKER, epochs=8))
+    assert cb.adversarial_epochs == 2                        # 0.25 of the epochs, as the reference (50 of 200)
+    outs = []
+    for epoch in range(1, 9):
+        out, labels = cb.on_batch(model, x, y, step=epoch)
+        assert out.shape == x.shape and torch.equal(labels, y)
+        assert (out - x).abs().mean() > 0.01, f"epoch {epoch}: the plain batch"
+        outs.append(out)
+        cb.on_epoch_end(model, epoch)
+    again = MaxLossAugment(UEraserSettings())
+    again.on_fit_start(model, replace(HACKER, epochs=8))
+    again.epoch = 8
+    assert torch.equal(again.on_batch(model, x, y, step=8)[0], outs[-1])
+
+
 def test_same_seed_same_hacker():
     data = learnable_dataset(n_per_class=8)
     for name in ("cutmix", "ueraser", "adversarial-training", "iss-jpeg"):

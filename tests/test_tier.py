@@ -249,6 +249,34 @@ def test_tier10k_runs_only_the_extra_defences_and_refuses_unknown_names(tmp_path
     assert len(trained) == 2
 
 
+def test_tier10k_takes_a_rows_pixels_from_a_protect_cell(tmp_path, tiny_cifar, monkeypatch, capsys):
+    """--pixels ROW=PATH trains on a protect cell's pixels (made by any code version) instead of
+    protecting anew, after checking they were made from this owner split; a keyed row is refused."""
+    spec = importlib.util.spec_from_file_location("tier10k_pixels", ROOT / "bench" / "tier10k.py")
+    tier = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tier)
+    from learnlock.cells import CellCache
+    from learnlock.data.splits import load_split
+    owner = load_split(f"folder:{tiny_cifar}", "owner", 4)
+    made, _, _ = tier.protect(CellCache(tmp_path / "old"), "ar", owner, tier.get_recipe("fast"), print)
+    (cell,) = (tmp_path / "old" / "protect").glob("*.safetensors")
+    seen = []
+    monkeypatch.setattr(tier, "protect", lambda *a, **k: pytest.fail("protected anew"))
+    monkeypatch.setattr(tier, "train_cell", lambda *a, **k: seen.append(a[2]) or {
+        "accuracy": 0.5, "dev_per_epoch": [0.5], "best_dev": 0.5, "final_dev": 0.5, "best_dev_epoch": 1, "train_s": 0.0})
+    args = ["--data", f"folder:{tiny_cifar}", "--dev-per-class", "2", "--protections", "ar", "--defences", "none",
+            "--extra-defences", "", "--cache", str(tmp_path / "new"), "--out", str(tmp_path / "out"), "--no-progress"]
+    assert tier.main(args + ["--per-class", "4", "--pixels", f"ar={cell}"]) == 0
+    assert len(seen) == 1 and torch.equal(seen[0], made)
+    meta = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    assert meta["protections"]["ar"]["pixels_from"] == str(cell)
+    for bad, why in ((["--per-class", "5", "--pixels", f"ar={cell}"], "was made from data"),
+                     (["--per-class", "4", "--pixels", f"keyed={cell}"], "a keyed row needs its issued key")):
+        with pytest.raises(SystemExit) as stop:
+            tier.main(args + bad)
+        assert stop.value.code == 2 and why in capsys.readouterr().err
+
+
 def test_gpu_tier_stages_write_json_and_a_rerun_skips_them(tmp_path, tiny_cifar):
     """bench/gpu_tier.py's cell stages on the CPU at tiny size (no timing): each stage's JSON, the
     keyed authorized cell, and a rerun that skips finished stages."""
