@@ -108,7 +108,7 @@ def test_report_of_table1_audit_certify(runs, tmp_path, capsys):
     # grayscale did not reproduce its published effect on EM at the 10k tier: marked wherever it appears
     assert by["iss-grayscale"]["calibration"]["status"] == "uncalibrated" and by["retrain"]["calibration"]["status"] == "calibrated"
     assert by["key-estimate"]["calibration"] is None
-    assert html.count('class="badge uncalibrated"') == 2   # iss-grayscale (measured) and ueraser (not measured)
+    assert html.count('class="badge uncalibrated"') == 1   # iss-grayscale (measured); ueraser is calibrated now
     assert "iss-grayscale: restores EM at 8/255 for a fastnet hacker only to ratio" in html
     audit_md = (root / "runs" / "audit" / "audit.md").read_text()
     assert "- iss-grayscale: restores EM" in audit_md and "- retrain:" not in audit_md
@@ -238,7 +238,8 @@ def test_every_calibration_states_a_status_and_what_was_measured():
     for name in list_attacks():
         said = get_attack(name).calibration
         assert said is None or (len(said) == 2 and said[0] in CALIBRATION and "10k tier" in said[1]), name
-    assert get_attack("ueraser").calibration[0] == "uncalibrated"   # issue 20: 0.76 < the pass mark 0.8
+    assert get_attack("iss-grayscale").calibration[0] == "uncalibrated"   # issue 20: 0.41-0.44 < the pass mark 0.85
+    assert get_attack("ueraser").calibration[0] == "calibrated"   # fixed 2026-12-05: 0.81 >= 0.8 (before: 0.39-0.76)
 
 
 def test_every_protection_states_a_threat_model_of_registered_attacks():
